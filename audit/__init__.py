@@ -1,0 +1,1 @@
+"""Append-only audit log of every tool call that touches a host."""

@@ -1,0 +1,1 @@
+"""Inventory: hosts, credentials, host keys."""

@@ -1,0 +1,112 @@
+"""Inventory models: credentials (encrypted), hosts and their pinned host keys."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from hosts import crypto
+
+
+class Credential(models.Model):
+    """A login secret (password or private key), encrypted at rest.
+
+    The plaintext is only ever produced by ``secret()`` / ``passphrase()``, which are
+    called where the SSH connection is made; admin forms and tool results see only
+    ``has_secret`` and the public key fingerprint.
+    """
+
+    class Kind(models.TextChoices):
+        PASSWORD = "password", "Password"
+        PRIVATE_KEY = "private_key", "Private key"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    passphrase_encrypted = models.TextField(blank=True, default="", editable=False)
+    public_key = models.TextField(blank=True, default="", editable=False, help_text="OpenSSH public key line.")
+    fingerprint = models.CharField(max_length=100, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_encrypted)
+
+    def set_secret(self, plaintext: str) -> None:
+        self.secret_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+    def set_passphrase(self, plaintext: str) -> None:
+        self.passphrase_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+    def secret(self) -> str:
+        return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+
+    def passphrase(self) -> str:
+        return crypto.decrypt(self.passphrase_encrypted) if self.passphrase_encrypted else ""
+
+
+class Host(models.Model):
+    """A server an admin registered; the model refers to it only by ``name``."""
+
+    name = models.SlugField(max_length=100, unique=True, help_text="What MCP clients call this host.")
+    address = models.CharField(max_length=255, help_text="DNS name or IP address.")
+    port = models.PositiveIntegerField(default=22)
+    username = models.CharField(max_length=100)
+    description = models.TextField(blank=True, default="")
+    tags = models.JSONField(default=list, blank=True, help_text="A list of short labels.")
+    enabled = models.BooleanField(default=True)
+    credential = models.ForeignKey(Credential, on_delete=models.PROTECT, related_name="hosts", null=True, blank=True)
+    trust_on_first_use = models.BooleanField(
+        default=False, help_text="Trust the first host key seen when no key is trusted yet."
+    )
+    last_connected_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def key_state(self) -> str:
+        """trusted when a trusted key exists, pending when only unapproved keys are known, else unknown."""
+        states = set(self.host_keys.values_list("state", flat=True))
+        if HostKey.State.TRUSTED in states:
+            return "changed" if HostKey.State.PENDING in states else "trusted"
+        if HostKey.State.PENDING in states:
+            return "pending"
+        return "unknown"
+
+
+class HostKey(models.Model):
+    """A server public key seen for a host; only ``trusted`` keys let a connection through."""
+
+    class State(models.TextChoices):
+        TRUSTED = "trusted", "Trusted"
+        PENDING = "pending", "Pending approval"
+        REVOKED = "revoked", "Revoked"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="host_keys")
+    key_type = models.CharField(max_length=50)
+    public_key = models.TextField(help_text="Base64 key blob, as in known_hosts.")
+    fingerprint = models.CharField(max_length=100, help_text="SHA256:... as printed by ssh-keygen -l.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    first_seen_at = models.DateTimeField(default=timezone.now, editable=False)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["host__name", "key_type"]
+        constraints = [models.UniqueConstraint(fields=["host", "fingerprint"], name="unique_host_fingerprint")]
+
+    def __str__(self) -> str:
+        return f"{self.host.name} {self.key_type} {self.fingerprint} ({self.state})"

@@ -1,0 +1,1 @@
+"""sshcontrol: an MCP control plane for SSH servers."""

@@ -1,0 +1,39 @@
+"""System checks for configuration mistakes, reported with ids by ``manage.py check``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = [Error(message, id=check_id) for check_id, message in settings.SETTINGS_ERRORS]
+    if settings.MAX_TIMEOUT < settings.DEFAULT_TIMEOUT:
+        messages.append(
+            Error(
+                "SSHCONTROL_DEFAULT_TIMEOUT is larger than SSHCONTROL_MAX_TIMEOUT.",
+                hint="Lower the default or raise the maximum.",
+                id="sshcontrol.E011",
+            )
+        )
+    if settings.BROKER_URL and settings.EMBEDDED_DATABASE:
+        messages.append(
+            Warning(
+                "SSHCONTROL_BROKER_URL is set but the database is the embedded SQLite file.",
+                hint="Workers on other machines cannot share SQLite; set DATABASE_URL to PostgreSQL.",
+                id="sshcontrol.W001",
+            )
+        )
+    if not settings.FIELD_KEYS and not settings.EMBEDDED_DATABASE:
+        messages.append(
+            Error(
+                "SSHCONTROL_FIELD_KEYS is not set, and the database is not the embedded one.",
+                hint="Generate a key with `sshcontrol generate_field_key` and set SSHCONTROL_FIELD_KEYS "
+                "(or SSHCONTROL_FIELD_KEYS_FILE) on every process.",
+                id="sshcontrol.E012",
+            )
+        )
+    return messages

@@ -1,0 +1,31 @@
+"""The ``sshcontrol`` console script: Django's management commands from any directory.
+
+On the embedded default the SQLite database is created and migrated before the
+command runs, so ``sshcontrol hosts add`` or ``sshcontrol mcp_serve`` work on a
+fresh machine with no set-up step.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Commands that must not trigger an automatic migration (they manage schema or need none).
+_NO_AUTO_MIGRATE = {"migrate", "makemigrations", "sqlmigrate", "showmigrations", "help", "version", "check",
+                    "shell", "dbshell", "test", "squashmigrations"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv if argv is None else argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sshcontrol.settings")
+    import django
+    from django.core.management import execute_from_command_line
+
+    django.setup()
+    command = args[1] if len(args) > 1 else "help"
+    if command not in _NO_AUTO_MIGRATE and not command.startswith("-"):
+        from sshcontrol.bootstrap import prepare_database
+
+        prepare_database()
+    execute_from_command_line(args)
+    return 0

@@ -1,0 +1,73 @@
+"""Typed readers for environment settings.
+
+Settings come only from the environment so that the same code runs embedded (no
+configuration at all) and deployed (every value from a unit file or a secret store).
+Each helper returns the default when the variable is unset or empty.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class EnvError(ValueError):
+    """An environment variable holds a value of the wrong shape."""
+
+
+def envstr(name: str, default: str = "") -> str:
+    return os.environ.get(name) or default
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise EnvError(f"{name} must be true or false, not {raw!r}")
+
+
+def envint(name: str, default: int, minimum: int | None = None) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise EnvError(f"{name} must be an integer, not {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise EnvError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def envfloat(name: str, default: float, minimum: float | None = None) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise EnvError(f"{name} must be a number, not {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise EnvError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def envsecret(name: str, default: str = "") -> str:
+    """Read a secret from NAME, or from the file named by NAME_FILE (systemd credentials, k8s secrets)."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise EnvError(f"{name}_FILE points at {path!r}, which cannot be read: {exc.strerror}") from exc
+    return default

@@ -1,0 +1,40 @@
+"""Runtime state that must outlive one process: the SSH sessions and where they live."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class SshSession(models.Model):
+    """An SSH session as the control plane sees it.
+
+    The live connection sits in the memory of one process (``worker``): the MCP
+    server itself on the embedded default, a Celery worker in distributed mode.
+    This row lets any front-end process find it and lets the admin see it.
+    """
+
+    class State(models.TextChoices):
+        CONNECTED = "connected", "Connected"
+        LOST = "lost", "Lost"
+        CLOSED = "closed", "Closed"
+
+    session_id = models.CharField(max_length=64, unique=True)
+    host = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="sessions")
+    host_name = models.CharField(max_length=100)
+    worker = models.CharField(max_length=200, help_text="Process holding the connection.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CONNECTED, db_index=True)
+    opened_by = models.CharField(max_length=200, blank=True, default="")
+    opened_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_reason = models.CharField(max_length=200, blank=True, default="")
+    commands_run = models.PositiveIntegerField(default=0)
+    host_key_fingerprint = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        ordering = ["-opened_at"]
+        verbose_name = "SSH session"
+
+    def __str__(self) -> str:
+        return f"{self.session_id} on {self.host_name} ({self.state})"

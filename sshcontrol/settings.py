@@ -1,0 +1,163 @@
+"""Django settings, read from the environment only.
+
+With nothing set, sshcontrol runs embedded: SQLite and every piece of state in
+``SSHCONTROL_DATA_DIR`` (default ``~/.sshcontrol``), SSH work in the server's own
+process, no broker. ``DATABASE_URL`` and ``SSHCONTROL_BROKER_URL`` switch to the
+distributed deployment. Values of the wrong shape are reported by the system checks
+in ``sshcontrol.checks`` rather than crashing here, so ``manage.py check`` can name them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from sshcontrol.datadir import data_dir, ensure_data_dir
+from sshcontrol.env import EnvError, envbool, envfloat, envint, envsecret, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Problems found while reading the environment; sshcontrol.checks reports them with ids.
+SETTINGS_ERRORS: list[tuple[str, str]] = []
+
+
+def _guard(check_id: str, read: Any, fallback: Any) -> Any:
+    try:
+        return read()
+    except EnvError as exc:
+        SETTINGS_ERRORS.append((check_id, str(exc)))
+        return fallback
+
+
+DATA_DIR = data_dir()
+
+
+def _secret_key() -> str:
+    """SECRET_KEY signs admin sessions; embedded, it is generated once into the data directory."""
+    configured = envsecret("SSHCONTROL_SECRET_KEY")
+    if configured:
+        return configured
+    path = ensure_data_dir() / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _guard("sshcontrol.E001", lambda: envbool("SSHCONTROL_DEBUG", False), False)
+ALLOWED_HOSTS = [h for h in envstr("SSHCONTROL_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in envstr("SSHCONTROL_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "sshcontrol",
+    "hosts",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sshcontrol.urls"
+WSGI_APPLICATION = "sshcontrol.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict[str, Any]:
+    url = envstr("DATABASE_URL")
+    if url:
+        import dj_database_url
+
+        try:
+            return dict(dj_database_url.parse(url, conn_max_age=60))
+        except Exception as exc:
+            SETTINGS_ERRORS.append(("sshcontrol.E002", f"DATABASE_URL cannot be parsed: {exc}"))
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(DATA_DIR / "sshcontrol.sqlite3"),
+        "OPTIONS": {
+            # WAL lets the admin read while mcp_serve writes; synchronous=NORMAL keeps commits
+            # durable across process crashes without an fsync per audit row.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+            "transaction_mode": "IMMEDIATE",
+        },
+    }
+
+
+DATABASES = {"default": _database()}
+EMBEDDED_DATABASE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# Encrypted credential fields: comma-separated Fernet keys, newest first.
+FIELD_KEYS = envsecret("SSHCONTROL_FIELD_KEYS")
+
+# SSH execution limits.
+MAX_OUTPUT_BYTES = _guard("sshcontrol.E003", lambda: envint("SSHCONTROL_MAX_OUTPUT_BYTES", 1 << 20, 1024), 1 << 20)
+DEFAULT_TIMEOUT = _guard("sshcontrol.E004", lambda: envfloat("SSHCONTROL_DEFAULT_TIMEOUT", 60.0, 0.1), 60.0)
+MAX_TIMEOUT = _guard("sshcontrol.E005", lambda: envfloat("SSHCONTROL_MAX_TIMEOUT", 3600.0, 1.0), 3600.0)
+CONNECT_TIMEOUT = _guard("sshcontrol.E006", lambda: envfloat("SSHCONTROL_CONNECT_TIMEOUT", 10.0, 0.5), 10.0)
+MAX_INLINE_DOWNLOAD_BYTES = _guard(
+    "sshcontrol.E007", lambda: envint("SSHCONTROL_MAX_INLINE_DOWNLOAD_BYTES", 1 << 20, 1), 1 << 20
+)
+MAX_LIST_ENTRIES = _guard("sshcontrol.E008", lambda: envint("SSHCONTROL_MAX_LIST_ENTRIES", 1000, 1), 1000)
+AUDIT_OUTPUT_BYTES = _guard("sshcontrol.E009", lambda: envint("SSHCONTROL_AUDIT_OUTPUT_BYTES", 64 << 10, 0), 64 << 10)
+LOCAL_ROOT = Path(envstr("SSHCONTROL_LOCAL_ROOT", str(DATA_DIR / "transfers"))).expanduser()
+KEEPALIVE_SECONDS = _guard("sshcontrol.E010", lambda: envint("SSHCONTROL_KEEPALIVE_SECONDS", 30, 0), 30)
+
+# Distributed mode (a later issue): with a broker URL, SSH work goes to Celery workers.
+BROKER_URL = envstr("SSHCONTROL_BROKER_URL")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    # stderr only: over stdio, stdout belongs to the MCP protocol.
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    "root": {"handlers": ["stderr"], "level": envstr("SSHCONTROL_LOG_LEVEL", "WARNING").upper()},
+    "loggers": {
+        "sshcontrol": {"level": envstr("SSHCONTROL_LOG_LEVEL", "INFO").upper()},
+        "paramiko": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,65 @@
+"""Shared fixtures: an isolated data directory, a real sshd, registered hosts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+
+# Before Django reads its settings: keep every test run's state in a throwaway directory.
+os.environ.setdefault("SSHCONTROL_DATA_DIR", tempfile.mkdtemp(prefix="sshcontrol-test-data-"))
+os.environ.setdefault("SSHCONTROL_FIELD_KEYS", "dGVzdC1rZXktZm9yLXNzaGNvbnRyb2wtdGVzdHMtMDE=")
+
+import pytest
+
+from tests.sshd import SshServer
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[SshServer]:
+    """One real OpenSSH server for the whole run (restarted by tests that change its keys)."""
+    server = SshServer.create().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def make_host(db: None, sshd: SshServer) -> Callable[..., object]:
+    """Register the suite's sshd as a host: ``make_host("web1", auth="password"|"ed25519"|"rsa"|"ecdsa")``."""
+    from hosts.models import Credential, Host, HostKey
+    from sshcontrol.ssh.connect import fingerprint
+
+    def factory(
+        name: str = "testhost",
+        auth: str = "password",
+        trusted: bool = True,
+        password: str | None = None,
+        **fields: object,
+    ) -> Host:
+        credential = Credential(name=f"{name}-cred", kind="password" if auth == "password" else "private_key")
+        if auth == "password":
+            credential.set_secret(password if password is not None else sshd.password)
+        else:
+            credential.set_secret(sshd.private_key_text(auth))
+        credential.save()
+        host = Host.objects.create(
+            name=name,
+            address=sshd.address,
+            port=sshd.port,
+            username=sshd.user,
+            credential=credential,
+            **fields,
+        )
+        if trusted:
+            for key in sshd.host_public_keys():
+                HostKey.objects.create(
+                    host=host,
+                    key_type=key.get_name(),
+                    public_key=key.get_base64(),
+                    fingerprint=fingerprint(key),
+                    state=HostKey.State.TRUSTED,
+                    approved_by="test-suite",
+                )
+        return host
+
+    return factory
