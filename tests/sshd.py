@@ -13,6 +13,7 @@ import base64
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -24,8 +25,7 @@ from pathlib import Path
 import paramiko
 
 SSHD = "/usr/sbin/sshd"
-TEST_USER = "sshctest"
-TEST_PASSWORD = "correct horse battery staple 7"  # only ever set on the throwaway test user
+TEST_PASSWORD = "correct horse battery staple 7"  # only ever set on the throwaway test users
 
 
 def free_port() -> int:
@@ -34,19 +34,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_test_user() -> pwd.struct_passwd:
+def ensure_test_user(name: str) -> pwd.struct_passwd:
+    """Create a throwaway local user for one server, so parallel test runs never share one."""
     try:
-        entry = pwd.getpwnam(TEST_USER)
+        entry = pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=True)
-        entry = pwd.getpwnam(TEST_USER)
-    subprocess.run(["chpasswd"], input=f"{TEST_USER}:{TEST_PASSWORD}\n", text=True, check=True)
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        entry = pwd.getpwnam(name)
+    subprocess.run(["chpasswd"], input=f"{name}:{TEST_PASSWORD}\n", text=True, check=True)
     return entry
 
 
-def reap_test_user_processes() -> None:
+def reap_user_processes(name: str) -> None:
     """Kill whatever the test user still runs (commands outlive their SSH connection)."""
-    subprocess.run(["pkill", "-KILL", "-u", TEST_USER], check=False)
+    subprocess.run(["pkill", "-KILL", "-u", name], check=False)
 
 
 def _keygen(path: Path, kind: str, bits: int | None = None, passphrase: str = "") -> None:
@@ -63,7 +64,7 @@ class SshServer:
     root: Path
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
-    user: str = TEST_USER
+    user: str = field(default_factory=lambda: f"sshct{secrets.token_hex(4)}")
     password: str = TEST_PASSWORD
     client_keys: dict[str, Path] = field(default_factory=dict)
     encrypted_key: Path | None = None
@@ -81,7 +82,7 @@ class SshServer:
     def start(self) -> SshServer:
         if not Path(SSHD).exists():
             raise RuntimeError("sshd is not installed: apt-get install openssh-server")
-        ensure_test_user()
+        ensure_test_user(self.user)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         hostkeys = self.root / "hostkeys"
         hostkeys.mkdir(exist_ok=True)
@@ -156,10 +157,11 @@ class SshServer:
                 self.proc.kill()
                 self.proc.wait(5)
             self.proc = None
-        reap_test_user_processes()
+        reap_user_processes(self.user)
 
     def remove(self) -> None:
         self.stop()
+        subprocess.run(["userdel", "--remove", self.user], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- facts the tests compare against ---------------------------------------------------
@@ -186,10 +188,6 @@ class SshServer:
         """PIDs of the test user's processes whose command line matches ``pattern``."""
         out = subprocess.run(["pgrep", "-u", self.user, "-f", pattern], capture_output=True, text=True, check=False)
         return out.stdout.split()
-
-
-def uid_of_test_user() -> int:
-    return ensure_test_user().pw_uid
 
 
 if __name__ == "__main__":  # manual use: python -m tests.sshd
