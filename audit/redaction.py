@@ -1,12 +1,125 @@
-"""Redaction of secrets from text before it is stored or shown. CONTRACT — to be implemented."""
+"""Redaction of secrets from text before it is stored or shown.
+
+Two layers: the exact secrets the caller knows (a host's password, a key passphrase),
+and patterns for secrets nobody told us about (private key blocks, ``password=...``,
+bearer tokens, credentials in URLs). The patterns err on the side of hiding too much:
+a redacted harmless value costs a reader a moment, a stored password costs a rotation.
+
+Every pattern is compiled once and anchored on a literal (``BEGIN``, ``://``, a key
+word) with bounded repetitions around it, so the cost stays linear in the text's length;
+output up to the SSH layer's cap (1 MiB) goes through here on every call.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 REDACTED = "[REDACTED]"
+
+# Shorter "secrets" would redact ordinary words and numbers all over the output.
+MIN_SECRET_LENGTH = 4
+
+# A value: quoted (kept up to its closing quote) or bare (up to whitespace, a quote or a
+# URL query separator). Commas and semicolons are kept in a bare value on purpose:
+# cutting there would leave the rest of a password that contains one in plain sight.
+_VALUE = r"""(?:"[^"\n]*"|'[^'\n]*'|[^\s"'&]+)"""
+
+# SSHPASS is the environment variable ``sshpass -e`` reads.
+_KEY_WORDS = r"(?:password|passwd|pwd|secret|token|api[_-]?key|sshpass)"
+
+_PRIVATE_KEY = re.compile(
+    r"(-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)"
+    r".*?"
+    # An unterminated block (output cut by a size cap) is hidden to the end of the text.
+    r"(-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.DOTALL,
+)
+
+# Authorization header first, so its scheme word is kept and its credential hidden.
+_AUTHORIZATION = re.compile(
+    r"""(\bauthorization["']?[ \t]*[:=][ \t]*["']?(?:(?:bearer|basic|digest|token)[ \t]+)?)([^\s"']+)""",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(\bbearer[ \t]+)([A-Za-z0-9._~+/-]{8,}=*)", re.IGNORECASE)
+
+# --password VALUE (the --password=VALUE form is covered by _KEY_VALUE below). A following
+# option is not taken for a value: "--no-password -h db" hides nothing.
+_OPTION = re.compile(rf"(--[\w-]{{0,32}}{_KEY_WORDS}[\w-]{{0,32}}[ \t]+)((?!-){_VALUE})", re.IGNORECASE)
+
+# password=..., DB_PASSWORD: ..., "api_key": "...": the key name (with its quotes and the
+# separator) is kept, only the value is hidden. The separator may not cross a line, so a
+# "Password:" prompt does not swallow the next line.
+_KEY_VALUE = re.compile(
+    rf"""({_KEY_WORDS}[\w-]{{0,32}}["']?[ \t]*[=:][ \t]*)({_VALUE})""",
+    re.IGNORECASE,
+)
+
+# sshpass [-f file|-d fd|-P prompt|-e|-v ...] -p VALUE command: only sshpass's own options are
+# skipped, so the "-p 2222" of "sshpass -e ssh -p 2222 host" is left alone.
+_SSHPASS = re.compile(rf"(\bsshpass(?:[ \t]+(?:-[fdP][ \t]*\S+|-[a-oq-zA-Z]+))*[ \t]+-p[ \t]*)({_VALUE})")
+
+# scheme://user:password@host; the user name stays, as it says whose account it is.
+_URL_CREDENTIALS = re.compile(r"(://[^\s/:@]{0,256}:)([^\s/]{1,512})(@)")
+
+# Our own API tokens and AWS access key ids are recognisable by their prefix.
+_API_TOKEN = re.compile(r"\bsshc_[A-Za-z0-9_-]{8,}")
+_AWS_ACCESS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+
+# SQL: CREATE USER ... IDENTIFIED BY 'secret'.
+_IDENTIFIED_BY = re.compile(rf"(\bidentified[ \t]+by[ \t]+)({_VALUE})", re.IGNORECASE)
+
+
+def _private_key(match: re.Match[str]) -> str:
+    return f"{match.group(1)}\n{REDACTED}\n{match.group(2)}" if match.group(2) else f"{match.group(1)}\n{REDACTED}"
+
+
+def _keep_quotes(match: re.Match[str]) -> str:
+    """Hide group 2 after group 1, keeping the quotes around a quoted value so the text still parses."""
+    value = match.group(2)
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return f"{match.group(1)}{value[0]}{REDACTED}{value[0]}"
+    return f"{match.group(1)}{REDACTED}"
+
+
+@lru_cache(maxsize=256)
+def _secrets_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
+    # One alternation, longest first, applied in a single pass: a shorter secret that is part
+    # of a longer one cannot leave the longer one's remainder visible, and a secret that is a
+    # substring of "[REDACTED]" cannot match inside an earlier replacement.
+    return re.compile("|".join(re.escape(s) for s in secrets))
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
     """Replace known secrets and secret-looking patterns (private keys, password=..., tokens)."""
-    raise NotImplementedError
+    if not text:
+        return text
+    known = tuple(sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
+    if known:
+        text = _secrets_pattern(known).sub(REDACTED, text)
+    text = _PRIVATE_KEY.sub(_private_key, text)
+    text = _AUTHORIZATION.sub(_keep_quotes, text)
+    text = _BEARER.sub(_keep_quotes, text)
+    text = _OPTION.sub(_keep_quotes, text)
+    text = _KEY_VALUE.sub(_keep_quotes, text)
+    text = _SSHPASS.sub(_keep_quotes, text)
+    text = _IDENTIFIED_BY.sub(_keep_quotes, text)
+    text = _URL_CREDENTIALS.sub(rf"\1{REDACTED}\3", text)
+    text = _API_TOKEN.sub(REDACTED, text)
+    return _AWS_ACCESS_KEY.sub(REDACTED, text)
+
+
+def cap(text: str, limit: int) -> tuple[str, bool]:
+    """Keep at most ``limit`` characters, head and tail, marking the cut; True when something was cut.
+
+    Both ends are kept because the start of an output says what ran and its end says how it
+    finished; the middle is what a reader can most afford to lose.
+    """
+    if len(text) <= limit:
+        return text, False
+    limit = max(limit, 0)
+    head = limit // 2
+    tail = limit - head
+    cut = len(text) - limit
+    return f"{text[:head]}\n[... {cut} characters truncated ...]\n{text[len(text) - tail :]}", True

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from hosts import crypto
+from hosts.keyfiles import KeyInfo, inspect_private_key, normalize_key_text
 
 
 class Credential(models.Model):
@@ -24,7 +25,9 @@ class Credential(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     secret_encrypted = models.TextField(blank=True, default="", editable=False)
     passphrase_encrypted = models.TextField(blank=True, default="", editable=False)
-    public_key = models.TextField(blank=True, default="", editable=False, help_text="OpenSSH public key line.")
+    public_key = models.TextField(
+        blank=True, default="", editable=False, help_text="OpenSSH public key line."
+    )
     fingerprint = models.CharField(max_length=100, blank=True, default="", editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -45,6 +48,28 @@ class Credential(models.Model):
     def set_passphrase(self, plaintext: str) -> None:
         self.passphrase_encrypted = crypto.encrypt(plaintext) if plaintext else ""
 
+    def store_password(self, password: str) -> None:
+        """Make this a password credential; key material left from a previous kind is cleared."""
+        self.kind = self.Kind.PASSWORD
+        self.set_secret(password)
+        self.set_passphrase("")
+        self.public_key = ""
+        self.fingerprint = ""
+
+    def store_private_key(self, text: str, passphrase: str = "") -> KeyInfo:
+        """Validate and store a private key with its public half. Raises keyfiles.KeyFileError.
+
+        The key is loaded before anything is stored, so a wrong passphrase or an unsupported
+        key type is reported to the admin registering it rather than at the first connection.
+        """
+        info = inspect_private_key(text, passphrase or None)
+        self.kind = self.Kind.PRIVATE_KEY
+        self.set_secret(normalize_key_text(text))
+        self.set_passphrase(passphrase)
+        self.public_key = info.public_key
+        self.fingerprint = info.fingerprint
+        return info
+
     def secret(self) -> str:
         return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""
 
@@ -62,7 +87,9 @@ class Host(models.Model):
     description = models.TextField(blank=True, default="")
     tags = models.JSONField(default=list, blank=True, help_text="A list of short labels.")
     enabled = models.BooleanField(default=True)
-    credential = models.ForeignKey(Credential, on_delete=models.PROTECT, related_name="hosts", null=True, blank=True)
+    credential = models.ForeignKey(
+        Credential, on_delete=models.PROTECT, related_name="hosts", null=True, blank=True
+    )
     trust_on_first_use = models.BooleanField(
         default=False, help_text="Trust the first host key seen when no key is trusted yet."
     )
@@ -106,7 +133,9 @@ class HostKey(models.Model):
 
     class Meta:
         ordering = ["host__name", "key_type"]
-        constraints = [models.UniqueConstraint(fields=["host", "fingerprint"], name="unique_host_fingerprint")]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "fingerprint"], name="unique_host_fingerprint")
+        ]
 
     def __str__(self) -> str:
         return f"{self.host.name} {self.key_type} {self.fingerprint} ({self.state})"

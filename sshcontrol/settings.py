@@ -14,8 +14,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import django_stubs_ext
+
 from sshcontrol.datadir import data_dir, ensure_data_dir
 from sshcontrol.env import EnvError, envbool, envfloat, envint, envsecret, envstr
+
+# Lets admin and form classes be written ModelAdmin[Host] for the type checker at runtime too.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -111,6 +116,8 @@ def _database() -> dict[str, Any]:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
             "transaction_mode": "IMMEDIATE",
         },
+        # A file, not the in-memory default: tool calls run in threads with their own connections.
+        "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
     }
 
 

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterator
-
-# Before Django reads its settings: keep every test run's state in a throwaway directory.
-os.environ.setdefault("SSHCONTROL_DATA_DIR", tempfile.mkdtemp(prefix="sshcontrol-test-data-"))
-os.environ.setdefault("SSHCONTROL_FIELD_KEYS", "dGVzdC1rZXktZm9yLXNzaGNvbnRyb2wtdGVzdHMtMDE=")
 
 import pytest
 

@@ -1,12 +1,53 @@
-"""Opening SSH connections with pinned host keys. CONTRACT — to be implemented."""
+"""Opening SSH connections with pinned host keys.
+
+Host keys are checked by paramiko before any credential is sent, so a wrong server never
+sees the password. We never consult ``~/.ssh/known_hosts`` or the system host keys: the
+only trusted keys are the ones the caller passes in ``ConnectSpec.trusted_keys``.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import io
+import socket
 from dataclasses import dataclass, field
 
 import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from paramiko.ssh_exception import IncompatiblePeer
 
-from sshcontrol.ssh.errors import SeenKey
+from sshcontrol.ssh.errors import (
+    AuthenticationFailed,
+    ConnectFailed,
+    HostKeyChanged,
+    HostKeyUnknown,
+    SeenKey,
+    SshError,
+)
+
+# Host key algorithms paramiko can verify, in its own order of preference. RSA keys are
+# named "ssh-rsa" but are only ever verified with the SHA-2 signature algorithms.
+HOST_KEY_ALGORITHMS: tuple[str, ...] = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+)
+_ALGORITHMS_FOR_KEY_TYPE: dict[str, tuple[str, ...]] = {
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256"),
+    "rsa-sha2-512": ("rsa-sha2-512", "rsa-sha2-256"),
+    "rsa-sha2-256": ("rsa-sha2-512", "rsa-sha2-256"),
+}
+
+# Dead peers are found by TCP keepalive (paramiko's own keepalive only keeps NAT state).
+_TCP_KEEPALIVE_INTERVAL = 10
+_TCP_KEEPALIVE_PROBES = 3
 
 
 @dataclass(frozen=True)
@@ -28,11 +69,12 @@ class ConnectSpec:
 
 def fingerprint(key: paramiko.PKey) -> str:
     """``SHA256:<base64 without padding>`` as ssh-keygen -l prints it."""
-    raise NotImplementedError
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
 def seen_key(key: paramiko.PKey) -> SeenKey:
-    raise NotImplementedError
+    return SeenKey(key_type=key.get_name(), public_key=key.get_base64(), fingerprint=fingerprint(key))
 
 
 @dataclass
@@ -43,10 +85,137 @@ class Connection:
     host_key: SeenKey
 
     def is_active(self) -> bool:
-        raise NotImplementedError
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active() and transport.is_authenticated()
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.client.close()
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Called by paramiko (before authentication) when the server's key is not in our host keys."""
+
+    def __init__(self, has_trusted_keys: bool, trust_on_first_use: bool) -> None:
+        self.has_trusted_keys = has_trusted_keys
+        self.trust_on_first_use = trust_on_first_use
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        seen = seen_key(key)
+        if self.has_trusted_keys:
+            # Only reachable when no trusted key could be parsed: the server's key is not among them.
+            raise HostKeyChanged(seen)
+        if not self.trust_on_first_use:
+            raise HostKeyUnknown(seen)
+
+
+def _host_key_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def _parse_public_key(key_type: str, blob: str) -> paramiko.PKey | None:
+    if key_type.startswith("rsa-sha2-"):
+        key_type = "ssh-rsa"  # stored under its signature algorithm: the key itself is ssh-rsa
+    try:
+        return paramiko.PKey.from_type_string(key_type, base64.b64decode(blob))
+    except Exception:
+        # A key type paramiko cannot verify (e.g. a FIDO key) simply cannot match.
+        return None
+
+
+def _tcp_socket(address: str, port: int, timeout: float, keepalive_idle: int) -> socket.socket:
+    where = f"{address}:{port}"
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except ConnectionRefusedError:
+        raise ConnectFailed(f"connection refused by {where}") from None
+    except TimeoutError:
+        raise ConnectFailed(f"timed out after {timeout:g} s connecting to {where}") from None
+    except socket.gaierror as exc:
+        raise ConnectFailed(f"cannot resolve {address}: {exc.strerror}") from None
+    except OSError as exc:
+        raise ConnectFailed(f"cannot connect to {where}: {exc.strerror or exc}") from None
+    try:
+        # Without TCP_NODELAY every small request waits for a delayed ACK (~40 ms per command).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, keepalive_idle))
+        if hasattr(socket, "TCP_KEEPINTVL"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, _TCP_KEEPALIVE_INTERVAL)
+        if hasattr(socket, "TCP_KEEPCNT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, _TCP_KEEPALIVE_PROBES)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+_KEY_CLASSES: tuple[tuple[type, type[paramiko.PKey]], ...] = (
+    (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
+    (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey),
+    (rsa.RSAPrivateKey, paramiko.RSAKey),
+)
+
+
+def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
+    """Parse an OpenSSH or PEM (PKCS#1, SEC1, PKCS#8) private key, decrypting it if needed.
+
+    Raises AuthenticationFailed with a message that never contains the key or passphrase.
+    """
+    data = text.strip().encode() + b"\n"
+    password = passphrase.encode() if passphrase else None
+    openssh = b"BEGIN OPENSSH PRIVATE KEY" in data
+
+    def attempt(pw: bytes | None) -> PrivateKeyTypes:
+        if openssh:
+            return serialization.load_ssh_private_key(data, password=pw)
+        return serialization.load_pem_private_key(data, password=pw)
+
+    try:
+        try:
+            loaded = attempt(password)
+        except TypeError:
+            if password is None:
+                raise AuthenticationFailed(
+                    "the private key is encrypted and no passphrase was given"
+                ) from None
+            # A passphrase stored for an unencrypted key is harmless: ignore it.
+            loaded = attempt(None)
+    except AuthenticationFailed:
+        raise
+    except (ValueError, TypeError, paramiko.SSHException):
+        if password is not None:
+            raise AuthenticationFailed(
+                "the private key could not be decrypted: wrong passphrase or damaged key"
+            ) from None
+        raise AuthenticationFailed(
+            "the private key could not be parsed (expected OpenSSH or PEM format)"
+        ) from None
+    except Exception:  # cryptography raises UnsupportedAlgorithm and friends for exotic keys
+        raise AuthenticationFailed("the private key could not be loaded: unsupported key type") from None
+
+    for crypto_type, key_class in _KEY_CLASSES:
+        if isinstance(loaded, crypto_type):
+            # paramiko's loaders only read unencrypted OpenSSH text for every key type alike.
+            unencrypted = loaded.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            ).decode("ascii")
+            return key_class.from_private_key(io.StringIO(unencrypted))
+    raise AuthenticationFailed(f"unsupported private key type {type(loaded).__name__}")
+
+
+def _disabled_host_key_algorithms(trusted: list[paramiko.PKey]) -> list[str]:
+    """Host key algorithms to refuse, so the server proves a key of a type we actually trust.
+
+    paramiko negotiates the first algorithm of its list the server also offers; a server with
+    ed25519 and RSA keys would otherwise present ed25519 while we only trust its RSA key.
+    """
+    allowed: set[str] = set()
+    for key in trusted:
+        allowed.update(_ALGORITHMS_FOR_KEY_TYPE.get(key.get_name(), (key.get_name(),)))
+    return [algorithm for algorithm in HOST_KEY_ALGORITHMS if algorithm not in allowed]
 
 
 def open_connection(spec: ConnectSpec) -> Connection:
@@ -54,9 +223,117 @@ def open_connection(spec: ConnectSpec) -> Connection:
 
     Raises ConnectFailed, HostKeyUnknown, HostKeyChanged, AuthenticationFailed.
     """
-    raise NotImplementedError
+    where = f"{spec.address}:{spec.port}"
+    pkey = load_private_key(spec.private_key, spec.passphrase) if spec.private_key else None
+    if pkey is None and spec.password is None:
+        raise AuthenticationFailed("no password or private key given")
+
+    trusted = [
+        key for key in (_parse_public_key(kind, blob) for kind, blob in spec.trusted_keys) if key is not None
+    ]
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(
+        _HostKeyPolicy(has_trusted_keys=bool(spec.trusted_keys), trust_on_first_use=spec.trust_on_first_use)
+    )
+    host_keys = client.get_host_keys()
+    for key in trusted:
+        host_keys.add(_host_key_name(spec.address, spec.port), key.get_name(), key)
+    disabled = {"keys": _disabled_host_key_algorithms(trusted)} if trusted else None
+
+    sock = _tcp_socket(spec.address, spec.port, spec.connect_timeout, spec.keepalive_seconds or 30)
+    try:
+        client.connect(
+            spec.address,
+            port=spec.port,
+            username=spec.username,
+            password=spec.password,
+            pkey=pkey,
+            sock=sock,
+            timeout=spec.connect_timeout,
+            banner_timeout=spec.connect_timeout,
+            auth_timeout=spec.connect_timeout,
+            look_for_keys=False,
+            allow_agent=False,
+            disabled_algorithms=disabled,
+        )
+        transport = client.get_transport()
+        if transport is None or not transport.is_authenticated():
+            raise AuthenticationFailed(f"authentication failed for user {spec.username}")
+        if spec.keepalive_seconds > 0:
+            transport.set_keepalive(spec.keepalive_seconds)
+        return Connection(client=client, host_key=seen_key(transport.get_remote_server_key()))
+    except BaseException as exc:
+        client.close()
+        sock.close()
+        if isinstance(exc, SshError):
+            raise
+        if isinstance(exc, paramiko.BadHostKeyException):
+            raise HostKeyChanged(seen_key(exc.key)) from None
+        if isinstance(exc, paramiko.AuthenticationException):
+            raise AuthenticationFailed(f"authentication failed for user {spec.username}") from None
+        if isinstance(exc, IncompatiblePeer) and trusted and "host key" in str(exc):
+            # The server no longer offers any key type we trust: report what it does offer.
+            offered = _scan_quietly(spec.address, spec.port, spec.connect_timeout)
+            if offered:
+                raise HostKeyChanged(
+                    offered[0],
+                    f"host key changed: server offers none of the trusted key types; "
+                    f"it presented {offered[0].key_type} {offered[0].fingerprint}",
+                ) from None
+        if _is_timeout(exc):
+            raise ConnectFailed(f"timed out after {spec.connect_timeout:g} s connecting to {where}") from None
+        if isinstance(exc, paramiko.SSHException | EOFError | OSError):
+            raise ConnectFailed(f"SSH handshake with {where} failed: {_one_line(exc)}") from None
+        raise
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """paramiko wraps socket timeouts (banner, negotiation) in plain SSHExceptions."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if isinstance(exc.__cause__ or exc.__context__, TimeoutError):
+        return True
+    return isinstance(exc, paramiko.SSHException) and "timed out" in str(exc).lower()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _scan_quietly(address: str, port: int, timeout: float) -> list[SeenKey]:
+    with contextlib.suppress(SshError):
+        return scan_host_keys(address, port, timeout)
+    return []
+
+
+def _fetch_host_key(address: str, port: int, algorithm: str, timeout: float) -> paramiko.PKey | None:
+    """The server's key for one host key algorithm, or None if it does not offer that algorithm."""
+    sock = _tcp_socket(address, port, timeout, 30)
+    transport = paramiko.Transport(
+        sock, disabled_algorithms={"keys": [a for a in HOST_KEY_ALGORITHMS if a != algorithm]}
+    )
+    transport.banner_timeout = timeout
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except IncompatiblePeer:
+        return None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise ConnectFailed(f"SSH handshake with {address}:{port} failed: {_one_line(exc)}") from None
+    finally:
+        transport.close()
+        sock.close()
 
 
 def scan_host_keys(address: str, port: int, timeout: float = 10.0) -> list[SeenKey]:
     """Fetch every host key type the server offers (no authentication)."""
-    raise NotImplementedError
+    found: dict[str, SeenKey] = {}
+    for algorithm in HOST_KEY_ALGORITHMS:
+        if algorithm == "rsa-sha2-256" and any(k.key_type == "ssh-rsa" for k in found.values()):
+            continue  # the same RSA key again, signed with another hash
+        key = _fetch_host_key(address, port, algorithm, timeout)
+        if key is not None:
+            seen = seen_key(key)
+            found.setdefault(seen.fingerprint, seen)
+    return list(found.values())

@@ -1,11 +1,29 @@
-"""SFTP upload, download and listing. CONTRACT — to be implemented."""
+"""SFTP upload, download and listing.
+
+Every call opens its own SFTP channel and closes it, so calls are thread-safe on a shared
+connection (an SFTP session costs one channel open and one round trip). Writes go to a
+temporary file next to the target and are renamed into place, so readers never see half a
+file and a failed transfer leaves nothing behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import posixpath
+import secrets
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paramiko
+
+from sshcontrol.ssh.errors import ChannelFailed, RemoteFileError
+
+_CHUNK = 1 << 20
 
 
 @dataclass
@@ -40,6 +58,65 @@ class ListResult:
     truncated: bool
 
 
+@contextlib.contextmanager
+def _sftp(client: paramiko.SSHClient) -> Iterator[paramiko.SFTPClient]:
+    try:
+        sftp = client.open_sftp()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise ChannelFailed(f"could not open an SFTP session: {_reason(exc)}") from None
+    try:
+        yield sftp
+    finally:
+        sftp.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _remote_error(path: str, exc: BaseException) -> RemoteFileError:
+    return RemoteFileError(f"{path}: {_reason(exc)}")
+
+
+def _temp_name(path: str) -> str:
+    directory, name = posixpath.split(path)
+    return posixpath.join(directory, f".{name}.sshc-{secrets.token_hex(6)}.tmp")
+
+
+def _lstat(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
+    try:
+        return sftp.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    return _lstat(sftp, path) is not None
+
+
+def _exists_error(path: str) -> RemoteFileError:
+    return RemoteFileError(f"{path} exists; pass overwrite=true to replace it")
+
+
+class _LocalReadError(Exception):
+    """Reading the local source failed: reported as such, not as a remote error."""
+
+
+def _local_chunks(source: Path | bytes) -> Iterator[bytes]:
+    if isinstance(source, bytes):
+        for start in range(0, len(source), _CHUNK):
+            yield source[start : start + _CHUNK]
+        return
+    try:
+        with source.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                yield chunk
+    except OSError as exc:
+        raise _LocalReadError(f"local file {source}: {_reason(exc)}") from None
+
+
 def upload(
     client: paramiko.SSHClient,
     remote_path: str,
@@ -47,7 +124,66 @@ def upload(
     mode: int | None = None,
     overwrite: bool = False,
 ) -> UploadResult:
-    raise NotImplementedError
+    """Write ``source`` to ``remote_path`` atomically; refuse to replace a file unless ``overwrite``."""
+    if not remote_path or remote_path.endswith("/"):
+        raise RemoteFileError(f"{remote_path or '(empty path)'}: not a file path")
+    if isinstance(source, Path) and not source.is_file():
+        raise RemoteFileError(f"local file {source} does not exist or is not a regular file")
+    with _sftp(client) as sftp:
+        try:
+            existing = _lstat(sftp, remote_path)
+        except OSError as exc:
+            raise _remote_error(remote_path, exc) from None
+        if existing is not None and not overwrite:
+            raise _exists_error(remote_path)
+        if mode is None and existing is not None and stat.S_ISREG(existing.st_mode or 0):
+            mode = stat.S_IMODE(existing.st_mode or 0)  # replacing a script must not drop its x bit
+        temp = _temp_name(remote_path)
+        digest = hashlib.sha256()
+        size = 0
+        created = False
+        try:
+            with sftp.open(temp, "wxb") as handle:
+                created = True
+                # Do not wait for each write's acknowledgement: errors still surface at close.
+                # Before any data is written, so a 0600 file is never readable with content in it.
+                if mode is not None:
+                    handle.chmod(mode)
+                handle.set_pipelined(True)
+                for chunk in _local_chunks(source):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            if overwrite:
+                sftp.posix_rename(temp, remote_path)
+            else:
+                try:
+                    # OpenSSH renames with link()+unlink(): it refuses to replace, with no race.
+                    sftp.rename(temp, remote_path)
+                except OSError:
+                    if _exists(sftp, remote_path):
+                        raise _exists_error(remote_path) from None
+                    raise
+            created = False
+        except _LocalReadError as exc:
+            raise RemoteFileError(str(exc)) from None
+        except OSError as exc:
+            raise _remote_error(remote_path, exc) from None
+        finally:
+            if created:
+                with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+                    sftp.remove(temp)
+    return UploadResult(remote_path=remote_path, size=size, sha256=digest.hexdigest())
+
+
+def _stat_file(sftp: paramiko.SFTPClient, remote_path: str) -> int:
+    try:
+        attrs = sftp.stat(remote_path)
+    except OSError as exc:
+        raise _remote_error(remote_path, exc) from None
+    if attrs.st_mode is not None and stat.S_ISDIR(attrs.st_mode):
+        raise RemoteFileError(f"{remote_path} is a directory; use list_dir to see its contents")
+    return attrs.st_size or 0
 
 
 def download(
@@ -57,8 +193,112 @@ def download(
     overwrite: bool = False,
     max_inline_bytes: int = 1 << 20,
 ) -> DownloadResult:
-    raise NotImplementedError
+    """Fetch ``remote_path`` into memory (``dest`` None, size-capped) or atomically into ``dest``."""
+    if dest is not None and not overwrite and dest.exists():
+        raise RemoteFileError(f"local file {dest} exists; pass overwrite=true to replace it")
+    with _sftp(client) as sftp:
+        size = _stat_file(sftp, remote_path)
+        if dest is None and size > max_inline_bytes:
+            raise RemoteFileError(
+                f"{remote_path} is {size} bytes, more than the inline limit of {max_inline_bytes} bytes; "
+                "pass local_path to download it to a file"
+            )
+        try:
+            with sftp.open(remote_path, "rb") as handle:
+                handle.prefetch(size)
+                if dest is None:
+                    return _read_inline(handle, remote_path, max_inline_bytes)
+                return _read_to_file(handle, remote_path, dest)
+        except OSError as exc:
+            raise _remote_error(remote_path, exc) from None
 
 
-def list_dir(client: paramiko.SSHClient, path: str, show_hidden: bool = False, max_entries: int = 1000) -> ListResult:
-    raise NotImplementedError
+def _read_inline(handle: paramiko.SFTPFile, remote_path: str, limit: int) -> DownloadResult:
+    # The file may have grown since stat: never read more than the cap.
+    content = handle.read(limit + 1)
+    if len(content) > limit:
+        raise RemoteFileError(
+            f"{remote_path} grew past the inline limit of {limit} bytes while downloading; "
+            "pass local_path to download it to a file"
+        )
+    return DownloadResult(remote_path, len(content), hashlib.sha256(content).hexdigest(), content)
+
+
+def _read_to_file(handle: paramiko.SFTPFile, remote_path: str, dest: Path) -> DownloadResult:
+    temp = dest.parent / f".{dest.name}.sshc-{secrets.token_hex(6)}.tmp"
+    digest = hashlib.sha256()
+    total = 0
+    try:
+        out = temp.open("xb")
+    except OSError as exc:
+        raise RemoteFileError(f"local file {dest}: {_reason(exc)}") from None
+    try:
+        with out:
+            while chunk := handle.read(_CHUNK):
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise RemoteFileError(f"local file {dest}: {_reason(exc)}") from None
+                digest.update(chunk)
+                total += len(chunk)
+        try:
+            os.replace(temp, dest)
+        except OSError as exc:
+            raise RemoteFileError(f"local file {dest}: {_reason(exc)}") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return DownloadResult(remote_path=remote_path, size=total, sha256=digest.hexdigest(), content=None)
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def list_dir(
+    client: paramiko.SSHClient, path: str, show_hidden: bool = False, max_entries: int = 1000
+) -> ListResult:
+    """The entries of a remote directory, sorted by name; symlinks are reported, not followed."""
+    with _sftp(client) as sftp:
+        try:
+            resolved = sftp.normalize(path or ".")
+            attrs = sftp.listdir_attr(resolved)
+        except OSError as exc:
+            # OpenSSH reports opendir() on a file as "no such file": tell the two apart.
+            try:
+                target = sftp.stat(path)
+            except OSError:
+                target = None
+            if target is not None and target.st_mode is not None and not stat.S_ISDIR(target.st_mode):
+                raise RemoteFileError(f"{path} is not a directory") from None
+            raise _remote_error(path, exc) from None
+        visible = sorted(
+            (a for a in attrs if show_hidden or not a.filename.startswith(".")), key=lambda a: a.filename
+        )
+        truncated = len(visible) > max_entries
+        entries: list[FileEntry] = []
+        for attr in visible[: max(0, max_entries)]:
+            mode = attr.st_mode or 0
+            kind = _file_type(mode)
+            target_path: str | None = None
+            if kind == "symlink":
+                with contextlib.suppress(OSError):
+                    target_path = sftp.readlink(posixpath.join(resolved, attr.filename))
+            mtime = datetime.fromtimestamp(attr.st_mtime or 0, tz=UTC).isoformat().replace("+00:00", "Z")
+            entries.append(
+                FileEntry(
+                    name=attr.filename,
+                    type=kind,
+                    size=attr.st_size or 0,
+                    mode=f"{stat.S_IMODE(mode):04o}",
+                    mtime=mtime,
+                    symlink_target=target_path,
+                )
+            )
+    return ListResult(path=resolved, entries=entries, truncated=truncated)

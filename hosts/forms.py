@@ -1,0 +1,165 @@
+"""Admin forms for the inventory.
+
+Secret fields are write-only: their widgets never render a value, not even the one
+just submitted when the form comes back with an error, so a secret cannot end up in a
+page, a browser cache or a screenshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from hosts.keyfiles import KeyFileError, PassphraseRequired, WrongPassphrase, inspect_private_key
+from hosts.models import Credential, Host
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that always renders empty (PasswordInput(render_value=False) for long text)."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
+def _password_input() -> forms.PasswordInput:
+    return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+
+
+class SecretFieldsForm(forms.Form):
+    """The password / private key / passphrase fields, checked against the credential kind.
+
+    Subclasses provide a ``kind`` field. A private key is loaded here, so a wrong
+    passphrase or an unsupported key type is reported on the form.
+    """
+
+    password = forms.CharField(
+        required=False, strip=False, widget=_password_input(), help_text="For a password credential."
+    )
+    private_key = forms.CharField(
+        required=False,
+        strip=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 8, "cols": 70, "autocomplete": "off", "spellcheck": "false"}),
+        help_text="For a private key credential: the OpenSSH or PEM private key (ed25519, ECDSA or RSA).",
+    )
+    passphrase = forms.CharField(
+        required=False, strip=False, widget=_password_input(), help_text="Only for an encrypted private key."
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        kind = cleaned.get("kind")
+        password = cleaned.get("password") or ""
+        private_key = (cleaned.get("private_key") or "").strip()
+        passphrase = cleaned.get("passphrase") or ""
+        if kind == Credential.Kind.PASSWORD:
+            if not password:
+                self.add_error("password", "Enter the password.")
+            if private_key or passphrase:
+                self.add_error("private_key", "A password credential takes no private key or passphrase.")
+        elif kind == Credential.Kind.PRIVATE_KEY:
+            if password:
+                self.add_error("password", "A private key credential takes no password.")
+            if not private_key:
+                self.add_error("private_key", "Paste the private key.")
+            else:
+                try:
+                    inspect_private_key(private_key, passphrase or None)
+                except PassphraseRequired:
+                    self.add_error("passphrase", "The key is encrypted: enter its passphrase.")
+                except WrongPassphrase:
+                    self.add_error("passphrase", "This passphrase does not decrypt the key.")
+                except KeyFileError as exc:
+                    # KeyFileError messages describe the problem, never the key text.
+                    self.add_error("private_key", str(exc).capitalize() + ".")
+        return cleaned
+
+    def apply_secret(self, credential: Credential) -> None:
+        """Store the validated secret on ``credential`` (encrypted; the caller saves)."""
+        if self.cleaned_data["kind"] == Credential.Kind.PASSWORD:
+            credential.store_password(self.cleaned_data["password"])
+        else:
+            credential.store_private_key(self.cleaned_data["private_key"], self.cleaned_data["passphrase"])
+
+
+class CredentialAddForm(SecretFieldsForm, forms.ModelForm[Credential]):
+    """Name, kind and the secret, all at once."""
+
+    class Meta:
+        model = Credential
+        fields = ("name", "kind")
+
+    def save(self, commit: bool = True) -> Credential:
+        credential: Credential = super().save(commit=False)
+        self.apply_secret(credential)
+        if commit:
+            credential.save()
+        return credential
+
+
+class CredentialChangeForm(forms.ModelForm[Credential]):
+    """Only the name: the secret is replaced on its own page, the kind along with it."""
+
+    class Meta:
+        model = Credential
+        fields = ("name",)
+
+
+class ReplaceSecretForm(SecretFieldsForm):
+    """A new secret (and possibly a new kind) for an existing credential."""
+
+    kind = forms.ChoiceField(choices=Credential.Kind.choices)
+    field_order = ("kind", "password", "private_key", "passphrase")
+
+    def __init__(self, credential: Credential, *args: Any, **kwargs: Any) -> None:
+        self.credential = credential
+        kwargs.setdefault("initial", {"kind": credential.kind})
+        super().__init__(*args, **kwargs)
+
+    def save(self) -> Credential:
+        self.apply_secret(self.credential)
+        self.credential.save()
+        return self.credential
+
+
+class TagListField(forms.Field):
+    """Tags typed as ``web, prod`` and stored as a JSON list."""
+
+    widget = forms.TextInput
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        text = str(value or "")
+        return list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+
+
+class HostForm(forms.ModelForm[Host]):
+    """The host form with tags as comma-separated text instead of raw JSON."""
+
+    tags = TagListField(required=False, help_text="Comma-separated labels, e.g. web, prod.")
+
+    class Meta:
+        model = Host
+        fields = (
+            "name",
+            "address",
+            "port",
+            "username",
+            "credential",
+            "description",
+            "tags",
+            "enabled",
+            "trust_on_first_use",
+        )
+
+    def clean_port(self) -> int:
+        port: int = self.cleaned_data["port"]
+        if not 1 <= port <= 65535:
+            raise forms.ValidationError("A port is a number from 1 to 65535.")
+        return port

@@ -1,0 +1,45 @@
+"""``mcp_serve``: serve the sshcontrol MCP tools to a client over stdio."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from audit import writer
+from sshcontrol.mcp.server import build_server
+from sshcontrol.sessionstate import close_sessions_of_this_process, mark_dead_embedded_sessions
+from sshcontrol.ssh.sessions import registry
+
+log = logging.getLogger("sshcontrol.mcp_serve")
+
+
+class Command(BaseCommand):
+    help = "Serve the sshcontrol MCP tools (stdio transport). Nothing is printed to stdout but the protocol."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--transport", choices=["stdio"], default="stdio")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        interrupted = writer.mark_interrupted()
+        lost = mark_dead_embedded_sessions()
+        if interrupted or lost:
+            log.warning("previous run left %d running audit rows (now interrupted) and %d sessions (now lost)",
+                        interrupted, lost)
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            # SIGTERM from a client shutting us down: close SSH sessions cleanly, then exit.
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        server = build_server(transport=options["transport"])
+        try:
+            server.run("stdio")
+        finally:
+            closed = registry.close_all()
+            close_sessions_of_this_process("the server stopped")
+            if closed:
+                log.info("closed %d SSH sessions on exit", closed)

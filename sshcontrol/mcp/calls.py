@@ -1,0 +1,208 @@
+"""One tool call that touches a host: resolve the target, open the audit row, dispatch, complete.
+
+This runs synchronously in a worker thread of the MCP server (see ``sshcontrol.mcp.threads``):
+the audit row is written before anything reaches the host and completed after, so a
+crash in between still leaves a ``running`` row that the next start marks interrupted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils import timezone
+from mcp.server.mcpserver.exceptions import ToolError
+
+from audit import writer
+from audit.models import AuditEvent
+from hosts.inventory import HostDisabled, HostNotFound, get_enabled_host
+from hosts.models import Host
+from sshcontrol.dispatch import ProgressFn, get_dispatcher
+from sshcontrol.mcp.identity import Caller
+from sshcontrol.models import SshSession
+from sshcontrol.workers import EMBEDDED_PREFIX, current_worker, worker_alive
+
+Status = AuditEvent.Status
+
+# Failures a model can act on get their own wording; these kinds mean "the session is gone".
+_SESSION_GONE = {"session_not_found"}
+
+
+@dataclass
+class Target:
+    host: Host | None
+    session_id: str | None
+    problem: str = ""
+    problem_status: str = Status.ERROR
+
+
+def resolve(session_id: str | None, host_name: str | None) -> Target:
+    """Find the host (and session) a call names, or say why it cannot run."""
+    if bool(session_id) == bool(host_name):
+        return Target(None, None, "give exactly one of session_id or host")
+    if session_id:
+        row = SshSession.objects.select_related("host").filter(session_id=session_id).first()
+        if row is None:
+            return Target(None, session_id, f"unknown session_id '{session_id}'; ssh_status lists your sessions")
+        if row.host is None:
+            return Target(None, session_id, f"the host of session '{session_id}' was removed by an administrator")
+        if row.state == SshSession.State.CLOSED:
+            return Target(row.host, session_id, f"session '{session_id}' is closed; call ssh_connect to open a new one")
+        unreachable = unreachable_reason(row)
+        if unreachable:
+            return Target(row.host, session_id, unreachable)
+        if not row.host.enabled:
+            return Target(row.host, session_id, f"host '{row.host.name}' is disabled by an administrator", Status.DENIED)
+        return Target(row.host, session_id)
+    assert host_name is not None
+    try:
+        return Target(get_enabled_host(host_name), None)
+    except HostNotFound as exc:
+        return Target(None, None, str(exc))
+    except HostDisabled as exc:
+        host = Host.objects.filter(name=host_name).first()
+        return Target(host, None, str(exc), Status.DENIED)
+
+
+def unreachable_reason(row: SshSession) -> str:
+    """Why this process cannot use a session another embedded process holds ("" when it can)."""
+    if row.worker == current_worker() or not row.worker.startswith(EMBEDDED_PREFIX):
+        return ""
+    if worker_alive(row.worker) is False:
+        mark_lost(row.session_id, "its server process stopped")
+        return f"session '{row.session_id}' was lost when the process holding it stopped; call ssh_connect again"
+    return (
+        f"session '{row.session_id}' is held by another sshcontrol server process; embedded servers cannot "
+        "share sessions (distributed mode can). Call ssh_connect to open one here"
+    )
+
+
+def reusable_session(host: Host, caller: Caller) -> str | None:
+    """The caller's most recently used connected session on ``host`` that this process can reach."""
+    rows = SshSession.objects.filter(host=host, opened_by=caller.actor, state=SshSession.State.CONNECTED)
+    if get_dispatcher().embedded:
+        rows = rows.filter(worker=current_worker())
+    return (
+        rows.order_by("-last_used_at")
+        .values_list("session_id", flat=True)
+        .first()
+    )
+
+
+def mark_lost(session_id: str, reason: str) -> None:
+    SshSession.objects.filter(session_id=session_id, state=SshSession.State.CONNECTED).update(
+        state=SshSession.State.LOST, closed_at=timezone.now(), close_reason=reason
+    )
+
+
+@dataclass
+class HostCall:
+    """The state of one audited call; ``run`` drives it from start to completed audit row."""
+
+    tool: str
+    caller: Caller
+    session_id: str | None
+    host_name: str | None
+    audit_fields: dict[str, str] = field(default_factory=dict)
+    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    host: Host | None = None
+    event_id: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        target = resolve(self.session_id, self.host_name)
+        self.host = target.host
+        self.session_id = target.session_id
+        if target.host is None and self.host_name:
+            self.details["host_requested"] = self.host_name[:100]
+        self.event_id = writer.begin(
+            tool=self.tool,
+            actor=self.caller.actor,
+            transport=self.caller.transport,
+            host=target.host,
+            session_id=target.session_id or "",
+            request_id=self.request_id,
+            details=self.details,
+            **self.audit_fields,
+        )
+        if target.problem:
+            self.fail(target.problem, target.problem_status)
+
+    def fail(self, message: str, status: str = Status.ERROR, **fields: Any) -> None:
+        """Complete the audit row as failed and stop the tool with a one-line error."""
+        writer.complete(self.event_id, status=status, error=message, session_id=self.session_id, **fields)
+        raise ToolError(message)
+
+    def connect(self, reuse: bool) -> str:
+        """Ensure a session: reuse the caller's connected one on the host, else open a new one."""
+        assert self.host is not None
+        dispatcher = get_dispatcher()
+        if reuse:
+            candidate = reusable_session(self.host, self.caller)
+            if candidate:
+                return candidate
+        envelope = dispatcher.call("connect", {"host_id": self.host.pk, "actor": self.caller.actor})
+        if not envelope["ok"]:
+            self.fail(envelope["message"])
+        session_id: str = envelope["result"]["session_id"]
+        self.session_id = session_id
+        self.details["session_opened"] = True
+        self.details["host_key_fingerprint"] = envelope["result"]["host_key_fingerprint"]
+        return session_id
+
+    def dispatch(
+        self,
+        task: str,
+        kwargs: dict[str, Any],
+        call_id: str = "",
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        """Run ``task`` on the session (opening one for host-addressed calls); fail cleanly on errors."""
+        dispatcher = get_dispatcher()
+        auto = self.session_id is None
+        session_id = self.session_id or self.connect(reuse=True)
+        self.session_id = session_id
+        envelope = dispatcher.call(task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress)
+        if not envelope["ok"] and envelope["kind"] in _SESSION_GONE:
+            mark_lost(session_id, "not held by any live process")
+            if not auto:
+                self.fail(envelope["message"])
+            # A host-addressed call never fails because a reusable session went stale: open a new one.
+            session_id = self.connect(reuse=False)
+            envelope = dispatcher.call(task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress)
+        if not envelope["ok"]:
+            self.fail(envelope["message"])
+        result: dict[str, Any] = envelope["result"]
+        if result.get("reconnected"):
+            self.details["reconnected"] = True
+        return result
+
+    def complete(self, status: str, **fields: Any) -> int:
+        writer.complete(
+            self.event_id,
+            status=status,
+            session_id=self.session_id,
+            reconnected=bool(self.details.get("reconnected")),
+            details=self.details,
+            **fields,
+        )
+        return self.event_id
+
+
+def run_guarded(call: HostCall, body: Callable[[HostCall], Any]) -> Any:
+    """Run ``body`` after opening the audit row; any unexpected error still completes the row."""
+    call.begin()
+    try:
+        return body(call)
+    except ToolError:
+        raise
+    except BaseException as exc:
+        writer.complete(
+            call.event_id,
+            status=Status.ERROR,
+            session_id=call.session_id,
+            error=f"internal error: {type(exc).__name__}",
+        )
+        raise

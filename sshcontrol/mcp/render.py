@@ -1,0 +1,110 @@
+"""Markdown renderings of tool results, for clients that show text to a person or a model."""
+
+from __future__ import annotations
+
+from sshcontrol.mcp.schemas import (
+    ConnectResult,
+    DisconnectResult,
+    DownloadResult,
+    ExecuteResult,
+    HostList,
+    ListFilesResult,
+    StatusResult,
+    UploadResult,
+)
+
+
+def _fence(text: str) -> str:
+    # A fence longer than any backtick run inside keeps hostile output from closing it early.
+    longest = max((len(run) for run in text.split("\n") if set(run) == {"`"}), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}\n{text.rstrip(chr(10))}\n{ticks}"
+
+
+def host_list(result: HostList) -> str:
+    if not result.hosts:
+        return "No hosts are available to you. An admin registers hosts in the sshcontrol admin."
+    lines = [f"## {result.count} host(s)", "", "| name | address | user | tags | host key | open sessions |",
+             "|---|---|---|---|---|---|"]
+    for h in result.hosts:
+        lines.append(
+            f"| {h.name} | {h.address}:{h.port} | {h.username} | {', '.join(h.tags) or '-'} | "
+            f"{h.host_key_state} | {', '.join(h.open_sessions) or '-'} |"
+        )
+    described = [h for h in result.hosts if h.description]
+    if described:
+        lines += ["", *[f"- **{h.name}**: {h.description}" for h in described]]
+    return "\n".join(lines)
+
+
+def connect(result: ConnectResult) -> str:
+    verb = "Reusing" if result.reused else "Opened"
+    return (
+        f"{verb} session `{result.session_id}` on **{result.host}** "
+        f"({result.username}@{result.address}:{result.port}).\n"
+        f"Host key: {result.host_key_fingerprint}. Audit #{result.audit_id}."
+    )
+
+
+def status(result: StatusResult) -> str:
+    if not result.sessions:
+        return "No sessions."
+    lines = ["| session | host | state | opened | last used | commands |", "|---|---|---|---|---|---|"]
+    for s in result.sessions:
+        lines.append(
+            f"| {s.session_id} | {s.host} | {s.state} | {s.opened_at} | {s.last_used_at} | {s.commands_run} |"
+        )
+    return "\n".join(lines)
+
+
+def execute(result: ExecuteResult) -> str:
+    if result.timed_out:
+        outcome = "timed out; the remote process was killed"
+    elif result.exit_status is None:
+        outcome = f"was killed ({result.signal or 'signal'})"
+    else:
+        outcome = f"exited with status {result.exit_status}"
+    parts = [f"`{result.command}` on **{result.host}** {outcome} in {result.duration_ms:.0f} ms."]
+    for name, text, size, cut in (
+        ("stdout", result.stdout, result.stdout_bytes, result.stdout_truncated),
+        ("stderr", result.stderr, result.stderr_bytes, result.stderr_truncated),
+    ):
+        if size:
+            note = f" ({size} bytes, truncated: head and tail shown)" if cut else ""
+            parts.append(f"**{name}**{note}:\n{_fence(text)}")
+    if not result.stdout_bytes and not result.stderr_bytes:
+        parts.append("(no output)")
+    parts.append(f"Session `{result.session_id}`, audit #{result.audit_id}.")
+    return "\n\n".join(parts)
+
+
+def upload(result: UploadResult) -> str:
+    return (
+        f"Uploaded {result.bytes} bytes to `{result.remote_path}` on **{result.host}**.\n"
+        f"SHA-256 {result.sha256}. Audit #{result.audit_id}."
+    )
+
+
+def download(result: DownloadResult) -> str:
+    head = f"Downloaded `{result.remote_path}` from **{result.host}**: {result.bytes} bytes, SHA-256 {result.sha256}."
+    if result.local_path:
+        return f"{head}\nSaved to `{result.local_path}`. Audit #{result.audit_id}."
+    body = _fence(result.content or "") if result.content_encoding == "utf-8" else (
+        f"(binary content, base64)\n{_fence(result.content or '')}"
+    )
+    return f"{head}\n\n{body}\n\nAudit #{result.audit_id}."
+
+
+def list_files(result: ListFilesResult) -> str:
+    lines = [f"`{result.path}` on **{result.host}**: {len(result.entries)} entries"
+             + (" (truncated)" if result.truncated else ""), "", "| name | type | size | mode | modified |",
+             "|---|---|---|---|---|"]
+    for e in result.entries:
+        name = f"{e.name} -> {e.symlink_target}" if e.symlink_target else e.name
+        lines.append(f"| {name} | {e.type} | {e.size} | {e.mode} | {e.mtime} |")
+    return "\n".join(lines)
+
+
+def disconnect(result: DisconnectResult) -> str:
+    state = "closed" if result.was_open else "was not open; marked closed"
+    return f"Session `{result.session_id}` on **{result.host}** {state}. Audit #{result.audit_id}."

@@ -1,0 +1,116 @@
+"""Structured results of the MCP tools; each model is a tool's output schema."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ResponseFormat = Literal["markdown", "json"]
+
+
+class HostInfo(BaseModel):
+    name: str
+    address: str
+    port: int
+    username: str
+    tags: list[str]
+    description: str
+    host_key_state: str = Field(description="trusted, pending, changed (a new key awaits review) or unknown")
+    open_sessions: list[str] = Field(description="ids of this caller's connected sessions on the host")
+
+
+class HostList(BaseModel):
+    hosts: list[HostInfo]
+    count: int
+
+
+class ConnectResult(BaseModel):
+    session_id: str
+    host: str
+    address: str
+    port: int
+    username: str
+    host_key_fingerprint: str
+    reused: bool = Field(description="true when an existing session was reused")
+    audit_id: int
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    host: str
+    state: Literal["connected", "lost", "closed"]
+    opened_by: str
+    opened_at: str
+    last_used_at: str
+    closed_at: str | None
+    close_reason: str
+    commands_run: int
+
+
+class StatusResult(BaseModel):
+    sessions: list[SessionInfo]
+    count: int
+
+
+class ExecuteResult(BaseModel):
+    session_id: str
+    host: str
+    command: str
+    exit_status: int | None = Field(description="the command's exit status; null when it was killed")
+    signal: str | None
+    stdout: str
+    stderr: str
+    stdout_bytes: int
+    stderr_bytes: int
+    stdout_truncated: bool
+    stderr_truncated: bool
+    timed_out: bool
+    duration_ms: float
+    audit_id: int
+
+
+class UploadResult(BaseModel):
+    session_id: str
+    host: str
+    remote_path: str
+    bytes: int
+    sha256: str
+    audit_id: int
+
+
+class DownloadResult(BaseModel):
+    session_id: str
+    host: str
+    remote_path: str
+    bytes: int
+    sha256: str
+    local_path: str | None = Field(description="where the file was written, when a local_path was given")
+    content: str | None = Field(description="the file's content when downloaded inline")
+    content_encoding: Literal["utf-8", "base64"] | None
+    audit_id: int
+
+
+class FileEntryInfo(BaseModel):
+    name: str
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int
+    mode: str
+    mtime: str
+    symlink_target: str | None
+
+
+class ListFilesResult(BaseModel):
+    session_id: str
+    host: str
+    path: str
+    entries: list[FileEntryInfo]
+    truncated: bool = Field(description="true when more entries exist than were returned")
+    audit_id: int
+
+
+class DisconnectResult(BaseModel):
+    session_id: str
+    host: str
+    was_open: bool
+    audit_id: int

@@ -1,0 +1,53 @@
+"""Running a call's synchronous work (ORM, SSH) off the event loop, cancellably.
+
+The sync ORM cannot run inside ``async def`` tools, and SSH calls block; each tool call
+runs in a thread of a dedicated pool so a ``sleep 30`` never delays other calls. When the
+client cancels, the call's ``on_cancel`` stops the remote work and the thread is given a
+bounded time to complete its audit row before the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import anyio
+from django.db import close_old_connections
+
+T = TypeVar("T")
+
+_pool: ThreadPoolExecutor | None = None
+
+# How long a cancelled call may take to kill its remote process and complete its audit row.
+CANCEL_GRACE_SECONDS = 10.0
+
+
+def pool(max_workers: int = 64) -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sshcontrol-call")
+    return _pool
+
+
+def _with_db(fn: Callable[[], T]) -> Callable[[], T]:
+    def run() -> T:
+        close_old_connections()  # drop connections the database closed while the thread idled
+        return fn()
+
+    return run
+
+
+async def in_thread(fn: Callable[[], T], on_cancel: Callable[[], None] | None = None) -> T:
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(pool(), contextvars.copy_context().run, _with_db(fn))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_GRACE_SECONDS):
+            await asyncio.wait({future})
+        raise

@@ -1,0 +1,569 @@
+"""The MCP tools. Names match the original ssh-mcp server so existing prompts carry over.
+
+Every tool is ``async`` (client cancellation reaches it) and hands its synchronous work
+(ORM, SSH) to ``threads.in_thread``. A tool's docstring is its description; its return
+annotation is its output schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import secrets
+from typing import Annotated, Any
+
+from django.conf import settings
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from audit.models import AuditEvent
+from hosts.inventory import list_hosts
+from sshcontrol import localfiles
+from sshcontrol.dispatch import get_dispatcher
+from sshcontrol.mcp import render
+from sshcontrol.mcp.calls import HostCall, mark_lost, run_guarded
+from sshcontrol.mcp.identity import Caller, caller_for
+from sshcontrol.mcp.schemas import (
+    ConnectResult,
+    DisconnectResult,
+    DownloadResult,
+    ExecuteResult,
+    FileEntryInfo,
+    HostInfo,
+    HostList,
+    ListFilesResult,
+    ResponseFormat,
+    SessionInfo,
+    StatusResult,
+    UploadResult,
+)
+from sshcontrol.mcp.threads import in_thread
+from sshcontrol.models import SshSession
+from sshcontrol.workers import current_worker, worker_alive
+
+Status = AuditEvent.Status
+
+SessionIdArg = Annotated[
+    str | None, Field(max_length=64, description="A session id from ssh_connect.")
+]
+HostArg = Annotated[
+    str | None,
+    Field(max_length=100, description="A registered host name (instead of session_id); "
+          "a session is opened or reused automatically."),
+]
+FormatArg = Annotated[
+    ResponseFormat,
+    Field(description="'markdown' (readable text, default) or 'json' (the same data as JSON)."),
+]
+RemotePathArg = Annotated[str, Field(min_length=1, max_length=4096, description="Path on the remote host.")]
+LocalPathArg = Annotated[
+    str | None,
+    Field(max_length=4096, description="Path inside the server's transfer directory "
+          "(SSHCONTROL_LOCAL_ROOT); relative paths are taken from there."),
+]
+
+
+def respond(model: BaseModel, markdown: str, response_format: ResponseFormat) -> CallToolResult:
+    text = markdown if response_format == "markdown" else model.model_dump_json(indent=2)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
+    )
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def parse_file_mode(value: int | str | None) -> int | None:
+    """Modes are octal as people write them: 644, "644", "0644" and "0o644" all mean rw-r--r--."""
+    if value is None:
+        return None
+    text = str(value).strip().lower().removeprefix("0o")
+    if not text or len(text) > 4 or any(c not in "01234567" for c in text):
+        raise ToolError(f"file_mode {value!r} is not an octal mode such as \"0644\"")
+    return int(text, 8)
+
+
+class Tools:
+    """The tool implementations, bound to a transport name for the audit log."""
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+
+    def caller(self, ctx: Context) -> Caller:
+        return caller_for(ctx, self.transport)
+
+    # -- ssh_list_hosts ------------------------------------------------------------------------
+
+    async def ssh_list_hosts(
+        self,
+        ctx: Context,
+        tag: Annotated[str | None, Field(max_length=100, description="Only hosts with this tag.")] = None,
+        search: Annotated[
+            str | None, Field(max_length=200, description="Case-insensitive text to look for.")
+        ] = None,
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, HostList]:
+        """List the SSH hosts you may use: name, address, port, username, tags, description, host key state and
+        your open sessions on each. Use a host's name with ssh_connect or directly with ssh_execute."""
+        caller = self.caller(ctx)
+
+        def work() -> HostList:
+            hosts = list_hosts(tag=tag, search=search)
+            open_by_host: dict[int, list[str]] = {}
+            for session_id, host_id in SshSession.objects.filter(
+                opened_by=caller.actor, state=SshSession.State.CONNECTED, host__in=hosts
+            ).values_list("session_id", "host_id"):
+                open_by_host.setdefault(host_id, []).append(session_id)
+            infos = [
+                HostInfo(
+                    name=h.name,
+                    address=h.address,
+                    port=h.port,
+                    username=h.username,
+                    tags=[str(t) for t in h.tags or []],
+                    description=h.description,
+                    host_key_state=h.key_state,
+                    open_sessions=open_by_host.get(h.pk, []),
+                )
+                for h in hosts
+            ]
+            return HostList(hosts=infos, count=len(infos))
+
+        result = await in_thread(work)
+        return respond(result, render.host_list(result), response_format)
+
+    # -- ssh_connect ---------------------------------------------------------------------------
+
+    async def ssh_connect(
+        self,
+        ctx: Context,
+        host: Annotated[str, Field(min_length=1, max_length=100, description="A registered host name.")],
+        session_id: Annotated[
+            str | None,
+            Field(max_length=64, description="Reuse this open session of the same host."),
+        ] = None,
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, ConnectResult]:
+        """Open an SSH session on a host an administrator registered, by name, and return its session_id
+        (or reuse an open session when you pass its session_id). Credentials and host keys are managed by the
+        administrator: you never pass a password or key. The host key is verified against the trusted keys."""
+        caller = self.caller(ctx)
+
+        def work() -> ConnectResult:
+            call = HostCall("ssh_connect", caller, session_id=None, host_name=host)
+
+            def body(call: HostCall) -> ConnectResult:
+                assert call.host is not None
+                if session_id:
+                    row = SshSession.objects.filter(session_id=session_id).first()
+                    if row is None or row.host_id != call.host.pk:
+                        call.fail(f"session '{session_id}' is not a session of host '{host}'")
+                    envelope = get_dispatcher().call(
+                        "connect", {"host_id": call.host.pk, "actor": caller.actor, "session_id": session_id}
+                    )
+                    if not envelope["ok"]:
+                        call.fail(envelope["message"])
+                    call.session_id = session_id
+                    fingerprint = envelope["result"]["host_key_fingerprint"]
+                    reused = True
+                else:
+                    call.connect(reuse=False)
+                    fingerprint = call.details["host_key_fingerprint"]
+                    reused = False
+                audit_id = call.complete(Status.OK)
+                assert call.session_id is not None
+                return ConnectResult(
+                    session_id=call.session_id,
+                    host=call.host.name,
+                    address=call.host.address,
+                    port=call.host.port,
+                    username=call.host.username,
+                    host_key_fingerprint=fingerprint,
+                    reused=reused,
+                    audit_id=audit_id,
+                )
+
+            result: ConnectResult = run_guarded(call, body)
+            return result
+
+        result = await in_thread(work)
+        return respond(result, render.connect(result), response_format)
+
+    # -- ssh_status ----------------------------------------------------------------------------
+
+    async def ssh_status(
+        self,
+        ctx: Context,
+        session_id: SessionIdArg = None,
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, StatusResult]:
+        """Show your SSH sessions (or one session): host, state (connected, lost or closed), when opened and last
+        used, and how many commands ran. Connected sessions held by this server are checked live."""
+        caller = self.caller(ctx)
+
+        def work() -> StatusResult:
+            if session_id:
+                rows = list(SshSession.objects.filter(session_id=session_id))
+                if not rows:
+                    raise ToolError(f"unknown session_id '{session_id}'")
+            else:
+                rows = list(
+                    SshSession.objects.filter(opened_by=caller.actor).exclude(state=SshSession.State.CLOSED)[:200]
+                )
+            here = current_worker()
+            mine = [r.session_id for r in rows if r.state == SshSession.State.CONNECTED and r.worker == here]
+            alive: dict[str, bool | None] = {}
+            if mine:
+                envelope = get_dispatcher().call("probe", {"session_ids": mine})
+                alive = envelope["result"]["alive"] if envelope["ok"] else {}
+            for row in rows:
+                if row.state != SshSession.State.CONNECTED:
+                    continue
+                gone = (row.worker == here and not alive.get(row.session_id)) or worker_alive(row.worker) is False
+                if gone:
+                    mark_lost(row.session_id, "connection found dead by ssh_status")
+                    row.state = SshSession.State.LOST
+            infos = [
+                SessionInfo(
+                    session_id=r.session_id,
+                    host=r.host_name,
+                    state=r.state,  # type: ignore[arg-type]
+                    opened_by=r.opened_by,
+                    opened_at=_iso(r.opened_at),
+                    last_used_at=_iso(r.last_used_at),
+                    closed_at=_iso(r.closed_at) or None,
+                    close_reason=r.close_reason,
+                    commands_run=r.commands_run,
+                )
+                for r in rows
+            ]
+            return StatusResult(sessions=infos, count=len(infos))
+
+        result = await in_thread(work)
+        return respond(result, render.status(result), response_format)
+
+    # -- ssh_execute ---------------------------------------------------------------------------
+
+    async def ssh_execute(
+        self,
+        ctx: Context,
+        command: Annotated[str, Field(min_length=1, max_length=100_000, description="Shell command line to run.")],
+        session_id: SessionIdArg = None,
+        host: HostArg = None,
+        working_directory: Annotated[
+            str | None, Field(max_length=4096, description="Directory to run in (quoted safely).")
+        ] = None,
+        timeout: Annotated[
+            float | None,
+            Field(gt=0, description="Seconds before the command is killed (default 60)."),
+        ] = None,
+        stdin: Annotated[
+            str | None, Field(max_length=10_000_000, description="Text fed to the command's stdin.")
+        ] = None,
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, ExecuteResult]:
+        """Run a shell command on a host (by session_id, or by host name to open/reuse a session) and return its
+        exit status, stdout and stderr. Output is streamed and capped (head and tail kept); the command is killed
+        when the timeout passes; stdin is closed unless you pass text for it. Every command is audited."""
+        caller = self.caller(ctx)
+        limit = float(settings.MAX_TIMEOUT)
+        seconds = float(settings.DEFAULT_TIMEOUT) if timeout is None else timeout
+        if seconds > limit:
+            raise ToolError(f"timeout {seconds:g} s is above the maximum of {limit:g} s (SSHCONTROL_MAX_TIMEOUT)")
+        call_id = secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+
+        def progress(out_bytes: int, err_bytes: int) -> None:
+            message = f"{out_bytes} bytes of stdout, {err_bytes} bytes of stderr so far"
+            asyncio.run_coroutine_threadsafe(ctx.report_progress(out_bytes + err_bytes, None, message), loop)
+
+        def work() -> ExecuteResult:
+            call = HostCall(
+                "ssh_execute",
+                caller,
+                session_id=session_id,
+                host_name=host,
+                audit_fields={"command": command, "working_directory": working_directory or ""},
+            )
+
+            def body(call: HostCall) -> ExecuteResult:
+                assert call.host is not None
+                stdin_b64 = base64.b64encode(stdin.encode()).decode() if stdin is not None else None
+                r = call.dispatch(
+                    "execute",
+                    {"command": command, "working_directory": working_directory, "timeout": seconds,
+                     "stdin_b64": stdin_b64},
+                    call_id=call_id,
+                    progress=progress,
+                )
+                if r["timed_out"]:
+                    status = Status.TIMEOUT
+                elif r["cancelled"]:
+                    status = Status.INTERRUPTED
+                else:
+                    status = Status.OK
+                audit_id = call.complete(
+                    status,
+                    exit_status=r["exit_status"],
+                    signal=r["signal"] or "",
+                    stdout=r["stdout"],
+                    stderr=r["stderr"],
+                    stdout_bytes=r["stdout_bytes"],
+                    stderr_bytes=r["stderr_bytes"],
+                    stdout_truncated=r["stdout_truncated"],
+                    stderr_truncated=r["stderr_truncated"],
+                    error="cancelled by the client" if r["cancelled"] else "",
+                )
+                assert call.session_id is not None
+                return ExecuteResult(
+                    session_id=call.session_id,
+                    host=call.host.name,
+                    command=command,
+                    exit_status=r["exit_status"],
+                    signal=r["signal"],
+                    stdout=r["stdout"],
+                    stderr=r["stderr"],
+                    stdout_bytes=r["stdout_bytes"],
+                    stderr_bytes=r["stderr_bytes"],
+                    stdout_truncated=r["stdout_truncated"],
+                    stderr_truncated=r["stderr_truncated"],
+                    timed_out=r["timed_out"],
+                    duration_ms=r["duration_ms"],
+                    audit_id=audit_id,
+                )
+
+            result: ExecuteResult = run_guarded(call, body)
+            return result
+
+        result = await in_thread(work, on_cancel=lambda: get_dispatcher().cancel(call_id))
+        return respond(result, render.execute(result), response_format)
+
+    # -- ssh_upload_file -----------------------------------------------------------------------
+
+    async def ssh_upload_file(
+        self,
+        ctx: Context,
+        remote_path: RemotePathArg,
+        session_id: SessionIdArg = None,
+        host: HostArg = None,
+        local_path: LocalPathArg = None,
+        content: Annotated[
+            str | None, Field(max_length=50_000_000, description="File content (instead of local_path).")
+        ] = None,
+        content_encoding: Annotated[
+            str, Field(pattern="^(utf-8|base64)$", description="'utf-8' or 'base64'.")
+        ] = "utf-8",
+        file_mode: Annotated[
+            int | str | None, Field(description="Octal permissions, e.g. \"0644\" or 644.")
+        ] = None,
+        overwrite: Annotated[bool, Field(description="Replace an existing remote file.")] = False,
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, UploadResult]:
+        """Upload a file to a host, from inline content (utf-8 or base64) or from a file in the server's transfer
+        directory. The file is written to a temporary name and renamed into place, so readers never see a partial
+        file; an existing file is kept unless overwrite is true. Returns the size and SHA-256."""
+        caller = self.caller(ctx)
+        if (local_path is None) == (content is None):
+            raise ToolError("give exactly one of local_path or content")
+        mode = parse_file_mode(file_mode)
+        data: bytes | None = None
+        if content is not None:
+            try:
+                data = base64.b64decode(content, validate=True) if content_encoding == "base64" else content.encode()
+            except (binascii.Error, ValueError):
+                raise ToolError("content is not valid base64") from None
+
+        def work() -> UploadResult:
+            try:
+                source = str(localfiles.source_file(local_path)) if local_path is not None else None
+            except localfiles.LocalPathError as exc:
+                raise ToolError(str(exc)) from None
+            call = HostCall(
+                "ssh_upload_file", caller, session_id=session_id, host_name=host,
+                audit_fields={"remote_path": remote_path, "local_path": source or ""},
+            )
+
+            def body(call: HostCall) -> UploadResult:
+                assert call.host is not None
+                r = call.dispatch(
+                    "upload",
+                    {"remote_path": remote_path, "local_path": source,
+                     "content_b64": base64.b64encode(data).decode() if data is not None else None,
+                     "mode": mode, "overwrite": overwrite},
+                )
+                audit_id = call.complete(Status.OK, file_size=r["size"], file_sha256=r["sha256"])
+                assert call.session_id is not None
+                return UploadResult(
+                    session_id=call.session_id, host=call.host.name, remote_path=r["remote_path"], bytes=r["size"],
+                    sha256=r["sha256"], audit_id=audit_id,
+                )
+
+            result: UploadResult = run_guarded(call, body)
+            return result
+
+        result = await in_thread(work)
+        return respond(result, render.upload(result), response_format)
+
+    # -- ssh_download_file ---------------------------------------------------------------------
+
+    async def ssh_download_file(
+        self,
+        ctx: Context,
+        remote_path: RemotePathArg,
+        session_id: SessionIdArg = None,
+        host: HostArg = None,
+        local_path: LocalPathArg = None,
+        overwrite: Annotated[bool, Field(description="Replace an existing local file.")] = False,
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, DownloadResult]:
+        """Download a file from a host, into the server's transfer directory (local_path) or inline: inline content
+        is returned as utf-8 text when it is valid UTF-8, else base64, up to a size cap. Returns bytes and SHA-256."""
+        caller = self.caller(ctx)
+
+        def work() -> DownloadResult:
+            try:
+                dest = str(localfiles.destination_file(local_path, overwrite)) if local_path is not None else None
+            except localfiles.LocalPathError as exc:
+                raise ToolError(str(exc)) from None
+            call = HostCall(
+                "ssh_download_file", caller, session_id=session_id, host_name=host,
+                audit_fields={"remote_path": remote_path, "local_path": dest or ""},
+            )
+
+            def body(call: HostCall) -> DownloadResult:
+                assert call.host is not None
+                r = call.dispatch(
+                    "download",
+                    {"remote_path": remote_path, "local_path": dest, "overwrite": overwrite,
+                     "max_inline_bytes": settings.MAX_INLINE_DOWNLOAD_BYTES},
+                )
+                content: str | None = None
+                encoding: str | None = None
+                if r["content"] is not None:
+                    raw = base64.b64decode(r["content"])
+                    try:
+                        content, encoding = raw.decode("utf-8"), "utf-8"
+                    except UnicodeDecodeError:
+                        content, encoding = r["content"], "base64"
+                    # The worker hashed the bytes it read; check nothing was lost on the way.
+                    if hashlib.sha256(raw).hexdigest() != r["sha256"]:
+                        call.fail("downloaded content does not match its SHA-256; try again")
+                audit_id = call.complete(Status.OK, file_size=r["size"], file_sha256=r["sha256"])
+                assert call.session_id is not None
+                return DownloadResult(
+                    session_id=call.session_id, host=call.host.name, remote_path=r["remote_path"], bytes=r["size"],
+                    sha256=r["sha256"], local_path=dest, content=content,
+                    content_encoding=encoding,  # type: ignore[arg-type]
+                    audit_id=audit_id,
+                )
+
+            result: DownloadResult = run_guarded(call, body)
+            return result
+
+        result = await in_thread(work)
+        return respond(result, render.download(result), response_format)
+
+    # -- ssh_list_files ------------------------------------------------------------------------
+
+    async def ssh_list_files(
+        self,
+        ctx: Context,
+        session_id: SessionIdArg = None,
+        host: HostArg = None,
+        remote_path: Annotated[str, Field(min_length=1, max_length=4096)] = ".",
+        show_hidden: Annotated[bool, Field(description="Include names starting with '.'.")] = False,
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, ListFilesResult]:
+        """List a directory on a host: name, type, size, mode, modification time and symlink target of each
+        entry (relative paths start at the login directory). Long listings are capped and flagged."""
+        caller = self.caller(ctx)
+
+        def work() -> ListFilesResult:
+            call = HostCall(
+                "ssh_list_files", caller, session_id=session_id, host_name=host,
+                audit_fields={"remote_path": remote_path},
+            )
+
+            def body(call: HostCall) -> ListFilesResult:
+                assert call.host is not None
+                r = call.dispatch(
+                    "list_files",
+                    {"remote_path": remote_path, "show_hidden": show_hidden,
+                     "max_entries": settings.MAX_LIST_ENTRIES},
+                )
+                call.details["entries"] = len(r["entries"])
+                audit_id = call.complete(Status.OK)
+                assert call.session_id is not None
+                return ListFilesResult(
+                    session_id=call.session_id, host=call.host.name, path=r["path"],
+                    entries=[FileEntryInfo(**e) for e in r["entries"]], truncated=r["truncated"], audit_id=audit_id,
+                )
+
+            result: ListFilesResult = run_guarded(call, body)
+            return result
+
+        result = await in_thread(work)
+        return respond(result, render.list_files(result), response_format)
+
+    # -- ssh_disconnect ------------------------------------------------------------------------
+
+    async def ssh_disconnect(
+        self,
+        ctx: Context,
+        session_id: Annotated[str, Field(min_length=1, max_length=64, description="The session to close.")],
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, DisconnectResult]:
+        """Close an SSH session opened with ssh_connect (or automatically by ssh_execute). Commands still running
+        on it are ended by the server when the connection closes."""
+        caller = self.caller(ctx)
+
+        def work() -> DisconnectResult:
+            call = HostCall("ssh_disconnect", caller, session_id=session_id, host_name=None)
+
+            def body(call: HostCall) -> DisconnectResult:
+                assert call.host is not None
+                envelope = get_dispatcher().call("disconnect", {"session_id": session_id})
+                if not envelope["ok"]:
+                    call.fail(envelope["message"])
+                audit_id = call.complete(Status.OK)
+                return DisconnectResult(
+                    session_id=session_id, host=call.host.name, was_open=envelope["result"]["was_open"],
+                    audit_id=audit_id,
+                )
+
+            result: DisconnectResult = run_guarded(call, body)
+            return result
+
+        result = await in_thread(work)
+        return respond(result, render.disconnect(result), response_format)
+
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+
+def register(server: MCPServer, transport: str) -> None:
+    tools = Tools(transport)
+    specs: list[tuple[Any, str, ToolAnnotations]] = [
+        (tools.ssh_list_hosts, "List SSH hosts", READ_ONLY),
+        (tools.ssh_connect, "Open an SSH session",
+         ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)),
+        (tools.ssh_status, "SSH session status", READ_ONLY),
+        (tools.ssh_execute, "Run a command over SSH",
+         ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)),
+        (tools.ssh_upload_file, "Upload a file over SFTP",
+         ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)),
+        (tools.ssh_download_file, "Download a file over SFTP",
+         ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
+        (tools.ssh_list_files, "List a remote directory",
+         ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
+        (tools.ssh_disconnect, "Close an SSH session",
+         ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)),
+    ]
+    for fn, title, annotations in specs:
+        server.add_tool(fn, name=fn.__name__, title=title, annotations=annotations)

@@ -1,0 +1,133 @@
+"""The sessions this process holds: live connections by session id, and the calls running on them.
+
+A session is one SSH connection; each command gets its own channel on it, so calls on
+one session run in parallel. A dropped connection is re-opened on the next call (the
+caller supplies a fresh ``ConnectSpec``, so a host key revoked in the meantime applies).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import paramiko
+
+from sshcontrol.ssh.connect import ConnectSpec, Connection, open_connection
+from sshcontrol.ssh.errors import SshError
+
+
+@dataclass
+class Session:
+    """One held connection. ``lock`` serialises reconnects, never the commands themselves."""
+
+    session_id: str
+    host_ref: str  # whatever identifies the host to the caller (the host's primary key, as text)
+    connection: Connection
+    opened_at: float = field(default_factory=time.time)
+    last_used_at: float = field(default_factory=time.time)
+    commands_run: int = 0
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # what to redact from this session's output
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def client(self, respec: Callable[[], ConnectSpec]) -> tuple[paramiko.SSHClient, bool]:
+        """An active client, reconnecting first if the connection dropped. Returns (client, reconnected)."""
+        if self.connection.is_active():
+            return self.connection.client, False
+        with self.lock:
+            if self.connection.is_active():  # another thread reconnected meanwhile
+                return self.connection.client, False
+            self.connection.close()
+            spec = respec()
+            self.connection = open_connection(spec)
+            self.secrets = spec.secrets
+            return self.connection.client, True
+
+    def touch(self, command: bool = False) -> None:
+        self.last_used_at = time.time()
+        if command:
+            self.commands_run += 1
+
+    def probe(self, timeout: float = 3.0) -> bool:
+        """Real liveness: the server must answer a channel-open within ``timeout``."""
+        transport = self.connection.client.get_transport()
+        if transport is None or not transport.is_active():
+            return False
+        try:
+            channel = transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+        channel.close()
+        return True
+
+
+class SessionRegistry:
+    """Sessions and running calls of this process. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._calls: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def open(self, session_id: str, host_ref: str, spec: ConnectSpec) -> Session:
+        connection = open_connection(spec)
+        session = Session(session_id=session_id, host_ref=host_ref, connection=connection, secrets=spec.secrets)
+        with self._lock:
+            previous = self._sessions.pop(session_id, None)
+            self._sessions[session_id] = session
+        if previous is not None:
+            previous.connection.close()
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get(session_id)
+
+    def all(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def close(self, session_id: str) -> bool:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.connection.close()
+        return True
+
+    def close_all(self) -> int:
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            session.connection.close()
+        return len(sessions)
+
+    @contextmanager
+    def running_call(self, call_id: str) -> Iterator[threading.Event]:
+        """Register a call so ``cancel(call_id)`` can stop it from another thread."""
+        event = threading.Event()
+        with self._lock:
+            self._calls[call_id] = event
+        try:
+            yield event
+        finally:
+            with self._lock:
+                self._calls.pop(call_id, None)
+
+    def cancel(self, call_id: str) -> bool:
+        with self._lock:
+            event = self._calls.get(call_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+
+class SessionGone(SshError):
+    """The session id is not held by this process (closed, or held elsewhere)."""
+
+
+registry = SessionRegistry()

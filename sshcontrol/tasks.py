@@ -1,0 +1,320 @@
+"""The work a tool call needs done where the SSH session lives.
+
+Each task takes ids and plain values and returns a JSON-safe envelope
+(``{"ok": True, "result": {...}}`` or ``{"ok": False, "kind": ..., "message": ...}``), so the
+same functions run in-process on the embedded default and as Celery tasks on workers.
+They load what they need from the database themselves: credentials never travel in a
+message.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets as pysecrets
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from audit.redaction import redact
+from hosts import hostkeys
+from hosts.models import Host
+from sshcontrol import workers
+from sshcontrol.connspec import NoCredential, build_spec
+from sshcontrol.models import SshSession
+from sshcontrol.ssh import transfer
+from sshcontrol.ssh.errors import (
+    AuthenticationFailed,
+    ChannelFailed,
+    ConnectFailed,
+    HostKeyChanged,
+    HostKeyUnknown,
+    RemoteFileError,
+    SeenKey,
+    SshError,
+)
+from sshcontrol.ssh.execute import ExecRequest, ExecResult, run_command
+from sshcontrol.ssh.sessions import Session, registry
+
+log = logging.getLogger(__name__)
+
+Envelope = dict[str, Any]
+ProgressFn = Callable[[int, int], None]
+P = ParamSpec("P")
+
+
+class TaskFailure(Exception):
+    """A failure to report to the caller as ``kind`` + one-line ``message``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+_KINDS: dict[type[Exception], str] = {
+    HostKeyUnknown: "host_key_unknown",
+    HostKeyChanged: "host_key_changed",
+    AuthenticationFailed: "authentication_failed",
+    ConnectFailed: "connect_failed",
+    ChannelFailed: "connection_lost",
+    RemoteFileError: "remote_file_error",
+    NoCredential: "no_credential",
+}
+
+
+def envelope(fn: Callable[P, dict[str, Any]]) -> Callable[P, Envelope]:
+    """Turn a task's result or expected failure into the JSON envelope; log anything unexpected."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Envelope:
+        try:
+            return {"ok": True, "result": fn(*args, **kwargs)}
+        except TaskFailure as exc:
+            return {"ok": False, "kind": exc.kind, "message": str(exc)}
+        except SshError as exc:
+            kind = next((k for cls, k in _KINDS.items() if isinstance(exc, cls)), "ssh_error")
+            return {"ok": False, "kind": kind, "message": str(exc)}
+        except NoCredential as exc:
+            return {"ok": False, "kind": "no_credential", "message": str(exc)}
+        except Exception:
+            # The traceback goes to this process's log; the caller gets no internals.
+            log.exception("task %s failed unexpectedly", fn.__name__)
+            return {"ok": False, "kind": "internal_error", "message": "internal error; see the server log"}
+
+    return wrapper
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+def new_session_id(host_name: str) -> str:
+    return f"{host_name}-{pysecrets.token_hex(6)}"
+
+
+def _host(host_id: int) -> Host:
+    try:
+        return Host.objects.select_related("credential").get(pk=host_id)
+    except Host.DoesNotExist:
+        raise TaskFailure("host_not_found", "the host was removed") from None
+
+
+def _host_key_message(host: Host, seen: SeenKey, changed: bool) -> str:
+    if changed:
+        return (
+            f"HOST KEY CHANGED for '{host.name}': the server presented {seen.key_type} {seen.fingerprint}, "
+            "which is not the trusted key. This may be a man-in-the-middle attack; the connection was "
+            "refused and the new key stored as pending. An admin must investigate before approving it "
+            f"(sshcontrol hosts trust {host.name} {seen.fingerprint})."
+        )
+    return (
+        f"host '{host.name}' presented an unknown host key {seen.key_type} {seen.fingerprint}; it is stored "
+        f"as pending. An admin must approve it: sshcontrol hosts trust {host.name} {seen.fingerprint} "
+        "(or in the admin under Host keys)."
+    )
+
+
+def _open(host: Host, session_id: str) -> Session:
+    spec = build_spec(host)
+    try:
+        session = registry.open(session_id, str(host.pk), spec)
+    except (HostKeyUnknown, HostKeyChanged) as exc:
+        changed = isinstance(exc, HostKeyChanged)
+        hostkeys.record_seen(host, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
+        raise TaskFailure(
+            "host_key_changed" if changed else "host_key_unknown", _host_key_message(host, exc.seen, changed)
+        ) from None
+    seen = session.connection.host_key
+    if not spec.trusted_keys and spec.trust_on_first_use:
+        hostkeys.record_seen(host, seen.key_type, seen.public_key, seen.fingerprint, trusted=True)
+    Host.objects.filter(pk=host.pk).update(last_connected_at=timezone.now())
+    return session
+
+
+@envelope
+def connect(host_id: int, actor: str, session_id: str | None = None) -> dict[str, Any]:
+    """Open a session on the host, or reuse ``session_id`` when this process holds it for that host."""
+    host = _host(host_id)
+    if session_id:
+        held = registry.get(session_id)
+        if held is not None and held.host_ref == str(host.pk):
+            _client, reconnected = held.client(lambda: build_spec(host))
+            held.touch()
+            SshSession.objects.filter(session_id=session_id).update(
+                last_used_at=timezone.now(), state=SshSession.State.CONNECTED
+            )
+            return {
+                "session_id": session_id,
+                "reused": True,
+                "reconnected": reconnected,
+                "host_key_fingerprint": held.connection.host_key.fingerprint,
+            }
+        raise TaskFailure(
+            "session_not_found",
+            f"session '{session_id}' is not open for host '{host.name}'; omit session_id to open a new one",
+        )
+    session_id = new_session_id(host.name)
+    session = _open(host, session_id)
+    SshSession.objects.create(
+        session_id=session_id,
+        host=host,
+        host_name=host.name,
+        worker=workers.current_worker(),
+        opened_by=actor,
+        host_key_fingerprint=session.connection.host_key.fingerprint,
+    )
+    return {
+        "session_id": session_id,
+        "reused": False,
+        "reconnected": False,
+        "host_key_fingerprint": session.connection.host_key.fingerprint,
+    }
+
+
+def _held(session_id: str) -> Session:
+    session = registry.get(session_id)
+    if session is None:
+        raise TaskFailure(
+            "session_not_found",
+            f"session '{session_id}' is not open (closed, idle-expired, or its server restarted); "
+            "call ssh_connect again",
+        )
+    return session
+
+
+def _client_for(session: Session) -> tuple[Any, bool]:
+    """The session's client, reconnected (audited by the caller via the flag) if the link dropped."""
+    host = _host(int(session.host_ref))
+    if not host.enabled:
+        raise TaskFailure("host_disabled", f"host '{host.name}' is disabled by an administrator")
+    try:
+        client, reconnected = session.client(lambda: build_spec(host))
+    except (HostKeyUnknown, HostKeyChanged) as exc:
+        changed = isinstance(exc, HostKeyChanged)
+        hostkeys.record_seen(host, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
+        raise TaskFailure(
+            "host_key_changed" if changed else "host_key_unknown", _host_key_message(host, exc.seen, changed)
+        ) from None
+    if reconnected:
+        log.info("session %s reconnected to %s", session.session_id, host.name)
+    return client, reconnected
+
+
+def _record_use(session: Session, command: bool) -> None:
+    session.touch(command=command)
+    updates: dict[str, Any] = {"last_used_at": timezone.now(), "state": SshSession.State.CONNECTED}
+    if command:
+        updates["commands_run"] = F("commands_run") + 1
+    SshSession.objects.filter(session_id=session.session_id).update(**updates)
+
+
+@envelope
+def execute(
+    session_id: str,
+    command: str,
+    working_directory: str | None = None,
+    timeout: float = 60.0,
+    stdin_b64: str | None = None,
+    call_id: str = "",
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    session = _held(session_id)
+    client, reconnected = _client_for(session)
+    request = ExecRequest(
+        command=command,
+        working_directory=working_directory,
+        timeout=timeout,
+        stdin=base64.b64decode(stdin_b64) if stdin_b64 is not None else None,
+        max_output_bytes=settings.MAX_OUTPUT_BYTES,
+    )
+    with registry.running_call(call_id or pysecrets.token_hex(8)) as cancel:
+        try:
+            result: ExecResult = run_command(client, request, cancel=cancel, on_progress=progress)
+        except ChannelFailed:
+            # The transport died between the liveness check and the channel open: reconnect once.
+            client, reconnected = _client_for(session)
+            result = run_command(client, request, cancel=cancel, on_progress=progress)
+    _record_use(session, command=True)
+    secrets = session.secrets
+    out = asdict(result)
+    out["stdout"] = redact(result.stdout, secrets)
+    out["stderr"] = redact(result.stderr, secrets)
+    out["reconnected"] = reconnected
+    return out
+
+
+@envelope
+def upload(
+    session_id: str,
+    remote_path: str,
+    content_b64: str | None = None,
+    local_path: str | None = None,
+    mode: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    session = _held(session_id)
+    client, reconnected = _client_for(session)
+    if local_path is not None:
+        source: Path | bytes = Path(local_path)
+    else:
+        source = base64.b64decode(content_b64 or "")
+    result = transfer.upload(client, remote_path, source, mode=mode, overwrite=overwrite)
+    _record_use(session, command=False)
+    return {**asdict(result), "reconnected": reconnected}
+
+
+@envelope
+def download(
+    session_id: str,
+    remote_path: str,
+    local_path: str | None = None,
+    overwrite: bool = False,
+    max_inline_bytes: int = 1 << 20,
+) -> dict[str, Any]:
+    session = _held(session_id)
+    client, reconnected = _client_for(session)
+    dest = Path(local_path) if local_path is not None else None
+    result = transfer.download(client, remote_path, dest, overwrite=overwrite, max_inline_bytes=max_inline_bytes)
+    _record_use(session, command=False)
+    out = asdict(result)
+    out["content"] = base64.b64encode(result.content).decode() if result.content is not None else None
+    out["reconnected"] = reconnected
+    return out
+
+
+@envelope
+def list_files(session_id: str, remote_path: str, show_hidden: bool = False, max_entries: int = 1000) -> dict[str, Any]:
+    session = _held(session_id)
+    client, reconnected = _client_for(session)
+    result = transfer.list_dir(client, remote_path, show_hidden=show_hidden, max_entries=max_entries)
+    _record_use(session, command=False)
+    return {**asdict(result), "reconnected": reconnected}
+
+
+@envelope
+def disconnect(session_id: str, reason: str = "closed by the client") -> dict[str, Any]:
+    closed = registry.close(session_id)
+    SshSession.objects.filter(session_id=session_id).exclude(state=SshSession.State.CLOSED).update(
+        state=SshSession.State.CLOSED, closed_at=timezone.now(), close_reason=reason
+    )
+    return {"session_id": session_id, "was_open": closed}
+
+
+@envelope
+def probe(session_ids: list[str]) -> dict[str, Any]:
+    """Liveness of the given sessions held here: True / False, or None when not held by this process."""
+    states: dict[str, bool | None] = {}
+    for session_id in session_ids:
+        session = registry.get(session_id)
+        states[session_id] = None if session is None else session.probe()
+    return {"alive": states}
+
+
+def cancel(call_id: str) -> bool:
+    """Stop a running ``execute`` call (kills the remote process group)."""
+    return registry.cancel(call_id)

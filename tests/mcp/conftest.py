@@ -1,0 +1,86 @@
+"""A synchronous handle on the MCP server, driven in-process through the SDK's client.
+
+The client and server run on an event loop in a background thread, so test bodies stay
+synchronous and can use the ORM directly, while every tool call still goes through the
+real MCP client/server protocol path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult
+
+from sshcontrol.mcp.server import build_server
+
+T = TypeVar("T")
+
+
+class McpHarness:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="mcp-test-loop", daemon=True)
+        self.thread.start()
+        self.client = Client(build_server(transport="memory"))
+        self._stop = asyncio.Event()
+        entered: Future[None] = Future()
+        # The client must be entered and exited in one task (anyio cancel scopes demand it).
+        self._lifetime = asyncio.run_coroutine_threadsafe(self._hold(entered), self.loop)
+        entered.result(30)
+
+    async def _hold(self, entered: Future[None]) -> None:
+        async with self.client:
+            entered.set_result(None)
+            await self._stop.wait()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 300) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def submit(self, tool: str, **arguments: Any) -> Future[CallToolResult]:
+        """Start a call without waiting; cancel the future to cancel the call as a client would."""
+        return asyncio.run_coroutine_threadsafe(self.client.call_tool(tool, arguments), self.loop)  # type: ignore[arg-type]
+
+    def call(self, tool: str, **arguments: Any) -> CallToolResult:
+        result = self.run(self.client.call_tool(tool, arguments))
+        assert isinstance(result, CallToolResult)
+        return result
+
+    def ok(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        """Call a tool that must succeed; return its structured content."""
+        result = self.call(tool, **arguments)
+        assert not result.is_error, result.content
+        assert result.structured_content is not None
+        return result.structured_content
+
+    def error(self, tool: str, **arguments: Any) -> str:
+        """Call a tool that must fail cleanly; return its one-line message."""
+        result = self.call(tool, **arguments)
+        assert result.is_error, result.structured_content
+        text: str = result.content[0].text  # type: ignore[union-attr]
+        assert "Traceback" not in text
+        return text
+
+    def text(self, tool: str, **arguments: Any) -> str:
+        return self.call(tool, **arguments).content[0].text  # type: ignore[union-attr,no-any-return]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._lifetime.result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def mcp(transactional_db: None) -> Iterator[McpHarness]:
+    harness = McpHarness()
+    yield harness
+    harness.close()
+    from sshcontrol.ssh.sessions import registry
+
+    registry.close_all()

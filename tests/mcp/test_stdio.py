@@ -1,0 +1,141 @@
+"""A real ``mcp_serve`` subprocess over stdio, set up only through the command line, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult
+
+from tests.sshd import SshServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.sshd]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A fresh data directory: the embedded database is created on first use."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        "SSHCONTROL_DATA_DIR": str(tmp_path / "data"),
+        "SSHCONTROL_LOG_LEVEL": "WARNING",
+    }
+
+
+def cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sshcontrol", *args], env=env, input=stdin, capture_output=True, text=True,
+        timeout=120, check=False, cwd="/",
+    )
+
+
+@pytest.fixture
+def registered(env: dict[str, str], sshd: SshServer) -> Iterator[dict[str, str]]:
+    """Register the suite's sshd with the CLI: add (password on stdin), scan, trust."""
+    added = cli(env, "hosts", "add", "box", "--address", sshd.address, "--port", str(sshd.port),
+                "--username", sshd.user, "--password-stdin", "--tag", "test", stdin=sshd.password + "\n")
+    assert added.returncode == 0, added.stderr
+    scanned = cli(env, "hosts", "scan", "box")
+    assert scanned.returncode == 0, scanned.stderr
+    fingerprint = next(w for w in scanned.stdout.split() if w.startswith("SHA256:"))
+    trusted = cli(env, "hosts", "trust", "box", fingerprint)
+    assert trusted.returncode == 0, trusted.stderr
+    yield env
+
+
+def server_params(env: dict[str, str]) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "sshcontrol", "mcp_serve"], env=env, cwd="/")
+
+
+async def ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert isinstance(result, CallToolResult)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def test_it_serves_the_tools_over_stdio(registered: dict[str, str], sshd: SshServer, tmp_path: Path) -> None:
+    async with Client(server_params(registered)) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert names >= {"ssh_connect", "ssh_status", "ssh_execute", "ssh_upload_file", "ssh_download_file",
+                         "ssh_list_files", "ssh_disconnect", "ssh_list_hosts"}
+        hosts = await ok(client, "ssh_list_hosts")
+        assert hosts["hosts"][0]["name"] == "box" and hosts["hosts"][0]["host_key_state"] == "trusted"
+        result = await ok(client, "ssh_execute", host="box", command="echo hello; exit 4")
+        assert result["stdout"] == "hello\n" and result["exit_status"] == 4
+        remote = f"/tmp/sshc-stdio-{sshd.user}.txt"
+        up = await ok(client, "ssh_upload_file", host="box", remote_path=remote, content="data\n", file_mode="0600")
+        down = await ok(client, "ssh_download_file", host="box", remote_path=remote)
+        assert down["content"] == "data\n" and down["sha256"] == up["sha256"]
+        await ok(client, "ssh_execute", host="box", command=f"rm -f {remote}")
+    exported = cli(registered, "audit_export", "--format", "jsonl", "--host", "box")
+    assert exported.returncode == 0, exported.stderr
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [r["tool"] for r in rows] == ["ssh_execute", "ssh_upload_file", "ssh_download_file", "ssh_execute"]
+    assert all(r["status"] == "ok" for r in rows)
+    assert "(os:" in rows[0]["actor"] and rows[0]["transport"] == "stdio"
+
+
+def _server_pid(data_dir: str) -> int:
+    """The mcp_serve process started with this data directory (found through /proc environ)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"SSHCONTROL_DATA_DIR={data_dir}".encode() in environ and b"mcp_serve" in cmdline:
+            return int(proc.name)
+    raise AssertionError("mcp_serve process not found")
+
+
+async def test_it_marks_the_calls_of_a_killed_server_interrupted(registered: dict[str, str], sshd: SshServer) -> None:
+    async with Client(server_params(registered)) as client:
+        await ok(client, "ssh_execute", host="box", command="true")
+        pid = _server_pid(registered["SSHCONTROL_DATA_DIR"])
+
+        async def long_call() -> None:
+            # The server dies under this call; the client sees the transport close.
+            try:
+                await client.call_tool("ssh_execute", {"host": "box", "command": "sleep 77"})
+            except Exception:  # noqa: BLE001
+                pass
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(long_call)
+            await anyio.sleep(1.5)
+            os.kill(pid, signal.SIGKILL)
+            with anyio.move_on_after(5):
+                await anyio.sleep(5)
+            group.cancel_scope.cancel()
+    # The next start of any command notices the dead process's running row.
+    async with Client(server_params(registered)) as client:
+        await ok(client, "ssh_list_hosts")
+    exported = cli(registered, "audit_export", "--format", "jsonl")
+    rows = {json.loads(line)["command"]: json.loads(line) for line in exported.stdout.splitlines()}
+    assert rows["sleep 77"]["status"] == "interrupted"
+    subprocess.run(["pkill", "-KILL", "-u", sshd.user, "-f", "sleep 77"], check=False)
+    time.sleep(0.1)

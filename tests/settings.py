@@ -1,0 +1,13 @@
+"""Settings for the test run: the real settings, with every piece of state in a throwaway directory.
+
+Django reads settings before any conftest runs, so the environment is prepared here.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SSHCONTROL_DATA_DIR", tempfile.mkdtemp(prefix="sshcontrol-test-data-"))
+# A fixed Fernet key for tests only (32 bytes, urlsafe base64); real deployments generate their own.
+os.environ.setdefault("SSHCONTROL_FIELD_KEYS", "dGVzdC1rZXktZm9yLXNzaGNvbnRyb2wtdGVzdHMtMDE=")
+
+from sshcontrol.settings import *  # noqa: E402,F403
