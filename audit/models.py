@@ -24,13 +24,20 @@ class AuditEvent(models.Model):
     duration_ms = models.FloatField(null=True, editable=False)
     status = models.CharField(max_length=12, choices=Status.choices, db_index=True, editable=False)
 
-    actor = models.CharField(max_length=200, editable=False, help_text="Who called: MCP client identity / OS user.")
+    actor = models.CharField(
+        max_length=200, editable=False, help_text="Who called: MCP client identity / OS user."
+    )
     transport = models.CharField(max_length=30, editable=False)
     process = models.CharField(
-        max_length=200, blank=True, editable=False, help_text="machine:pid:start of the process that opened the row."
+        max_length=200,
+        blank=True,
+        editable=False,
+        help_text="machine:pid:start of the process that opened the row.",
     )
 
-    host = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="+", editable=False)
+    host = models.ForeignKey(
+        "hosts.Host", null=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
     host_name = models.CharField(max_length=100, blank=True, editable=False, db_index=True)
     host_address = models.CharField(max_length=255, blank=True, editable=False)
     session_id = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
@@ -50,13 +57,18 @@ class AuditEvent(models.Model):
     local_path = models.TextField(blank=True, editable=False)
     file_size = models.BigIntegerField(null=True, editable=False)
     file_sha256 = models.CharField(max_length=64, blank=True, editable=False)
-    reconnected = models.BooleanField(default=False, editable=False, help_text="The session was re-opened first.")
+    reconnected = models.BooleanField(
+        default=False, editable=False, help_text="The session was re-opened first."
+    )
     error = models.TextField(blank=True, editable=False)
     details = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        indexes = [models.Index(fields=["host_name", "-started_at"]), models.Index(fields=["status", "-started_at"])]
+        indexes = [
+            models.Index(fields=["host_name", "-started_at"]),
+            models.Index(fields=["status", "-started_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.tool} on {self.host_name or '-'} ({self.status})"

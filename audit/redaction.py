@@ -13,7 +13,7 @@ output up to the SSH layer's cap (1 MiB) goes through here on every call.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 REDACTED = "[REDACTED]"
@@ -24,7 +24,8 @@ MIN_SECRET_LENGTH = 4
 # A value: quoted (kept up to its closing quote) or bare (up to whitespace, a quote or a
 # URL query separator). Commas and semicolons are kept in a bare value on purpose:
 # cutting there would leave the rest of a password that contains one in plain sight.
-_VALUE = r"""(?:"[^"\n]*"|'[^'\n]*'|[^\s"'&]+)"""
+# A quote left open (or closed too far away to look for) falls back to the bare form.
+_VALUE = r"""(?:"[^"\n]{0,256}"|'[^'\n]{0,256}'|["']?[^\s"'&]+)"""
 
 # SSHPASS is the environment variable ``sshpass -e`` reads.
 _KEY_WORDS = r"(?:password|passwd|pwd|secret|token|api[_-]?key|sshpass)"
@@ -58,10 +59,14 @@ _KEY_VALUE = re.compile(
 
 # sshpass [-f file|-d fd|-P prompt|-e|-v ...] -p VALUE command: only sshpass's own options are
 # skipped, so the "-p 2222" of "sshpass -e ssh -p 2222 host" is left alone.
-_SSHPASS = re.compile(rf"(\bsshpass(?:[ \t]+(?:-[fdP][ \t]*\S+|-[a-oq-zA-Z]+))*[ \t]+-p[ \t]*)({_VALUE})")
+# The option loop is possessive and bounded: an option argument may itself look like an
+# option, and backtracking over those readings would be exponential.
+_SSHPASS = re.compile(
+    rf"(\bsshpass(?:[ \t]+(?:-[fdP][ \t]*\S+|-[a-oq-zA-Z]+)){{0,8}}+[ \t]+-p[ \t]*)({_VALUE})"
+)
 
 # scheme://user:password@host; the user name stays, as it says whose account it is.
-_URL_CREDENTIALS = re.compile(r"(://[^\s/:@]{0,256}:)([^\s/]{1,512})(@)")
+_URL_CREDENTIALS = re.compile(r"(://[^\s/:@]{0,256}:)([^\s/]{1,256})(@)")
 
 # Our own API tokens and AWS access key ids are recognisable by their prefix.
 _API_TOKEN = re.compile(r"\bsshc_[A-Za-z0-9_-]{8,}")
@@ -72,7 +77,11 @@ _IDENTIFIED_BY = re.compile(rf"(\bidentified[ \t]+by[ \t]+)({_VALUE})", re.IGNOR
 
 
 def _private_key(match: re.Match[str]) -> str:
-    return f"{match.group(1)}\n{REDACTED}\n{match.group(2)}" if match.group(2) else f"{match.group(1)}\n{REDACTED}"
+    return (
+        f"{match.group(1)}\n{REDACTED}\n{match.group(2)}"
+        if match.group(2)
+        else f"{match.group(1)}\n{REDACTED}"
+    )
 
 
 def _keep_quotes(match: re.Match[str]) -> str:
@@ -81,6 +90,23 @@ def _keep_quotes(match: re.Match[str]) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return f"{match.group(1)}{value[0]}{REDACTED}{value[0]}"
     return f"{match.group(1)}{REDACTED}"
+
+
+# (pattern, replacement, lower-case words one of which any match contains), in order:
+# private keys before key=value so a key body is hidden whole; the Authorization header
+# before the bare bearer form so its scheme word is kept.
+_PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], tuple[str, ...]], ...] = (
+    (_PRIVATE_KEY, _private_key, ("private key",)),
+    (_AUTHORIZATION, _keep_quotes, ("authorization",)),
+    (_BEARER, _keep_quotes, ("bearer",)),
+    (_OPTION, _keep_quotes, ("--",)),
+    (_KEY_VALUE, _keep_quotes, ("password", "passwd", "pwd", "secret", "token", "api", "sshpass")),
+    (_SSHPASS, _keep_quotes, ("sshpass",)),
+    (_IDENTIFIED_BY, _keep_quotes, ("identified",)),
+    (_URL_CREDENTIALS, rf"\1{REDACTED}\3", ("://",)),
+    (_API_TOKEN, REDACTED, ("sshc_",)),
+    (_AWS_ACCESS_KEY, REDACTED, ("akia", "asia")),
+)
 
 
 @lru_cache(maxsize=256)
@@ -98,16 +124,13 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     known = tuple(sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
     if known:
         text = _secrets_pattern(known).sub(REDACTED, text)
-    text = _PRIVATE_KEY.sub(_private_key, text)
-    text = _AUTHORIZATION.sub(_keep_quotes, text)
-    text = _BEARER.sub(_keep_quotes, text)
-    text = _OPTION.sub(_keep_quotes, text)
-    text = _KEY_VALUE.sub(_keep_quotes, text)
-    text = _SSHPASS.sub(_keep_quotes, text)
-    text = _IDENTIFIED_BY.sub(_keep_quotes, text)
-    text = _URL_CREDENTIALS.sub(rf"\1{REDACTED}\3", text)
-    text = _API_TOKEN.sub(REDACTED, text)
-    return _AWS_ACCESS_KEY.sub(REDACTED, text)
+    lowered = text.lower()
+    for pattern, replacement, cues in _PATTERNS:
+        # A substring test is two orders of magnitude cheaper than a regex scan, and most
+        # output contains none of the cue words, so most patterns never run.
+        if any(cue in lowered for cue in cues):
+            text = pattern.sub(replacement, text)
+    return text
 
 
 def cap(text: str, limit: int) -> tuple[str, bool]:

@@ -105,11 +105,20 @@ class Host(models.Model):
 
     @property
     def key_state(self) -> str:
-        """trusted when a trusted key exists, pending when only unapproved keys are known, else unknown."""
-        states = set(self.host_keys.values_list("state", flat=True))
-        if HostKey.State.TRUSTED in states:
-            return "changed" if HostKey.State.PENDING in states else "trusted"
-        if HostKey.State.PENDING in states:
+        """changed, trusted, pending or unknown.
+
+        ``changed`` means a pending key of a type that already has a trusted key: the server
+        now presents a different key than the one approved, which an admin must look at.
+        Pending keys of other types beside a trusted one (left by a scan) are not a change.
+        """
+        keys = list(self.host_keys.values_list("state", "key_type"))
+        trusted_types = {kt for state, kt in keys if state == HostKey.State.TRUSTED}
+        pending_types = {kt for state, kt in keys if state == HostKey.State.PENDING}
+        if trusted_types & pending_types:
+            return "changed"
+        if trusted_types:
+            return "trusted"
+        if pending_types:
             return "pending"
         return "unknown"
 

@@ -33,6 +33,7 @@ from sshcontrol.ssh.errors import (
     AuthenticationFailed,
     ChannelFailed,
     ConnectFailed,
+    ConnectionLost,
     HostKeyChanged,
     HostKeyUnknown,
     RemoteFileError,
@@ -63,6 +64,7 @@ _KINDS: dict[type[Exception], str] = {
     AuthenticationFailed: "authentication_failed",
     ConnectFailed: "connect_failed",
     ChannelFailed: "connection_lost",
+    ConnectionLost: "connection_lost",
     RemoteFileError: "remote_file_error",
     NoCredential: "no_credential",
 }

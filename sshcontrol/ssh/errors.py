@@ -48,3 +48,11 @@ class ChannelFailed(SshError):
 
 class RemoteFileError(SshError):
     """An SFTP operation failed (no such file, permission denied, exists and overwrite is off...)."""
+
+
+class ConnectionLost(SshError):
+    """The connection dropped while a command ran: it may have run in part, so never retry it blindly.
+
+    Deliberately not a ChannelFailed (which means the command never started and a retry on a
+    fresh connection is safe).
+    """

@@ -26,7 +26,7 @@ from typing import Any
 import paramiko
 from paramiko.common import MSG_CHANNEL_REQUEST
 
-from sshcontrol.ssh.errors import ChannelFailed
+from sshcontrol.ssh.errors import ChannelFailed, ConnectionLost
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ def run_command(
     Output is streamed and capped at ``max_output_bytes`` per stream (head and tail kept).
     On timeout or ``cancel``, the remote process group is killed and the result has
     ``exit_status=None``. Raises ChannelFailed if no channel can be opened or the
-    connection drops while the command runs.
+    connection is gone. Raises ConnectionLost if it drops while the command runs.
     """
     started = time.perf_counter()
     deadline = started + max(0.0, request.timeout)
@@ -334,7 +334,9 @@ def run_command(
             signal = _exit_signal(channel)
             exit_status = channel.exit_status if channel.exit_status >= 0 and signal is None else None
             if exit_status is None and signal is None and not transport.is_active():
-                raise ChannelFailed("the SSH connection was lost while the command ran")
+                raise ConnectionLost(
+                    "the SSH connection was lost while the command ran; it may have run in part"
+                )
     except BaseException:
         # A failing progress callback or an interrupt must not leave the command running.
         if killed_with is None and stdout.pgid is not None and transport.is_active() and not channel.closed:

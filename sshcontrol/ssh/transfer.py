@@ -21,7 +21,7 @@ from pathlib import Path
 
 import paramiko
 
-from sshcontrol.ssh.errors import ChannelFailed, RemoteFileError
+from sshcontrol.ssh.errors import ChannelFailed, ConnectionLost, RemoteFileError
 
 _CHUNK = 1 << 20
 
@@ -66,8 +66,13 @@ def _sftp(client: paramiko.SSHClient) -> Iterator[paramiko.SFTPClient]:
         raise ChannelFailed(f"could not open an SFTP session: {_reason(exc)}") from None
     try:
         yield sftp
+    except (paramiko.SSHException, EOFError) as exc:
+        raise ConnectionLost(
+            f"the SSH connection was lost during the SFTP operation: {_reason(exc)}"
+        ) from None
     finally:
-        sftp.close()
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            sftp.close()
 
 
 def _reason(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sshcontrol.ssh.connect import Connection, open_connection
-from sshcontrol.ssh.errors import ChannelFailed
+from sshcontrol.ssh.errors import ChannelFailed, ConnectionLost
 from sshcontrol.ssh.execute import ExecRequest, ExecResult, run_command
 from tests.ssh.conftest import password_spec
 from tests.sshd import SshServer
@@ -199,12 +199,12 @@ def test_a_failing_progress_callback_still_stops_the_command(sshd: SshServer, co
     assert wait_until_gone(sshd, marker) == []
 
 
-def test_a_dropped_connection_raises_channel_failed(sshd: SshServer) -> None:
+def test_a_dropped_connection_raises_connection_lost(sshd: SshServer) -> None:
     conn = open_connection(password_spec(sshd))
     marker = f"sleep 304{uuid.uuid4().int % 1000}"
     threading.Timer(0.5, conn.close).start()
     started = time.monotonic()
-    with pytest.raises(ChannelFailed, match="connection was lost"):
+    with pytest.raises(ConnectionLost, match="connection was lost"):
         run(conn, marker, timeout=30)
     assert time.monotonic() - started < 3.0
     for pid in sshd.user_processes(marker):  # nobody could kill it: the connection was gone

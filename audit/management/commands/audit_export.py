@@ -1,0 +1,138 @@
+"""Export the audit log as JSON lines or CSV, streamed in id order.
+
+Rows are redacted when they are written, so an export contains no more than the admin
+shows. Output is streamed with a server-side iterator: an export of millions of rows
+uses the memory of one chunk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time, timedelta
+from typing import IO, Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import QuerySet
+from django.utils.dateparse import parse_date, parse_datetime
+
+from audit.models import AuditEvent
+
+CHUNK_SIZE = 2000
+
+# Every stored field; the host is given as its id plus the name and address copied at the time.
+COLUMNS: tuple[str, ...] = tuple(field.attname for field in AuditEvent._meta.concrete_fields)
+
+
+def parse_moment(value: str, *, end_of_day: bool = False) -> datetime:
+    """An ISO 8601 date or datetime; naive means UTC. A bare date is its midnight, or the next one.
+
+    ``end_of_day`` makes ``--until 2026-01-31`` include that whole day, which is what a
+    person typing a date means.
+    """
+    try:
+        # A bare date first: parse_datetime would also read it, as midnight, losing end_of_day.
+        day = parse_date(value)
+        moment = parse_datetime(value) if day is None else None
+    except ValueError as exc:
+        # Well-formed but impossible values (month 13) raise rather than returning None.
+        raise CommandError(f"{value!r} is not a valid ISO 8601 date or datetime: {exc}") from exc
+    if day is not None:
+        moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+    if moment is None:
+        raise CommandError(
+            f"{value!r} is not an ISO 8601 date or datetime (e.g. 2026-01-31 or 2026-01-31T12:00)"
+        )
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-serialisable form of a stored value: times in ISO 8601, ids as strings."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(_plain(value))
+
+
+class _StdoutAdapter:
+    """A file-like writer onto the command's stdout that adds no line endings of its own."""
+
+    def __init__(self, command: BaseCommand) -> None:
+        self._command = command
+
+    def write(self, text: str) -> int:
+        self._command.stdout.write(text, ending="")
+        return len(text)
+
+
+class Command(BaseCommand):
+    help = "Export audit events as JSON lines or CSV, oldest first."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--format", required=True, choices=("jsonl", "csv"), dest="fmt")
+        parser.add_argument(
+            "--since", help="Events started at or after this ISO 8601 date or datetime (naive = UTC)."
+        )
+        parser.add_argument(
+            "--until",
+            help="Events started before this ISO 8601 datetime; a bare date includes that whole day.",
+        )
+        parser.add_argument("--host", help="Only events on the host of this name (as recorded at the time).")
+        parser.add_argument("--status", choices=AuditEvent.Status.values)
+        parser.add_argument("--output", help="Write to this file instead of standard output.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        events = self._events(options)
+        with self._open(options["output"]) as stream:
+            if options["fmt"] == "jsonl":
+                for row in self._rows(events):
+                    stream.write(json.dumps({key: _plain(value) for key, value in row.items()}) + "\n")
+            else:
+                writer = csv.writer(stream)
+                writer.writerow(COLUMNS)
+                for row in self._rows(events):
+                    writer.writerow([_csv_cell(row[column]) for column in COLUMNS])
+
+    def _events(self, options: dict[str, Any]) -> QuerySet[AuditEvent]:
+        events = AuditEvent.objects.order_by("id")
+        if options["since"]:
+            events = events.filter(started_at__gte=parse_moment(options["since"]))
+        if options["until"]:
+            events = events.filter(started_at__lt=parse_moment(options["until"], end_of_day=True))
+        if options["host"]:
+            events = events.filter(host_name=options["host"])
+        if options["status"]:
+            events = events.filter(status=options["status"])
+        return events
+
+    @staticmethod
+    def _rows(events: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
+        rows: Iterator[dict[str, Any]] = events.values(*COLUMNS).iterator(chunk_size=CHUNK_SIZE)
+        return rows
+
+    @contextmanager
+    def _open(self, path: str | None) -> Iterator[IO[str] | _StdoutAdapter]:
+        if not path or path == "-":
+            yield _StdoutAdapter(self)
+            return
+        try:
+            # newline="" lets the csv module write its own line endings unchanged.
+            handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise CommandError(f"cannot write {path}: {exc.strerror}") from exc
+        with handle:
+            yield handle

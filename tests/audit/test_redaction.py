@@ -1,0 +1,189 @@
+"""Redaction of known secrets and secret-looking patterns, and capping of long text."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from audit.redaction import REDACTED, cap, redact
+
+PEM = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+    "QyNTUxOQAAACDx1u0Vq3l7Kk3T9o8t7qS4cWm6pV1+6r4m1m7d0e1VAAAAmJ7d8x2e3fMd\n"
+    "-----END OPENSSH PRIVATE KEY-----"
+)
+
+
+def test_it_replaces_known_secrets_longest_first():
+    text = "login hunter2-long then hunter2 and hun"
+    assert redact(text, ["hunter2", "hunter2-long", "hun"]) == f"login {REDACTED} then {REDACTED} and hun"
+
+
+def test_it_ignores_empty_and_short_secrets():
+    assert redact("a abc abcd", ["", "abc", "a"]) == "a abc abcd"
+    assert redact("a abc abcd", ["abcd"]) == f"a abc {REDACTED}"
+
+
+def test_it_does_not_match_a_secret_inside_an_earlier_replacement():
+    assert redact("xx longsecret yy", ["longsecret", "DACT"]) == f"xx {REDACTED} yy"
+
+
+def test_it_redacts_private_key_blocks_keeping_the_armour():
+    out = redact(f"before\n{PEM}\nafter")
+    assert "b3BlbnNzaC1" not in out and "QyNTUxOQ" not in out
+    armour = "OPENSSH PRIVATE KEY-----"
+    assert out == f"before\n-----BEGIN {armour}\n{REDACTED}\n-----END {armour}\nafter"
+
+
+@pytest.mark.parametrize("kind", ["RSA ", "EC ", "ENCRYPTED ", "", "PGP "])
+def test_it_redacts_every_kind_of_private_key(kind):
+    body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"
+    suffix = " BLOCK" if kind == "PGP " else ""
+    text = f"-----BEGIN {kind}PRIVATE KEY{suffix}-----\n{body}\n-----END {kind}PRIVATE KEY{suffix}-----"
+    assert body not in redact(text)
+
+
+def test_it_redacts_an_unterminated_private_key_to_the_end():
+    out = redact("x\n" + PEM.rsplit("\n", 2)[0] + "\nmore key material")
+    assert out == f"x\n-----BEGIN OPENSSH PRIVATE KEY-----\n{REDACTED}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password=hunter2", f"password={REDACTED}"),
+        ("passwd: hunter2", f"passwd: {REDACTED}"),
+        ("MYSQL_PWD=hunter2 mysql", f"MYSQL_PWD={REDACTED} mysql"),
+        ("client_secret=abc&x=1", f"client_secret={REDACTED}&x=1"),
+        ("export GITHUB_TOKEN='ghp abc'", f"export GITHUB_TOKEN='{REDACTED}'"),
+        ('{"api_key": "k-123", "n": 1}', f'{{"api_key": "{REDACTED}", "n": 1}}'),
+        ("API-KEY:xyz", f"API-KEY:{REDACTED}"),
+        ('secret = "a b c"', f'secret = "{REDACTED}"'),
+    ],
+)
+def test_it_redacts_key_value_pairs_keeping_the_key(text, expected):
+    assert redact(text) == expected
+
+
+def test_it_does_not_let_a_password_prompt_swallow_the_next_line():
+    assert redact("Password:\nuid=0(root)") == "Password:\nuid=0(root)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mysqldump --password hunter2 db", f"mysqldump --password {REDACTED} db"),
+        ("mysqldump --password=hunter2 db", f"mysqldump --password={REDACTED} db"),
+        ("tool --db-password 'a b' run", f"tool --db-password '{REDACTED}' run"),
+        ("psql --no-password -h db", "psql --no-password -h db"),
+    ],
+)
+def test_it_redacts_password_options(text, expected):
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "curl -H 'Authorization: Bearer eyJ0eXAi.eyJzdWIi.c2ln' x",
+            f"curl -H 'Authorization: Bearer {REDACTED}' x",
+        ),
+        ("Authorization: Basic dXNlcjpwYXNz", f"Authorization: Basic {REDACTED}"),
+        ("token type bearer abcdefgh12345678", f"token type bearer {REDACTED}"),
+    ],
+)
+def test_it_redacts_authorization_headers(text, expected):
+    assert redact(text) == expected
+
+
+def test_it_redacts_our_api_tokens_and_aws_access_keys():
+    out = redact("use sshc_Zx8f3kLmN0pQ_rs-tUv and AKIAIOSFODNN7EXAMPLE now")
+    assert out == f"use {REDACTED} and {REDACTED} now"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sshpass -p hunter2 ssh web1", f"sshpass -p {REDACTED} ssh web1"),
+        ("sshpass -p'two words' ssh web1", f"sshpass -p'{REDACTED}' ssh web1"),
+        ("sshpass -v -P assphrase -phunter2 ssh web1", f"sshpass -v -P assphrase -p{REDACTED} ssh web1"),
+        ("sshpass -e ssh -p 2222 web1", "sshpass -e ssh -p 2222 web1"),
+        ("SSHPASS=hunter2 sshpass -e ssh web1", f"SSHPASS={REDACTED} sshpass -e ssh web1"),
+    ],
+)
+def test_it_redacts_sshpass_passwords(text, expected):
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "git clone https://bob:hunter2@git.example/x.git",
+            f"git clone https://bob:{REDACTED}@git.example/x.git",
+        ),
+        ("redis://:hunter2@127.0.0.1:6379/0", f"redis://:{REDACTED}@127.0.0.1:6379/0"),
+        ("postgres://app:p@ss@db/app", f"postgres://app:{REDACTED}@db/app"),
+        ("https://example.com:8443/a@b", "https://example.com:8443/a@b"),
+        ("ssh://git@github.com/x", "ssh://git@github.com/x"),
+    ],
+)
+def test_it_redacts_credentials_in_urls(text, expected):
+    assert redact(text) == expected
+
+
+def test_it_leaves_ordinary_output_alone():
+    text = "total 8\ndrwxr-xr-x 2 root root 4096 Jan  1 00:00 etc\n5 passed, 1 skipped in 0.1s\n"
+    assert redact(text, ["nothere"]) == text
+
+
+def test_it_is_idempotent():
+    once = redact(f"password=x {PEM} https://u:p@h sshc_abcdefghijk", ["hunter2"])
+    assert redact(once, ["hunter2"]) == once
+
+
+def _best_time(text: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        redact(text, ["hunter2"])
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "lorem ipsum password=abc https://u:p@h Bearer abcdefghij sshc_abcdefgh AKIAIOSFODNN7EXAMPLE\n",
+        "A",
+        "sshpass -f ",
+        'password="',
+        "://a:",
+        "-----BEGIN PRIVATE KEY-----",
+        "--password ",
+    ],
+)
+def test_it_takes_time_linear_in_the_text(unit):
+    # Four times the text should take about four times as long; a quadratic pattern would
+    # take sixteen. The bound is loose so a busy machine does not fail the test.
+    small = unit * (256 * 1024 // len(unit))
+    small_time = _best_time(small)
+    large_time = _best_time(small * 4)
+    assert large_time < 10 * small_time + 0.05
+
+
+def test_it_leaves_short_text_uncapped():
+    assert cap("abcdef", 6) == ("abcdef", False)
+
+
+def test_it_caps_keeping_head_and_tail():
+    text, cut = cap("0123456789" * 10, 20)
+    assert cut
+    assert text == "0123456789\n[... 80 characters truncated ...]\n0123456789"
+
+
+def test_it_caps_to_nothing_but_the_marker_at_zero():
+    assert cap("abc", 0) == ("\n[... 3 characters truncated ...]\n", True)
