@@ -31,7 +31,7 @@ from tests.sshd import SshServer  # noqa: E402
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     p50 = statistics.median(ordered)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return p50, p95
 
 
@@ -54,8 +54,13 @@ def bench_paramiko(server: SshServer, runs: int) -> list[float]:
     sock = socket.create_connection((server.address, server.port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.connect(
-        server.address, server.port, username=server.user, key_filename=str(server.client_keys["ed25519"]),
-        sock=sock, look_for_keys=False, allow_agent=False,
+        server.address,
+        server.port,
+        username=server.user,
+        key_filename=str(server.client_keys["ed25519"]),
+        sock=sock,
+        look_for_keys=False,
+        allow_agent=False,
     )
 
     def once() -> None:
@@ -70,14 +75,33 @@ def bench_paramiko(server: SshServer, runs: int) -> list[float]:
 
 def bench_openssh(server: SshServer, runs: int, workdir: Path) -> list[float]:
     known = workdir / "known_hosts"
-    known.write_text(f"[{server.address}]:{server.port} {server.host_key('ed25519').get_name()} "
-                     f"{server.host_key('ed25519').get_base64()}\n")
+    known.write_text(
+        f"[{server.address}]:{server.port} {server.host_key('ed25519').get_name()} "
+        f"{server.host_key('ed25519').get_base64()}\n"
+    )
     control = workdir / "cm-%C"
     args = [
-        "ssh", "-F", "/dev/null", "-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
-        "-o", "ControlPersist=60", "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes", "-i", str(server.client_keys["ed25519"]), "-p", str(server.port),
-        f"{server.user}@{server.address}", "true",
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={control}",
+        "-o",
+        "ControlPersist=60",
+        "-o",
+        f"UserKnownHostsFile={known}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-i",
+        str(server.client_keys["ed25519"]),
+        "-p",
+        str(server.port),
+        f"{server.user}@{server.address}",
+        "true",
     ]
 
     def once() -> None:
@@ -86,7 +110,9 @@ def bench_openssh(server: SshServer, runs: int, workdir: Path) -> list[float]:
     try:
         return timed(runs, once)
     finally:
-        subprocess.run([*args[:-2], "-O", "exit", f"{server.user}@{server.address}"], capture_output=True, check=False)
+        subprocess.run(
+            [*args[:-2], "-O", "exit", f"{server.user}@{server.address}"], capture_output=True, check=False
+        )
 
 
 def bench_mcp_stdio(server: SshServer, runs: int, workdir: Path) -> list[float]:
@@ -102,12 +128,29 @@ def bench_mcp_stdio(server: SshServer, runs: int, workdir: Path) -> list[float]:
     }
 
     def cli(*args: str, stdin: str = "") -> str:
-        done = subprocess.run([sys.executable, "-m", "sshcontrol", *args], env=env, input=stdin,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "sshcontrol", *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return done.stdout
 
-    cli("hosts", "add", "bench", "--address", server.address, "--port", str(server.port), "--username",
-        server.user, "--key-file", str(server.client_keys["ed25519"]))
+    cli(
+        "hosts",
+        "add",
+        "bench",
+        "--address",
+        server.address,
+        "--port",
+        str(server.port),
+        "--username",
+        server.user,
+        "--key-file",
+        str(server.client_keys["ed25519"]),
+    )
     fingerprint = next(w for w in cli("hosts", "scan", "bench").split() if w.startswith("SHA256:"))
     cli("hosts", "trust", "bench", fingerprint)
     params = StdioServerParameters(command=sys.executable, args=["-m", "sshcontrol", "mcp_serve"], env=env)

@@ -15,7 +15,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sshcontrol.settings")
 app = Celery("sshcontrol")
 app.conf.update(
     broker_url=os.environ.get("SSHCONTROL_BROKER_URL") or "memory://",
-    result_backend=os.environ.get("SSHCONTROL_RESULT_BACKEND") or os.environ.get("SSHCONTROL_BROKER_URL") or None,
+    result_backend=os.environ.get("SSHCONTROL_RESULT_BACKEND")
+    or os.environ.get("SSHCONTROL_BROKER_URL")
+    or None,
     result_expires=3600,
     task_serializer="json",
     result_serializer="json",

@@ -10,7 +10,9 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    messages: list[CheckMessage] = [Error(message, id=check_id) for check_id, message in settings.SETTINGS_ERRORS]
+    messages: list[CheckMessage] = [
+        Error(message, id=check_id) for check_id, message in settings.SETTINGS_ERRORS
+    ]
     if settings.MAX_TIMEOUT < settings.DEFAULT_TIMEOUT:
         messages.append(
             Error(

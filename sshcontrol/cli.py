@@ -11,8 +11,19 @@ import os
 import sys
 
 # Commands that must not trigger an automatic migration (they manage schema or need none).
-_NO_AUTO_MIGRATE = {"migrate", "makemigrations", "sqlmigrate", "showmigrations", "help", "version", "check",
-                    "shell", "dbshell", "test", "squashmigrations"}
+_NO_AUTO_MIGRATE = {
+    "migrate",
+    "makemigrations",
+    "sqlmigrate",
+    "showmigrations",
+    "help",
+    "version",
+    "check",
+    "shell",
+    "dbshell",
+    "test",
+    "squashmigrations",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,9 @@ def _confine(raw: str) -> Path:
         candidate = root / candidate
     resolved = candidate.resolve(strict=False)
     if resolved != root and root not in resolved.parents:
-        raise LocalPathError(f"local_path {raw!r} is outside the transfer directory {root}; use a path inside it")
+        raise LocalPathError(
+            f"local_path {raw!r} is outside the transfer directory {root}; use a path inside it"
+        )
     return resolved
 
 

@@ -13,7 +13,9 @@ def mark_dead_embedded_sessions() -> int:
     here = current_worker()
     dead = [
         row.session_id
-        for row in SshSession.objects.filter(state=SshSession.State.CONNECTED, worker__startswith=EMBEDDED_PREFIX)
+        for row in SshSession.objects.filter(
+            state=SshSession.State.CONNECTED, worker__startswith=EMBEDDED_PREFIX
+        )
         .exclude(worker=here)
         .only("session_id", "worker")
         if worker_alive(row.worker) is False

@@ -142,7 +142,9 @@ STATIC_ROOT = DATA_DIR / "static"
 FIELD_KEYS = envsecret("SSHCONTROL_FIELD_KEYS")
 
 # SSH execution limits.
-MAX_OUTPUT_BYTES = _guard("sshcontrol.E003", lambda: envint("SSHCONTROL_MAX_OUTPUT_BYTES", 1 << 20, 1024), 1 << 20)
+MAX_OUTPUT_BYTES = _guard(
+    "sshcontrol.E003", lambda: envint("SSHCONTROL_MAX_OUTPUT_BYTES", 1 << 20, 1024), 1 << 20
+)
 DEFAULT_TIMEOUT = _guard("sshcontrol.E004", lambda: envfloat("SSHCONTROL_DEFAULT_TIMEOUT", 60.0, 0.1), 60.0)
 MAX_TIMEOUT = _guard("sshcontrol.E005", lambda: envfloat("SSHCONTROL_MAX_TIMEOUT", 3600.0, 1.0), 3600.0)
 CONNECT_TIMEOUT = _guard("sshcontrol.E006", lambda: envfloat("SSHCONTROL_CONNECT_TIMEOUT", 10.0, 0.5), 10.0)
@@ -150,7 +152,9 @@ MAX_INLINE_DOWNLOAD_BYTES = _guard(
     "sshcontrol.E007", lambda: envint("SSHCONTROL_MAX_INLINE_DOWNLOAD_BYTES", 1 << 20, 1), 1 << 20
 )
 MAX_LIST_ENTRIES = _guard("sshcontrol.E008", lambda: envint("SSHCONTROL_MAX_LIST_ENTRIES", 1000, 1), 1000)
-AUDIT_OUTPUT_BYTES = _guard("sshcontrol.E009", lambda: envint("SSHCONTROL_AUDIT_OUTPUT_BYTES", 64 << 10, 0), 64 << 10)
+AUDIT_OUTPUT_BYTES = _guard(
+    "sshcontrol.E009", lambda: envint("SSHCONTROL_AUDIT_OUTPUT_BYTES", 64 << 10, 0), 64 << 10
+)
 LOCAL_ROOT = Path(envstr("SSHCONTROL_LOCAL_ROOT", str(DATA_DIR / "transfers"))).expanduser()
 KEEPALIVE_SECONDS = _guard("sshcontrol.E010", lambda: envint("SSHCONTROL_KEEPALIVE_SECONDS", 30, 0), 30)
 

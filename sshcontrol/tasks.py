@@ -281,7 +281,9 @@ def download(
     session = _held(session_id)
     client, reconnected = _client_for(session)
     dest = Path(local_path) if local_path is not None else None
-    result = transfer.download(client, remote_path, dest, overwrite=overwrite, max_inline_bytes=max_inline_bytes)
+    result = transfer.download(
+        client, remote_path, dest, overwrite=overwrite, max_inline_bytes=max_inline_bytes
+    )
     _record_use(session, command=False)
     out = asdict(result)
     out["content"] = base64.b64encode(result.content).decode() if result.content is not None else None
@@ -290,7 +292,9 @@ def download(
 
 
 @envelope
-def list_files(session_id: str, remote_path: str, show_hidden: bool = False, max_entries: int = 1000) -> dict[str, Any]:
+def list_files(
+    session_id: str, remote_path: str, show_hidden: bool = False, max_entries: int = 1000
+) -> dict[str, Any]:
     session = _held(session_id)
     client, reconnected = _client_for(session)
     result = transfer.list_dir(client, remote_path, show_hidden=show_hidden, max_entries=max_entries)

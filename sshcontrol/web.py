@@ -8,6 +8,7 @@ needed on the embedded default.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import django.contrib.admin
 from django.core.asgi import get_asgi_application
@@ -22,6 +23,6 @@ def build_app() -> ASGIApp:
     return Starlette(
         routes=[
             Mount("/static/admin", app=StaticFiles(directory=admin_static), name="admin-static"),
-            Mount("/", app=get_asgi_application()),
+            Mount("/", app=cast(ASGIApp, get_asgi_application())),
         ]
     )

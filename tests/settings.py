@@ -10,4 +10,4 @@ os.environ.setdefault("SSHCONTROL_DATA_DIR", tempfile.mkdtemp(prefix="sshcontrol
 # A fixed Fernet key for tests only (32 bytes, urlsafe base64); real deployments generate their own.
 os.environ.setdefault("SSHCONTROL_FIELD_KEYS", "dGVzdC1rZXktZm9yLXNzaGNvbnRyb2wtdGVzdHMtMDE=")
 
-from sshcontrol.settings import *  # noqa: E402,F403
+from sshcontrol.settings import *  # noqa: F403

@@ -51,7 +51,18 @@ def reap_user_processes(name: str) -> None:
 
 
 def _keygen(path: Path, kind: str, bits: int | None = None, passphrase: str = "") -> None:
-    args = ["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", f"sshcontrol-test-{kind}", "-f", str(path)]
+    args = [
+        "ssh-keygen",
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        passphrase,
+        "-C",
+        f"sshcontrol-test-{kind}",
+        "-f",
+        str(path),
+    ]
     if bits:
         args += ["-b", str(bits)]
     subprocess.run(args, check=True)
@@ -142,7 +153,10 @@ class SshServer:
             if self.proc is not None and self.proc.poll() is not None:
                 log = (self.root / "sshd.log").read_text() if (self.root / "sshd.log").exists() else ""
                 raise RuntimeError(f"sshd exited with {self.proc.returncode}: {log[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection((self.address, self.port), 0.5) as sock:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.address, self.port), 0.5) as sock,
+            ):
                 if sock.recv(4).startswith(b"SSH-"):
                     return
             time.sleep(0.05)
@@ -186,13 +200,15 @@ class SshServer:
 
     def user_processes(self, pattern: str) -> list[str]:
         """PIDs of the test user's processes whose command line matches ``pattern``."""
-        out = subprocess.run(["pgrep", "-u", self.user, "-f", pattern], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["pgrep", "-u", self.user, "-f", pattern], capture_output=True, text=True, check=False
+        )
         return out.stdout.split()
 
 
 if __name__ == "__main__":  # manual use: python -m tests.sshd
     server = SshServer.create().start()
-    print(f"sshd on {server.address}:{server.port}, user {server.user}, root {server.root}")  # noqa: T201
+    print(f"sshd on {server.address}:{server.port}, user {server.user}, root {server.root}")
     with contextlib.suppress(KeyboardInterrupt):
         while True:
             time.sleep(3600)

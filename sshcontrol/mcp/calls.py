@@ -45,16 +45,24 @@ def resolve(session_id: str | None, host_name: str | None) -> Target:
     if session_id:
         row = SshSession.objects.select_related("host").filter(session_id=session_id).first()
         if row is None:
-            return Target(None, session_id, f"unknown session_id '{session_id}'; ssh_status lists your sessions")
+            return Target(
+                None, session_id, f"unknown session_id '{session_id}'; ssh_status lists your sessions"
+            )
         if row.host is None:
-            return Target(None, session_id, f"the host of session '{session_id}' was removed by an administrator")
+            return Target(
+                None, session_id, f"the host of session '{session_id}' was removed by an administrator"
+            )
         if row.state == SshSession.State.CLOSED:
-            return Target(row.host, session_id, f"session '{session_id}' is closed; call ssh_connect to open a new one")
+            return Target(
+                row.host, session_id, f"session '{session_id}' is closed; call ssh_connect to open a new one"
+            )
         unreachable = unreachable_reason(row)
         if unreachable:
             return Target(row.host, session_id, unreachable)
         if not row.host.enabled:
-            return Target(row.host, session_id, f"host '{row.host.name}' is disabled by an administrator", Status.DENIED)
+            return Target(
+                row.host, session_id, f"host '{row.host.name}' is disabled by an administrator", Status.DENIED
+            )
         return Target(row.host, session_id)
     assert host_name is not None
     try:
@@ -72,7 +80,9 @@ def unreachable_reason(row: SshSession) -> str:
         return ""
     if worker_alive(row.worker) is False:
         mark_lost(row.session_id, "its server process stopped")
-        return f"session '{row.session_id}' was lost when the process holding it stopped; call ssh_connect again"
+        return (
+            f"session '{row.session_id}' was lost when the process holding it stopped; call ssh_connect again"
+        )
     return (
         f"session '{row.session_id}' is held by another sshcontrol server process; embedded servers cannot "
         "share sessions (distributed mode can). Call ssh_connect to open one here"
@@ -84,11 +94,7 @@ def reusable_session(host: Host, caller: Caller) -> str | None:
     rows = SshSession.objects.filter(host=host, opened_by=caller.actor, state=SshSession.State.CONNECTED)
     if get_dispatcher().embedded:
         rows = rows.filter(worker=current_worker())
-    return (
-        rows.order_by("-last_used_at")
-        .values_list("session_id", flat=True)
-        .first()
-    )
+    return rows.order_by("-last_used_at").values_list("session_id", flat=True).first()
 
 
 def mark_lost(session_id: str, reason: str) -> None:
@@ -164,14 +170,18 @@ class HostCall:
         auto = self.session_id is None
         session_id = self.session_id or self.connect(reuse=True)
         self.session_id = session_id
-        envelope = dispatcher.call(task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress)
+        envelope = dispatcher.call(
+            task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress
+        )
         if not envelope["ok"] and envelope["kind"] in _SESSION_GONE:
             mark_lost(session_id, "not held by any live process")
             if not auto:
                 self.fail(envelope["message"])
             # A host-addressed call never fails because a reusable session went stale: open a new one.
             session_id = self.connect(reuse=False)
-            envelope = dispatcher.call(task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress)
+            envelope = dispatcher.call(
+                task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress
+            )
         if not envelope["ok"]:
             self.fail(envelope["message"])
         result: dict[str, Any] = envelope["result"]

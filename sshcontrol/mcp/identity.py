@@ -26,7 +26,7 @@ def client_name(ctx: Any) -> str:
         params = ctx.request_context.session.client_params
         info = getattr(params, "client_info", None)
         name = getattr(info, "name", None)
-    except Exception:  # noqa: BLE001 - a missing handshake field must not fail the call
+    except Exception:
         name = None
     return str(name)[:80] if name else "mcp-client"
 

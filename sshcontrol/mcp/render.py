@@ -24,8 +24,12 @@ def _fence(text: str) -> str:
 def host_list(result: HostList) -> str:
     if not result.hosts:
         return "No hosts are available to you. An admin registers hosts in the sshcontrol admin."
-    lines = [f"## {result.count} host(s)", "", "| name | address | user | tags | host key | open sessions |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"## {result.count} host(s)",
+        "",
+        "| name | address | user | tags | host key | open sessions |",
+        "|---|---|---|---|---|---|",
+    ]
     for h in result.hosts:
         lines.append(
             f"| {h.name} | {h.address}:{h.port} | {h.username} | {', '.join(h.tags) or '-'} | "
@@ -86,19 +90,28 @@ def upload(result: UploadResult) -> str:
 
 
 def download(result: DownloadResult) -> str:
-    head = f"Downloaded `{result.remote_path}` from **{result.host}**: {result.bytes} bytes, SHA-256 {result.sha256}."
+    head = (
+        f"Downloaded `{result.remote_path}` from **{result.host}**: {result.bytes} bytes, "
+        f"SHA-256 {result.sha256}."
+    )
     if result.local_path:
         return f"{head}\nSaved to `{result.local_path}`. Audit #{result.audit_id}."
-    body = _fence(result.content or "") if result.content_encoding == "utf-8" else (
-        f"(binary content, base64)\n{_fence(result.content or '')}"
+    body = (
+        _fence(result.content or "")
+        if result.content_encoding == "utf-8"
+        else (f"(binary content, base64)\n{_fence(result.content or '')}")
     )
     return f"{head}\n\n{body}\n\nAudit #{result.audit_id}."
 
 
 def list_files(result: ListFilesResult) -> str:
-    lines = [f"`{result.path}` on **{result.host}**: {len(result.entries)} entries"
-             + (" (truncated)" if result.truncated else ""), "", "| name | type | size | mode | modified |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"`{result.path}` on **{result.host}**: {len(result.entries)} entries"
+        + (" (truncated)" if result.truncated else ""),
+        "",
+        "| name | type | size | mode | modified |",
+        "|---|---|---|---|---|",
+    ]
     for e in result.entries:
         name = f"{e.name} -> {e.symlink_target}" if e.symlink_target else e.name
         lines.append(f"| {name} | {e.type} | {e.size} | {e.mode} | {e.mtime} |")

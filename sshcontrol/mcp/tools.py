@@ -48,13 +48,14 @@ from sshcontrol.workers import current_worker, worker_alive
 
 Status = AuditEvent.Status
 
-SessionIdArg = Annotated[
-    str | None, Field(max_length=64, description="A session id from ssh_connect.")
-]
+SessionIdArg = Annotated[str | None, Field(max_length=64, description="A session id from ssh_connect.")]
 HostArg = Annotated[
     str | None,
-    Field(max_length=100, description="A registered host name (instead of session_id); "
-          "a session is opened or reused automatically."),
+    Field(
+        max_length=100,
+        description="A registered host name (instead of session_id); "
+        "a session is opened or reused automatically.",
+    ),
 ]
 FormatArg = Annotated[
     ResponseFormat,
@@ -63,8 +64,11 @@ FormatArg = Annotated[
 RemotePathArg = Annotated[str, Field(min_length=1, max_length=4096, description="Path on the remote host.")]
 LocalPathArg = Annotated[
     str | None,
-    Field(max_length=4096, description="Path inside the server's transfer directory "
-          "(SSHCONTROL_LOCAL_ROOT); relative paths are taken from there."),
+    Field(
+        max_length=4096,
+        description="Path inside the server's transfer directory "
+        "(SSHCONTROL_LOCAL_ROOT); relative paths are taken from there.",
+    ),
 ]
 
 
@@ -85,7 +89,7 @@ def parse_file_mode(value: int | str | None) -> int | None:
         return None
     text = str(value).strip().lower().removeprefix("0o")
     if not text or len(text) > 4 or any(c not in "01234567" for c in text):
-        raise ToolError(f"file_mode {value!r} is not an octal mode such as \"0644\"")
+        raise ToolError(f'file_mode {value!r} is not an octal mode such as "0644"')
     return int(text, 8)
 
 
@@ -109,8 +113,8 @@ class Tools:
         ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, HostList]:
-        """List the SSH hosts you may use: name, address, port, username, tags, description, host key state and
-        your open sessions on each. Use a host's name with ssh_connect or directly with ssh_execute."""
+        """List the SSH hosts you may use: name, address, port, username, tags, description, host key state
+        and your open sessions on each. Use a host's name with ssh_connect or directly with ssh_execute."""
         caller = self.caller(ctx)
 
         def work() -> HostList:
@@ -151,8 +155,9 @@ class Tools:
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ConnectResult]:
         """Open an SSH session on a host an administrator registered, by name, and return its session_id
-        (or reuse an open session when you pass its session_id). Credentials and host keys are managed by the
-        administrator: you never pass a password or key. The host key is verified against the trusted keys."""
+        (or reuse an open session when you pass its session_id). Credentials and host keys are managed
+        by the administrator: you never pass a password or key. The host key is verified against the
+        trusted keys."""
         caller = self.caller(ctx)
 
         def work() -> ConnectResult:
@@ -203,8 +208,9 @@ class Tools:
         session_id: SessionIdArg = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, StatusResult]:
-        """Show your SSH sessions (or one session): host, state (connected, lost or closed), when opened and last
-        used, and how many commands ran. Connected sessions held by this server are checked live."""
+        """Show your SSH sessions (or one session): host, state (connected, lost or closed), when opened
+        and last used, and how many commands ran. Connected sessions held by this server are checked
+        live."""
         caller = self.caller(ctx)
 
         def work() -> StatusResult:
@@ -214,7 +220,9 @@ class Tools:
                     raise ToolError(f"unknown session_id '{session_id}'")
             else:
                 rows = list(
-                    SshSession.objects.filter(opened_by=caller.actor).exclude(state=SshSession.State.CLOSED)[:200]
+                    SshSession.objects.filter(opened_by=caller.actor).exclude(state=SshSession.State.CLOSED)[
+                        :200
+                    ]
                 )
             here = current_worker()
             mine = [r.session_id for r in rows if r.state == SshSession.State.CONNECTED and r.worker == here]
@@ -225,7 +233,9 @@ class Tools:
             for row in rows:
                 if row.state != SshSession.State.CONNECTED:
                     continue
-                gone = (row.worker == here and not alive.get(row.session_id)) or worker_alive(row.worker) is False
+                gone = (row.worker == here and not alive.get(row.session_id)) or worker_alive(
+                    row.worker
+                ) is False
                 if gone:
                     mark_lost(row.session_id, "connection found dead by ssh_status")
                     row.state = SshSession.State.LOST
@@ -253,7 +263,9 @@ class Tools:
     async def ssh_execute(
         self,
         ctx: Context,
-        command: Annotated[str, Field(min_length=1, max_length=100_000, description="Shell command line to run.")],
+        command: Annotated[
+            str, Field(min_length=1, max_length=100_000, description="Shell command line to run.")
+        ],
         session_id: SessionIdArg = None,
         host: HostArg = None,
         working_directory: Annotated[
@@ -268,14 +280,17 @@ class Tools:
         ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ExecuteResult]:
-        """Run a shell command on a host (by session_id, or by host name to open/reuse a session) and return its
-        exit status, stdout and stderr. Output is streamed and capped (head and tail kept); the command is killed
-        when the timeout passes; stdin is closed unless you pass text for it. Every command is audited."""
+        """Run a shell command on a host (by session_id, or by host name to open/reuse a session) and
+        return its exit status, stdout and stderr. Output is streamed and capped (head and tail kept);
+        the command is killed when the timeout passes; stdin is closed unless you pass text for it.
+        Every command is audited."""
         caller = self.caller(ctx)
         limit = float(settings.MAX_TIMEOUT)
         seconds = float(settings.DEFAULT_TIMEOUT) if timeout is None else timeout
         if seconds > limit:
-            raise ToolError(f"timeout {seconds:g} s is above the maximum of {limit:g} s (SSHCONTROL_MAX_TIMEOUT)")
+            raise ToolError(
+                f"timeout {seconds:g} s is above the maximum of {limit:g} s (SSHCONTROL_MAX_TIMEOUT)"
+            )
         call_id = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
 
@@ -297,8 +312,12 @@ class Tools:
                 stdin_b64 = base64.b64encode(stdin.encode()).decode() if stdin is not None else None
                 r = call.dispatch(
                     "execute",
-                    {"command": command, "working_directory": working_directory, "timeout": seconds,
-                     "stdin_b64": stdin_b64},
+                    {
+                        "command": command,
+                        "working_directory": working_directory,
+                        "timeout": seconds,
+                        "stdin_b64": stdin_b64,
+                    },
                     call_id=call_id,
                     progress=progress,
                 )
@@ -360,14 +379,15 @@ class Tools:
             str, Field(pattern="^(utf-8|base64)$", description="'utf-8' or 'base64'.")
         ] = "utf-8",
         file_mode: Annotated[
-            int | str | None, Field(description="Octal permissions, e.g. \"0644\" or 644.")
+            int | str | None, Field(description='Octal permissions, e.g. "0644" or 644.')
         ] = None,
         overwrite: Annotated[bool, Field(description="Replace an existing remote file.")] = False,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, UploadResult]:
-        """Upload a file to a host, from inline content (utf-8 or base64) or from a file in the server's transfer
-        directory. The file is written to a temporary name and renamed into place, so readers never see a partial
-        file; an existing file is kept unless overwrite is true. Returns the size and SHA-256."""
+        """Upload a file to a host, from inline content (utf-8 or base64) or from a file in the server's
+        transfer directory. The file is written to a temporary name and renamed into place, so readers
+        never see a partial file; an existing file is kept unless overwrite is true. Returns the size
+        and SHA-256."""
         caller = self.caller(ctx)
         if (local_path is None) == (content is None):
             raise ToolError("give exactly one of local_path or content")
@@ -375,7 +395,11 @@ class Tools:
         data: bytes | None = None
         if content is not None:
             try:
-                data = base64.b64decode(content, validate=True) if content_encoding == "base64" else content.encode()
+                data = (
+                    base64.b64decode(content, validate=True)
+                    if content_encoding == "base64"
+                    else content.encode()
+                )
             except (binascii.Error, ValueError):
                 raise ToolError("content is not valid base64") from None
 
@@ -385,7 +409,10 @@ class Tools:
             except localfiles.LocalPathError as exc:
                 raise ToolError(str(exc)) from None
             call = HostCall(
-                "ssh_upload_file", caller, session_id=session_id, host_name=host,
+                "ssh_upload_file",
+                caller,
+                session_id=session_id,
+                host_name=host,
                 audit_fields={"remote_path": remote_path, "local_path": source or ""},
             )
 
@@ -393,15 +420,23 @@ class Tools:
                 assert call.host is not None
                 r = call.dispatch(
                     "upload",
-                    {"remote_path": remote_path, "local_path": source,
-                     "content_b64": base64.b64encode(data).decode() if data is not None else None,
-                     "mode": mode, "overwrite": overwrite},
+                    {
+                        "remote_path": remote_path,
+                        "local_path": source,
+                        "content_b64": base64.b64encode(data).decode() if data is not None else None,
+                        "mode": mode,
+                        "overwrite": overwrite,
+                    },
                 )
                 audit_id = call.complete(Status.OK, file_size=r["size"], file_sha256=r["sha256"])
                 assert call.session_id is not None
                 return UploadResult(
-                    session_id=call.session_id, host=call.host.name, remote_path=r["remote_path"], bytes=r["size"],
-                    sha256=r["sha256"], audit_id=audit_id,
+                    session_id=call.session_id,
+                    host=call.host.name,
+                    remote_path=r["remote_path"],
+                    bytes=r["size"],
+                    sha256=r["sha256"],
+                    audit_id=audit_id,
                 )
 
             result: UploadResult = run_guarded(call, body)
@@ -422,17 +457,25 @@ class Tools:
         overwrite: Annotated[bool, Field(description="Replace an existing local file.")] = False,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, DownloadResult]:
-        """Download a file from a host, into the server's transfer directory (local_path) or inline: inline content
-        is returned as utf-8 text when it is valid UTF-8, else base64, up to a size cap. Returns bytes and SHA-256."""
+        """Download a file from a host, into the server's transfer directory (local_path) or inline: inline
+        content is returned as utf-8 text when it is valid UTF-8, else base64, up to a size cap. Returns
+        bytes and SHA-256."""
         caller = self.caller(ctx)
 
         def work() -> DownloadResult:
             try:
-                dest = str(localfiles.destination_file(local_path, overwrite)) if local_path is not None else None
+                dest = (
+                    str(localfiles.destination_file(local_path, overwrite))
+                    if local_path is not None
+                    else None
+                )
             except localfiles.LocalPathError as exc:
                 raise ToolError(str(exc)) from None
             call = HostCall(
-                "ssh_download_file", caller, session_id=session_id, host_name=host,
+                "ssh_download_file",
+                caller,
+                session_id=session_id,
+                host_name=host,
                 audit_fields={"remote_path": remote_path, "local_path": dest or ""},
             )
 
@@ -440,8 +483,12 @@ class Tools:
                 assert call.host is not None
                 r = call.dispatch(
                     "download",
-                    {"remote_path": remote_path, "local_path": dest, "overwrite": overwrite,
-                     "max_inline_bytes": settings.MAX_INLINE_DOWNLOAD_BYTES},
+                    {
+                        "remote_path": remote_path,
+                        "local_path": dest,
+                        "overwrite": overwrite,
+                        "max_inline_bytes": settings.MAX_INLINE_DOWNLOAD_BYTES,
+                    },
                 )
                 content: str | None = None
                 encoding: str | None = None
@@ -457,8 +504,13 @@ class Tools:
                 audit_id = call.complete(Status.OK, file_size=r["size"], file_sha256=r["sha256"])
                 assert call.session_id is not None
                 return DownloadResult(
-                    session_id=call.session_id, host=call.host.name, remote_path=r["remote_path"], bytes=r["size"],
-                    sha256=r["sha256"], local_path=dest, content=content,
+                    session_id=call.session_id,
+                    host=call.host.name,
+                    remote_path=r["remote_path"],
+                    bytes=r["size"],
+                    sha256=r["sha256"],
+                    local_path=dest,
+                    content=content,
                     content_encoding=encoding,  # type: ignore[arg-type]
                     audit_id=audit_id,
                 )
@@ -486,7 +538,10 @@ class Tools:
 
         def work() -> ListFilesResult:
             call = HostCall(
-                "ssh_list_files", caller, session_id=session_id, host_name=host,
+                "ssh_list_files",
+                caller,
+                session_id=session_id,
+                host_name=host,
                 audit_fields={"remote_path": remote_path},
             )
 
@@ -494,15 +549,22 @@ class Tools:
                 assert call.host is not None
                 r = call.dispatch(
                     "list_files",
-                    {"remote_path": remote_path, "show_hidden": show_hidden,
-                     "max_entries": settings.MAX_LIST_ENTRIES},
+                    {
+                        "remote_path": remote_path,
+                        "show_hidden": show_hidden,
+                        "max_entries": settings.MAX_LIST_ENTRIES,
+                    },
                 )
                 call.details["entries"] = len(r["entries"])
                 audit_id = call.complete(Status.OK)
                 assert call.session_id is not None
                 return ListFilesResult(
-                    session_id=call.session_id, host=call.host.name, path=r["path"],
-                    entries=[FileEntryInfo(**e) for e in r["entries"]], truncated=r["truncated"], audit_id=audit_id,
+                    session_id=call.session_id,
+                    host=call.host.name,
+                    path=r["path"],
+                    entries=[FileEntryInfo(**e) for e in r["entries"]],
+                    truncated=r["truncated"],
+                    audit_id=audit_id,
                 )
 
             result: ListFilesResult = run_guarded(call, body)
@@ -519,8 +581,8 @@ class Tools:
         session_id: Annotated[str, Field(min_length=1, max_length=64, description="The session to close.")],
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, DisconnectResult]:
-        """Close an SSH session opened with ssh_connect (or automatically by ssh_execute). Commands still running
-        on it are ended by the server when the connection closes."""
+        """Close an SSH session opened with ssh_connect (or automatically by ssh_execute). Commands still
+        running on it are ended by the server when the connection closes."""
         caller = self.caller(ctx)
 
         def work() -> DisconnectResult:
@@ -533,7 +595,9 @@ class Tools:
                     call.fail(envelope["message"])
                 audit_id = call.complete(Status.OK)
                 return DisconnectResult(
-                    session_id=session_id, host=call.host.name, was_open=envelope["result"]["was_open"],
+                    session_id=session_id,
+                    host=call.host.name,
+                    was_open=envelope["result"]["was_open"],
                     audit_id=audit_id,
                 )
 
@@ -544,26 +608,58 @@ class Tools:
         return respond(result, render.disconnect(result), response_format)
 
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 
 
 def register(server: MCPServer, transport: str) -> None:
     tools = Tools(transport)
     specs: list[tuple[Any, str, ToolAnnotations]] = [
         (tools.ssh_list_hosts, "List SSH hosts", READ_ONLY),
-        (tools.ssh_connect, "Open an SSH session",
-         ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)),
+        (
+            tools.ssh_connect,
+            "Open an SSH session",
+            ToolAnnotations(
+                read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+            ),
+        ),
         (tools.ssh_status, "SSH session status", READ_ONLY),
-        (tools.ssh_execute, "Run a command over SSH",
-         ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)),
-        (tools.ssh_upload_file, "Upload a file over SFTP",
-         ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)),
-        (tools.ssh_download_file, "Download a file over SFTP",
-         ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
-        (tools.ssh_list_files, "List a remote directory",
-         ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
-        (tools.ssh_disconnect, "Close an SSH session",
-         ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)),
+        (
+            tools.ssh_execute,
+            "Run a command over SSH",
+            ToolAnnotations(
+                read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+            ),
+        ),
+        (
+            tools.ssh_upload_file,
+            "Upload a file over SFTP",
+            ToolAnnotations(
+                read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
+            ),
+        ),
+        (
+            tools.ssh_download_file,
+            "Download a file over SFTP",
+            ToolAnnotations(
+                read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+            ),
+        ),
+        (
+            tools.ssh_list_files,
+            "List a remote directory",
+            ToolAnnotations(
+                read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+            ),
+        ),
+        (
+            tools.ssh_disconnect,
+            "Close an SSH session",
+            ToolAnnotations(
+                read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+            ),
+        ),
     ]
-    for fn, title, annotations in specs:
-        server.add_tool(fn, name=fn.__name__, title=title, annotations=annotations)
+    for fn, title, hints in specs:
+        server.add_tool(fn, name=fn.__name__, title=title, annotations=hints)

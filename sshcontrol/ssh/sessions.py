@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from sshcontrol.ssh.connect import ConnectSpec, Connection, open_connection
+from sshcontrol.ssh.connect import Connection, ConnectSpec, open_connection
 from sshcontrol.ssh.errors import SshError
 
 
@@ -73,7 +73,9 @@ class SessionRegistry:
 
     def open(self, session_id: str, host_ref: str, spec: ConnectSpec) -> Session:
         connection = open_connection(spec)
-        session = Session(session_id=session_id, host_ref=host_ref, connection=connection, secrets=spec.secrets)
+        session = Session(
+            session_id=session_id, host_ref=host_ref, connection=connection, secrets=spec.secrets
+        )
         with self._lock:
             previous = self._sessions.pop(session_id, None)
             self._sessions[session_id] = session

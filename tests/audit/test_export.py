@@ -22,7 +22,7 @@ def events(monkeypatch):
     """Three calls: web1 on Jan 10 and Jan 20, db1 on Jan 20 (the last one failed)."""
     web1 = Host.objects.create(name="web1", address="10.0.0.5", username="deploy")
     db1 = Host.objects.create(name="db1", address="10.0.0.6", username="deploy")
-    ids = []
+    ids: list[int] = []
     for when, host, status in [
         (datetime(2026, 1, 10, 8, 0, tzinfo=UTC), web1, "ok"),
         (datetime(2026, 1, 20, 9, 30, tzinfo=UTC), web1, "ok"),

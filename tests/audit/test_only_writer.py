@@ -56,6 +56,7 @@ def _manager_chain(node: ast.AST) -> bool:
 
 def _bound_targets(node: ast.AST) -> list[ast.expr]:
     """The names an assignment or loop binds from an expression that mentions AuditEvent."""
+    value: ast.expr | None
     if isinstance(node, ast.Assign):
         value, targets = node.value, node.targets
     elif isinstance(node, ast.AnnAssign | ast.AugAssign | ast.NamedExpr):

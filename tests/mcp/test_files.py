@@ -28,10 +28,15 @@ def remote_dir(mcp: McpHarness, make_host, sshd: SshServer) -> str:
 def test_it_uploads_inline_content_atomically_with_mode_and_hash(mcp: McpHarness, remote_dir: str) -> None:
     target = f"{remote_dir}/hello.txt"
     result = mcp.ok("ssh_upload_file", host="h", remote_path=target, content="héllo\n", file_mode="0640")
-    assert result["bytes"] == len("héllo\n".encode()) and result["sha256"] == hashlib.sha256("héllo\n".encode()).hexdigest()
+    assert (
+        result["bytes"] == len("héllo\n".encode())
+        and result["sha256"] == hashlib.sha256("héllo\n".encode()).hexdigest()
+    )
     listing = mcp.ok("ssh_execute", host="h", command=f"stat -c '%a %s' {target}; ls -a {remote_dir}")
     assert listing["stdout"].splitlines()[0] == "640 7"
-    assert not [n for n in listing["stdout"].split() if n.endswith(".tmp")], "no temporary file is left behind"
+    assert not [n for n in listing["stdout"].split() if n.endswith(".tmp")], (
+        "no temporary file is left behind"
+    )
     row = AuditEvent.objects.get(pk=result["audit_id"])
     assert row.tool == "ssh_upload_file" and row.file_size == 7 and row.file_sha256 == result["sha256"]
     assert row.remote_path == target
@@ -51,8 +56,12 @@ def test_it_takes_base64_and_octal_modes_as_integers(mcp: McpHarness, remote_dir
     import base64
 
     result = mcp.ok(
-        "ssh_upload_file", host="h", remote_path=f"{remote_dir}/bin", content=base64.b64encode(payload).decode(),
-        content_encoding="base64", file_mode=755,
+        "ssh_upload_file",
+        host="h",
+        remote_path=f"{remote_dir}/bin",
+        content=base64.b64encode(payload).decode(),
+        content_encoding="base64",
+        file_mode=755,
     )
     assert result["sha256"] == hashlib.sha256(payload).hexdigest()
     assert mcp.ok("ssh_execute", host="h", command=f"stat -c %a {remote_dir}/bin")["stdout"] == "755\n"
@@ -61,7 +70,9 @@ def test_it_takes_base64_and_octal_modes_as_integers(mcp: McpHarness, remote_dir
     assert "not valid base64" in mcp.error(
         "ssh_upload_file", host="h", remote_path=f"{remote_dir}/x", content="@@@", content_encoding="base64"
     )
-    assert "octal" in mcp.error("ssh_upload_file", host="h", remote_path=f"{remote_dir}/x", content="", file_mode="rwx")
+    assert "octal" in mcp.error(
+        "ssh_upload_file", host="h", remote_path=f"{remote_dir}/x", content="", file_mode="rwx"
+    )
 
 
 def test_it_moves_files_through_the_transfer_directory(mcp: McpHarness, remote_dir: str) -> None:
@@ -72,13 +83,22 @@ def test_it_moves_files_through_the_transfer_directory(mcp: McpHarness, remote_d
     assert down["sha256"] == up["sha256"] == hashlib.sha256((root / "in.bin").read_bytes()).hexdigest()
     assert (root / "out.bin").read_bytes() == (root / "in.bin").read_bytes()
     assert down["content"] is None and down["local_path"] == str(root / "out.bin")
-    assert "already exists" in mcp.error("ssh_download_file", host="h", remote_path=f"{remote_dir}/in.bin",
-                                         local_path="out.bin")
-    mcp.ok("ssh_download_file", host="h", remote_path=f"{remote_dir}/in.bin", local_path="out.bin", overwrite=True)
+    assert "already exists" in mcp.error(
+        "ssh_download_file", host="h", remote_path=f"{remote_dir}/in.bin", local_path="out.bin"
+    )
+    mcp.ok(
+        "ssh_download_file",
+        host="h",
+        remote_path=f"{remote_dir}/in.bin",
+        local_path="out.bin",
+        overwrite=True,
+    )
 
 
 @pytest.mark.parametrize("escape", ["../outside.txt", "/etc/passwd", "sub/../../outside.txt", "link/passwd"])
-def test_it_confines_local_paths_to_the_transfer_directory(mcp: McpHarness, remote_dir: str, escape: str) -> None:
+def test_it_confines_local_paths_to_the_transfer_directory(
+    mcp: McpHarness, remote_dir: str, escape: str
+) -> None:
     root = local_root()
     link = root / "link"
     if not link.exists():
@@ -99,13 +119,22 @@ def test_it_caps_inline_downloads_with_a_clear_message(mcp: McpHarness, remote_d
 
 
 def test_it_lists_files_with_types_modes_and_symlinks(mcp: McpHarness, remote_dir: str) -> None:
-    mcp.ok("ssh_execute", host="h", command=(
-        f"cd {remote_dir} && echo hi > a.txt && chmod 600 a.txt && mkdir d && ln -s a.txt l && touch .hidden"
-    ))
+    mcp.ok(
+        "ssh_execute",
+        host="h",
+        command=(
+            f"cd {remote_dir} && echo hi > a.txt && chmod 600 a.txt && mkdir d && ln -s a.txt l"
+            " && touch .hidden"
+        ),
+    )
     listing = mcp.ok("ssh_list_files", host="h", remote_path=remote_dir)
     entries = {e["name"]: e for e in listing["entries"]}
     assert set(entries) == {"a.txt", "d", "l"}
-    assert entries["a.txt"]["type"] == "file" and entries["a.txt"]["mode"] == "0600" and entries["a.txt"]["size"] == 3
+    assert (
+        entries["a.txt"]["type"] == "file"
+        and entries["a.txt"]["mode"] == "0600"
+        and entries["a.txt"]["size"] == 3
+    )
     assert entries["d"]["type"] == "directory"
     assert entries["l"]["type"] == "symlink" and entries["l"]["symlink_target"] == "a.txt"
     hidden = mcp.ok("ssh_list_files", host="h", remote_path=remote_dir, show_hidden=True)
@@ -115,10 +144,14 @@ def test_it_lists_files_with_types_modes_and_symlinks(mcp: McpHarness, remote_di
 
 
 def test_it_reports_remote_file_errors_clearly(mcp: McpHarness, remote_dir: str) -> None:
-    assert "/nonexistent-dir/x" in mcp.error("ssh_upload_file", host="h", remote_path="/nonexistent-dir/x", content="x")
+    assert "/nonexistent-dir/x" in mcp.error(
+        "ssh_upload_file", host="h", remote_path="/nonexistent-dir/x", content="x"
+    )
     assert mcp.error("ssh_download_file", host="h", remote_path=f"{remote_dir}/nope")
     assert mcp.error("ssh_download_file", host="h", remote_path=remote_dir)
-    assert "exactly one of local_path or content" in mcp.error("ssh_upload_file", host="h", remote_path="/tmp/x")
+    assert "exactly one of local_path or content" in mcp.error(
+        "ssh_upload_file", host="h", remote_path="/tmp/x"
+    )
 
 
 def test_local_root_is_private(mcp: McpHarness) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,16 +45,36 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 def cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sshcontrol", *args], env=env, input=stdin, capture_output=True, text=True,
-        timeout=120, check=False, cwd="/",
+        [sys.executable, "-m", "sshcontrol", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd="/",
     )
 
 
 @pytest.fixture
 def registered(env: dict[str, str], sshd: SshServer) -> Iterator[dict[str, str]]:
     """Register the suite's sshd with the CLI: add (password on stdin), scan, trust."""
-    added = cli(env, "hosts", "add", "box", "--address", sshd.address, "--port", str(sshd.port),
-                "--username", sshd.user, "--password-stdin", "--tag", "test", stdin=sshd.password + "\n")
+    added = cli(
+        env,
+        "hosts",
+        "add",
+        "box",
+        "--address",
+        sshd.address,
+        "--port",
+        str(sshd.port),
+        "--username",
+        sshd.user,
+        "--password-stdin",
+        "--tag",
+        "test",
+        stdin=sshd.password + "\n",
+    )
     assert added.returncode == 0, added.stderr
     scanned = cli(env, "hosts", "scan", "box")
     assert scanned.returncode == 0, scanned.stderr
@@ -64,7 +85,9 @@ def registered(env: dict[str, str], sshd: SshServer) -> Iterator[dict[str, str]]
 
 
 def server_params(env: dict[str, str]) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "sshcontrol", "mcp_serve"], env=env, cwd="/")
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "sshcontrol", "mcp_serve"], env=env, cwd="/"
+    )
 
 
 async def ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -75,17 +98,29 @@ async def ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     return result.structured_content
 
 
-async def test_it_serves_the_tools_over_stdio(registered: dict[str, str], sshd: SshServer, tmp_path: Path) -> None:
+async def test_it_serves_the_tools_over_stdio(
+    registered: dict[str, str], sshd: SshServer, tmp_path: Path
+) -> None:
     async with Client(server_params(registered)) as client:
         names = {t.name for t in (await client.list_tools()).tools}
-        assert names >= {"ssh_connect", "ssh_status", "ssh_execute", "ssh_upload_file", "ssh_download_file",
-                         "ssh_list_files", "ssh_disconnect", "ssh_list_hosts"}
+        assert names >= {
+            "ssh_connect",
+            "ssh_status",
+            "ssh_execute",
+            "ssh_upload_file",
+            "ssh_download_file",
+            "ssh_list_files",
+            "ssh_disconnect",
+            "ssh_list_hosts",
+        }
         hosts = await ok(client, "ssh_list_hosts")
         assert hosts["hosts"][0]["name"] == "box" and hosts["hosts"][0]["host_key_state"] == "trusted"
         result = await ok(client, "ssh_execute", host="box", command="echo hello; exit 4")
         assert result["stdout"] == "hello\n" and result["exit_status"] == 4
         remote = f"/tmp/sshc-stdio-{sshd.user}.txt"
-        up = await ok(client, "ssh_upload_file", host="box", remote_path=remote, content="data\n", file_mode="0600")
+        up = await ok(
+            client, "ssh_upload_file", host="box", remote_path=remote, content="data\n", file_mode="0600"
+        )
         down = await ok(client, "ssh_download_file", host="box", remote_path=remote)
         assert down["content"] == "data\n" and down["sha256"] == up["sha256"]
         await ok(client, "ssh_execute", host="box", command=f"rm -f {remote}")
@@ -112,17 +147,17 @@ def _server_pid(data_dir: str) -> int:
     raise AssertionError("mcp_serve process not found")
 
 
-async def test_it_marks_the_calls_of_a_killed_server_interrupted(registered: dict[str, str], sshd: SshServer) -> None:
+async def test_it_marks_the_calls_of_a_killed_server_interrupted(
+    registered: dict[str, str], sshd: SshServer
+) -> None:
     async with Client(server_params(registered)) as client:
         await ok(client, "ssh_execute", host="box", command="true")
         pid = _server_pid(registered["SSHCONTROL_DATA_DIR"])
 
         async def long_call() -> None:
             # The server dies under this call; the client sees the transport close.
-            try:
+            with contextlib.suppress(Exception):
                 await client.call_tool("ssh_execute", {"host": "box", "command": "sleep 77"})
-            except Exception:  # noqa: BLE001
-                pass
 
         async with anyio.create_task_group() as group:
             group.start_soon(long_call)

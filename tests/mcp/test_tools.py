@@ -88,7 +88,9 @@ def test_it_reports_a_wrong_password_clearly(mcp: McpHarness, make_host) -> None
     assert row.status == "error" and "authentication" in row.error.lower()
 
 
-def test_it_refuses_an_unknown_host_key_and_stores_it_pending(mcp: McpHarness, make_host, sshd: SshServer) -> None:
+def test_it_refuses_an_unknown_host_key_and_stores_it_pending(
+    mcp: McpHarness, make_host, sshd: SshServer
+) -> None:
     host = make_host("fresh", trusted=False)
     message = mcp.error("ssh_connect", host="fresh")
     assert "SHA256:" in message and "hosts trust fresh" in message
@@ -106,8 +108,12 @@ def test_it_refuses_a_changed_host_key_and_keeps_the_trusted_one(mcp: McpHarness
     impostor = paramiko.Ed25519Key.from_private_key_file  # noqa: F841 - only the public half matters below
     other = paramiko.RSAKey.generate(2048)
     HostKey.objects.create(
-        host=host, key_type=other.get_name(), public_key=other.get_base64(), fingerprint=fingerprint(other),
-        state=HostKey.State.TRUSTED, approved_by="test",
+        host=host,
+        key_type=other.get_name(),
+        public_key=other.get_base64(),
+        fingerprint=fingerprint(other),
+        state=HostKey.State.TRUSTED,
+        approved_by="test",
     )
     message = mcp.error("ssh_connect", host="moved")
     assert "HOST KEY CHANGED" in message
@@ -133,7 +139,7 @@ def test_it_returns_a_nonzero_exit_as_a_normal_result_and_audits_it(mcp: McpHarn
     row = AuditEvent.objects.get(pk=result["audit_id"])
     assert row.status == "ok" and row.exit_status == 3 and row.stdout == "out\n" and row.stderr == "err\n"
     assert row.command == "echo out; echo err >&2; exit 3" and row.session_id == result["session_id"]
-    assert row.started_at <= row.finished_at and row.duration_ms is not None
+    assert row.finished_at is not None and row.started_at <= row.finished_at and row.duration_ms is not None
     second = mcp.ok("ssh_execute", host="h", command="true")
     assert second["session_id"] == result["session_id"], "a host-addressed call reuses the caller's session"
 
@@ -208,7 +214,9 @@ def test_it_answers_other_calls_while_a_long_command_runs(mcp: McpHarness, make_
     assert slow.result(30).structured_content["exit_status"] == 0  # type: ignore[index]
 
 
-def test_it_kills_the_remote_command_when_the_client_cancels(mcp: McpHarness, make_host, sshd: SshServer) -> None:
+def test_it_kills_the_remote_command_when_the_client_cancels(
+    mcp: McpHarness, make_host, sshd: SshServer
+) -> None:
     make_host("h")
     mcp.ok("ssh_execute", host="h", command="true")
     pending = mcp.submit("ssh_execute", host="h", command="sleep 234")
@@ -224,7 +232,9 @@ def test_it_kills_the_remote_command_when_the_client_cancels(mcp: McpHarness, ma
     assert row is not None and row.status == "interrupted"
 
 
-def test_it_reconnects_a_dropped_connection_and_audits_it(mcp: McpHarness, make_host, sshd: SshServer) -> None:
+def test_it_reconnects_a_dropped_connection_and_audits_it(
+    mcp: McpHarness, make_host, sshd: SshServer
+) -> None:
     make_host("h")
     first = mcp.ok("ssh_execute", host="h", command="true")
     # Kill the server side of the connection, as a network drop or sshd restart would.
@@ -263,7 +273,8 @@ def test_it_requires_exactly_one_target(mcp: McpHarness, make_host) -> None:
     make_host("h")
     assert "exactly one" in mcp.error("ssh_execute", command="true")
     opened = mcp.ok("ssh_connect", host="h")
-    assert "exactly one" in mcp.error("ssh_execute", command="true", host="h", session_id=opened["session_id"]
+    assert "exactly one" in mcp.error(
+        "ssh_execute", command="true", host="h", session_id=opened["session_id"]
     )
 
 
@@ -276,7 +287,9 @@ def test_it_rejects_bad_arguments_without_running(mcp: McpHarness, make_host) ->
     assert AuditEvent.objects.count() == 0
 
 
-def test_it_keeps_secrets_out_of_results_and_the_database_file(mcp: McpHarness, make_host, sshd: SshServer) -> None:
+def test_it_keeps_secrets_out_of_results_and_the_database_file(
+    mcp: McpHarness, make_host, sshd: SshServer
+) -> None:
     make_host("pw")
     make_host("key", auth="ed25519")
     seen: list[str] = []

@@ -27,8 +27,11 @@ class Command(BaseCommand):
         interrupted = writer.mark_interrupted()
         lost = mark_dead_embedded_sessions()
         if interrupted or lost:
-            log.warning("previous run left %d running audit rows (now interrupted) and %d sessions (now lost)",
-                        interrupted, lost)
+            log.warning(
+                "previous run left %d running audit rows (now interrupted) and %d sessions (now lost)",
+                interrupted,
+                lost,
+            )
 
         def stop(signum: int, frame: FrameType | None) -> None:
             # SIGTERM from a client shutting us down: close SSH sessions cleanly, then exit.

@@ -35,7 +35,9 @@ def ensure_admin_user(stderr: Any) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(password + "\n")
-    stderr.write(f"Created administrator 'admin' with password {password} (also in {path}). Change it after login.\n")
+    stderr.write(
+        f"Created administrator 'admin' with password {password} (also in {path}). Change it after login.\n"
+    )
 
 
 class Command(BaseCommand):
@@ -43,13 +45,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default="127.0.0.1:8000", help="address:port to listen on")
-        parser.add_argument("--no-create-admin", action="store_true", help="do not create a first administrator")
+        parser.add_argument(
+            "--no-create-admin", action="store_true", help="do not create a first administrator"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = parse_bind(options["bind"])
         if not options["no_create_admin"]:
             ensure_admin_user(self.stderr)
-        self.stderr.write(f"sshcontrol admin on http://{host}:{port}/admin/ ; MCP clients run `sshcontrol mcp_serve`\n")
+        self.stderr.write(
+            f"sshcontrol admin on http://{host}:{port}/admin/ ; MCP clients run `sshcontrol mcp_serve`\n"
+        )
         from sshcontrol.web import build_app
 
         uvicorn.run(build_app(), host=host, port=port, log_level="warning", lifespan="off")
