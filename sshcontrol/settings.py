@@ -104,7 +104,7 @@ def _database() -> dict[str, Any]:
         import dj_database_url
 
         try:
-            return dict(dj_database_url.parse(url, conn_max_age=60))
+            return dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
         except Exception as exc:
             SETTINGS_ERRORS.append(("sshcontrol.E002", f"DATABASE_URL cannot be parsed: {exc}"))
     return {
@@ -118,6 +118,8 @@ def _database() -> dict[str, Any]:
         },
         # A file, not the in-memory default: tool calls run in threads with their own connections.
         "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
+        # Keep each thread's connection: opening one (and its PRAGMAs) costs more than a tool call.
+        "CONN_MAX_AGE": None,
     }
 
 

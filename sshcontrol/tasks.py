@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, ParamSpec
 
 from django.conf import settings
-from django.db.models import F
 from django.utils import timezone
 
 from audit.redaction import redact
@@ -190,29 +189,30 @@ def _held(session_id: str) -> Session:
 
 
 def _client_for(session: Session) -> tuple[Any, bool]:
-    """The session's client, reconnected (audited by the caller via the flag) if the link dropped."""
-    host = _host(int(session.host_ref))
-    if not host.enabled:
-        raise TaskFailure("host_disabled", f"host '{host.name}' is disabled by an administrator")
+    """The session's client, reconnected (the caller audits the flag) if the link dropped.
+
+    The host row is read only to reconnect: the caller already checked that the host is
+    enabled, and the hot path of a command should not pay for a second query.
+    """
+
+    def respec() -> Any:
+        host = _host(int(session.host_ref))
+        if not host.enabled:
+            raise TaskFailure("host_disabled", f"host '{host.name}' is disabled by an administrator")
+        return build_spec(host)
+
     try:
-        client, reconnected = session.client(lambda: build_spec(host))
+        client, reconnected = session.client(respec)
     except (HostKeyUnknown, HostKeyChanged) as exc:
+        host = _host(int(session.host_ref))
         changed = isinstance(exc, HostKeyChanged)
         hostkeys.record_seen(host, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
         raise TaskFailure(
             "host_key_changed" if changed else "host_key_unknown", _host_key_message(host, exc.seen, changed)
         ) from None
     if reconnected:
-        log.info("session %s reconnected to %s", session.session_id, host.name)
+        log.info("session %s reconnected", session.session_id)
     return client, reconnected
-
-
-def _record_use(session: Session, command: bool) -> None:
-    session.touch(command=command)
-    updates: dict[str, Any] = {"last_used_at": timezone.now(), "state": SshSession.State.CONNECTED}
-    if command:
-        updates["commands_run"] = F("commands_run") + 1
-    SshSession.objects.filter(session_id=session.session_id).update(**updates)
 
 
 @envelope
@@ -241,7 +241,7 @@ def execute(
             # The transport died between the liveness check and the channel open: reconnect once.
             client, reconnected = _client_for(session)
             result = run_command(client, request, cancel=cancel, on_progress=progress)
-    _record_use(session, command=True)
+    session.touch(command=True)
     secrets = session.secrets
     out = asdict(result)
     out["stdout"] = redact(result.stdout, secrets)
@@ -266,7 +266,7 @@ def upload(
     else:
         source = base64.b64decode(content_b64 or "")
     result = transfer.upload(client, remote_path, source, mode=mode, overwrite=overwrite)
-    _record_use(session, command=False)
+    session.touch()
     return {**asdict(result), "reconnected": reconnected}
 
 
@@ -284,7 +284,7 @@ def download(
     result = transfer.download(
         client, remote_path, dest, overwrite=overwrite, max_inline_bytes=max_inline_bytes
     )
-    _record_use(session, command=False)
+    session.touch()
     out = asdict(result)
     out["content"] = base64.b64encode(result.content).decode() if result.content is not None else None
     out["reconnected"] = reconnected
@@ -298,7 +298,7 @@ def list_files(
     session = _held(session_id)
     client, reconnected = _client_for(session)
     result = transfer.list_dir(client, remote_path, show_hidden=show_hidden, max_entries=max_entries)
-    _record_use(session, command=False)
+    session.touch()
     return {**asdict(result), "reconnected": reconnected}
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -189,15 +191,27 @@ class HostCall:
             self.details["reconnected"] = True
         return result
 
-    def complete(self, status: str, **fields: Any) -> int:
-        writer.complete(
-            self.event_id,
-            status=status,
-            session_id=self.session_id,
-            reconnected=bool(self.details.get("reconnected")),
-            details=self.details,
-            **fields,
-        )
+    def complete(self, status: str, command_ran: bool = False, **fields: Any) -> int:
+        """Complete the audit row and record the session's use, in one transaction (one commit)."""
+        with transaction.atomic():
+            writer.complete(
+                self.event_id,
+                status=status,
+                session_id=self.session_id,
+                reconnected=bool(self.details.get("reconnected")),
+                details=self.details,
+                **fields,
+            )
+            if self.session_id:
+                updates: dict[str, Any] = {
+                    "last_used_at": timezone.now(),
+                    "state": SshSession.State.CONNECTED,
+                }
+                if command_ran:
+                    updates["commands_run"] = F("commands_run") + 1
+                SshSession.objects.filter(session_id=self.session_id).exclude(
+                    state=SshSession.State.CLOSED
+                ).update(**updates)
         return self.event_id
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 
@@ -13,6 +14,7 @@ class Caller:
     transport: str  # "stdio", "memory", ...
 
 
+@lru_cache(maxsize=1)
 def os_user() -> str:
     try:
         return getpass.getuser()

@@ -329,6 +329,7 @@ class Tools:
                     status = Status.OK
                 audit_id = call.complete(
                     status,
+                    command_ran=True,
                     exit_status=r["exit_status"],
                     signal=r["signal"] or "",
                     stdout=r["stdout"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from types import FrameType
 from typing import Any
 
@@ -15,6 +16,8 @@ from sshcontrol.sessionstate import close_sessions_of_this_process, mark_dead_em
 from sshcontrol.ssh.sessions import registry
 
 log = logging.getLogger("sshcontrol.mcp_serve")
+
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 class Command(BaseCommand):
@@ -38,6 +41,10 @@ class Command(BaseCommand):
             raise SystemExit(0)
 
         signal.signal(signal.SIGTERM, stop)
+        # Each call hops between the event loop, a call thread and paramiko's transport thread.
+        # With CPython's default 5 ms GIL switch interval, a thread back from a socket call can
+        # wait that long behind the loop's JSON work; 0.5 ms cut ssh_execute's p50 noticeably.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         server = build_server(transport=options["transport"])
         try:
             server.run("stdio")
