@@ -9,6 +9,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from hosts import crypto
 from sshcontrol.datadir import ensure_data_dir
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,9 @@ def prepare_database() -> None:
     if not settings.EMBEDDED_DATABASE:
         return
     ensure_data_dir()
+    # Create the field key now (with its warning) rather than at the first stored secret,
+    # so a new user sees where it is and can back it up before it matters.
+    crypto.configured_keys()
     executor = MigrationExecutor(connection)
     if executor.migration_plan(executor.loader.graph.leaf_nodes()):
         log.info("creating or upgrading the embedded database at %s", settings.DATABASES["default"]["NAME"])

@@ -32,6 +32,10 @@ Status = AuditEvent.Status
 _SESSION_GONE = {"session_not_found"}
 
 
+# The host fields a call needs (audit row, result); loading only these keeps the hot query cheap.
+_HOST_FIELDS = ("id", "name", "address", "port", "username", "enabled")
+
+
 @dataclass
 class Target:
     host: Host | None
@@ -45,7 +49,13 @@ def resolve(session_id: str | None, host_name: str | None) -> Target:
     if bool(session_id) == bool(host_name):
         return Target(None, None, "give exactly one of session_id or host")
     if session_id:
-        row = SshSession.objects.select_related("host").filter(session_id=session_id).first()
+        row = (
+            SshSession.objects.select_related("host")
+            .only("session_id", "state", "worker", *(f"host__{f}" for f in _HOST_FIELDS))
+            .filter(session_id=session_id)
+            .order_by()  # first() would otherwise sort by the model's ordering
+            .first()
+        )
         if row is None:
             return Target(
                 None, session_id, f"unknown session_id '{session_id}'; ssh_status lists your sessions"

@@ -1,0 +1,240 @@
+"""The numbers on the admin index: what happened in the last day and what needs an admin now.
+
+Each card links to the admin list filtered to exactly the rows it counts, so a number is
+never a dead end. Everything here is a handful of indexed COUNT queries; the index page
+must stay fast on a large audit log.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from hosts.models import HostKey
+from sshcontrol.models import SshSession
+
+log = logging.getLogger(__name__)
+
+WINDOW = timedelta(hours=24)
+COMMAND_TOOL = "ssh_execute"
+
+Tone = Literal["neutral", "good", "warning", "bad"]
+
+
+@dataclass(frozen=True)
+class Card:
+    """One number on the dashboard and the filtered list that shows its rows."""
+
+    key: str
+    label: str
+    count: int
+    url: str
+    tone: Tone = "neutral"
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class HostKeyAlert:
+    """A host whose server key waits for an admin: ``pending`` (new) or ``changed`` (differs from trusted)."""
+
+    host_name: str
+    state: Literal["pending", "changed"]
+    fingerprints: tuple[str, ...]
+    host_url: str
+    keys_url: str
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """The audit hash chain as ``audit.chain.chain_state()`` reports it, reduced to what the page shows."""
+
+    ok: bool | None  # None: the state could not be determined
+    summary: str
+    details: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Everything the admin index shows above the app list."""
+
+    now: datetime
+    since: datetime
+    cards: tuple[Card, ...]
+    key_alerts: tuple[HostKeyAlert, ...]
+    chain: ChainStatus | None = None
+    card_by_key: dict[str, Card] = field(default_factory=dict, compare=False)
+
+
+def _changelist(model_admin_url: str, params: Mapping[str, str]) -> str:
+    return f"{reverse(model_admin_url)}?{urlencode(params)}" if params else reverse(model_admin_url)
+
+
+def _since_param(since: datetime) -> str:
+    # Whole seconds with an explicit offset: readable in the URL, and never a naive datetime.
+    return since.astimezone(UTC).replace(microsecond=0).isoformat(sep=" ")
+
+
+def audit_url(since: datetime, **filters: str) -> str:
+    """The audit list filtered to rows started since ``since`` (and ``filters``, admin lookup syntax)."""
+    return _changelist(
+        "admin:audit_auditevent_changelist", {**filters, "started_at__gte": _since_param(since)}
+    )
+
+
+def host_key_alerts() -> list[HostKeyAlert]:
+    """Hosts with a pending key, ``changed`` first: a pending key of a type that is already trusted."""
+    rows = (
+        HostKey.objects.filter(host__host_keys__state=HostKey.State.PENDING)
+        .exclude(state=HostKey.State.REVOKED)
+        .values_list("host_id", "host__name", "key_type", "state", "fingerprint")
+        .distinct()
+        .order_by("host__name", "key_type")
+    )
+    by_host: dict[int, tuple[str, list[tuple[str, str, str]]]] = {}
+    for host_id, host_name, key_type, state, fingerprint in rows:
+        by_host.setdefault(host_id, (host_name, []))[1].append((key_type, state, fingerprint))
+    alerts: list[HostKeyAlert] = []
+    for host_id, (host_name, keys) in by_host.items():
+        trusted_types = {kt for kt, state, _ in keys if state == HostKey.State.TRUSTED}
+        pending = [(kt, fp) for kt, state, fp in keys if state == HostKey.State.PENDING]
+        changed = any(kt in trusted_types for kt, _ in pending)
+        alerts.append(
+            HostKeyAlert(
+                host_name=host_name,
+                state="changed" if changed else "pending",
+                fingerprints=tuple(fp for _, fp in pending),
+                host_url=reverse("admin:hosts_host_change", args=[host_id]),
+                keys_url=_changelist(
+                    "admin:hosts_hostkey_changelist",
+                    {"host__id__exact": str(host_id), "state__exact": HostKey.State.PENDING},
+                ),
+            )
+        )
+    alerts.sort(key=lambda alert: (alert.state != "changed", alert.host_name))
+    return alerts
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, datetime):
+        return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return str(value)
+
+
+def chain_status(loader: Callable[[], Any] | None = None) -> ChainStatus | None:
+    """The audit chain's state, or None when this installation has no hash chain.
+
+    ``audit.chain`` is optional to this page: the dashboard reads whatever its
+    ``chain_state()`` returns (a mapping or an object with attributes) and shows the
+    fields it recognises. ``ok`` is taken from ``ok`` / ``intact`` / ``valid``.
+    """
+    if loader is None:
+        try:
+            module = importlib.import_module("audit.chain")
+        except ImportError:
+            return None
+        loader = getattr(module, "chain_state", None)
+        if loader is None:
+            return None
+    try:
+        state = loader()
+    except Exception:
+        log.exception("audit.chain.chain_state() failed")
+        return ChainStatus(ok=None, summary="the chain state could not be read; see the server log")
+    if isinstance(state, Mapping):
+        values: dict[str, Any] = dict(state)
+    elif hasattr(state, "__dict__") or hasattr(state, "__slots__"):
+        names = getattr(state, "__dataclass_fields__", None) or getattr(state, "__slots__", None) or vars(state)
+        values = {name: getattr(state, name) for name in names}
+    else:
+        return ChainStatus(ok=None, summary=str(state))
+    ok: bool | None = None
+    for name in ("ok", "intact", "valid", "verified"):
+        if isinstance(values.get(name), bool):
+            ok = values[name]
+            break
+    summary = str(values.get("summary") or values.get("message") or values.get("status") or "")
+    if not summary:
+        summary = {True: "intact", False: "BROKEN", None: "unknown"}[ok]
+    skip = {"ok", "intact", "valid", "verified", "summary", "message", "status"}
+    details = tuple(
+        (name.replace("_", " "), _describe(value))
+        for name, value in values.items()
+        if name not in skip and value is not None and value != "" and not name.startswith("_")
+    )
+    return ChainStatus(ok=ok, summary=summary, details=details)
+
+
+def _key_hint(hosts: int, changed: int) -> str:
+    if not hosts:
+        return "every key is decided"
+    text = f"on {hosts} host{'s' if hosts != 1 else ''}"
+    return f"{text}, {changed} CHANGED" if changed else text
+
+
+def build(now: datetime | None = None, chain_loader: Callable[[], Any] | None = None) -> Dashboard:
+    """Compute the dashboard as of ``now`` (default: the current time)."""
+    now = now or timezone.now()
+    since = now - WINDOW
+    recent = AuditEvent.objects.filter(started_at__gte=since)
+    commands = recent.filter(tool=COMMAND_TOOL).count()
+    failures = recent.filter(status=AuditEvent.Status.ERROR).count()
+    timeouts = recent.filter(status=AuditEvent.Status.TIMEOUT).count()
+    alerts = host_key_alerts()
+    changed = sum(1 for alert in alerts if alert.state == "changed")
+    pending_keys = sum(len(alert.fingerprints) for alert in alerts)
+    open_sessions = SshSession.objects.filter(state=SshSession.State.CONNECTED).count()
+    key_tone: Tone = "bad" if changed else "warning" if alerts else "good"
+    cards = (
+        Card(
+            key="commands",
+            label="Commands, last 24 h",
+            count=commands,
+            url=audit_url(since, tool__exact=COMMAND_TOOL),
+        ),
+        Card(
+            key="failures",
+            label="Failures, last 24 h",
+            count=failures,
+            url=audit_url(since, status__exact=AuditEvent.Status.ERROR),
+            tone="bad" if failures else "good",
+            hint="calls that ended in an error",
+        ),
+        Card(
+            key="timeouts",
+            label="Timeouts, last 24 h",
+            count=timeouts,
+            url=audit_url(since, status__exact=AuditEvent.Status.TIMEOUT),
+            tone="warning" if timeouts else "good",
+        ),
+        Card(
+            key="host_keys",
+            label="Pending or changed host keys",
+            count=pending_keys,
+            url=_changelist("admin:hosts_hostkey_changelist", {"state__exact": HostKey.State.PENDING}),
+            tone=key_tone,
+            hint=_key_hint(len(alerts), changed),
+        ),
+        Card(
+            key="sessions",
+            label="Open sessions",
+            count=open_sessions,
+            url=_changelist("admin:sshcontrol_sshsession_changelist", {"state__exact": SshSession.State.CONNECTED}),
+        ),
+    )
+    return Dashboard(
+        now=now,
+        since=since,
+        cards=cards,
+        key_alerts=tuple(alerts),
+        chain=chain_status(chain_loader),
+        card_by_key={card.key: card for card in cards},
+    )
