@@ -1,23 +1,34 @@
 """How a tool call reaches the process that holds its SSH session.
 
-On the embedded default that process is this one: the task functions of
-``sshcontrol.tasks`` run directly in the calling thread, with no broker and no
-serialisation. Distributed mode (Celery workers) plugs in behind the same interface.
+Embedded (no ``SSHCONTROL_BROKER_URL``): that process is this one, and the task functions
+of ``sshcontrol.tasks`` run directly in the calling thread: no broker, no serialisation.
+
+Distributed: sessions live in Celery workers. Opening a session goes to the live worker
+holding the fewest sessions; every later call for the session goes to the direct queue
+of the worker recorded on its row (``<node>.dq2``). Messages carry ``expires`` so work
+queued for a dead worker never runs late; a dead holder (stale heartbeat) has its session
+re-opened on a live worker under the same id, audited as a reconnect.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
-from sshcontrol import tasks
+from sshcontrol import tasks, workers
+from sshcontrol.models import SshSession
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
+Envelope = tasks.Envelope
 
-TASKS: dict[str, Callable[..., tasks.Envelope]] = {
+TASKS: dict[str, Callable[..., Envelope]] = {
     "connect": tasks.connect,
     "execute": tasks.execute,
     "upload": tasks.upload,
@@ -27,15 +38,32 @@ TASKS: dict[str, Callable[..., tasks.Envelope]] = {
     "probe": tasks.probe,
 }
 
+# A broker that is down gives a clear error within seconds instead of a hang.
+SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
+
+# How long the set of live workers is reused before the heartbeat table is read again.
+LIVE_CACHE_SECONDS = 0.5
+
+# Session-bound tasks whose work may be re-run on a re-opened session (nothing ran yet).
+_SESSION_TASKS = {"execute", "upload", "download", "list_files"}
+
+
+def failure(kind: str, message: str) -> Envelope:
+    return {"ok": False, "kind": kind, "message": message}
+
 
 class Dispatcher(Protocol):
     embedded: bool  # True when sessions live in this process
 
     def call(
         self, task: str, kwargs: dict[str, Any], *, call_id: str = "", progress: ProgressFn | None = None
-    ) -> tasks.Envelope: ...
+    ) -> Envelope: ...
 
     def cancel(self, call_id: str) -> None: ...
+
+    def alive(self, sessions: list[tuple[str, str]]) -> dict[str, bool | None]:
+        """Liveness of (session_id, worker) pairs: True / False, None when it cannot be told."""
+        ...
 
 
 class EmbeddedDispatcher:
@@ -45,7 +73,7 @@ class EmbeddedDispatcher:
 
     def call(
         self, task: str, kwargs: dict[str, Any], *, call_id: str = "", progress: ProgressFn | None = None
-    ) -> tasks.Envelope:
+    ) -> Envelope:
         fn = TASKS[task]
         if task == "execute":
             return fn(**kwargs, call_id=call_id, progress=progress)
@@ -54,17 +82,212 @@ class EmbeddedDispatcher:
     def cancel(self, call_id: str) -> None:
         tasks.cancel(call_id)
 
+    def alive(self, sessions: list[tuple[str, str]]) -> dict[str, bool | None]:
+        here = workers.current_worker()
+        result: dict[str, bool | None] = {}
+        mine = [sid for sid, worker in sessions if worker == here]
+        if mine:
+            envelope = tasks.probe(session_ids=mine)
+            result.update(envelope["result"]["alive"] if envelope["ok"] else {})
+        for sid, worker in sessions:
+            if worker != here:
+                result[sid] = workers.worker_alive(worker)
+        return result
+
+
+class CeleryDispatcher:
+    """Sends tasks to the Celery worker that holds (or will hold) the session."""
+
+    embedded = False
+
+    def __init__(self) -> None:
+        from sshcontrol.celery import app
+
+        self.app = app
+        self._call_nodes: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._live: set[str] = set()
+        self._live_at = float("-inf")
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def pick_worker(self) -> str | None:
+        """The live worker holding the fewest connected sessions (ties: by name, for determinism)."""
+        live = workers.live_workers()
+        if not live:
+            return None
+        counts = {node: 0 for node in live}
+        for worker in SshSession.objects.filter(
+            state=SshSession.State.CONNECTED, worker__in=live
+        ).values_list("worker", flat=True):
+            counts[worker] += 1
+        return min(live, key=lambda node: (counts[node], node))
+
+    def is_live(self, node: str) -> bool:
+        """Whether a worker's heartbeat is fresh; cached briefly so each call does not pay a query."""
+        now = time.monotonic()
+        if now - self._live_at > LIVE_CACHE_SECONDS:
+            self._live = set(workers.live_workers())
+            self._live_at = now
+        return node in self._live
+
+    def holder(self, session_id: str) -> str | None:
+        return SshSession.objects.filter(session_id=session_id).values_list("worker", flat=True).first()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(
+        self, node: str, task: str, kwargs: dict[str, Any], wait: float, progress: ProgressFn | None = None
+    ) -> Envelope:
+        """Run ``task`` on ``node`` and wait for its envelope, watching the node's heartbeat."""
+        from celery.exceptions import TimeoutError as CeleryTimeout
+        from celery.utils.nodenames import worker_direct
+        from kombu.exceptions import OperationalError
+
+        try:
+            result = self.app.send_task(
+                f"sshcontrol.{task}",
+                kwargs=kwargs,
+                queue=worker_direct(node),
+                expires=wait,
+                retry=True,
+                retry_policy=SEND_RETRY_POLICY,
+            )
+        except (OperationalError, OSError, RuntimeError) as exc:
+            # RuntimeError: Celery's way of saying the result store cannot be reached.
+            log.warning("broker unreachable: %s", exc)
+            return failure("broker_unreachable", "the message broker is unreachable; an admin must check it")
+
+        def on_message(message: dict[str, Any]) -> None:
+            meta = message.get("result")
+            if progress is not None and message.get("status") == "PROGRESS" and isinstance(meta, dict):
+                progress(int(meta.get("stdout_bytes", 0)), int(meta.get("stderr_bytes", 0)))
+
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                value = result.get(timeout=1.0, on_message=on_message, propagate=False)
+            except CeleryTimeout:
+                if workers.worker_alive(node) is False:
+                    return failure("worker_lost", f"the worker holding the session ({node}) stopped")
+                if time.monotonic() > deadline:
+                    return failure("worker_timeout", f"worker {node} did not answer within {wait:g} s")
+                continue
+            except (OperationalError, OSError, RuntimeError) as exc:
+                # Celery reports an unreachable result store as RuntimeError("Retry limit exceeded...").
+                log.warning("result backend unreachable: %s", exc)
+                return failure("broker_unreachable", "the message broker or result store is unreachable")
+            if isinstance(value, dict) and "ok" in value:
+                return value
+            log.error("task %s on %s failed: %r", task, node, value)
+            return failure("internal_error", "the worker failed to run the call; see its log")
+
+    # -- the Dispatcher interface ---------------------------------------------------------------
+
+    def call(
+        self, task: str, kwargs: dict[str, Any], *, call_id: str = "", progress: ProgressFn | None = None
+    ) -> Envelope:
+        margin = float(settings.DISPATCH_MARGIN_SECONDS)
+        if task == "connect" and not kwargs.get("session_id"):
+            node = self.pick_worker()
+            if node is None:
+                return failure("no_worker", "no sshcontrol worker is running (celery -A sshcontrol worker)")
+            return self.send(node, task, kwargs, wait=float(settings.CONNECT_TIMEOUT) + margin)
+        session_id = str(kwargs["session_id"])
+        node = self.holder(session_id)
+        if node is None:
+            return failure("session_not_found", f"unknown session '{session_id}'")
+        if task == "disconnect" and workers.worker_alive(node) is False:
+            return tasks.disconnect(**kwargs)  # nothing left to close remotely: just record it
+        wait = float(kwargs.get("timeout") or settings.DEFAULT_TIMEOUT) + margin
+        extra = {"call_id": call_id} if task == "execute" else {}
+        if call_id:
+            with self._lock:
+                self._call_nodes[call_id] = node
+        kwargs = {**kwargs, **extra}
+        try:
+            if task in _SESSION_TASKS and not self.is_live(node):
+                # The holder is gone: re-open the session on a live worker instead of queueing
+                # work for a dead one.
+                return self._reopen_and_retry(session_id, task, kwargs, wait, progress, call_id)
+            envelope = self.send(node, task, kwargs, wait, progress)
+            if task in _SESSION_TASKS and not envelope["ok"] and envelope["kind"] == "session_not_found":
+                envelope = self._reopen_and_retry(session_id, task, kwargs, wait, progress, call_id)
+            elif task in _SESSION_TASKS and not envelope["ok"] and envelope["kind"] == "worker_lost":
+                # The holder died under this call: its command may have partly run, so it is not
+                # re-run; the session is re-opened elsewhere on its next call.
+                SshSession.objects.filter(session_id=session_id, worker=node).update(
+                    state=SshSession.State.LOST, close_reason=f"worker {node} stopped"
+                )
+            return envelope
+        finally:
+            if call_id:
+                with self._lock:
+                    self._call_nodes.pop(call_id, None)
+
+    def _reopen_and_retry(
+        self,
+        session_id: str,
+        task: str,
+        kwargs: dict[str, Any],
+        wait: float,
+        progress: ProgressFn | None,
+        call_id: str,
+    ) -> Envelope:
+        """The holder no longer has the session (died or restarted): re-open it on a live worker."""
+        row = SshSession.objects.filter(session_id=session_id).values("host_id", "opened_by").first()
+        node = self.pick_worker()
+        if row is None or row["host_id"] is None or node is None:
+            return failure("session_not_found", f"session '{session_id}' was lost and cannot be re-opened")
+        opened = self.send(
+            node,
+            "connect",
+            {"host_id": row["host_id"], "actor": row["opened_by"], "session_id": session_id, "reopen": True},
+            wait=float(settings.CONNECT_TIMEOUT) + float(settings.DISPATCH_MARGIN_SECONDS),
+        )
+        if not opened["ok"]:
+            return opened
+        if call_id:
+            with self._lock:
+                self._call_nodes[call_id] = node
+        envelope = self.send(node, task, kwargs, wait, progress)
+        if envelope["ok"]:
+            envelope["result"]["reconnected"] = True
+        return envelope
+
+    def cancel(self, call_id: str) -> None:
+        with self._lock:
+            node = self._call_nodes.get(call_id)
+        if node is not None:
+            self.app.control.broadcast(
+                "sshcontrol_cancel", arguments={"call_id": call_id}, destination=[node], reply=False
+            )
+
+    def alive(self, sessions: list[tuple[str, str]]) -> dict[str, bool | None]:
+        result: dict[str, bool | None] = {}
+        by_node: dict[str, list[str]] = {}
+        for sid, worker in sessions:
+            by_node.setdefault(worker, []).append(sid)
+        for node, sids in by_node.items():
+            if workers.worker_alive(node) is False:
+                result.update(dict.fromkeys(sids, False))
+                continue
+            envelope = self.send(node, "probe", {"session_ids": sids}, wait=5.0)
+            if envelope["ok"]:
+                result.update({sid: bool(v) for sid, v in envelope["result"]["alive"].items()})
+            else:
+                result.update(dict.fromkeys(sids, None))
+        return result
+
 
 _dispatcher: Dispatcher | None = None
+_dispatcher_lock = threading.Lock()
 
 
 def get_dispatcher() -> Dispatcher:
     global _dispatcher
     if _dispatcher is None:
-        if settings.BROKER_URL:
-            raise ImproperlyConfigured(
-                "SSHCONTROL_BROKER_URL is set, but the distributed (Celery) mode is not available in this "
-                "version; unset it to run embedded"
-            )
-        _dispatcher = EmbeddedDispatcher()
+        with _dispatcher_lock:
+            if _dispatcher is None:
+                _dispatcher = CeleryDispatcher() if settings.BROKER_URL else EmbeddedDispatcher()
     return _dispatcher

@@ -38,3 +38,27 @@ class SshSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} on {self.host_name} ({self.state})"
+
+
+class WorkerHeartbeat(models.Model):
+    """A Celery worker's sign of life, written every few seconds by the worker itself.
+
+    The dispatcher routes a session's calls to the worker that holds it; when that
+    worker's heartbeat goes stale (kill -9, lost machine) its sessions are lost and are
+    re-opened on a live worker by the next call.
+    """
+
+    node = models.CharField(max_length=200, unique=True, help_text="Celery node name, e.g. w1@host.")
+    hostname = models.CharField(max_length=200)
+    pid = models.IntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    open_sessions = models.PositiveIntegerField(default=0)
+    running_calls = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["node"]
+
+    def __str__(self) -> str:
+        return self.node

@@ -98,24 +98,33 @@ TEMPLATES = [
 ]
 
 
+SQLITE_OPTIONS = {
+    # WAL lets the admin read while mcp_serve writes; synchronous=NORMAL keeps commits
+    # durable across process crashes without an fsync per audit row; several processes
+    # (mcp_serve, workers, the admin) wait for each other's write locks instead of failing.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+    "transaction_mode": "IMMEDIATE",
+}
+
+
 def _database() -> dict[str, Any]:
     url = envstr("DATABASE_URL")
     if url:
         import dj_database_url
 
         try:
-            return dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
+            config = dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
         except Exception as exc:
             SETTINGS_ERRORS.append(("sshcontrol.E002", f"DATABASE_URL cannot be parsed: {exc}"))
+        else:
+            if config["ENGINE"].endswith("sqlite3"):
+                config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
+                config["CONN_MAX_AGE"] = None
+            return config
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(DATA_DIR / "sshcontrol.sqlite3"),
-        "OPTIONS": {
-            # WAL lets the admin read while mcp_serve writes; synchronous=NORMAL keeps commits
-            # durable across process crashes without an fsync per audit row.
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
-            "transaction_mode": "IMMEDIATE",
-        },
+        "OPTIONS": SQLITE_OPTIONS,
         # A file, not the in-memory default: tool calls run in threads with their own connections.
         "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
         # Keep each thread's connection: opening one (and its PRAGMAs) costs more than a tool call.
@@ -124,7 +133,8 @@ def _database() -> dict[str, Any]:
 
 
 DATABASES = {"default": _database()}
-EMBEDDED_DATABASE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# The embedded default: SQLite in the data directory, created and migrated on first use.
+EMBEDDED_DATABASE = not envstr("DATABASE_URL")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -160,8 +170,19 @@ AUDIT_OUTPUT_BYTES = _guard(
 LOCAL_ROOT = Path(envstr("SSHCONTROL_LOCAL_ROOT", str(DATA_DIR / "transfers"))).expanduser()
 KEEPALIVE_SECONDS = _guard("sshcontrol.E010", lambda: envint("SSHCONTROL_KEEPALIVE_SECONDS", 30, 0), 30)
 
-# Distributed mode (a later issue): with a broker URL, SSH work goes to Celery workers.
+# Distributed mode: with a broker URL, SSH work goes to Celery workers.
 BROKER_URL = envstr("SSHCONTROL_BROKER_URL")
+RESULT_BACKEND = envstr("SSHCONTROL_RESULT_BACKEND")
+WORKER_HEARTBEAT_SECONDS = _guard(
+    "sshcontrol.E013", lambda: envfloat("SSHCONTROL_WORKER_HEARTBEAT_SECONDS", 2.0, 0.2), 2.0
+)
+# Extra seconds a caller waits for a worker beyond the call's own timeout.
+DISPATCH_MARGIN_SECONDS = _guard(
+    "sshcontrol.E014", lambda: envfloat("SSHCONTROL_DISPATCH_MARGIN_SECONDS", 15.0, 1.0), 15.0
+)
+SESSION_IDLE_TIMEOUT = _guard(
+    "sshcontrol.E015", lambda: envfloat("SSHCONTROL_SESSION_IDLE_TIMEOUT", 900.0, 1.0), 900.0
+)
 
 LOGGING = {
     "version": 1,

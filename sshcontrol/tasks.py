@@ -138,9 +138,30 @@ def _open(host: Host, session_id: str) -> Session:
 
 
 @envelope
-def connect(host_id: int, actor: str, session_id: str | None = None) -> dict[str, Any]:
-    """Open a session on the host, or reuse ``session_id`` when this process holds it for that host."""
+def connect(host_id: int, actor: str, session_id: str | None = None, reopen: bool = False) -> dict[str, Any]:
+    """Open a session on the host, or reuse ``session_id`` when this process holds it for that host.
+
+    ``reopen`` re-creates a known session here after the process that held it died, so the
+    caller keeps its session id (the distributed dispatcher uses it; the call is audited as
+    a reconnect).
+    """
     host = _host(host_id)
+    if session_id and reopen:
+        session = _open(host, session_id)
+        SshSession.objects.filter(session_id=session_id).update(
+            worker=workers.current_worker(),
+            state=SshSession.State.CONNECTED,
+            closed_at=None,
+            close_reason="",
+            last_used_at=timezone.now(),
+            host_key_fingerprint=session.connection.host_key.fingerprint,
+        )
+        return {
+            "session_id": session_id,
+            "reused": True,
+            "reconnected": True,
+            "host_key_fingerprint": session.connection.host_key.fingerprint,
+        }
     if session_id:
         held = registry.get(session_id)
         if held is not None and held.host_ref == str(host.pk):
@@ -324,3 +345,23 @@ def probe(session_ids: list[str]) -> dict[str, Any]:
 def cancel(call_id: str) -> bool:
     """Stop a running ``execute`` call (kills the remote process group)."""
     return registry.cancel(call_id)
+
+
+# -- Celery ---------------------------------------------------------------------------------------
+# The same functions as Celery tasks, for workers in distributed mode. Names are stable
+# strings so a sender never needs to import this module's objects.
+
+from sshcontrol.celery import app  # noqa: E402  (the app imports this module lazily)
+
+for _fn in (connect, upload, download, list_files, disconnect, probe):
+    app.task(name=f"sshcontrol.{_fn.__name__}")(_fn)
+
+
+@app.task(name="sshcontrol.execute", bind=True)
+def execute_task(self: Any, **kwargs: Any) -> Envelope:
+    """``execute`` with progress published through the result backend (state PROGRESS)."""
+
+    def progress(out_bytes: int, err_bytes: int) -> None:
+        self.update_state(state="PROGRESS", meta={"stdout_bytes": out_bytes, "stderr_bytes": err_bytes})
+
+    return execute(**kwargs, progress=progress)

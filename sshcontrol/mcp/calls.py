@@ -195,7 +195,9 @@ class HostCall:
                 task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress
             )
         if not envelope["ok"]:
-            self.fail(envelope["message"])
+            # A worker that died mid-call leaves the outcome unknown: that is an interruption.
+            status = Status.INTERRUPTED if envelope["kind"] == "worker_lost" else Status.ERROR
+            self.fail(envelope["message"], status)
         result: dict[str, Any] = envelope["result"]
         if result.get("reconnected"):
             self.details["reconnected"] = True

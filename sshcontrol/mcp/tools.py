@@ -44,7 +44,6 @@ from sshcontrol.mcp.schemas import (
 )
 from sshcontrol.mcp.threads import in_thread
 from sshcontrol.models import SshSession
-from sshcontrol.workers import current_worker, worker_alive
 
 Status = AuditEvent.Status
 
@@ -224,19 +223,10 @@ class Tools:
                         :200
                     ]
                 )
-            here = current_worker()
-            mine = [r.session_id for r in rows if r.state == SshSession.State.CONNECTED and r.worker == here]
-            alive: dict[str, bool | None] = {}
-            if mine:
-                envelope = get_dispatcher().call("probe", {"session_ids": mine})
-                alive = envelope["result"]["alive"] if envelope["ok"] else {}
+            connected = [(r.session_id, r.worker) for r in rows if r.state == SshSession.State.CONNECTED]
+            alive = get_dispatcher().alive(connected) if connected else {}
             for row in rows:
-                if row.state != SshSession.State.CONNECTED:
-                    continue
-                gone = (row.worker == here and not alive.get(row.session_id)) or worker_alive(
-                    row.worker
-                ) is False
-                if gone:
+                if row.state == SshSession.State.CONNECTED and alive.get(row.session_id) is False:
                     mark_lost(row.session_id, "connection found dead by ssh_status")
                     row.state = SshSession.State.LOST
             infos = [

@@ -119,6 +119,26 @@ class SessionRegistry:
             with self._lock:
                 self._calls.pop(call_id, None)
 
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._calls)
+
+    def wait_for_calls(self, seconds: float) -> bool:
+        """Wait until no call runs (or ``seconds`` pass); True when none is left."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self.running_count():
+                return True
+            time.sleep(0.05)
+        return not self.running_count()
+
+    def cancel_all(self) -> int:
+        with self._lock:
+            events = list(self._calls.values())
+        for event in events:
+            event.set()
+        return len(events)
+
     def cancel(self, call_id: str) -> bool:
         with self._lock:
             event = self._calls.get(call_id)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from audit import writer
+from sshcontrol.dispatch import get_dispatcher
+from sshcontrol.idle import start_idle_reaper
 from sshcontrol.mcp.server import build_server
 from sshcontrol.sessionstate import close_sessions_of_this_process, mark_dead_embedded_sessions
 from sshcontrol.ssh.sessions import registry
@@ -46,9 +49,13 @@ class Command(BaseCommand):
         # wait that long behind the loop's JSON work; 0.5 ms cut ssh_execute's p50 noticeably.
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         server = build_server(transport=options["transport"])
+        stop_reaper = threading.Event()
+        if get_dispatcher().embedded:
+            start_idle_reaper(stop_reaper)  # workers run their own reaper in distributed mode
         try:
             server.run("stdio")
         finally:
+            stop_reaper.set()
             closed = registry.close_all()
             close_sessions_of_this_process("the server stopped")
             if closed:
