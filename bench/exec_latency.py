@@ -1,7 +1,8 @@
-"""Latency of one `true` command: raw paramiko vs OpenSSH ControlMaster vs ssh_execute over MCP stdio.
+"""Latency of one `true` command: raw paramiko, OpenSSH ControlMaster, ssh_execute embedded and distributed.
 
-All three run in one process against one freshly started loopback sshd (the test suite's
-SshServer), so the ratios printed at the end compare like with like on this machine.
+All run in one process against one freshly started loopback sshd (the test suite's
+SshServer), so the ratios printed at the end compare like with like on this machine. The
+distributed path needs Redis on 127.0.0.1:6379 and starts two Celery workers.
 
     sudo .venv/bin/python bench/exec_latency.py [--runs 200]
 """
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,17 +21,11 @@ from pathlib import Path
 
 import paramiko
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.sshd import SshServer  # noqa: E402
+from common import Deployment, percentiles
 
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p50 = statistics.median(ordered)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return p50, p95
+from tests.sshd import SshServer
 
 
 def timed(runs: int, once: Callable[[], None], warmup: int = 10) -> list[float]:
@@ -115,48 +108,11 @@ def bench_openssh(server: SshServer, runs: int, workdir: Path) -> list[float]:
         )
 
 
-def bench_mcp_stdio(server: SshServer, runs: int, workdir: Path) -> list[float]:
-    from mcp import Client, StdioServerParameters
-
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(workdir),
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        "SSHCONTROL_DATA_DIR": str(workdir / "data"),
-        "SSHCONTROL_LOG_LEVEL": "WARNING",
-    }
-
-    def cli(*args: str, stdin: str = "") -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "sshcontrol", *args],
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return done.stdout
-
-    cli(
-        "hosts",
-        "add",
-        "bench",
-        "--address",
-        server.address,
-        "--port",
-        str(server.port),
-        "--username",
-        server.user,
-        "--key-file",
-        str(server.client_keys["ed25519"]),
-    )
-    fingerprint = next(w for w in cli("hosts", "scan", "bench").split() if w.startswith("SHA256:"))
-    cli("hosts", "trust", "bench", fingerprint)
-    params = StdioServerParameters(command=sys.executable, args=["-m", "sshcontrol", "mcp_serve"], env=env)
+def bench_mcp_stdio(deployment: Deployment, runs: int) -> list[float]:
+    from mcp import Client
 
     async def run() -> list[float]:
-        async with Client(params) as client:
+        async with Client(deployment.server_params()) as client:
             opened = await client.call_tool("ssh_connect", {"host": "bench"})
             session_id = opened.structured_content["session_id"]  # type: ignore[union-attr,index]
             arguments = {"session_id": session_id, "command": "true", "response_format": "json"}
@@ -176,27 +132,39 @@ def bench_mcp_stdio(server: SshServer, runs: int, workdir: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--no-distributed", action="store_true", help="skip the Redis + Celery workers path")
     args = parser.parse_args()
     server = SshServer.create().start()
     workdir = Path(tempfile.mkdtemp(prefix="sshcontrol-bench-"))
+    deployments = [Deployment(server).setup()]
     try:
         results = {
             "raw paramiko (open connection, TCP_NODELAY)": bench_paramiko(server, args.runs),
             "OpenSSH ControlMaster (ssh -o ControlMaster=auto)": bench_openssh(server, args.runs, workdir),
-            "ssh_execute via mcp_serve (stdio)": bench_mcp_stdio(server, args.runs, workdir),
+            "ssh_execute via mcp_serve (stdio), embedded": bench_mcp_stdio(deployments[0], args.runs),
         }
+        if not args.no_distributed:
+            deployments.append(Deployment(server, distributed=True).setup())
+            results["ssh_execute via mcp_serve -> Redis -> worker"] = bench_mcp_stdio(
+                deployments[1], args.runs
+            )
     finally:
+        for deployment in deployments:
+            deployment.close()
         server.remove()
     print(f"{args.runs} runs of `true` against one loopback sshd\n")
     print(f"{'path':<52} {'p50 ms':>8} {'p95 ms':>8}")
     stats = {name: percentiles(samples) for name, samples in results.items()}
     for name, (p50, p95) in stats.items():
         print(f"{name:<52} {p50:>8.2f} {p95:>8.2f}")
-    raw, openssh, mcp = (stats[k][0] for k in results)
+    raw, openssh, mcp = (stats[k][0] for k in list(results)[:3])
     print()
     print(f"ssh_execute p50 / OpenSSH ControlMaster p50 = {mcp / openssh:.2f}  (target <= 1.00)")
     print(f"ssh_execute p50 - raw paramiko p50         = {mcp - raw:+.2f} ms  (target <= 4 ms)")
     print(f"ssh_execute p50 / raw paramiko p50          = {mcp / raw:.2f}")
+    if len(stats) > 3:
+        distributed = stats["ssh_execute via mcp_serve -> Redis -> worker"][0]
+        print(f"distributed p50 - embedded p50              = {distributed - mcp:+.2f} ms  (target <= 4 ms)")
 
 
 if __name__ == "__main__":
