@@ -181,3 +181,21 @@ def test_it_reports_a_dead_broker_within_seconds(workers: WorkerPool, make_host)
     text = result.content[0].text  # type: ignore[union-attr]
     assert "broker" in text or "worker" in text
     assert elapsed < 20
+
+
+def test_it_shares_sessions_between_mcp_serve_processes(
+    workers: WorkerPool, make_host, sshd: SshServer
+) -> None:
+    make_host("h")
+
+    async def open_one(client: Client) -> str:
+        return str((await ok(client, "ssh_connect", host="h"))["session_id"])
+
+    session_id = run(open_one, workers.broker_url)
+
+    async def use_it(client: Client) -> dict[str, Any]:
+        return await ok(client, "ssh_execute", session_id=session_id, command="echo shared")
+
+    result = run(use_it, workers.broker_url)
+    assert result["stdout"] == "shared\n"
+    assert not AuditEvent.objects.get(pk=result["audit_id"]).reconnected
