@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 
+from hosts.importers import MAX_SOURCE_BYTES
 from hosts.keyfiles import KeyFileError, PassphraseRequired, WrongPassphrase, inspect_private_key
 from hosts.models import Credential, Host
 
@@ -156,6 +157,7 @@ class HostForm(forms.ModelForm[Host]):
             "tags",
             "enabled",
             "trust_on_first_use",
+            "proxy_jump",
         )
 
     def clean_port(self) -> int:
@@ -163,3 +165,61 @@ class HostForm(forms.ModelForm[Host]):
         if not 1 <= port <= 65535:
             raise forms.ValidationError("A port is a number from 1 to 65535.")
         return port
+
+
+class GenerateKeyForm(forms.Form):
+    """The name of a credential whose ed25519 key pair is made on the server."""
+
+    name = forms.CharField(max_length=100, help_text="The new credential's name, e.g. deploy-key.")
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"].strip()
+        if Credential.objects.filter(name=name).exists():
+            raise forms.ValidationError("A credential with this name already exists.")
+        return name
+
+
+class ImportHostsForm(forms.Form):
+    """An uploaded ssh_config or Ansible inventory and how to import it."""
+
+    FORMATS = (
+        ("ssh_config", "OpenSSH client config (ssh_config)"),
+        ("ansible_ini", "Ansible inventory, INI"),
+        ("ansible_yaml", "Ansible inventory, YAML"),
+    )
+
+    file = forms.FileField(help_text=f"At most {MAX_SOURCE_BYTES // (1024 * 1024)} MiB.")
+    format = forms.ChoiceField(choices=FORMATS)
+    dry_run = forms.BooleanField(
+        required=False, initial=True, help_text="Show what would happen without writing anything."
+    )
+    update = forms.BooleanField(
+        required=False, help_text="Update hosts that already exist (otherwise they are skipped)."
+    )
+    credential = forms.ModelChoiceField(
+        queryset=Credential.objects.order_by("name"),
+        required=False,
+        help_text="Attach this credential to every imported host.",
+    )
+    default_user = forms.CharField(
+        required=False, max_length=100, help_text="For hosts whose file names no user."
+    )
+
+    def __init__(self, *args: Any, can_update: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.can_update = can_update
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_SOURCE_BYTES:
+            raise forms.ValidationError(
+                f"The file is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB; "
+                "import it with the import_hosts command instead."
+            )
+        return upload
+
+    def clean_update(self) -> bool:
+        update: bool = self.cleaned_data["update"]
+        if update and not self.can_update:
+            raise forms.ValidationError("You may add hosts but not change them.")
+        return update

@@ -7,16 +7,28 @@ command both call them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import transaction
 from django.utils import timezone
 
-from hosts.models import Host, HostKey
+from hosts.models import Host, HostKey, key_state_of
 
 TOFU_APPROVER = "trust-on-first-use"
 
 
 class HostKeyNotFound(LookupError):
     """No key with that fingerprint is known for the host."""
+
+
+class KeyChangeNotConfirmed(PermissionError):
+    """Approving this key would replace the trusted key of its type; that needs ``replace=True``."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    key: HostKey
+    replaced: tuple[HostKey, ...]  # trusted keys of the same type revoked by this approval
 
 
 def trusted_keys(host: Host) -> tuple[tuple[str, str], ...]:
@@ -58,14 +70,66 @@ def _locked_key(host: Host, fingerprint: str) -> HostKey:
 
 
 def trust(host: Host, fingerprint: str, by: str) -> HostKey:
-    """Approve a pending key; records who and when. Raises HostKeyNotFound."""
+    """Approve a key, replacing the trusted key of its type (see ``approve``). Raises HostKeyNotFound.
+
+    Naming a key by its fingerprint (the ``hosts trust`` command) is itself the explicit
+    decision a changed key needs.
+    """
+    return approve(host, fingerprint, by, replace=True).key
+
+
+def approve(host: Host, fingerprint: str, by: str, replace: bool = False) -> Approval:
+    """Trust a key; records who and when. Raises HostKeyNotFound, KeyChangeNotConfirmed.
+
+    A host has at most one trusted key per key type. When a trusted key of the same type
+    exists, the server's key has *changed*: that is refused unless ``replace`` is true, and
+    then the old key is revoked in the same transaction. Leaving both trusted would keep
+    accepting a key the server no longer has - exactly the key an attacker who stole it
+    would present.
+    """
     with transaction.atomic():
         key = _locked_key(host, fingerprint)
+        others = list(
+            HostKey.objects.select_for_update()
+            .filter(host=host, key_type=key.key_type, state=HostKey.State.TRUSTED)
+            .exclude(pk=key.pk)
+            .order_by("id")
+        )
+        if others and not replace:
+            raise KeyChangeNotConfirmed(
+                f"{key.key_type} {key.fingerprint} would replace the trusted {key.key_type} key "
+                f"{others[0].fingerprint} of host '{host.name}'; confirm the change explicitly"
+            )
+        now = timezone.now()
+        for old in others:
+            old.state = HostKey.State.REVOKED
+            old.approved_at = now
+            old.approved_by = by
+            old.save(update_fields=["state", "approved_at", "approved_by"])
         key.state = HostKey.State.TRUSTED
-        key.approved_at = timezone.now()
+        key.approved_at = now
         key.approved_by = by
         key.save(update_fields=["state", "approved_at", "approved_by"])
-        return key
+        return Approval(key, tuple(others))
+
+
+def replaced_by(key: HostKey) -> HostKey | None:
+    """The trusted key that approving this pending key would replace (None when it is no change)."""
+    if key.state != HostKey.State.PENDING:
+        return None
+    return (
+        HostKey.objects.filter(host_id=key.host_id, key_type=key.key_type, state=HostKey.State.TRUSTED)
+        .order_by("id")
+        .first()
+    )
+
+
+def host_key_states() -> dict[int, str]:
+    """Every host's key state (changed, trusted, pending; hosts without keys are absent), in one query."""
+    rows: dict[int, list[tuple[str, str]]] = {}
+    for host_id, state, key_type in HostKey.objects.values_list("host_id", "state", "key_type"):
+        rows.setdefault(host_id, []).append((state, key_type))
+    return {host_id: key_state_of(keys) for host_id, keys in rows.items()}
 
 
 def revoke(host: Host, fingerprint: str, by: str) -> HostKey:

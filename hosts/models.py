@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import models
 from django.utils import timezone
 
@@ -93,6 +95,13 @@ class Host(models.Model):
     trust_on_first_use = models.BooleanField(
         default=False, help_text="Trust the first host key seen when no key is trusted yet."
     )
+    proxy_jump = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="ProxyJump recorded by an import (user@jumphost:port). "
+        "Recorded only: connections do not go through a jump host yet.",
+    )
     last_connected_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -105,22 +114,34 @@ class Host(models.Model):
 
     @property
     def key_state(self) -> str:
-        """changed, trusted, pending or unknown.
+        """changed, trusted, pending or unknown (see ``key_state_of``).
 
-        ``changed`` means a pending key of a type that already has a trusted key: the server
-        now presents a different key than the one approved, which an admin must look at.
-        Pending keys of other types beside a trusted one (left by a scan) are not a change.
+        Reads ``host_keys.all()``, so a list that prefetches the keys pays no query per host.
         """
-        keys = list(self.host_keys.values_list("state", "key_type"))
-        trusted_types = {kt for state, kt in keys if state == HostKey.State.TRUSTED}
-        pending_types = {kt for state, kt in keys if state == HostKey.State.PENDING}
-        if trusted_types & pending_types:
-            return "changed"
-        if trusted_types:
-            return "trusted"
-        if pending_types:
-            return "pending"
-        return "unknown"
+        return key_state_of((k.state, k.key_type) for k in self.host_keys.all())
+
+
+def key_state_of(keys: Iterable[tuple[str, str]]) -> str:
+    """The state of a host's key set, from its keys' (state, key_type) pairs.
+
+    ``changed`` means a pending key of a type that already has a trusted key: the server
+    now presents a different key than the one approved, which an admin must look at.
+    Pending keys of other types beside a trusted one (left by a scan) are not a change.
+    """
+    trusted_types: set[str] = set()
+    pending_types: set[str] = set()
+    for state, key_type in keys:
+        if state == HostKey.State.TRUSTED:
+            trusted_types.add(key_type)
+        elif state == HostKey.State.PENDING:
+            pending_types.add(key_type)
+    if trusted_types & pending_types:
+        return "changed"
+    if trusted_types:
+        return "trusted"
+    if pending_types:
+        return "pending"
+    return "unknown"
 
 
 class HostKey(models.Model):

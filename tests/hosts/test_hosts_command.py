@@ -216,6 +216,13 @@ def test_it_trusts_and_revokes_by_fingerprint(monkeypatch) -> None:
     assert HostKey.objects.get().state == HostKey.State.REVOKED
     with pytest.raises(CommandError, match="no key with fingerprint SHA256:zzz"):
         run("trust", "web1", "SHA256:zzz")
+
+    # Trusting a key by its fingerprint is an explicit decision: it replaces the trusted key of its type.
+    HostKey.objects.filter(fingerprint="SHA256:abc").update(state=HostKey.State.TRUSTED)
+    HostKey.objects.create(host=host, key_type="ssh-ed25519", public_key="BBBB", fingerprint="SHA256:new")
+    out = run("trust", "web1", "SHA256:new")
+    assert "Revoked the ssh-ed25519 key it replaces: SHA256:abc." in out
+    assert HostKey.objects.get(fingerprint="SHA256:abc").state == HostKey.State.REVOKED
     with pytest.raises(CommandError, match="no host named 'nope'"):
         run("trust", "nope", "SHA256:abc")
 

@@ -83,3 +83,27 @@ def test_it_trusts_and_revokes_with_who_and_when() -> None:
     assert hostkeys.trusted_keys(host) == ()
     with pytest.raises(hostkeys.HostKeyNotFound):
         hostkeys.trust(host, "SHA256:unknown", "alice")
+
+
+def test_it_refuses_to_approve_a_changed_key_without_confirmation() -> None:
+    host = _host("web1")
+    old = hostkeys.record_seen(host, "ssh-ed25519", "AAAA", "SHA256:old", trusted=True)
+    hostkeys.record_seen(host, "ssh-ed25519", "BBBB", "SHA256:new")
+    hostkeys.record_seen(host, "ssh-rsa", "CCCC", "SHA256:rsa")
+    assert host.key_state == "changed"
+
+    with pytest.raises(hostkeys.KeyChangeNotConfirmed, match="would replace the trusted ssh-ed25519 key"):
+        hostkeys.approve(host, "SHA256:new", "alice")
+    assert hostkeys.trusted_keys(host) == (("ssh-ed25519", "AAAA"),)
+    assert hostkeys.replaced_by(HostKey.objects.get(fingerprint="SHA256:new")) == old
+
+    # Another key type is no change.
+    assert hostkeys.approve(host, "SHA256:rsa", "alice").replaced == ()
+
+    approval = hostkeys.approve(host, "SHA256:new", "bob", replace=True)
+    assert [k.fingerprint for k in approval.replaced] == ["SHA256:old"]
+    old.refresh_from_db()
+    assert (old.state, old.approved_by) == (HostKey.State.REVOKED, "bob")
+    assert hostkeys.trusted_keys(host) == (("ssh-ed25519", "BBBB"), ("ssh-rsa", "CCCC"))
+    assert host.key_state == "trusted"
+    assert hostkeys.host_key_states() == {host.pk: "trusted"}

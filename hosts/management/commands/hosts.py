@@ -328,10 +328,14 @@ class Command(BaseCommand):
         host = self._host(options["name"])
         by = options["by"] or getpass.getuser()
         try:
-            key = hostkeys.trust(host, self._fingerprint(options["fingerprint"]), by)
+            # Naming the key by its fingerprint is the explicit decision a changed key needs.
+            approval = hostkeys.approve(host, self._fingerprint(options["fingerprint"]), by, replace=True)
         except hostkeys.HostKeyNotFound as exc:
             raise CommandError(f'{exc}; run "sshcontrol hosts scan {host.name}" first') from None
+        key = approval.key
         self.stdout.write(f"Trusted {key.key_type} {key.fingerprint} for host '{host.name}' (by {by}).")
+        for old in approval.replaced:
+            self.stdout.write(f"Revoked the {old.key_type} key it replaces: {old.fingerprint}.")
 
     def revoke_action(self, options: dict[str, Any]) -> None:
         host = self._host(options["name"])

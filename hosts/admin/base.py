@@ -1,0 +1,69 @@
+"""What the inventory admins share: the refusal of secret lookups, state badges, URL helpers."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from django.contrib import admin
+from django.db.models import Model
+from django.db.models.constants import LOOKUP_SEP
+from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_post_parameters
+
+_M = TypeVar("_M", bound=Model)
+
+SECRET_FIELDS = frozenset({"secret_encrypted", "passphrase_encrypted"})
+
+sensitive_post_parameters_m = method_decorator(sensitive_post_parameters())
+csrf_protect_m = method_decorator(csrf_protect)
+
+KEY_STATE_COLORS = {
+    "trusted": "#2e7d32",
+    "pending": "#ef6c00",
+    "changed": "#c62828",
+    "revoked": "#616161",
+    "unknown": "#757575",
+}
+KEY_STATE_LABELS = {
+    "changed": "CHANGED - new key pending",
+    "pending": "pending approval",
+    "trusted": "trusted",
+    "unknown": "no key yet",
+}
+
+
+def state_badge(state: str, label: str | None = None) -> SafeString:
+    color = KEY_STATE_COLORS.get(state, "#757575")
+    return format_html(
+        '<span style="color:#fff;background:{};padding:1px 6px;border-radius:8px;white-space:nowrap">'
+        "{}</span>",
+        color,
+        label or state,
+    )
+
+
+class InventoryAdmin(admin.ModelAdmin[_M]):
+    """Refuses URL lookups that touch an encrypted column, from any model (e.g. credential__secret...).
+
+    ``?secret_encrypted__startswith=s`` would otherwise let anyone with view permission
+    guess a ciphertext (or a plaintext that slipped in) one character at a time.
+    """
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if SECRET_FIELDS.intersection(lookup.split(LOOKUP_SEP)):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+
+def admin_url(name: str, *args: object, query: str = "") -> str | None:
+    """The URL of an admin page other apps may or may not register (None when it is not there)."""
+    try:
+        url = reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+    return f"{url}?{query}" if query else url

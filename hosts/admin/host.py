@@ -1,0 +1,372 @@
+"""The host list and its actions (test connection, scan host keys) and the import page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import connections
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from hosts import hostkeys
+from hosts.admin.base import KEY_STATE_LABELS, InventoryAdmin, admin_url, csrf_protect_m, state_badge
+from hosts.forms import HostForm, ImportHostsForm
+from hosts.importers import MAX_SOURCE_BYTES, InventoryError, decode_source
+from hosts.importers.ansible import parse_inventory
+from hosts.importers.apply import CREATED, UPDATED, ImportOptions, ImportReport, apply_import
+from hosts.importers.ssh_config import parse_ssh_config
+from hosts.models import Host, HostKey
+from sshcontrol.models import SshSession
+
+
+class HostKeyInline(admin.TabularInline[HostKey, Host]):
+    """Keys are shown, not edited here: approving and revoking go through the host key actions."""
+
+    model = HostKey
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("key_type", "fingerprint", "state_badge", "first_seen_at", "approved_at", "approved_by")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Host | None = None) -> bool:
+        return False
+
+    @admin.display(description="State")
+    def state_badge(self, obj: HostKey) -> SafeString:
+        return state_badge(obj.state, obj.get_state_display())
+
+
+class TagFilter(admin.SimpleListFilter):
+    """Hosts carrying one tag.
+
+    Tags are a JSON list, matched in Python: the same result on SQLite and PostgreSQL
+    (JSON containment lookups do not exist on SQLite), and the inventory is small.
+    """
+
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tags: set[str] = set()
+        for value in Host.objects.values_list("tags", flat=True):
+            tags.update(_tags(value))
+        return [(t, t) for t in sorted(tags, key=str.casefold)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        tag = self.value()
+        if not tag:
+            return queryset
+        ids = [pk for pk, tags in Host.objects.values_list("pk", "tags") if tag in _tags(tags)]
+        return queryset.filter(pk__in=ids)
+
+
+class KeyStateFilter(admin.SimpleListFilter):
+    """Hosts by the state of their host keys; "changed" and "pending" are the ones needing an admin."""
+
+    title = "host key state"
+    parameter_name = "key_state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(state, KEY_STATE_LABELS[state]) for state in ("changed", "pending", "trusted", "unknown")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        wanted = self.value()
+        if not wanted:
+            return queryset
+        states = hostkeys.host_key_states()
+        if wanted == "unknown":
+            return queryset.exclude(pk__in=[pk for pk, state in states.items() if state != "unknown"])
+        return queryset.filter(pk__in=[pk for pk, state in states.items() if state == wanted])
+
+
+def _tags(value: object) -> list[str]:
+    return [str(t) for t in value] if isinstance(value, list) else []
+
+
+# Admin actions that reach hosts run at most this many at once, and on at most this many
+# hosts per click: a request must end within a browser's patience.
+ACTION_THREADS = 8
+ACTION_MAX_HOSTS = 20
+
+_R = TypeVar("_R")
+
+
+def for_each_host(hosts: Sequence[Host], work: Callable[[Host], _R]) -> list[_R]:
+    """``work`` on every host, in threads when there are several; results in the hosts' order."""
+    if len(hosts) <= 1:
+        return [work(h) for h in hosts]
+
+    def in_thread(host: Host) -> _R:
+        try:
+            return work(host)
+        finally:
+            # Each thread opened its own database connection; do not leak it.
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=min(ACTION_THREADS, len(hosts))) as pool:
+        return list(pool.map(in_thread, hosts))
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """The keys a scan stored for a host, or why it could not scan."""
+
+    host: Host
+    keys: tuple[HostKey, ...] = ()
+    error: str = ""
+
+
+def scan_and_record(host: Host) -> ScanOutcome:
+    """Fetch the host keys the server offers and store new ones as pending (known keys keep their state)."""
+    # Imported here: the SSH runtime (paramiko) is not needed to render admin pages.
+    from sshcontrol.ssh.connect import scan_host_keys
+    from sshcontrol.ssh.errors import SshError
+
+    try:
+        seen = scan_host_keys(host.address, host.port, timeout=float(settings.CONNECT_TIMEOUT))
+    except SshError as exc:
+        return ScanOutcome(host, error=f"cannot scan {host.address}:{host.port}: {exc}")
+    if not seen:
+        return ScanOutcome(host, error=f"{host.address}:{host.port} offered no host keys")
+    keys = tuple(hostkeys.record_seen(host, s.key_type, s.public_key, s.fingerprint) for s in seen)
+    return ScanOutcome(host, keys)
+
+
+@admin.register(Host)
+class HostAdmin(InventoryAdmin[Host]):
+    form = HostForm
+    list_display = (
+        "name",
+        "address_display",
+        "tag_list",
+        "enabled",
+        "key_state_badge",
+        "last_connected_at",
+        "open_sessions_display",
+    )
+    list_filter = (TagFilter, KeyStateFilter, "enabled")
+    search_fields = ("name", "address", "username", "description")
+    ordering = ("name",)
+    readonly_fields = ("last_connected_at", "created_at", "updated_at")
+    inlines = (HostKeyInline,)
+    actions = ("test_connection_action", "scan_host_keys_action")
+    change_list_template = "admin/hosts/host/change_list.html"
+    import_template = "admin/hosts/host/import.html"
+    fieldsets = (
+        (None, {"fields": ("name", "address", "port", "username", "credential")}),
+        ("Description", {"fields": ("description", "tags")}),
+        ("Access", {"fields": ("enabled", "trust_on_first_use", "proxy_jump")}),
+        ("History", {"fields": ("last_connected_at", "created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("credential")
+            .prefetch_related("host_keys")
+            .annotate(open_sessions=Count("sessions", filter=Q(sessions__state=SshSession.State.CONNECTED)))
+        )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Host], search_term: str
+    ) -> tuple[QuerySet[Host], bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        needle = search_term.strip().casefold()
+        if needle:
+            # Tags are searched too, in Python for the same reason as TagFilter.
+            tagged = [
+                pk
+                for pk, tags in Host.objects.values_list("pk", "tags")
+                if any(needle in t.casefold() for t in _tags(tags))
+            ]
+            if tagged:
+                results = results | queryset.filter(pk__in=tagged)
+        return results, may_have_duplicates
+
+    @admin.display(description="Address", ordering="address")
+    def address_display(self, obj: Host) -> str:
+        text = f"{obj.username}@{obj.address}" + (f":{obj.port}" if obj.port != 22 else "")
+        return text + (f" via {obj.proxy_jump}" if obj.proxy_jump else "")
+
+    @admin.display(description="Tags")
+    def tag_list(self, obj: Host) -> str:
+        return ", ".join(_tags(obj.tags))
+
+    @admin.display(description="Host key")
+    def key_state_badge(self, obj: Host) -> SafeString:
+        state = obj.key_state
+        badge = state_badge(state, KEY_STATE_LABELS[state])
+        if state in ("changed", "pending"):
+            url = admin_url(
+                "admin:hosts_hostkey_changelist", query=f"host__id__exact={obj.pk}&state__exact=pending"
+            )
+            return format_html('<a href="{}" title="Review the pending keys">{}</a>', url, badge)
+        return badge
+
+    @admin.display(description="Open sessions", ordering="open_sessions")
+    def open_sessions_display(self, obj: Host) -> SafeString | int:
+        count: int = getattr(obj, "open_sessions", 0)
+        url = admin_url(
+            "admin:sshcontrol_sshsession_changelist", query=f"host__id__exact={obj.pk}&state__exact=connected"
+        )
+        if not count or url is None:
+            return count
+        return format_html('<a href="{}">{}</a>', url, count)
+
+    # -- actions -----------------------------------------------------------------------
+
+    def _too_many(self, request: HttpRequest, hosts: list[Host]) -> bool:
+        if len(hosts) > ACTION_MAX_HOSTS:
+            self.message_user(
+                request, f"Select at most {ACTION_MAX_HOSTS} hosts for this action.", messages.ERROR
+            )
+            return True
+        return False
+
+    @admin.action(
+        description="Test connection (runs 'true', audited)",
+        permissions=["change"],
+    )
+    def test_connection_action(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        from sshcontrol.admin_actions import test_connection
+
+        hosts = list(queryset.order_by("name"))
+        if self._too_many(request, hosts):
+            return
+        username = request.user.get_username()
+        for result in for_each_host(hosts, lambda h: test_connection(h, username)):
+            audit_url = (
+                admin_url("admin:audit_auditevent_change", result.audit_id) if result.audit_id else None
+            )
+            text = result.summary()
+            message: str | SafeString = (
+                format_html('{} (<a href="{}">audit row {}</a>)', text, audit_url, result.audit_id)
+                if audit_url
+                else text
+            )
+            self.message_user(request, message, messages.SUCCESS if result.ok else messages.ERROR)
+
+    @admin.action(
+        description="Scan host keys (new keys stored as pending)",
+        permissions=["change"],
+    )
+    def scan_host_keys_action(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        hosts = list(queryset.order_by("name"))
+        if self._too_many(request, hosts):
+            return
+        for outcome in for_each_host(hosts, scan_and_record):
+            if outcome.error:
+                self.message_user(request, f"{outcome.host.name}: {outcome.error}", messages.ERROR)
+                continue
+            listing = format_html_join(
+                "; ", "{} <code>{}</code> ({})", ((k.key_type, k.fingerprint, k.state) for k in outcome.keys)
+            )
+            pending = sum(1 for k in outcome.keys if k.state == HostKey.State.PENDING)
+            if pending:
+                url = admin_url(
+                    "admin:hosts_hostkey_changelist",
+                    query=f"host__id__exact={outcome.host.pk}&state__exact=pending",
+                )
+                message = format_html(
+                    '{}: {}. <a href="{}">Review and approve the {} pending key(s)</a> after comparing '
+                    "them with <code>ssh-keygen -lf</code> on the server.",
+                    outcome.host.name,
+                    listing,
+                    url,
+                    pending,
+                )
+                self.message_user(request, message, messages.WARNING)
+            else:
+                self.message_user(
+                    request, format_html("{}: {}", outcome.host.name, listing), messages.SUCCESS
+                )
+
+    # -- import ------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="hosts_host_import"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {**(extra_context or {}), "can_import": request.user.has_perm("hosts.add_host")}
+        return super().changelist_view(request, context)
+
+    @csrf_protect_m
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("hosts.add_host"):
+            raise PermissionDenied
+        can_update = request.user.has_perm("hosts.change_host")
+        report: ImportReport | None = None
+        if request.method == "POST":
+            form = ImportHostsForm(request.POST, request.FILES, can_update=can_update)
+            if form.is_valid():
+                report = self._run_import(request, form)
+        else:
+            form = ImportHostsForm(can_update=can_update)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import hosts",
+            "subtitle": None,
+            "form": form,
+            "report": report,
+            "opts": self.opts,
+            "has_view_permission": self.has_view_permission(request),
+            "is_popup": False,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.import_template, context)
+
+    def _run_import(self, request: HttpRequest, form: ImportHostsForm) -> ImportReport | None:
+        upload = form.cleaned_data["file"]
+        fmt = form.cleaned_data["format"]
+        name = str(upload.name)
+        try:
+            text = decode_source(upload.read(MAX_SOURCE_BYTES + 1), name)
+            if fmt == "ssh_config":
+                # Include lines name files on the uploader's machine: not followed, reported.
+                parsed = parse_ssh_config(text, name, base_dir=None)
+            else:
+                parsed = parse_inventory(text, name, "yaml" if fmt == "ansible_yaml" else "ini")
+        except InventoryError as exc:
+            form.add_error("file", str(exc))
+            return None
+        report = apply_import(
+            parsed,
+            ImportOptions(
+                dry_run=form.cleaned_data["dry_run"],
+                update=form.cleaned_data["update"],
+                credential=form.cleaned_data["credential"],
+                default_user=form.cleaned_data["default_user"].strip(),
+            ),
+        )
+        if not report.dry_run:
+            self._log_import(request, report, name)
+        return report
+
+    def _log_import(self, request: HttpRequest, report: ImportReport, name: str) -> None:
+        ids = [row.host_id for row in report.rows if row.host_id and row.outcome in (CREATED, UPDATED)]
+        hosts = Host.objects.in_bulk(ids)
+        for row in report.rows:
+            host = hosts.get(row.host_id or 0)
+            if host is None:
+                continue
+            if row.outcome == CREATED:
+                self.log_addition(request, host, [{"added": {}}])
+            else:
+                self.log_change(request, host, f"Imported from {name}: {row.detail}")
