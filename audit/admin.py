@@ -1,15 +1,28 @@
-"""The audit log in the admin: browsable and searchable, never editable, by anyone."""
+"""The audit log in the admin: browsable, searchable and exportable, never editable, by anyone."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db.models import Q, QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.template.defaultfilters import filesizeformat
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from audit.models import AuditEvent
+from audit import chain, export
+from audit.models import AuditAnchor, AuditEvent
 
 # Readable on the admin's light and dark themes alike.
 _STATUS_COLORS: dict[str, str] = {
@@ -25,9 +38,39 @@ _PRE_STYLE = "white-space: pre-wrap; word-break: break-all; font-family: monospa
 
 SHORT_COMMAND_LENGTH = 80
 
+# How many of the session's other calls the detail page lists on each side of this one.
+TIMELINE_SPAN = 10
+
 
 def _pre(text: str) -> SafeString | str:
     return format_html('<pre style="{}">{}</pre>', _PRE_STYLE, text) if text else "-"
+
+
+def _output(text: str, truncated: bool, size: int | None) -> SafeString | str:
+    """Output in monospace, with a visible note when what is stored is not all there was."""
+    if not truncated:
+        return _pre(text)
+    produced = f"{filesizeformat(size)} ({size} bytes) produced" if size is not None else "Longer output"
+    return format_html(
+        '<p class="errornote" style="margin: 0 0 .5em">Truncated: {}; only the beginning and the '
+        "end are kept.</p>{}",
+        produced,
+        _pre(text),
+    )
+
+
+def short_command(command: str) -> str:
+    """The command's first line, cut to SHORT_COMMAND_LENGTH, with an ellipsis when anything was left out."""
+    first_line = command.split("\n", 1)[0]
+    if len(first_line) > SHORT_COMMAND_LENGTH or first_line != command:
+        return first_line[:SHORT_COMMAND_LENGTH] + "…"
+    return first_line
+
+
+def _duration(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
 
 
 @admin.register(AuditEvent)
@@ -35,18 +78,19 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     """Read-only for superusers too: an audit trail that an admin can edit proves nothing."""
 
     list_display = (
-        "started_at",
+        "time",
         "actor",
         "host_name",
         "tool",
         "short_command",
         "colored_status",
         "exit_status",
-        "duration_ms",
+        "duration",
     )
     list_filter = ("status", "tool", "host_name", "actor", "started_at")
     search_fields = ("command", "host_name", "actor", "session_id", "request_id")
     date_hierarchy = "started_at"
+    show_facets = admin.ShowFacets.ALWAYS
     # The table only grows; counting all of it on every page view is what makes big logs slow.
     show_full_result_count = False
     actions = None
@@ -56,33 +100,24 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
             None,
             {"fields": ("tool", "colored_status", "actor", "transport", "request_id", "process")},
         ),
-        ("Time", {"fields": ("started_at", "finished_at", "duration_ms")}),
+        ("Time", {"fields": ("started_at", "finished_at", "duration")}),
         ("Host", {"fields": ("host", "host_name", "host_address", "session_id", "reconnected")}),
         ("Command", {"fields": ("command_block", "working_directory", "exit_status", "signal")}),
-        (
-            "Output",
-            {
-                "fields": (
-                    "stdout_block",
-                    "stdout_bytes",
-                    "stdout_truncated",
-                    "stderr_block",
-                    "stderr_bytes",
-                    "stderr_truncated",
-                )
-            },
-        ),
-        ("Files", {"fields": ("remote_path", "local_path", "file_size", "file_sha256")}),
+        ("Output", {"fields": ("stdout_block", "stderr_block")}),
+        ("Transferred file", {"fields": ("remote_path", "local_path", "file_size_display", "file_sha256")}),
         ("Outcome", {"fields": ("error_block", "details_block")}),
+        ("Hash chain", {"fields": ("chain_seq", "prev_hash", "chain_hash")}),
     )
     readonly_fields = (
         *(field.name for field in AuditEvent._meta.fields),
         "colored_status",
+        "duration",
         "command_block",
         "stdout_block",
         "stderr_block",
         "error_block",
         "details_block",
+        "file_size_display",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -95,12 +130,88 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
 
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        export_url = path(
+            "export/<str:fmt>/",
+            self.admin_site.admin_view(self.export_view),
+            name="{}_{}_export".format(*info),
+        )
+        return [export_url, *super().get_urls()]
+
+    def export_view(self, request: HttpRequest, fmt: str) -> HttpResponseBase:
+        """The changelist as it is filtered and searched now, every column, as CSV or JSON lines."""
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        if fmt not in export.FORMATS:
+            return HttpResponse(f"unknown export format: {fmt}", status=404, content_type="text/plain")
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            # What the changelist itself does with a stale or hand-edited filter.
+            return HttpResponseRedirect(reverse("admin:audit_auditevent_changelist"))
+        events: QuerySet[AuditEvent] = changelist.get_queryset(request)
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response = StreamingHttpResponse(export.lines(events, fmt), content_type=export.FORMATS[fmt])
+        response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'
+        return response
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "chain_state": chain.chain_state(),
+            "export_formats": list(export.FORMATS),
+        }
+        return super().changelist_view(request, extra_context=context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        event = self.get_object(request, object_id)
+        context = {**(extra_context or {})}
+        if event is not None:
+            context["timeline"] = self.timeline(event)
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    @staticmethod
+    def timeline(event: AuditEvent) -> list[dict[str, Any]]:
+        """The session's calls around this one, in order, this one included (marked ``current``)."""
+        if not event.session_id:
+            return []
+        session = AuditEvent.objects.filter(session_id=event.session_id)
+        earlier = Q(started_at__lt=event.started_at) | Q(started_at=event.started_at, id__lt=event.pk)
+        later = Q(started_at__gt=event.started_at) | Q(started_at=event.started_at, id__gt=event.pk)
+        before = list(session.filter(earlier).order_by("-started_at", "-id")[:TIMELINE_SPAN])
+        after = list(session.filter(later).order_by("started_at", "id")[:TIMELINE_SPAN])
+        return [
+            {
+                "event": item,
+                "current": item.pk == event.pk,
+                "command": short_command(item.command) or item.tool,
+                "url": reverse("admin:audit_auditevent_change", args=[item.pk]),
+                "status_color": _STATUS_COLORS.get(item.status, "inherit"),
+                "duration": _duration(item.duration_ms),
+            }
+            for item in [*reversed(before), event, *after]
+        ]
+
+    @admin.display(description="Time", ordering="started_at")
+    def time(self, obj: AuditEvent) -> str:
+        return obj.started_at.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M:%S")
+
     @admin.display(description="Command", ordering="command")
     def short_command(self, obj: AuditEvent) -> str:
-        first_line = obj.command.split("\n", 1)[0]
-        if len(first_line) > SHORT_COMMAND_LENGTH or first_line != obj.command:
-            return first_line[:SHORT_COMMAND_LENGTH] + "…"
-        return first_line
+        return short_command(obj.command)
+
+    @admin.display(description="Duration", ordering="duration_ms")
+    def duration(self, obj: AuditEvent) -> str:
+        return _duration(obj.duration_ms)
 
     @admin.display(description="Status", ordering="status")
     def colored_status(self, obj: AuditEvent) -> SafeString:
@@ -113,11 +224,11 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
     @admin.display(description="Stdout")
     def stdout_block(self, obj: AuditEvent) -> SafeString | str:
-        return _pre(obj.stdout)
+        return _output(obj.stdout, obj.stdout_truncated, obj.stdout_bytes)
 
     @admin.display(description="Stderr")
     def stderr_block(self, obj: AuditEvent) -> SafeString | str:
-        return _pre(obj.stderr)
+        return _output(obj.stderr, obj.stderr_truncated, obj.stderr_bytes)
 
     @admin.display(description="Error")
     def error_block(self, obj: AuditEvent) -> SafeString | str:
@@ -126,3 +237,27 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     @admin.display(description="Details")
     def details_block(self, obj: AuditEvent) -> SafeString | str:
         return _pre(json.dumps(obj.details, indent=2, sort_keys=True)) if obj.details else "-"
+
+    @admin.display(description="File size")
+    def file_size_display(self, obj: AuditEvent) -> str:
+        if obj.file_size is None:
+            return "-"
+        return f"{filesizeformat(obj.file_size)} ({obj.file_size} bytes)"
+
+
+@admin.register(AuditAnchor)
+class AuditAnchorAdmin(admin.ModelAdmin[AuditAnchor]):
+    """The record of each prune: read-only like the events, as it is where the chain now starts."""
+
+    list_display = ("created_at", "pruned_by", "pruned_count", "pruned_before", "first_seq")
+    readonly_fields = tuple(field.name for field in AuditAnchor._meta.fields)
+    actions = None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditAnchor | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditAnchor | None = None) -> bool:
+        return False

@@ -22,7 +22,9 @@ class AuditEvent(models.Model):
     started_at = models.DateTimeField(db_index=True, editable=False)
     finished_at = models.DateTimeField(null=True, editable=False)
     duration_ms = models.FloatField(null=True, editable=False)
-    status = models.CharField(max_length=12, choices=Status.choices, db_index=True, editable=False)
+    # Not indexed alone: the (status, -started_at) index below serves lookups by status too,
+    # and every index is one more page written by each row's INSERT on the hot path.
+    status = models.CharField(max_length=12, choices=Status.choices, editable=False)
 
     actor = models.CharField(
         max_length=200, editable=False, help_text="Who called: MCP client identity / OS user."
@@ -38,7 +40,8 @@ class AuditEvent(models.Model):
     host = models.ForeignKey(
         "hosts.Host", null=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
-    host_name = models.CharField(max_length=100, blank=True, editable=False, db_index=True)
+    # Indexed through (host_name, -started_at) below, like status.
+    host_name = models.CharField(max_length=100, blank=True, editable=False)
     host_address = models.CharField(max_length=255, blank=True, editable=False)
     session_id = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
 
@@ -63,6 +66,17 @@ class AuditEvent(models.Model):
     error = models.TextField(blank=True, editable=False)
     details = models.JSONField(default=dict, blank=True, editable=False)
 
+    # The hash chain (see audit.chain): set when the row is finished, in completion order.
+    chain_seq = models.BigIntegerField(
+        null=True, unique=True, editable=False, help_text="Position in the hash chain (completion order)."
+    )
+    prev_hash = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="The chain hash of the row before this one."
+    )
+    chain_hash = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="SHA-256 over this row's content and prev_hash."
+    )
+
     class Meta:
         ordering = ["-started_at", "-id"]
         indexes = [
@@ -72,3 +86,43 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.tool} on {self.host_name or '-'} ({self.status})"
+
+
+class ChainHead(models.Model):
+    """The end of the audit hash chain: the last sequence number given out and that row's hash.
+
+    One row (id 1). Completing an event locks it, so completions are chained one at a time
+    in a single order; it is written only by ``audit.writer``.
+    """
+
+    seq = models.BigIntegerField(default=0, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
+
+    def __str__(self) -> str:
+        return f"chain head #{self.seq}"
+
+
+class AuditAnchor(models.Model):
+    """Where the hash chain starts after a prune, and the record of that prune.
+
+    ``audit_verify`` starts at the newest anchor: the row with ``first_seq`` must carry
+    ``prev_hash``, the hash of the last row deleted. With no anchor the chain starts at
+    sequence 1 after the all-zero hash.
+    """
+
+    created_at = models.DateTimeField(editable=False)
+    pruned_by = models.CharField(max_length=200, editable=False)
+    pruned_before = models.DateTimeField(
+        editable=False, help_text="Rows finished before this time were eligible for deletion."
+    )
+    pruned_count = models.BigIntegerField(editable=False)
+    first_seq = models.BigIntegerField(
+        editable=False, help_text="Sequence number of the first row kept (or of the next row, if none was)."
+    )
+    prev_hash = models.CharField(max_length=64, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"anchor at #{self.first_seq} ({self.pruned_count} pruned)"

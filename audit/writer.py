@@ -4,28 +4,36 @@ Every AuditEvent row is created by ``begin`` (status running, before the action)
 finished by ``complete`` (after it). Command text, stdout, stderr and error text are
 redacted and capped here, so no caller can forget to.
 
-Both functions are plain synchronous ORM calls in autocommit mode, one statement each
-on the hot path, so they hold no transaction open and can be called from the threads
-the MCP server runs blocking work in.
+``begin`` is one INSERT in autocommit mode. ``complete`` is one short transaction that
+finishes the row and links it into the hash chain (``audit.chain``): it updates the row
+(reading back what is stored), locks the chain head, then stores the row's link and
+moves the head. Inside a caller's transaction it joins that one instead. Both run
+precompiled SQL (``audit.statements``): they sit on the path of every tool call.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 from django.db.models import CharField
 from django.utils import timezone
 
-from audit import process
-from audit.models import AuditEvent
+from audit import chain, process
+from audit.models import AuditAnchor, AuditEvent, ChainHead
 from audit.redaction import cap, redact
+from audit.statements import Insert, SelectForUpdate, Update
 from hosts.models import Host
 
 logger = logging.getLogger(__name__)
@@ -40,13 +48,75 @@ INTERRUPTED_ERROR = "the process that ran this call stopped before it finished"
 
 _FINAL_STATUSES = frozenset(AuditEvent.Status.values) - {AuditEvent.Status.RUNNING}
 
-# Start times of rows this process opened, so ``complete`` can time a call on the
-# monotonic clock without reading the row back. Bounded: a row that is never completed
-# (its caller crashed) must not grow this forever; an evicted row is timed from the
-# database instead.
+
+def _storable(text: str, secrets: Sequence[str] = ()) -> str:
+    """Redacted text that every database can store: PostgreSQL text cannot hold NUL bytes."""
+    return redact(text, secrets).replace("\x00", "\ufffd")
+
+
+@dataclass(frozen=True)
+class _Begun:
+    """What ``begin`` stored that ``complete`` needs: the start on the monotonic clock, the details."""
+
+    started: float
+    details: dict[str, Any]
+
+
+# Rows this process opened, so ``complete`` can time a call on the monotonic clock and
+# merge details without reading the row back. Bounded: a row that is never completed
+# (its caller crashed) must not grow this forever; an evicted row is read back instead.
 _STARTS_LIMIT = 4096
-_starts: dict[int, float] = {}
+_starts: dict[int, _Begun] = {}
 _starts_lock = threading.Lock()
+
+# begin: the columns it sets, then every other column (but the id) at its default, bound
+# as constants; the id comes back from RETURNING.
+_BEGUN = (
+    "request_id",
+    "started_at",
+    "status",
+    "actor",
+    "transport",
+    "process",
+    "host_id",
+    "host_name",
+    "host_address",
+    "session_id",
+    "tool",
+    "command",
+    "working_directory",
+    "remote_path",
+    "local_path",
+    "details",
+)
+_INSERT = Insert(
+    AuditEvent,
+    _BEGUN,
+    returning=("id",),
+    constants={
+        field.attname: field.get_default()
+        for field in AuditEvent._meta.concrete_fields
+        if not field.primary_key and field.attname not in _BEGUN
+    },
+)
+
+# complete: the chain fields are set after the head is locked; everything else comes back
+# from the finishing UPDATE, so the hash covers the values as stored.
+_LINK_FIELDS = ("chain_seq", "prev_hash", chain.HASH_FIELD)
+_RETURNED = tuple(name for name in chain.STORED_FIELDS if name not in _LINK_FIELDS)
+_LINK = Update(AuditEvent, _LINK_FIELDS, where=("id",))
+_HEAD = SelectForUpdate(ChainHead, ("id",), returning=("seq", "hash"))
+_MOVE_HEAD = Update(ChainHead, ("seq", "hash"), where=("id",))
+
+
+@functools.lru_cache(maxsize=16)
+def _finishing(fields: tuple[str, ...]) -> Update:
+    """UPDATE ... SET fields WHERE id = %s AND status = %s RETURNING every other column."""
+    return Update(AuditEvent, fields, where=("id", "status"), returning=_RETURNED)
+
+
+def _connection() -> BaseDatabaseWrapper:
+    return connections[router.db_for_write(AuditEvent)]
 
 
 # Short text columns and their lengths. Values are cut to fit rather than rejected: some
@@ -60,13 +130,13 @@ _MAX_LENGTHS: dict[str, int] = {
 
 
 def _fit(name: str, value: str) -> str:
-    return value[: _MAX_LENGTHS[name]]
+    return value[: _MAX_LENGTHS[name]].replace("\x00", "\ufffd")
 
 
 def _redact_json(value: Any, secrets: Sequence[str]) -> Any:
     """Redact every string inside a JSON-shaped value; callers put free text in ``details`` too."""
     if isinstance(value, str):
-        return redact(value, secrets)
+        return _storable(value, secrets)
     if isinstance(value, Mapping):
         return {key: _redact_json(item, secrets) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -94,30 +164,35 @@ def begin(
     The host's name and address are copied onto the row so it still says where the call
     ran after the host is deleted (the foreign key then becomes null).
     """
-    command_text, _ = cap(redact(command, secrets), COMMAND_LIMIT)
-    event = AuditEvent.objects.create(
-        request_id=request_id or uuid.uuid4(),
-        started_at=timezone.now(),
-        status=AuditEvent.Status.RUNNING,
-        actor=_fit("actor", actor),
-        transport=_fit("transport", transport),
-        process=process.current_process_key(),
-        host=host,
-        host_name=_fit("host_name", host.name) if host is not None else "",
-        host_address=_fit("host_address", host.address) if host is not None else "",
-        session_id=_fit("session_id", session_id),
-        tool=_fit("tool", tool),
-        command=command_text,
-        working_directory=redact(working_directory, secrets),
-        remote_path=redact(remote_path, secrets),
-        local_path=redact(local_path, secrets),
-        details=_redact_json(dict(details or {}), secrets),
+    command_text, _ = cap(_storable(command, secrets), COMMAND_LIMIT)
+    stored_details = _redact_json(dict(details or {}), secrets)
+    values = (
+        request_id or uuid.uuid4(),
+        timezone.now(),
+        AuditEvent.Status.RUNNING,
+        _fit("actor", actor),
+        _fit("transport", transport),
+        process.current_process_key(),
+        host.pk if host is not None else None,
+        _fit("host_name", host.name) if host is not None else "",
+        _fit("host_address", host.address) if host is not None else "",
+        _fit("session_id", session_id),
+        _fit("tool", tool),
+        command_text,
+        _storable(working_directory, secrets),
+        _storable(remote_path, secrets),
+        _storable(local_path, secrets),
+        stored_details,
     )
+    with _connection().cursor() as cursor:
+        row = _INSERT.execute(cursor, values)
+    assert row is not None
+    event_id: int = row["id"]
     with _starts_lock:
         if len(_starts) >= _STARTS_LIMIT:
             del _starts[next(iter(_starts))]
-        _starts[event.pk] = time.monotonic()
-    return event.pk
+        _starts[event_id] = _Begun(time.monotonic(), stored_details)
+    return event_id
 
 
 def complete(
@@ -150,50 +225,101 @@ def complete(
         raise ValueError(f"not a final audit status: {status!r} (expected one of {sorted(_FINAL_STATUSES)})")
     finished_at = timezone.now()
     with _starts_lock:
-        started = _starts.pop(event_id, None)
+        begun = _starts.pop(event_id, None)
 
-    running = AuditEvent.objects.filter(pk=event_id, status=AuditEvent.Status.RUNNING)
-    changes: dict[str, Any] = {}
-    if started is not None:
-        changes["duration_ms"] = (time.monotonic() - started) * 1000
-    if started is None or details:
-        # Read back only what is needed: the start when this process did not open the row,
-        # the stored details when there are new ones to merge.
-        row = running.values_list("started_at", "details").first()
+    limit: int = settings.AUDIT_OUTPUT_BYTES
+    stdout_text, stdout_cut = cap(_storable(stdout, secrets), limit)
+    stderr_text, stderr_cut = cap(_storable(stderr, secrets), limit)
+    error_text, _ = cap(_storable(error, secrets), limit)
+    changes: dict[str, Any] = {
+        "status": status,
+        "finished_at": finished_at,
+        "exit_status": exit_status,
+        "signal": _fit("signal", signal),
+        "stdout": stdout_text,
+        "stderr": stderr_text,
+        "stdout_bytes": stdout_bytes,
+        "stderr_bytes": stderr_bytes,
+        "stdout_truncated": stdout_truncated or stdout_cut,
+        "stderr_truncated": stderr_truncated or stderr_cut,
+        "file_size": file_size,
+        "file_sha256": _fit("file_sha256", file_sha256),
+        "reconnected": reconnected,
+        "error": error_text,
+    }
+    if session_id is not None:
+        changes["session_id"] = _fit("session_id", session_id)
+    if begun is not None:
+        changes["duration_ms"] = (time.monotonic() - begun.started) * 1000
+        if details:
+            changes["details"] = {**begun.details, **_redact_json(dict(details), secrets)}
+    else:
+        # Opened by another process (or evicted): time it, and merge details, from the stored row.
+        row = (
+            AuditEvent.objects.filter(pk=event_id, status=AuditEvent.Status.RUNNING)
+            .values_list("started_at", "details")
+            .first()
+        )
         if row is None:
             logger.warning(_NOT_RUNNING, event_id, status)
             return
         started_at: datetime = row[0]
-        if started is None:
-            changes["duration_ms"] = (finished_at - started_at).total_seconds() * 1000
+        changes["duration_ms"] = (finished_at - started_at).total_seconds() * 1000
         if details:
             changes["details"] = {**row[1], **_redact_json(dict(details), secrets)}
 
-    limit: int = settings.AUDIT_OUTPUT_BYTES
-    stdout_text, stdout_cut = cap(redact(stdout, secrets), limit)
-    stderr_text, stderr_cut = cap(redact(stderr, secrets), limit)
-    error_text, _ = cap(redact(error, secrets), limit)
-    if session_id is not None:
-        changes["session_id"] = _fit("session_id", session_id)
-    updated = running.update(
-        status=status,
-        finished_at=finished_at,
-        exit_status=exit_status,
-        signal=_fit("signal", signal),
-        stdout=stdout_text,
-        stderr=stderr_text,
-        stdout_bytes=stdout_bytes,
-        stderr_bytes=stderr_bytes,
-        stdout_truncated=stdout_truncated or stdout_cut,
-        stderr_truncated=stderr_truncated or stderr_cut,
-        file_size=file_size,
-        file_sha256=_fit("file_sha256", file_sha256),
-        reconnected=reconnected,
-        error=error_text,
-        **changes,
-    )
-    if not updated:
+    if not _finish(event_id, changes):
         logger.warning(_NOT_RUNNING, event_id, status)
+
+
+def _finish(event_id: int, changes: Mapping[str, Any]) -> bool:
+    """Finish a running row with ``changes`` and chain it; False if it was not running.
+
+    The row is updated first (its row lock, on PostgreSQL, is taken before the head's, in
+    every caller, so two finishers cannot deadlock), then the head is locked: from there to
+    the commit, no other row can be chained.
+    """
+    connection = _connection()
+    with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
+        row = _finishing(tuple(changes)).execute(
+            cursor, [*changes.values(), event_id, AuditEvent.Status.RUNNING]
+        )
+        if row is None:
+            return False
+        seq, prev_hash = _lock_head(cursor)
+        seq += 1
+        row["chain_seq"] = seq
+        row["prev_hash"] = prev_hash
+        digest = chain.row_hash(row)
+        _LINK.execute(cursor, [seq, prev_hash, digest, event_id])
+        _MOVE_HEAD.execute(cursor, [seq, digest, chain.HEAD_ID])
+    return True
+
+
+def _lock_head(cursor: CursorWrapper) -> tuple[int, str]:
+    """Lock the chain head and return its (seq, hash); recreate it if it is missing.
+
+    It is missing after a test run flushes the tables, and if someone deletes it; it is
+    then rebuilt from the chain's last row (or the newest anchor), and ``audit_verify``
+    still reports the deletion if rows were lost with it.
+    """
+    head = _HEAD.execute(cursor, [chain.HEAD_ID])
+    if head is None:
+        last = (
+            AuditEvent.objects.filter(chain_seq__isnull=False)
+            .order_by("-chain_seq")
+            .values_list("chain_seq", chain.HASH_FIELD)
+            .first()
+        )
+        if last is None:
+            start = chain.chain_start()
+            last = (start.seq - 1, start.prev_hash)
+        ChainHead.objects.bulk_create(
+            [ChainHead(pk=chain.HEAD_ID, seq=last[0], hash=last[1])], ignore_conflicts=True
+        )
+        head = _HEAD.execute(cursor, [chain.HEAD_ID])
+        assert head is not None
+    return head["seq"], head["hash"]
 
 
 def mark_interrupted() -> int:
@@ -212,8 +338,76 @@ def mark_interrupted() -> int:
     gone = [key for key in keys if process.is_alive(key) is False]
     if not gone:
         return 0
-    return AuditEvent.objects.filter(status=AuditEvent.Status.RUNNING, process__in=gone).update(
-        status=AuditEvent.Status.INTERRUPTED,
-        finished_at=timezone.now(),
-        error=INTERRUPTED_ERROR,
+    ids = list(
+        AuditEvent.objects.filter(status=AuditEvent.Status.RUNNING, process__in=gone)
+        .order_by("id")
+        .values_list("id", flat=True)
     )
+    changes = {
+        "status": AuditEvent.Status.INTERRUPTED,
+        "finished_at": timezone.now(),
+        "error": INTERRUPTED_ERROR,
+    }
+    with transaction.atomic(using=_connection().alias):
+        return sum(_finish(event_id, changes) for event_id in ids)
+
+
+class ChainBrokenError(Exception):
+    """The hash chain does not verify; pruning would delete the evidence, so it is refused."""
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What ``prune`` deleted (or, on a dry run, would delete)."""
+
+    cutoff: datetime
+    count: int
+    first_seq: int | None
+    last_seq: int | None
+    anchor_id: int | None
+
+
+def prune(*, older_than: timedelta, pruned_by: str, dry_run: bool = False) -> Pruned:
+    """Delete the oldest finished rows: the longest prefix of the chain finished before the cutoff.
+
+    The chain is verified first (a broken chain is never pruned: that would destroy the
+    evidence). Only a prefix is deleted, so what remains is still one unbroken chain, and
+    an ``AuditAnchor`` records where it now starts, by whom and how much was deleted.
+    Running rows are not on the chain and are never deleted.
+    """
+    cutoff = timezone.now() - older_than
+    verification = chain.verify()
+    if verification.broken is not None:
+        raise ChainBrokenError(str(verification.broken))
+    connection = _connection()
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        _lock_head(cursor)  # no row is chained while the start moves
+        start = chain.chain_start()
+        first_kept: int | None = (
+            AuditEvent.objects.filter(chain_seq__gte=start.seq, finished_at__gte=cutoff)
+            .order_by("chain_seq")
+            .values_list("chain_seq", flat=True)
+            .first()
+        )
+        # Only rows the verification above covered: later ones were not checked.
+        last_seq = min(
+            first_kept - 1 if first_kept is not None else verification.last_seq, verification.last_seq
+        )
+        if start != verification.start or last_seq < start.seq:
+            return Pruned(cutoff, 0, None, None, None)
+        doomed = AuditEvent.objects.filter(chain_seq__gte=start.seq, chain_seq__lte=last_seq)
+        if dry_run:
+            return Pruned(cutoff, doomed.count(), start.seq, last_seq, None)
+        last_hash = (
+            AuditEvent.objects.filter(chain_seq=last_seq).values_list(chain.HASH_FIELD, flat=True).get()
+        )
+        count, _ = doomed.delete()
+        anchor = AuditAnchor.objects.create(
+            created_at=timezone.now(),
+            pruned_by=pruned_by[:200],
+            pruned_before=cutoff,
+            pruned_count=count,
+            first_seq=last_seq + 1,
+            prev_hash=last_hash,
+        )
+    return Pruned(cutoff, count, start.seq, last_seq, anchor.pk)

@@ -7,7 +7,6 @@ must stay fast on a large audit log.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,9 +56,10 @@ class HostKeyAlert:
 class ChainStatus:
     """The audit hash chain as ``audit.chain.chain_state()`` reports it, reduced to what the page shows."""
 
-    ok: bool | None  # None: the state could not be determined
+    ok: bool | None  # None: the state could not be read
     summary: str
-    details: tuple[tuple[str, str], ...] = ()
+    checked_at: datetime | None = None
+    broken_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ class Dashboard:
     key_alerts: tuple[HostKeyAlert, ...]
     chain: ChainStatus | None = None
     card_by_key: dict[str, Card] = field(default_factory=dict, compare=False)
+
+    @property
+    def keys_changed(self) -> bool:
+        """Whether any host presents a key that differs from its trusted one (the red band)."""
+        return any(alert.state == "changed" for alert in self.key_alerts)
 
 
 def _changelist(model_admin_url: str, params: Mapping[str, str]) -> str:
@@ -123,54 +128,38 @@ def host_key_alerts() -> list[HostKeyAlert]:
     return alerts
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, datetime):
-        return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
-    return str(value)
-
-
 def chain_status(loader: Callable[[], Any] | None = None) -> ChainStatus | None:
-    """The audit chain's state, or None when this installation has no hash chain.
+    """The audit chain's state, or None when this installation has no hash chain (``audit.chain``).
 
-    ``audit.chain`` is optional to this page: the dashboard reads whatever its
-    ``chain_state()`` returns (a mapping or an object with attributes) and shows the
-    fields it recognises. ``ok`` is taken from ``ok`` / ``intact`` / ``valid``.
+    ``loader`` stands in for ``audit.chain.chain_state`` in tests. Its result is read by
+    attribute (ok, checked, first_broken_id, checked_at, problem), so a failure to read it
+    shows as "unknown" on the page instead of breaking the admin index.
     """
     if loader is None:
         try:
-            module = importlib.import_module("audit.chain")
+            from audit import chain
         except ImportError:
             return None
-        loader = getattr(module, "chain_state", None)
-        if loader is None:
-            return None
+        loader = chain.chain_state
     try:
         state = loader()
+        ok = bool(state.ok)
+        checked = int(state.checked)
     except Exception:
-        log.exception("audit.chain.chain_state() failed")
-        return ChainStatus(ok=None, summary="the chain state could not be read; see the server log")
-    if isinstance(state, Mapping):
-        values: dict[str, Any] = dict(state)
-    elif hasattr(state, "__dict__") or hasattr(state, "__slots__"):
-        names = getattr(state, "__dataclass_fields__", None) or getattr(state, "__slots__", None) or vars(state)
-        values = {name: getattr(state, name) for name in names}
-    else:
-        return ChainStatus(ok=None, summary=str(state))
-    ok: bool | None = None
-    for name in ("ok", "intact", "valid", "verified"):
-        if isinstance(values.get(name), bool):
-            ok = values[name]
-            break
-    summary = str(values.get("summary") or values.get("message") or values.get("status") or "")
-    if not summary:
-        summary = {True: "intact", False: "BROKEN", None: "unknown"}[ok]
-    skip = {"ok", "intact", "valid", "verified", "summary", "message", "status"}
-    details = tuple(
-        (name.replace("_", " "), _describe(value))
-        for name, value in values.items()
-        if name not in skip and value is not None and value != "" and not name.startswith("_")
+        log.exception("reading the audit chain state failed")
+        return ChainStatus(ok=None, summary="could not be read; see the server log")
+    checked_at = getattr(state, "checked_at", None)
+    if ok:
+        rows = "1 row" if checked == 1 else f"{checked} rows"
+        return ChainStatus(ok=True, summary=f"intact, {rows} verified", checked_at=checked_at)
+    broken_id = getattr(state, "first_broken_id", None)
+    problem = str(getattr(state, "problem", "") or "a link does not verify")
+    return ChainStatus(
+        ok=False,
+        summary=f"BROKEN after {checked} good rows: {problem}",
+        checked_at=checked_at,
+        broken_url=reverse("admin:audit_auditevent_change", args=[broken_id]) if broken_id else "",
     )
-    return ChainStatus(ok=ok, summary=summary, details=details)
 
 
 def _key_hint(hosts: int, changed: int) -> str:
@@ -227,7 +216,9 @@ def build(now: datetime | None = None, chain_loader: Callable[[], Any] | None = 
             key="sessions",
             label="Open sessions",
             count=open_sessions,
-            url=_changelist("admin:sshcontrol_sshsession_changelist", {"state__exact": SshSession.State.CONNECTED}),
+            url=_changelist(
+                "admin:sshcontrol_sshsession_changelist", {"state__exact": SshSession.State.CONNECTED}
+            ),
         ),
     )
     return Dashboard(

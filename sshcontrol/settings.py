@@ -113,7 +113,9 @@ def _database() -> dict[str, Any]:
         import dj_database_url
 
         try:
-            config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
+            config: dict[str, Any] = dict(
+                dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+            )
         except Exception as exc:
             SETTINGS_ERRORS.append(("sshcontrol.E002", f"DATABASE_URL cannot be parsed: {exc}"))
         else:

@@ -65,6 +65,9 @@ def resolve(session_id: str | None, host_name: str | None) -> Target:
                 None, session_id, f"the host of session '{session_id}' was removed by an administrator"
             )
         if row.state == SshSession.State.CLOSED:
+            if row.worker == current_worker():
+                # Closed elsewhere (an admin terminated it): drop the connection this process holds.
+                get_dispatcher().call("disconnect", {"session_id": session_id, "reason": row.close_reason})
             return Target(
                 row.host, session_id, f"session '{session_id}' is closed; call ssh_connect to open a new one"
             )

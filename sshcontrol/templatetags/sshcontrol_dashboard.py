@@ -1,4 +1,4 @@
-"""``{% admin_dashboard as dashboard %}``: the admin index's numbers, computed where the page asks for them."""
+"""``{% admin_dashboard as dashboard %}``: the admin index's numbers, computed when the page asks."""
 
 from __future__ import annotations
 

@@ -220,11 +220,22 @@ def test_it_marks_interrupted_the_rows_of_stopped_processes(monkeypatch):
     assert writer.mark_interrupted() == 0
 
 
-def test_it_writes_one_insert_to_begin_and_one_update_to_complete(django_assert_num_queries):
-    with django_assert_num_queries(1):
+def test_it_writes_one_insert_to_begin_and_four_statements_to_complete(django_assert_num_queries):
+    with django_assert_num_queries(1) as begin:
         event_id = _begin(command="true")
-    with django_assert_num_queries(1):
+    assert begin.captured_queries[0]["sql"].startswith("INSERT")
+    # Finish the row (reading it back), lock the head, link the row, move the head.
+    with django_assert_num_queries(4) as complete:
         writer.complete(event_id, status="ok", exit_status=0)
+    verbs = [query["sql"].split()[0] for query in complete.captured_queries]
+    assert verbs == ["UPDATE", "SELECT", "UPDATE", "UPDATE"]
+
+
+def test_it_reads_back_a_row_only_when_another_process_opened_it(django_assert_num_queries):
+    event_id = _begin(command="true")
+    writer._starts.clear()
+    with django_assert_num_queries(5):
+        writer.complete(event_id, status="ok", details={"late": True})
 
 
 def test_it_cuts_over_long_short_fields_instead_of_failing():
@@ -232,3 +243,12 @@ def test_it_cuts_over_long_short_fields_instead_of_failing():
     writer.complete(event_id, status="error", signal="SIG" * 20)
     event = AuditEvent.objects.get(pk=event_id)
     assert (len(event.actor), len(event.session_id), len(event.signal)) == (200, 64, 20)
+
+
+@pytest.mark.django_db
+def test_it_stores_nul_bytes_as_replacement_characters() -> None:
+    """PostgreSQL text columns cannot hold NUL; binary output must still be audited."""
+    event_id = writer.begin(tool="ssh_execute", actor="a\x00b", transport="stdio", command="printf '\\0'")
+    writer.complete(event_id, status="ok", stdout="x\x00y", stderr="\x00", error="")
+    row = AuditEvent.objects.get(pk=event_id)
+    assert row.stdout == "x\ufffdy" and row.stderr == "\ufffd" and row.actor == "a\ufffdb"

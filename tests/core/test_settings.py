@@ -24,8 +24,9 @@ def run_cli(tmp_path: Path, *args: str, **extra_env: str) -> subprocess.Complete
         "SSHCONTROL_DATA_DIR": str(tmp_path / "data"),
         **extra_env,
     }
-    return subprocess.run([str(script), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [str(script), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_it_reads_typed_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -64,7 +65,9 @@ def test_it_creates_a_private_data_directory_and_database_on_first_use(tmp_path:
 def test_it_reports_bad_settings_as_system_checks_with_ids(tmp_path: Path) -> None:
     done = run_cli(tmp_path, "check", SSHCONTROL_MAX_OUTPUT_BYTES="lots", SSHCONTROL_DEFAULT_TIMEOUT="9000")
     assert done.returncode != 0
-    assert "sshcontrol.E003" in done.stderr and "SSHCONTROL_MAX_OUTPUT_BYTES must be an integer" in done.stderr
+    assert (
+        "sshcontrol.E003" in done.stderr and "SSHCONTROL_MAX_OUTPUT_BYTES must be an integer" in done.stderr
+    )
     assert "sshcontrol.E011" in done.stderr
 
 

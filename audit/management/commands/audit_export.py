@@ -1,30 +1,18 @@
-"""Export the audit log as JSON lines or CSV, streamed in id order.
-
-Rows are redacted when they are written, so an export contains no more than the admin
-shows. Output is streamed with a server-side iterator: an export of millions of rows
-uses the memory of one chunk.
-"""
+"""Export the audit log as JSON lines or CSV, streamed in id order (see ``audit.export``)."""
 
 from __future__ import annotations
 
-import csv
-import json
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
+from audit import export
 from audit.models import AuditEvent
-
-CHUNK_SIZE = 2000
-
-# Every stored field; the host is given as its id plus the name and address copied at the time.
-COLUMNS: tuple[str, ...] = tuple(field.attname for field in AuditEvent._meta.concrete_fields)
 
 
 def parse_moment(value: str, *, end_of_day: bool = False) -> datetime:
@@ -49,25 +37,6 @@ def parse_moment(value: str, *, end_of_day: bool = False) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-serialisable form of a stored value: times in ISO 8601, ids as strings."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    return str(_plain(value))
-
-
 class _StdoutAdapter:
     """A file-like writer onto the command's stdout that adds no line endings of its own."""
 
@@ -83,7 +52,7 @@ class Command(BaseCommand):
     help = "Export audit events as JSON lines or CSV, oldest first."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--format", required=True, choices=("jsonl", "csv"), dest="fmt")
+        parser.add_argument("--format", required=True, choices=tuple(export.FORMATS), dest="fmt")
         parser.add_argument(
             "--since", help="Events started at or after this ISO 8601 date or datetime (naive = UTC)."
         )
@@ -98,14 +67,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         events = self._events(options)
         with self._open(options["output"]) as stream:
-            if options["fmt"] == "jsonl":
-                for row in self._rows(events):
-                    stream.write(json.dumps({key: _plain(value) for key, value in row.items()}) + "\n")
-            else:
-                writer = csv.writer(stream)
-                writer.writerow(COLUMNS)
-                for row in self._rows(events):
-                    writer.writerow([_csv_cell(row[column]) for column in COLUMNS])
+            for line in export.lines(events, options["fmt"]):
+                stream.write(line)
 
     def _events(self, options: dict[str, Any]) -> QuerySet[AuditEvent]:
         events = AuditEvent.objects.order_by("id")
@@ -119,18 +82,13 @@ class Command(BaseCommand):
             events = events.filter(status=options["status"])
         return events
 
-    @staticmethod
-    def _rows(events: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
-        rows: Iterator[dict[str, Any]] = events.values(*COLUMNS).iterator(chunk_size=CHUNK_SIZE)
-        return rows
-
     @contextmanager
     def _open(self, path: str | None) -> Iterator[IO[str] | _StdoutAdapter]:
         if not path or path == "-":
             yield _StdoutAdapter(self)
             return
         try:
-            # newline="" lets the csv module write its own line endings unchanged.
+            # newline="" keeps the CSV's own line endings unchanged.
             handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as exc:
             raise CommandError(f"cannot write {path}: {exc.strerror}") from exc

@@ -1,0 +1,203 @@
+"""Precompiled SQL for the audit writer's hot path.
+
+An ORM ``create`` or ``update`` spends most of its time compiling SQL, not running it:
+about 0.6 ms against 0.06 ms for the statement itself. The audit writer runs a few
+statements around every tool call, so it compiles each shape once per database
+connection alias, keeps the SQL string, and on each call only turns values into
+parameters with each field's own ``get_db_prep_save`` (the step the ORM would take).
+
+INSERT is compiled by Django's own compiler, which also emits the backend's RETURNING
+clause. UPDATE and SELECT are a single table's ``col = %s`` lists, written out here with
+the backend's quoting: Django's update compiler renders a None value as a literal NULL,
+which would bake one call's value into the cached SQL. Rows that come back go through
+the same converters the ORM applies, so callers see the Python values a queryset gives.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+from django.db.models.sql import InsertQuery
+
+Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
+
+
+Preparer = Callable[[Any, BaseDatabaseWrapper], Any]
+
+
+def _preparer(field: models.Field[Any, Any]) -> Preparer:
+    """The field's ``get_db_prep_save``, short-cut where Django's own fields pass the value through.
+
+    Every stock field stores None as NULL, and a stock text field stores a str as it is;
+    four layers of Field methods to learn that cost more, over the thirty columns of an
+    audit row, than binding them. Anything else goes through the field.
+    """
+    prepare = field.get_db_prep_save
+    if type(field) in (models.CharField, models.TextField):
+        return lambda value, connection: (
+            value if value is None or isinstance(value, str) else prepare(value, connection)
+        )
+    if type(field).__module__.startswith("django.db.models."):
+        return lambda value, connection: None if value is None else prepare(value, connection)
+    return prepare
+
+
+class _Compiled:
+    """One statement compiled for one database: its SQL, prepared constants, returned-column converters."""
+
+    def __init__(
+        self,
+        sql: str,
+        constants: list[Any],
+        returning: Sequence[models.Field[Any, Any]],
+        connection: BaseDatabaseWrapper,
+    ):
+        self.sql = sql
+        self.constants = constants
+        self.returning = [_converters(field, connection) for field in returning]
+
+
+def _converters(
+    field: models.Field[Any, Any], connection: BaseDatabaseWrapper
+) -> tuple[str, Any, list[Converter]]:
+    """The attribute name, column expression and converters the ORM would apply to this column."""
+    col = field.get_col(field.model._meta.db_table)
+    converters: list[Converter] = [
+        *connection.ops.get_db_converters(col),
+        *col.get_db_converters(connection),
+    ]
+    return field.attname, col, converters
+
+
+def _column(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    """The concrete field stored in column ``name`` (its name or attname: ``host`` or ``host_id``)."""
+    for field in model._meta.concrete_fields:
+        if name in (field.name, field.attname):
+            return field
+    raise ValueError(f"{model.__name__} has no column {name!r}")
+
+
+class Statement:
+    """A statement on one model with a fixed list of parameter fields, compiled lazily per alias.
+
+    ``constants`` (INSERT only) are columns whose value is the same on every call: they
+    are prepared once, with the SQL, and bound after the parameters.
+    """
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        params: Sequence[str],
+        returning: Sequence[str] = (),
+        constants: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.params = [_column(model, name) for name in params]
+        self.returning = [_column(model, name) for name in returning]
+        self.constants = [(_column(model, name), value) for name, value in (constants or {}).items()]
+        self._preparers = [_preparer(field) for field in self.params]
+        self._compiled: dict[str, _Compiled] = {}
+        self._lock = threading.Lock()
+
+    def compile(self, connection: BaseDatabaseWrapper) -> str:
+        raise NotImplementedError
+
+    def _for(self, connection: BaseDatabaseWrapper) -> _Compiled:
+        compiled = self._compiled.get(connection.alias)
+        if compiled is None:
+            with self._lock:
+                constants = [field.get_db_prep_save(value, connection) for field, value in self.constants]
+                compiled = _Compiled(self.compile(connection), constants, self.returning, connection)
+                self._compiled[connection.alias] = compiled
+        return compiled
+
+    def execute(self, cursor: CursorWrapper, values: Sequence[Any]) -> dict[str, Any] | None:
+        """Run with ``values`` (one per parameter field, in order); return the first returned row, if any.
+
+        The row is keyed by attribute name (``host_id``, not ``host``).
+        """
+        connection = cursor.db
+        compiled = self._for(connection)
+        params = [prepare(value, connection) for prepare, value in zip(self._preparers, values, strict=True)]
+        cursor.execute(compiled.sql, params + compiled.constants)
+        if not compiled.returning:
+            return None
+        raw = cursor.fetchone()
+        if raw is None:
+            return None
+        row: dict[str, Any] = {}
+        for (name, col, converters), value in zip(compiled.returning, raw, strict=True):
+            for convert in converters:
+                value = convert(value, col, connection)
+            row[name] = value
+        return row
+
+    def _returning_sql(self, connection: BaseDatabaseWrapper) -> str:
+        if not self.returning:
+            return ""
+        qn = connection.ops.quote_name
+        return " RETURNING " + ", ".join(qn(field.column) for field in self.returning)
+
+
+class Insert(Statement):
+    """``INSERT`` of one row with the parameter fields; returns the ``returning`` fields (the id)."""
+
+    def compile(self, connection: BaseDatabaseWrapper) -> str:
+        if self.returning and not connection.features.can_return_columns_from_insert:
+            raise RuntimeError(f"{connection.vendor} cannot return columns from INSERT")
+        fields = [*self.params, *(field for field, _ in self.constants)]
+        query = InsertQuery(self.model)
+        # Values are placeholders here: the compiler emits "%s" for each plain value.
+        query.insert_values(fields, [self.model()])
+        compiler = query.get_compiler(connection=connection)
+        compiler.returning_fields = self.returning
+        [(sql, params)] = compiler.as_sql()
+        assert len(params) == len(fields), "every inserted field must be one plain placeholder"
+        return str(sql)
+
+
+class Update(Statement):
+    """``UPDATE table SET a = %s, ... WHERE x = %s AND ...`` with an optional RETURNING clause.
+
+    Parameters are the ``set`` fields then the ``where`` fields.
+    """
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        set_fields: Sequence[str],
+        where: Sequence[str],
+        returning: Sequence[str] = (),
+    ) -> None:
+        super().__init__(model, [*set_fields, *where], returning)
+        self.set_count = len(set_fields)
+
+    def compile(self, connection: BaseDatabaseWrapper) -> str:
+        qn = connection.ops.quote_name
+        assignments = ", ".join(f"{qn(field.column)} = %s" for field in self.params[: self.set_count])
+        condition = " AND ".join(f"{qn(field.column)} = %s" for field in self.params[self.set_count :])
+        # Only quoted names from the model's own metadata go into the text; values are parameters.
+        table = qn(self.model._meta.db_table)
+        returning = self._returning_sql(connection)
+        return f"UPDATE {table} SET {assignments} WHERE {condition}{returning}"  # noqa: S608
+
+
+class SelectForUpdate(Statement):
+    """``SELECT returning FROM table WHERE x = %s`` that locks the row where the backend can.
+
+    SQLite has no row locks; there the writer's IMMEDIATE transaction already holds the
+    database's write lock, which serialises the same way.
+    """
+
+    def compile(self, connection: BaseDatabaseWrapper) -> str:
+        qn = connection.ops.quote_name
+        columns = ", ".join(qn(field.column) for field in self.returning)
+        condition = " AND ".join(f"{qn(field.column)} = %s" for field in self.params)
+        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        table = qn(self.model._meta.db_table)
+        return f"SELECT {columns} FROM {table} WHERE {condition}{lock}"  # noqa: S608
