@@ -31,7 +31,12 @@ def list_hosts(tag: str | None = None, search: str | None = None) -> list[Host]:
 
     The search covers name, address, description and tags.
     """
-    hosts = list(Host.objects.filter(enabled=True).select_related("credential").order_by("name"))
+    hosts = list(
+        Host.objects.filter(enabled=True)
+        .select_related("credential")
+        .prefetch_related("host_keys")
+        .order_by("name")
+    )
     # Tags live in a JSON list; filtering in Python keeps this identical on SQLite and
     # PostgreSQL (JSON containment lookups are not supported on SQLite), and the
     # inventory is small.

@@ -81,18 +81,7 @@ def test_connection(host: Host, username: str) -> TestResult:
                 "stdin_b64": None,
             },
         )
-        call.complete(
-            Status.TIMEOUT if r["timed_out"] else Status.OK,
-            command_ran=True,
-            exit_status=r["exit_status"],
-            signal=r["signal"] or "",
-            stdout=r["stdout"],
-            stderr=r["stderr"],
-            stdout_bytes=r["stdout_bytes"],
-            stderr_bytes=r["stderr_bytes"],
-            stdout_truncated=r["stdout_truncated"],
-            stderr_truncated=r["stderr_truncated"],
-        )
+        call.complete_execution(r)
         exit_status: int = r["exit_status"]
         if r["timed_out"]:
             raise ToolError(f"'{TEST_COMMAND}' did not finish within {settings.DEFAULT_TIMEOUT} s")

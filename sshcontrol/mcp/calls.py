@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -26,6 +26,7 @@ from sshcontrol.models import SshSession
 from sshcontrol.workers import EMBEDDED_PREFIX, current_worker, worker_alive
 
 Status = AuditEvent.Status
+T = TypeVar("T")
 
 # Failures a model can act on get their own wording; these kinds mean "the session is gone".
 _SESSION_GONE = {"session_not_found"}
@@ -33,6 +34,18 @@ _SESSION_GONE = {"session_not_found"}
 
 # The host fields a call needs (audit row, result); loading only these keeps the hot query cheap.
 _HOST_FIELDS = ("id", "name", "address", "port", "username", "enabled")
+
+
+# What an ``execute`` result and its audit row share, field for field.
+EXECUTION_FIELDS = (
+    "exit_status",
+    "stdout",
+    "stderr",
+    "stdout_bytes",
+    "stderr_bytes",
+    "stdout_truncated",
+    "stderr_truncated",
+)
 
 
 @dataclass
@@ -230,6 +243,22 @@ class HostCall:
             self.details["reconnected"] = True
         return result
 
+    def complete_execution(self, r: dict[str, Any]) -> int:
+        """Complete the row of a command that ran, from the ``execute`` task's result."""
+        if r["timed_out"]:
+            status = Status.TIMEOUT
+        elif r["cancelled"]:
+            status = Status.INTERRUPTED
+        else:
+            status = Status.OK
+        return self.complete(
+            status,
+            command_ran=True,
+            signal=r["signal"] or "",
+            error="cancelled by the client" if r["cancelled"] else "",
+            **{key: r[key] for key in EXECUTION_FIELDS},
+        )
+
     def complete(self, status: str, command_ran: bool = False, **fields: Any) -> int:
         """Complete the audit row and record the session's use, in one transaction (one commit)."""
         with transaction.atomic():
@@ -244,6 +273,21 @@ class HostCall:
             if self.session_id:
                 touch_session(self.session_id, command_ran)
         return self.event_id
+
+
+def run_host_call(
+    tool: str,
+    caller: Caller,
+    body: Callable[[HostCall], T],
+    *,
+    session_id: str | None = None,
+    host_name: str | None = None,
+    audit_fields: dict[str, str] | None = None,
+) -> T:
+    """Run one audited call of ``tool`` on the host or session it names; ``body`` does the work."""
+    call = HostCall(tool, caller, session_id=session_id, host_name=host_name, audit_fields=audit_fields or {})
+    result: T = run_guarded(call, body)
+    return result
 
 
 def run_guarded(call: HostCall, body: Callable[[HostCall], Any]) -> Any:

@@ -12,7 +12,8 @@ import base64
 import binascii
 import hashlib
 import secrets
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from django.conf import settings
 from mcp.server import MCPServer
@@ -26,7 +27,7 @@ from hosts.inventory import list_hosts
 from sshcontrol import localfiles
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.mcp import render
-from sshcontrol.mcp.calls import HostCall, mark_lost, run_guarded
+from sshcontrol.mcp.calls import EXECUTION_FIELDS, HostCall, mark_lost, run_host_call
 from sshcontrol.mcp.identity import Caller, caller_for
 from sshcontrol.mcp.schemas import (
     ConnectResult,
@@ -46,6 +47,7 @@ from sshcontrol.mcp.threads import in_thread
 from sshcontrol.models import SshSession
 
 Status = AuditEvent.Status
+M = TypeVar("M", bound=BaseModel)
 
 SessionIdArg = Annotated[str | None, Field(max_length=64, description="A session id from ssh_connect.")]
 HostArg = Annotated[
@@ -76,6 +78,17 @@ def respond(model: BaseModel, markdown: str, response_format: ResponseFormat) ->
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
     )
+
+
+async def serve(
+    work: Callable[[], M],
+    markdown: Callable[[M], str],
+    response_format: ResponseFormat,
+    on_cancel: Callable[[], None] | None = None,
+) -> CallToolResult:
+    """Run a tool's synchronous ``work`` off the event loop and render its result."""
+    result = await in_thread(work, on_cancel=on_cancel)
+    return respond(result, markdown(result), response_format)
 
 
 def _iso(value: Any) -> str:
@@ -138,8 +151,7 @@ class Tools:
             ]
             return HostList(hosts=infos, count=len(infos))
 
-        result = await in_thread(work)
-        return respond(result, render.host_list(result), response_format)
+        return await serve(work, render.host_list, response_format)
 
     # -- ssh_connect ---------------------------------------------------------------------------
 
@@ -160,8 +172,6 @@ class Tools:
         caller = self.caller(ctx)
 
         def work() -> ConnectResult:
-            call = HostCall("ssh_connect", caller, session_id=None, host_name=host)
-
             def body(call: HostCall) -> ConnectResult:
                 assert call.host is not None
                 if session_id:
@@ -193,11 +203,9 @@ class Tools:
                     audit_id=audit_id,
                 )
 
-            result: ConnectResult = run_guarded(call, body)
-            return result
+            return run_host_call("ssh_connect", caller, body, session_id=None, host_name=host)
 
-        result = await in_thread(work)
-        return respond(result, render.connect(result), response_format)
+        return await serve(work, render.connect, response_format)
 
     # -- ssh_status ----------------------------------------------------------------------------
 
@@ -245,8 +253,7 @@ class Tools:
             ]
             return StatusResult(sessions=infos, count=len(infos))
 
-        result = await in_thread(work)
-        return respond(result, render.status(result), response_format)
+        return await serve(work, render.status, response_format)
 
     # -- ssh_execute ---------------------------------------------------------------------------
 
@@ -289,14 +296,6 @@ class Tools:
             asyncio.run_coroutine_threadsafe(ctx.report_progress(out_bytes + err_bytes, None, message), loop)
 
         def work() -> ExecuteResult:
-            call = HostCall(
-                "ssh_execute",
-                caller,
-                session_id=session_id,
-                host_name=host,
-                audit_fields={"command": command, "working_directory": working_directory or ""},
-            )
-
             def body(call: HostCall) -> ExecuteResult:
                 assert call.host is not None
                 stdin_b64 = base64.b64encode(stdin.encode()).decode() if stdin is not None else None
@@ -311,48 +310,31 @@ class Tools:
                     call_id=call_id,
                     progress=progress,
                 )
-                if r["timed_out"]:
-                    status = Status.TIMEOUT
-                elif r["cancelled"]:
-                    status = Status.INTERRUPTED
-                else:
-                    status = Status.OK
-                audit_id = call.complete(
-                    status,
-                    command_ran=True,
-                    exit_status=r["exit_status"],
-                    signal=r["signal"] or "",
-                    stdout=r["stdout"],
-                    stderr=r["stderr"],
-                    stdout_bytes=r["stdout_bytes"],
-                    stderr_bytes=r["stderr_bytes"],
-                    stdout_truncated=r["stdout_truncated"],
-                    stderr_truncated=r["stderr_truncated"],
-                    error="cancelled by the client" if r["cancelled"] else "",
-                )
+                audit_id = call.complete_execution(r)
                 assert call.session_id is not None
                 return ExecuteResult(
                     session_id=call.session_id,
                     host=call.host.name,
                     command=command,
-                    exit_status=r["exit_status"],
                     signal=r["signal"],
-                    stdout=r["stdout"],
-                    stderr=r["stderr"],
-                    stdout_bytes=r["stdout_bytes"],
-                    stderr_bytes=r["stderr_bytes"],
-                    stdout_truncated=r["stdout_truncated"],
-                    stderr_truncated=r["stderr_truncated"],
                     timed_out=r["timed_out"],
                     duration_ms=r["duration_ms"],
                     audit_id=audit_id,
+                    **{key: r[key] for key in EXECUTION_FIELDS},
                 )
 
-            result: ExecuteResult = run_guarded(call, body)
-            return result
+            return run_host_call(
+                "ssh_execute",
+                caller,
+                body,
+                session_id=session_id,
+                host_name=host,
+                audit_fields={"command": command, "working_directory": working_directory or ""},
+            )
 
-        result = await in_thread(work, on_cancel=lambda: get_dispatcher().cancel(call_id))
-        return respond(result, render.execute(result), response_format)
+        return await serve(
+            work, render.execute, response_format, on_cancel=lambda: get_dispatcher().cancel(call_id)
+        )
 
     # -- ssh_upload_file -----------------------------------------------------------------------
 
@@ -399,13 +381,6 @@ class Tools:
                 source = str(localfiles.source_file(local_path)) if local_path is not None else None
             except localfiles.LocalPathError as exc:
                 raise ToolError(str(exc)) from None
-            call = HostCall(
-                "ssh_upload_file",
-                caller,
-                session_id=session_id,
-                host_name=host,
-                audit_fields={"remote_path": remote_path, "local_path": source or ""},
-            )
 
             def body(call: HostCall) -> UploadResult:
                 assert call.host is not None
@@ -430,11 +405,16 @@ class Tools:
                     audit_id=audit_id,
                 )
 
-            result: UploadResult = run_guarded(call, body)
-            return result
+            return run_host_call(
+                "ssh_upload_file",
+                caller,
+                body,
+                session_id=session_id,
+                host_name=host,
+                audit_fields={"remote_path": remote_path, "local_path": source or ""},
+            )
 
-        result = await in_thread(work)
-        return respond(result, render.upload(result), response_format)
+        return await serve(work, render.upload, response_format)
 
     # -- ssh_download_file ---------------------------------------------------------------------
 
@@ -462,13 +442,6 @@ class Tools:
                 )
             except localfiles.LocalPathError as exc:
                 raise ToolError(str(exc)) from None
-            call = HostCall(
-                "ssh_download_file",
-                caller,
-                session_id=session_id,
-                host_name=host,
-                audit_fields={"remote_path": remote_path, "local_path": dest or ""},
-            )
 
             def body(call: HostCall) -> DownloadResult:
                 assert call.host is not None
@@ -506,11 +479,16 @@ class Tools:
                     audit_id=audit_id,
                 )
 
-            result: DownloadResult = run_guarded(call, body)
-            return result
+            return run_host_call(
+                "ssh_download_file",
+                caller,
+                body,
+                session_id=session_id,
+                host_name=host,
+                audit_fields={"remote_path": remote_path, "local_path": dest or ""},
+            )
 
-        result = await in_thread(work)
-        return respond(result, render.download(result), response_format)
+        return await serve(work, render.download, response_format)
 
     # -- ssh_list_files ------------------------------------------------------------------------
 
@@ -528,14 +506,6 @@ class Tools:
         caller = self.caller(ctx)
 
         def work() -> ListFilesResult:
-            call = HostCall(
-                "ssh_list_files",
-                caller,
-                session_id=session_id,
-                host_name=host,
-                audit_fields={"remote_path": remote_path},
-            )
-
             def body(call: HostCall) -> ListFilesResult:
                 assert call.host is not None
                 r = call.dispatch(
@@ -558,11 +528,16 @@ class Tools:
                     audit_id=audit_id,
                 )
 
-            result: ListFilesResult = run_guarded(call, body)
-            return result
+            return run_host_call(
+                "ssh_list_files",
+                caller,
+                body,
+                session_id=session_id,
+                host_name=host,
+                audit_fields={"remote_path": remote_path},
+            )
 
-        result = await in_thread(work)
-        return respond(result, render.list_files(result), response_format)
+        return await serve(work, render.list_files, response_format)
 
     # -- ssh_disconnect ------------------------------------------------------------------------
 
@@ -577,8 +552,6 @@ class Tools:
         caller = self.caller(ctx)
 
         def work() -> DisconnectResult:
-            call = HostCall("ssh_disconnect", caller, session_id=session_id, host_name=None)
-
             def body(call: HostCall) -> DisconnectResult:
                 assert call.host is not None
                 envelope = get_dispatcher().call("disconnect", {"session_id": session_id})
@@ -592,11 +565,9 @@ class Tools:
                     audit_id=audit_id,
                 )
 
-            result: DisconnectResult = run_guarded(call, body)
-            return result
+            return run_host_call("ssh_disconnect", caller, body, session_id=session_id, host_name=None)
 
-        result = await in_thread(work)
-        return respond(result, render.disconnect(result), response_format)
+        return await serve(work, render.disconnect, response_format)
 
 
 READ_ONLY = ToolAnnotations(
