@@ -20,7 +20,7 @@ from sshcontrol.ssh.sessions import registry
 
 log = logging.getLogger("sshcontrol.mcp_serve")
 
-SWITCH_INTERVAL_SECONDS = 0.0001
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 class Command(BaseCommand):
