@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.db import connection
 
 from sshcontrol import tasks, workers
 from sshcontrol.models import SshSession
@@ -132,7 +133,15 @@ class CeleryDispatcher:
         return node in self._live
 
     def holder(self, session_id: str) -> str | None:
-        return SshSession.objects.filter(session_id=session_id).values_list("worker", flat=True).first()
+        # Plain SQL: this runs on every distributed call, and the ORM's compiling costs ~0.3 ms.
+        q = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {q('worker')} FROM {q(SshSession._meta.db_table)} WHERE {q('session_id')} = %s",  # noqa: S608
+                [session_id],
+            )
+            found = cursor.fetchone()
+        return str(found[0]) if found else None
 
     # -- sending ------------------------------------------------------------------------------
 
