@@ -108,7 +108,11 @@ class Deployment:
                         stderr=subprocess.DEVNULL,
                     )
                 )
-            self._wait_for_workers(2)
+            try:
+                self._wait_for_workers(2)
+            except BaseException:
+                self.close()  # never leave workers behind
+                raise
         return self
 
     def _wait_for_workers(self, count: int) -> None:
