@@ -30,7 +30,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import CharField
 from django.utils import timezone
 
-from audit import chain, process
+from audit import chain, process, writelock
 from audit.models import AuditAnchor, AuditEvent, ChainHead
 from audit.redaction import cap, redact
 from audit.statements import Insert, SelectForUpdate, Update
@@ -184,7 +184,8 @@ def begin(
         _storable(local_path, secrets),
         stored_details,
     )
-    with _connection().cursor() as cursor:
+    connection = _connection()
+    with writelock.serialized(connection), connection.cursor() as cursor:
         row = _INSERT.execute(cursor, values)
     assert row is not None
     event_id: int = row["id"]
@@ -280,7 +281,11 @@ def _finish(event_id: int, changes: Mapping[str, Any]) -> bool:
     the commit, no other row can be chained.
     """
     connection = _connection()
-    with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
+    with (
+        writelock.serialized(connection),
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
         row = _finishing(tuple(changes)).execute(
             cursor, [*changes.values(), event_id, AuditEvent.Status.RUNNING]
         )

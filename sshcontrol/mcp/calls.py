@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from mcp.server.mcpserver.exceptions import ToolError
 
-from audit import writer
+from audit import writelock, writer
 from audit.models import AuditEvent
 from hosts.inventory import HostDisabled, HostNotFound, get_enabled_host
 from hosts.models import Host
@@ -294,7 +294,7 @@ class HostCall:
 
     def complete(self, status: str, command_ran: bool = False, **fields: Any) -> int:
         """Complete the audit row and record the session's use, in one transaction (one commit)."""
-        with transaction.atomic():
+        with writelock.serialized(connection), transaction.atomic():
             writer.complete(
                 self.event_id,
                 status=status,
