@@ -8,7 +8,11 @@ Each helper returns the default when the variable is unset or empty.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -33,30 +37,25 @@ def envbool(name: str, default: bool) -> bool:
     raise EnvError(f"{name} must be true or false, not {raw!r}")
 
 
-def envint(name: str, default: int, minimum: int | None = None) -> int:
+def _envnumber(name: str, default: N, minimum: N | None, cast: Callable[[str], N], kind: str) -> N:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError as exc:
-        raise EnvError(f"{name} must be an integer, not {raw!r}") from exc
+        raise EnvError(f"{name} must be {kind}, not {raw!r}") from exc
     if minimum is not None and value < minimum:
         raise EnvError(f"{name} must be at least {minimum}, not {value}")
     return value
+
+
+def envint(name: str, default: int, minimum: int | None = None) -> int:
+    return _envnumber(name, default, minimum, int, "an integer")
 
 
 def envfloat(name: str, default: float, minimum: float | None = None) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise EnvError(f"{name} must be a number, not {raw!r}") from exc
-    if minimum is not None and value < minimum:
-        raise EnvError(f"{name} must be at least {minimum}, not {value}")
-    return value
+    return _envnumber(name, default, minimum, float, "a number")
 
 
 def envsecret(name: str, default: str = "") -> str:

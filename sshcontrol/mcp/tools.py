@@ -570,58 +570,27 @@ class Tools:
         return await serve(work, render.disconnect, response_format)
 
 
-READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
+def hints(read_only: bool, destructive: bool, idempotent: bool, open_world: bool) -> ToolAnnotations:
+    return ToolAnnotations(
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=open_world,
+    )
 
 
 def register(server: MCPServer, transport: str) -> None:
     tools = Tools(transport)
-    specs: list[tuple[Any, str, ToolAnnotations]] = [
-        (tools.ssh_list_hosts, "List SSH hosts", READ_ONLY),
-        (
-            tools.ssh_connect,
-            "Open an SSH session",
-            ToolAnnotations(
-                read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-            ),
-        ),
-        (tools.ssh_status, "SSH session status", READ_ONLY),
-        (
-            tools.ssh_execute,
-            "Run a command over SSH",
-            ToolAnnotations(
-                read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
-            ),
-        ),
-        (
-            tools.ssh_upload_file,
-            "Upload a file over SFTP",
-            ToolAnnotations(
-                read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
-            ),
-        ),
-        (
-            tools.ssh_download_file,
-            "Download a file over SFTP",
-            ToolAnnotations(
-                read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
-            ),
-        ),
-        (
-            tools.ssh_list_files,
-            "List a remote directory",
-            ToolAnnotations(
-                read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
-            ),
-        ),
-        (
-            tools.ssh_disconnect,
-            "Close an SSH session",
-            ToolAnnotations(
-                read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-            ),
-        ),
+    # (tool, title, read-only, destructive, idempotent, reaches the outside world)
+    specs: list[tuple[Any, str, bool, bool, bool, bool]] = [
+        (tools.ssh_list_hosts, "List SSH hosts", True, False, True, False),
+        (tools.ssh_connect, "Open an SSH session", False, False, False, True),
+        (tools.ssh_status, "SSH session status", True, False, True, False),
+        (tools.ssh_execute, "Run a command over SSH", False, True, False, True),
+        (tools.ssh_upload_file, "Upload a file over SFTP", False, True, True, True),
+        (tools.ssh_download_file, "Download a file over SFTP", True, False, True, True),
+        (tools.ssh_list_files, "List a remote directory", True, False, True, True),
+        (tools.ssh_disconnect, "Close an SSH session", False, False, True, False),
     ]
-    for fn, title, hints in specs:
-        server.add_tool(fn, name=fn.__name__, title=title, annotations=hints)
+    for fn, title, *flags in specs:
+        server.add_tool(fn, name=fn.__name__, title=title, annotations=hints(*flags))
