@@ -9,18 +9,14 @@ error messages never quote the key text or the passphrase.
 from __future__ import annotations
 
 import base64
-import hashlib
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from sshcontrol.ssh.keys import PrivateKeyError, SupportedKey, fingerprint_of_blob, parse_private_key
 
 GENERATED_COMMENT = "sshcontrol-generated"
-
-_SupportedKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 class KeyFileError(ValueError):
@@ -50,11 +46,6 @@ def normalize_key_text(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").strip() + "\n"
 
 
-def fingerprint_of_blob(blob: bytes) -> str:
-    """``SHA256:`` + unpadded base64 of the key blob's digest, as ``ssh-keygen -l`` prints it."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
 def inspect_private_key(text: str, passphrase: str | None = None) -> KeyInfo:
     """Load an ed25519, ECDSA or RSA private key (OpenSSH or PEM) and describe its public half."""
     return _describe(_load(normalize_key_text(text), passphrase or None))
@@ -70,60 +61,20 @@ def generate_ed25519(comment: str = GENERATED_COMMENT) -> tuple[str, KeyInfo]:
     return private_text, KeyInfo(info.key_type, f"{info.public_key} {comment}".strip(), info.fingerprint)
 
 
-def _load(text: str, passphrase: str | None) -> _SupportedKey:
-    data = text.encode()
-    password = passphrase.encode() if passphrase is not None else None
-    loader: Callable[[bytes, bytes | None], object]
-    if "-----BEGIN OPENSSH PRIVATE KEY-----" in text:
-        loader = serialization.load_ssh_private_key
-    elif "-----BEGIN" in text and "PRIVATE KEY-----" in text:
-        loader = serialization.load_pem_private_key
-    elif text.startswith("PuTTY-User-Key-File"):
-        raise KeyFileError("PuTTY keys are not supported; convert with: puttygen KEY -O private-openssh")
-    elif text.startswith(("ssh-", "ecdsa-")):
-        raise KeyFileError("this is a public key; give the private key file instead")
-    else:
-        raise KeyFileError("not a private key: expected an OpenSSH or PEM private key")
+def _load(text: str, passphrase: str | None) -> SupportedKey:
     try:
-        with warnings.catch_warnings():
-            # DSA loads with a deprecation warning; it is rejected below with a clearer message.
-            warnings.simplefilter("ignore")
-            key = loader(data, password)
-    except TypeError as exc:
-        # cryptography signals passphrase mismatches with TypeError.
-        if "not encrypted" in str(exc):
-            # A passphrase given for an unencrypted key is harmless: load it without one.
-            return _load(text, None)
-        raise PassphraseRequired(
-            "the key is encrypted; give its passphrase with --passphrase-stdin"
-        ) from None
-    except UnsupportedAlgorithm:
-        raise KeyFileError("unsupported key type: use an ed25519, ECDSA or RSA key") from None
-    except ValueError:
-        if password is not None and _is_encrypted(text):
-            raise WrongPassphrase("wrong passphrase for the key (or the key file is damaged)") from None
-        raise KeyFileError("the key cannot be read: damaged or in an unsupported format") from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        kind = "DSA" if "DSA" in type(key).__name__ else type(key).__name__.removesuffix("PrivateKey")
-        raise KeyFileError(f"unsupported key type {kind}: use an ed25519, ECDSA or RSA key")
-    return key
+        return parse_private_key(text, passphrase)
+    except PrivateKeyError as exc:
+        if exc.problem == "passphrase_required":
+            raise PassphraseRequired(
+                "the key is encrypted; give its passphrase with --passphrase-stdin"
+            ) from None
+        if exc.problem == "wrong_passphrase":
+            raise WrongPassphrase(str(exc)) from None
+        raise KeyFileError(str(exc)) from None
 
 
-def _is_encrypted(text: str) -> bool:
-    if "ENCRYPTED" in text or "Proc-Type: 4,ENCRYPTED" in text:
-        return True
-    if "-----BEGIN OPENSSH PRIVATE KEY-----" in text:
-        # The OpenSSH container names its cipher right after the magic; "none" means plain.
-        body = "".join(line for line in text.splitlines() if not line.startswith("-----"))
-        try:
-            raw = base64.b64decode(body)
-        except ValueError:
-            return False
-        return b"\x00\x00\x00\x04none" not in raw[:64]
-    return False
-
-
-def _describe(key: _SupportedKey) -> KeyInfo:
+def _describe(key: SupportedKey) -> KeyInfo:
     try:
         line = (
             key.public_key()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import io
 import socket
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from paramiko.ssh_exception import IncompatiblePeer
 
 from sshcontrol.ssh.errors import (
@@ -28,6 +26,7 @@ from sshcontrol.ssh.errors import (
     SeenKey,
     SshError,
 )
+from sshcontrol.ssh.keys import PrivateKeyError, fingerprint_of_blob, parse_private_key
 
 # Host key algorithms paramiko can verify, in its own order of preference. RSA keys are
 # named "ssh-rsa" but are only ever verified with the SHA-2 signature algorithms.
@@ -69,8 +68,7 @@ class ConnectSpec:
 
 def fingerprint(key: paramiko.PKey) -> str:
     """``SHA256:<base64 without padding>`` as ssh-keygen -l prints it."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+    return fingerprint_of_blob(key.asbytes())
 
 
 def seen_key(key: paramiko.PKey) -> SeenKey:
@@ -157,43 +155,24 @@ _KEY_CLASSES: tuple[tuple[type, type[paramiko.PKey]], ...] = (
 )
 
 
+# What the connecting side says for each reason a stored key cannot be used.
+_KEY_PROBLEMS = {
+    "passphrase_required": "the private key is encrypted and no passphrase was given",
+    "wrong_passphrase": "the private key could not be decrypted: wrong passphrase or damaged key",
+    "unsupported": "the private key could not be loaded: unsupported key type",
+    "unreadable": "the private key could not be parsed (expected OpenSSH or PEM format)",
+}
+
+
 def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
-    """Parse an OpenSSH or PEM (PKCS#1, SEC1, PKCS#8) private key, decrypting it if needed.
+    """Parse an OpenSSH or PEM private key for paramiko, decrypting it if needed.
 
     Raises AuthenticationFailed with a message that never contains the key or passphrase.
     """
-    data = text.strip().encode() + b"\n"
-    password = passphrase.encode() if passphrase else None
-    openssh = b"BEGIN OPENSSH PRIVATE KEY" in data
-
-    def attempt(pw: bytes | None) -> PrivateKeyTypes:
-        if openssh:
-            return serialization.load_ssh_private_key(data, password=pw)
-        return serialization.load_pem_private_key(data, password=pw)
-
     try:
-        try:
-            loaded = attempt(password)
-        except TypeError:
-            if password is None:
-                raise AuthenticationFailed(
-                    "the private key is encrypted and no passphrase was given"
-                ) from None
-            # A passphrase stored for an unencrypted key is harmless: ignore it.
-            loaded = attempt(None)
-    except AuthenticationFailed:
-        raise
-    except (ValueError, TypeError, paramiko.SSHException):
-        if password is not None:
-            raise AuthenticationFailed(
-                "the private key could not be decrypted: wrong passphrase or damaged key"
-            ) from None
-        raise AuthenticationFailed(
-            "the private key could not be parsed (expected OpenSSH or PEM format)"
-        ) from None
-    except Exception:  # cryptography raises UnsupportedAlgorithm and friends for exotic keys
-        raise AuthenticationFailed("the private key could not be loaded: unsupported key type") from None
-
+        loaded = parse_private_key(text, passphrase)
+    except PrivateKeyError as exc:
+        raise AuthenticationFailed(_KEY_PROBLEMS[exc.problem]) from None
     for crypto_type, key_class in _KEY_CLASSES:
         if isinstance(loaded, crypto_type):
             # paramiko's loaders only read unencrypted OpenSSH text for every key type alike.
@@ -203,7 +182,7 @@ def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
                 serialization.NoEncryption(),
             ).decode("ascii")
             return key_class.from_private_key(io.StringIO(unencrypted))
-    raise AuthenticationFailed(f"unsupported private key type {type(loaded).__name__}")
+    raise AuthenticationFailed(_KEY_PROBLEMS["unsupported"])
 
 
 def _disabled_host_key_algorithms(trusted: list[paramiko.PKey]) -> list[str]:
