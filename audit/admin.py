@@ -79,6 +79,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
     list_display = (
         "time",
+        "client",
         "actor",
         "host_name",
         "tool",
@@ -87,8 +88,8 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         "exit_status",
         "duration",
     )
-    list_filter = ("status", "tool", "host_name", "actor", "started_at")
-    search_fields = ("command", "host_name", "actor", "session_id", "request_id")
+    list_filter = ("status", "tool", "host_name", "client", "started_at")
+    search_fields = ("command", "host_name", "client", "actor", "session_id", "request_id")
     date_hierarchy = "started_at"
     show_facets = admin.ShowFacets.ALWAYS
     # The table only grows; counting all of it on every page view is what makes big logs slow.
@@ -98,7 +99,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     fieldsets = (
         (
             None,
-            {"fields": ("tool", "colored_status", "actor", "transport", "request_id", "process")},
+            {"fields": ("tool", "colored_status", "client", "actor", "transport", "request_id", "process")},
         ),
         ("Time", {"fields": ("started_at", "finished_at", "duration")}),
         ("Host", {"fields": ("host", "host_name", "host_address", "session_id", "reconnected")}),

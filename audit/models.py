@@ -17,6 +17,8 @@ class AuditEvent(models.Model):
         TIMEOUT = "timeout", "Timed out"
         DENIED = "denied", "Denied"
         INTERRUPTED = "interrupted", "Interrupted"
+        # The command waits for an admin's decision (details.approval_request); a later call runs it.
+        PENDING = "pending", "Awaiting approval"
 
     request_id = models.UUIDField(default=uuid.uuid4, editable=False, db_index=True)
     started_at = models.DateTimeField(db_index=True, editable=False)
@@ -28,6 +30,15 @@ class AuditEvent(models.Model):
 
     actor = models.CharField(
         max_length=200, editable=False, help_text="Who called: MCP client identity / OS user."
+    )
+    # NULL on rows from before clients existed: the hash chain leaves NULL columns out, so
+    # adding this column did not change the hash of any row already chained.
+    client = models.CharField(
+        max_length=100,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The MCP client (its name) that called.",
     )
     transport = models.CharField(max_length=30, editable=False)
     process = models.CharField(
@@ -82,6 +93,8 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["host_name", "-started_at"]),
             models.Index(fields=["status", "-started_at"]),
+            # Per-client limits count a client's running and recent calls.
+            models.Index(fields=["client", "-started_at"]),
         ]
 
     def __str__(self) -> str:

@@ -27,6 +27,8 @@ class Credential(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     secret_encrypted = models.TextField(blank=True, default="", editable=False)
     passphrase_encrypted = models.TextField(blank=True, default="", editable=False)
+    # Fed to ``sudo -S`` on stdin for ssh_execute(sudo=true); never on a command line.
+    sudo_password_encrypted = models.TextField(blank=True, default="", editable=False)
     public_key = models.TextField(
         blank=True, default="", editable=False, help_text="OpenSSH public key line."
     )
@@ -71,6 +73,16 @@ class Credential(models.Model):
         self.public_key = info.public_key
         self.fingerprint = info.fingerprint
         return info
+
+    def set_sudo_password(self, plaintext: str) -> None:
+        self.sudo_password_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+    @property
+    def has_sudo_password(self) -> bool:
+        return bool(self.sudo_password_encrypted)
+
+    def sudo_password(self) -> str:
+        return crypto.decrypt(self.sudo_password_encrypted) if self.sudo_password_encrypted else ""
 
     def secret(self) -> str:
         return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""
@@ -169,3 +181,25 @@ class HostKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host.name} {self.key_type} {self.fingerprint} ({self.state})"
+
+
+# The access-policy models live in their own module; importing them here registers them.
+from hosts.access_models import (  # noqa: E402
+    ApprovalRequest,
+    ClientGroup,
+    CommandRule,
+    Grant,
+    McpClient,
+)
+
+__all__ = [
+    "ApprovalRequest",
+    "ClientGroup",
+    "CommandRule",
+    "Credential",
+    "Grant",
+    "Host",
+    "HostKey",
+    "McpClient",
+    "key_state_of",
+]

@@ -25,6 +25,10 @@ class SshSession(models.Model):
     worker = models.CharField(max_length=200, help_text="Process holding the connection.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.CONNECTED, db_index=True)
     opened_by = models.CharField(max_length=200, blank=True, default="")
+    # The client that owns the session: only it may address the session by id.
+    client = models.ForeignKey(
+        "hosts.McpClient", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
     opened_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)

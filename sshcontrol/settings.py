@@ -186,6 +186,38 @@ SESSION_IDLE_TIMEOUT = _guard(
     "sshcontrol.E015", lambda: envfloat("SSHCONTROL_SESSION_IDLE_TIMEOUT", 900.0, 1.0), 900.0
 )
 
+# Callers and policy (see docs/security.md).
+# Over stdio the caller is the client whose token this is; without one, the local OS user.
+CLIENT_TOKEN = envsecret("SSHCONTROL_CLIENT_TOKEN")
+# How long a tool call waits for an admin's decision on an approval request before it
+# returns the request id (the caller then polls ssh_approval_status), and how long an
+# undecided or approved request stays usable.
+APPROVAL_WAIT_SECONDS = _guard(
+    "sshcontrol.E016", lambda: envfloat("SSHCONTROL_APPROVAL_WAIT_SECONDS", 120.0, 0.0), 120.0
+)
+APPROVAL_EXPIRY_SECONDS = _guard(
+    "sshcontrol.E017", lambda: envfloat("SSHCONTROL_APPROVAL_EXPIRY_SECONDS", 3600.0, 1.0), 3600.0
+)
+# The original server let the model pass host, user and password; off unless an admin opts in.
+ALLOW_ADHOC_CONNECT = _guard(
+    "sshcontrol.E018", lambda: envbool("SSHCONTROL_ALLOW_ADHOC_CONNECT", False), False
+)
+# Streamable HTTP transport: Host headers and Origins accepted (DNS-rebinding protection),
+# and the largest request body read.
+MCP_ALLOWED_HOSTS = [
+    h for h in envstr("SSHCONTROL_MCP_ALLOWED_HOSTS", "127.0.0.1:*,localhost:*,[::1]:*").split(",") if h
+]
+MCP_ALLOWED_ORIGINS = [
+    o
+    for o in envstr(
+        "SSHCONTROL_MCP_ALLOWED_ORIGINS", "http://127.0.0.1:*,http://localhost:*,http://[::1]:*"
+    ).split(",")
+    if o
+]
+MCP_MAX_BODY_BYTES = _guard(
+    "sshcontrol.E019", lambda: envint("SSHCONTROL_MCP_MAX_BODY_BYTES", 8 << 20, 1024), 8 << 20
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

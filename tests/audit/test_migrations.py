@@ -45,6 +45,10 @@ def test_it_chains_rows_written_before_the_chain_existed():
 
         executor = MigrationExecutor(connection)
         executor.migrate(AFTER)
+        # On to the latest schema: later columns (the client, 0003) are NULL on these rows,
+        # and NULL columns are outside the hash, so the chain must still verify.
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
 
         seqs = dict(AuditEvent.objects.values_list("id", "chain_seq"))
         assert seqs == {early: 1, late: 2, running: None}

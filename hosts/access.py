@@ -1,0 +1,222 @@
+"""What a client may do on a host: its grants, the command rules that apply, its limits.
+
+A client's permissions on a host are the union of its enabled grants (its own and its
+groups') that cover the host. A command runs when at least one covering grant that lets
+the client execute allows it under ``hosts.policy.decide``; every deny and approve rule of
+every covering grant, of the host and of its tags applies to all of them, so deny wins.
+
+The snapshot of a client's grants and rules is kept for ``CACHE_SECONDS`` per process:
+this runs before every call, and an admin's change reaches every server within a second
+(at once in this process: saving the models clears the cache).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.db.models import Q
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.utils import timezone
+
+from hosts.access_models import ClientGroup, CommandRule, Grant, McpClient
+from hosts.models import Host
+from hosts.policy import Decision, Rule, decide
+
+CACHE_SECONDS = 1.0
+
+VERDICT_RANK = {"allow": 2, "approve": 1, "deny": 0}
+
+
+@dataclass(frozen=True)
+class GrantView:
+    """One grant, flattened for evaluation."""
+
+    id: int
+    all_hosts: bool
+    host_ids: frozenset[int]
+    tags: frozenset[str]
+    can_list: bool
+    can_execute: bool
+    can_read_files: bool
+    can_write_files: bool
+    can_sudo: bool
+    read_only: bool
+    can_adhoc_connect: bool
+    adhoc_trust_on_first_use: bool
+    rules: tuple[Rule, ...]
+
+    def covers(self, host_id: int, host_tags: Iterable[str]) -> bool:
+        return self.all_hosts or host_id in self.host_ids or not self.tags.isdisjoint(host_tags)
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrent_calls: int | None
+    calls_per_minute: int | None
+    open_sessions: int | None
+
+
+@dataclass(frozen=True)
+class ClientAccess:
+    """A client's state, grants and the host/tag rules, as of ``loaded_at``."""
+
+    client_id: int
+    name: str
+    problem: str  # why the client may not act at all ("" when it may)
+    limits: Limits
+    grants: tuple[GrantView, ...]
+    host_rules: dict[int, tuple[Rule, ...]] = field(default_factory=dict)
+    tag_rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    loaded_at: float = 0.0
+
+    def grants_for(self, host: Host) -> list[GrantView]:
+        tags = host_tags(host)
+        return [g for g in self.grants if g.covers(host.pk, tags)]
+
+    def can_list(self, host: Host) -> bool:
+        return any(g.can_list for g in self.grants_for(host))
+
+    def can_connect(self, host: Host) -> bool:
+        return any(g.can_execute or g.can_read_files or self.writes(g) for g in self.grants_for(host))
+
+    def can_read(self, host: Host) -> bool:
+        return any(g.can_read_files for g in self.grants_for(host))
+
+    def can_write(self, host: Host) -> bool:
+        return any(self.writes(g) for g in self.grants_for(host))
+
+    @staticmethod
+    def writes(grant: GrantView) -> bool:
+        return grant.can_write_files and not grant.read_only
+
+    def shared_rules(self, host: Host) -> tuple[Rule, ...]:
+        rules = list(self.host_rules.get(host.pk, ()))
+        for tag in host_tags(host):
+            rules.extend(self.tag_rules.get(tag, ()))
+        return tuple(rules)
+
+    def command(self, host: Host, command: str, sudo: bool) -> Decision:
+        """Whether ``command`` may run on ``host`` now, after approval, or not at all."""
+        covering = [g for g in self.grants_for(host) if g.can_execute]
+        if not covering:
+            return Decision("deny", f"client '{self.name}' may not run commands on host '{host.name}'")
+        if sudo:
+            covering = [g for g in covering if g.can_sudo]
+            if not covering:
+                return Decision("deny", f"client '{self.name}' may not use sudo on host '{host.name}'")
+        shared = self.shared_rules(host)
+        # Deny and approve rules of every covering grant bind all of them; allow rules only their own.
+        binding = tuple(r for g in covering for r in g.rules if r.action != "allow")
+        best: Decision | None = None
+        for grant in covering:
+            own_allow = tuple(r for r in grant.rules if r.action == "allow")
+            decision = decide(command, binding + own_allow + shared, allow_list_required=grant.read_only)
+            if best is None or VERDICT_RANK[decision.verdict] > VERDICT_RANK[best.verdict]:
+                best = decision
+        assert best is not None
+        return best
+
+
+def host_tags(host: Host) -> list[str]:
+    return [str(t) for t in host.tags] if isinstance(host.tags, list) else []
+
+
+def _rule(rule: CommandRule, source: str) -> Rule:
+    return Rule(action=rule.action, pattern=rule.pattern, source=source)
+
+
+def load(client_id: int) -> ClientAccess:
+    """Read a client's access from the database (uncached)."""
+    client = McpClient.objects.filter(pk=client_id).first()
+    if client is None:
+        return ClientAccess(client_id, "?", "this client no longer exists", Limits(None, None, None), ())
+    problem = ""
+    if client.revoked_at is not None:
+        problem = f"client '{client.name}' was revoked"
+    elif not client.enabled:
+        problem = f"client '{client.name}' is disabled by an administrator"
+    elif client.expires_at is not None and client.expires_at <= timezone.now():
+        problem = f"client '{client.name}' expired"
+    group_ids = list(ClientGroup.objects.filter(clients=client).values_list("id", flat=True))
+    grants = (
+        Grant.objects.filter(Q(client=client) | Q(group_id__in=group_ids), enabled=True)
+        .prefetch_related("hosts", "rules")
+        .order_by("id")
+    )
+    views = tuple(
+        GrantView(
+            id=g.pk,
+            all_hosts=g.all_hosts,
+            host_ids=frozenset(h.pk for h in g.hosts.all()),
+            tags=frozenset(g.tag_list),
+            can_list=g.can_list,
+            can_execute=g.can_execute,
+            can_read_files=g.can_read_files,
+            can_write_files=g.can_write_files,
+            can_sudo=g.can_sudo,
+            read_only=g.read_only,
+            can_adhoc_connect=g.can_adhoc_connect,
+            adhoc_trust_on_first_use=g.adhoc_trust_on_first_use,
+            rules=tuple(_rule(r, f"grant {g.pk}") for r in g.rules.all() if r.enabled),
+        )
+        for g in grants
+    )
+    host_rules: dict[int, list[Rule]] = {}
+    tag_rules: dict[str, list[Rule]] = {}
+    shared = CommandRule.objects.filter(enabled=True, grant__isnull=True).select_related("host")
+    for r in shared:
+        if r.host_id is not None:
+            host_rules.setdefault(r.host_id, []).append(
+                _rule(r, f"host {r.host.name if r.host else r.host_id}")
+            )
+        elif r.tag:
+            tag_rules.setdefault(r.tag, []).append(_rule(r, f"tag {r.tag}"))
+    return ClientAccess(
+        client_id=client.pk,
+        name=client.name,
+        problem=problem,
+        limits=Limits(client.max_concurrent_calls, client.max_calls_per_minute, client.max_open_sessions),
+        grants=views,
+        host_rules={k: tuple(v) for k, v in host_rules.items()},
+        tag_rules={k: tuple(v) for k, v in tag_rules.items()},
+        loaded_at=time.monotonic(),
+    )
+
+
+_cache: dict[int, ClientAccess] = {}
+_cache_lock = threading.Lock()
+
+
+def access_for(client_id: int) -> ClientAccess:
+    """The client's access, re-read from the database at most every ``CACHE_SECONDS``."""
+    cached = _cache.get(client_id)
+    if cached is not None and time.monotonic() - cached.loaded_at < CACHE_SECONDS:
+        return cached
+    fresh = load(client_id)
+    with _cache_lock:
+        _cache[client_id] = fresh
+    return fresh
+
+
+def forget(*args: object, **kwargs: object) -> None:
+    """Drop every cached snapshot (connected to the models' save and delete signals)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+for _model in (McpClient, ClientGroup, Grant, CommandRule):
+    post_save.connect(forget, sender=_model, dispatch_uid=f"access-forget-save-{_model.__name__}")
+    post_delete.connect(forget, sender=_model, dispatch_uid=f"access-forget-delete-{_model.__name__}")
+for _through in (Grant.hosts.through, McpClient.groups.through):
+    m2m_changed.connect(forget, sender=_through, dispatch_uid=f"access-forget-m2m-{_through.__name__}")
+# A host's tags decide which grants and rules cover it.
+post_save.connect(forget, sender=Host, dispatch_uid="access-forget-host")
+
+
+def visible_hosts(access: ClientAccess, hosts: Sequence[Host]) -> list[Host]:
+    if access.problem:
+        return []
+    return [h for h in hosts if access.can_list(h)]

@@ -1,0 +1,212 @@
+"""Who may run what, where: MCP clients, their grants and command rules, and approval requests.
+
+Imported by ``hosts.models`` (Django finds models there); rules live next to the hosts they
+guard. How the rows are evaluated is in ``hosts.access`` (grants) and ``hosts.policy``
+(command patterns).
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+
+class ClientGroup(models.Model):
+    """A set of clients that share grants (a team, or all the CI agents)."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class McpClient(models.Model):
+    """A caller of the MCP tools: an agent with a bearer token, or the local OS user over stdio.
+
+    The token is shown once when it is made and stored only as its SHA-256 digest; it has
+    256 random bits, so a fast digest is enough (nothing to brute-force as with a password).
+    """
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Recorded on every audit row.")
+    owner = models.CharField(
+        max_length=150,
+        blank=True,
+        default="",
+        help_text="Admin username responsible for this client; an owner cannot approve its requests.",
+    )
+    description = models.TextField(blank=True, default="")
+    groups = models.ManyToManyField(ClientGroup, blank=True, related_name="clients")
+    enabled = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="The token stops working then.")
+    local_user = models.CharField(
+        max_length=150,
+        blank=True,
+        default="",
+        help_text="Set for the local client of an OS user (stdio with no token); such a client has no token.",
+    )
+    token_digest = models.CharField(max_length=64, blank=True, default="", editable=False, db_index=True)
+    token_prefix = models.CharField(
+        max_length=16, blank=True, default="", editable=False, help_text="The token's first characters."
+    )
+    max_concurrent_calls = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Calls running at once (empty: no limit)."
+    )
+    max_calls_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Calls started in any 60 seconds (empty: no limit)."
+    )
+    max_open_sessions = models.PositiveIntegerField(
+        null=True, blank=True, help_text="SSH sessions open at once (empty: no limit)."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "MCP client"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        """Enabled, not revoked and not expired."""
+        if not self.enabled or self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class Grant(models.Model):
+    """Lets a client (or every client of a group) use some hosts, with some permissions.
+
+    A client's permissions on a host are the union of the grants that cover it; command
+    rules of all those grants, of the host and of its tags apply together (deny wins).
+    """
+
+    client = models.ForeignKey(
+        McpClient, null=True, blank=True, on_delete=models.CASCADE, related_name="grants"
+    )
+    group = models.ForeignKey(
+        ClientGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="grants"
+    )
+    description = models.CharField(max_length=200, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    all_hosts = models.BooleanField(default=False, help_text="Every host, present and future.")
+    hosts = models.ManyToManyField("hosts.Host", blank=True, related_name="grants")
+    tags = models.JSONField(default=list, blank=True, help_text="Hosts with any of these tags.")
+    can_list = models.BooleanField(default=True, help_text="See the hosts in ssh_list_hosts.")
+    can_execute = models.BooleanField(default=True, help_text="Run commands (subject to command rules).")
+    can_read_files = models.BooleanField(default=True, help_text="Download files and list directories.")
+    can_write_files = models.BooleanField(default=False, help_text="Upload files.")
+    can_sudo = models.BooleanField(default=False, help_text="Run commands with sudo=true.")
+    read_only = models.BooleanField(
+        default=False,
+        help_text="Commands only from this grant's allow rules, file reads only, no uploads.",
+    )
+    can_adhoc_connect = models.BooleanField(
+        default=False,
+        help_text="Register new hosts from ssh_connect (only with SSHCONTROL_ALLOW_ADHOC_CONNECT=true).",
+    )
+    adhoc_trust_on_first_use = models.BooleanField(
+        default=False, help_text="Hosts registered ad hoc trust their first host key."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        who = self.client.name if self.client_id and self.client else (self.group.name if self.group else "?")
+        what = "all hosts" if self.all_hosts else ", ".join(self.tag_list) or "listed hosts"
+        return f"{who}: {what}"
+
+    @property
+    def tag_list(self) -> list[str]:
+        return [str(t) for t in self.tags] if isinstance(self.tags, list) else []
+
+    def clean(self) -> None:
+        if bool(self.client_id) == bool(self.group_id):
+            raise ValidationError("A grant is for exactly one client or one group.")
+        if not isinstance(self.tags, list):
+            raise ValidationError({"tags": "Tags are a JSON list of strings."})
+
+
+class CommandRule(models.Model):
+    """A regular expression over a command line that allows, denies or asks an admin.
+
+    Attached to a grant, a host or a tag (exactly one). Patterns guard against accidents,
+    not against an adversary: the boundary is the grant and a low-privilege remote account.
+    """
+
+    class Action(models.TextChoices):
+        ALLOW = "allow", "Allow"
+        DENY = "deny", "Deny"
+        APPROVE = "approve", "Require approval"
+
+    action = models.CharField(max_length=10, choices=Action.choices)
+    pattern = models.TextField(help_text="Python regular expression.")
+    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.CASCADE, related_name="rules")
+    host = models.ForeignKey(
+        "hosts.Host", null=True, blank=True, on_delete=models.CASCADE, related_name="command_rules"
+    )
+    tag = models.CharField(max_length=100, blank=True, default="")
+    description = models.CharField(max_length=200, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} /{self.pattern}/"
+
+    def clean(self) -> None:
+        from hosts.policy import PatternError, compile_pattern
+
+        if sum((bool(self.grant_id), bool(self.host_id), bool(self.tag))) != 1:
+            raise ValidationError("A rule belongs to exactly one grant, host or tag.")
+        try:
+            compile_pattern(self.pattern)
+        except PatternError as exc:
+            raise ValidationError({"pattern": str(exc)}) from exc
+
+
+class ApprovalRequest(models.Model):
+    """A command that a rule says an admin must approve before it runs (at most once)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        EXPIRED = "expired", "Expired"
+        EXECUTED = "executed", "Executed"
+
+    client = models.ForeignKey(McpClient, on_delete=models.CASCADE, related_name="approval_requests")
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="approval_requests")
+    session_id = models.CharField(max_length=64, blank=True, default="")
+    command = models.TextField()
+    working_directory = models.TextField(blank=True, default="")
+    timeout = models.FloatField(null=True, blank=True)
+    sudo = models.BooleanField(default=False)
+    # stdin is kept for the run only and wiped when the request is executed or closed.
+    stdin = models.TextField(blank=True, default="", editable=False)
+    reason = models.TextField(blank=True, default="", help_text="Why the caller says it needs this.")
+    rule = models.TextField(blank=True, default="", help_text="The pattern that asked for approval.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    decided_by = models.CharField(max_length=150, blank=True, default="")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True, default="")
+    audit_event_id = models.BigIntegerField(null=True, blank=True, help_text="The call that asked.")
+    executed_event_id = models.BigIntegerField(null=True, blank=True, help_text="The call that ran it.")
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.client.name} on {self.host.name}: {self.command[:60]}"

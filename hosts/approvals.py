@@ -1,0 +1,128 @@
+"""Approval requests: a command a rule holds back until an admin decides.
+
+Every state change is one conditional UPDATE (``state = pending`` or ``approved``), so two
+admins deciding at once, or two callers picking up one approved request, cannot both win:
+an approved request runs at most once. Nothing in the MCP surface reaches ``decide``; only
+the admin (and the ``approvals`` command line) does.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from hosts.access_models import ApprovalRequest
+from hosts.models import Host
+
+State = ApprovalRequest.State
+
+
+class ApprovalError(ValueError):
+    """A decision that cannot be made (already decided, expired, self-approval)."""
+
+
+def create(
+    *,
+    client_id: int,
+    host: Host,
+    command: str,
+    working_directory: str,
+    timeout: float | None,
+    sudo: bool,
+    stdin: str,
+    reason: str,
+    rule: str,
+    session_id: str,
+    audit_event_id: int,
+) -> ApprovalRequest:
+    now = timezone.now()
+    return ApprovalRequest.objects.create(
+        client_id=client_id,
+        host=host,
+        session_id=session_id,
+        command=command,
+        working_directory=working_directory,
+        timeout=timeout,
+        sudo=sudo,
+        stdin=stdin,
+        reason=reason[:2000],
+        rule=rule,
+        requested_at=now,
+        expires_at=now + timedelta(seconds=float(settings.APPROVAL_EXPIRY_SECONDS)),
+        audit_event_id=audit_event_id,
+    )
+
+
+def expire_overdue() -> int:
+    """Close requests past their expiry (pending or approved and never run); wipe their stdin."""
+    return ApprovalRequest.objects.filter(
+        state__in=[State.PENDING, State.APPROVED], expires_at__lte=timezone.now()
+    ).update(state=State.EXPIRED, stdin="")
+
+
+def decide(request_id: int, admin_username: str, approve: bool, comment: str = "") -> ApprovalRequest:
+    """Approve or deny a pending request as ``admin_username``. Raises ApprovalError.
+
+    The owner of the requesting client cannot decide: the person who runs an agent must
+    not be the one who lets it do the dangerous thing.
+    """
+    if not admin_username:
+        raise ApprovalError("a decision needs the name of the admin who makes it")
+    expire_overdue()
+    request = ApprovalRequest.objects.select_related("client").filter(pk=request_id).first()
+    if request is None:
+        raise ApprovalError(f"approval request {request_id} does not exist")
+    if request.client.owner and request.client.owner == admin_username:
+        raise ApprovalError(
+            f"{admin_username} owns client '{request.client.name}' and cannot decide its requests"
+        )
+    now = timezone.now()
+    changed = ApprovalRequest.objects.filter(pk=request_id, state=State.PENDING, expires_at__gt=now).update(
+        state=State.APPROVED if approve else State.DENIED,
+        decided_by=admin_username[:150],
+        decided_at=now,
+        comment=comment,
+        **({} if approve else {"stdin": ""}),
+    )
+    request.refresh_from_db()
+    if not changed:
+        raise ApprovalError(f"approval request {request_id} is {request.state}, not pending")
+    return request
+
+
+def claim(request_id: int, client_id: int) -> ApprovalRequest | None:
+    """Take an approved request of this client to run it, exactly once (None when it cannot run)."""
+    changed = ApprovalRequest.objects.filter(
+        pk=request_id, client_id=client_id, state=State.APPROVED, expires_at__gt=timezone.now()
+    ).update(state=State.EXECUTED)
+    if not changed:
+        return None
+    return ApprovalRequest.objects.select_related("host").get(pk=request_id)
+
+
+def finish(request: ApprovalRequest, executed_event_id: int) -> None:
+    """Record which call ran the request and drop the stdin kept for it."""
+    ApprovalRequest.objects.filter(pk=request.pk).update(executed_event_id=executed_event_id, stdin="")
+
+
+def get_for_client(request_id: int, client_id: int) -> ApprovalRequest | None:
+    expire_overdue()
+    return ApprovalRequest.objects.select_related("host").filter(pk=request_id, client_id=client_id).first()
+
+
+def pending() -> list[ApprovalRequest]:
+    """Undecided requests, oldest first (what the admin index shows at the top)."""
+    expire_overdue()
+    return list(
+        ApprovalRequest.objects.filter(state=State.PENDING)
+        .select_related("client", "host")
+        .order_by("requested_at")
+    )
+
+
+def decidable_by(admin_username: str) -> Q:
+    """Requests this admin may decide (not those of clients they own)."""
+    return ~Q(client__owner=admin_username) | Q(client__owner="")
