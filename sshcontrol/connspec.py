@@ -37,3 +37,17 @@ def build_spec(host: Host) -> ConnectSpec:
         keepalive_seconds=settings.KEEPALIVE_SECONDS,
         secrets=tuple(s for s in (secret if is_password else "", passphrase or "") if s),
     )
+
+
+class NoSudoPassword(LookupError):
+    """The host's credential carries no sudo password."""
+
+
+def sudo_password(host_id: int) -> str:
+    """The sudo password of the host's credential, decrypted for one ``sudo -S`` run."""
+    credential = Credential.objects.filter(hosts__pk=host_id).first()
+    if credential is None or not credential.has_sudo_password:
+        raise NoSudoPassword(
+            "the host's credential has no sudo password; an administrator must set one to use sudo"
+        )
+    return credential.sudo_password()

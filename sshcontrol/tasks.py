@@ -24,7 +24,7 @@ from django.utils import timezone
 from audit.redaction import redact
 from hosts import hostkeys
 from hosts.models import Host
-from sshcontrol import workers
+from sshcontrol import connspec, workers
 from sshcontrol.connspec import NoCredential, build_spec
 from sshcontrol.models import SshSession
 from sshcontrol.ssh import transfer
@@ -138,8 +138,16 @@ def _open(host: Host, session_id: str) -> Session:
 
 
 @envelope
-def connect(host_id: int, actor: str, session_id: str | None = None, reopen: bool = False) -> dict[str, Any]:
+def connect(
+    host_id: int,
+    actor: str,
+    session_id: str | None = None,
+    reopen: bool = False,
+    client_id: int | None = None,
+) -> dict[str, Any]:
     """Open a session on the host, or reuse ``session_id`` when this process holds it for that host.
+
+    ``client_id`` is the MCP client that will own a new session (None for the admin's own tests).
 
     ``reopen`` re-creates a known session here after the process that held it died, so the
     caller keeps its session id (the distributed dispatcher uses it; the call is audited as
@@ -188,6 +196,7 @@ def connect(host_id: int, actor: str, session_id: str | None = None, reopen: boo
         host_name=host.name,
         worker=workers.current_worker(),
         opened_by=actor,
+        client_id=client_id,
         host_key_fingerprint=session.connection.host_key.fingerprint,
     )
     return {
@@ -245,15 +254,27 @@ def execute(
     stdin_b64: str | None = None,
     call_id: str = "",
     progress: ProgressFn | None = None,
+    sudo: bool = False,
 ) -> dict[str, Any]:
     session = _held(session_id)
+    secrets = session.secrets
+    stdin = base64.b64decode(stdin_b64) if stdin_b64 is not None else None
+    if sudo:
+        # Decrypted here, where the connection is, and only for this run: first line of stdin.
+        try:
+            password = connspec.sudo_password(int(session.host_ref))
+        except connspec.NoSudoPassword as exc:
+            raise TaskFailure("no_sudo_password", str(exc)) from None
+        stdin = password.encode() + b"\n" + (stdin or b"")
+        secrets = (*secrets, password)
     client, reconnected = _client_for(session)
     request = ExecRequest(
         command=command,
         working_directory=working_directory,
         timeout=timeout,
-        stdin=base64.b64decode(stdin_b64) if stdin_b64 is not None else None,
+        stdin=stdin,
         max_output_bytes=settings.MAX_OUTPUT_BYTES,
+        sudo=sudo,
     )
     with registry.running_call(call_id or pysecrets.token_hex(8)) as cancel:
         try:
@@ -263,7 +284,6 @@ def execute(
             client, reconnected = _client_for(session)
             result = run_command(client, request, cancel=cancel, on_progress=progress)
     session.touch(command=True)
-    secrets = session.secrets
     out = asdict(result)
     out["stdout"] = redact(result.stdout, secrets)
     out["stderr"] = redact(result.stderr, secrets)

@@ -18,10 +18,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from audit import writelock, writer
 from audit.models import AuditEvent
+from hosts.access import access_for
 from hosts.inventory import HostDisabled, HostNotFound, get_enabled_host
 from hosts.models import Host
+from hosts.policy import Decision
 from sshcontrol.dispatch import ProgressFn, get_dispatcher
 from sshcontrol.mcp.identity import Caller
+from sshcontrol.mcp.limits import LimitExceeded, check_limits
 from sshcontrol.models import SshSession
 from sshcontrol.workers import EMBEDDED_PREFIX, current_worker, worker_alive
 
@@ -44,6 +47,7 @@ class SessionRow:
     state: str
     worker: str
     close_reason: str
+    client_id: int | None
     host: Host | None
 
 
@@ -57,7 +61,7 @@ def session_row(session_id: str) -> SessionRow | None:
     session_table, host_table = q(SshSession._meta.db_table), q(Host._meta.db_table)
     host_columns = ", ".join(f"h.{q(name)}" for name in _HOST_FIELDS)
     sql = (
-        f"SELECT s.{q('state')}, s.{q('worker')}, s.{q('close_reason')}, {host_columns} "  # noqa: S608
+        f"SELECT s.{q('state')}, s.{q('worker')}, s.{q('close_reason')}, s.{q('client_id')}, {host_columns} "  # noqa: S608
         f"FROM {session_table} s LEFT JOIN {host_table} h ON h.{q('id')} = s.{q('host_id')} "
         f"WHERE s.{q('session_id')} = %s"
     )
@@ -66,13 +70,13 @@ def session_row(session_id: str) -> SessionRow | None:
         found = cursor.fetchone()
     if found is None:
         return None
-    state, worker, close_reason, *host_values = found
+    state, worker, close_reason, client_id, *host_values = found
     host = None
     if host_values[0] is not None:
         # from_db keeps the other fields deferred: reading one later loads it, never a wrong default.
         host = Host.from_db(connection.alias, list(_HOST_FIELDS), host_values)
         host.enabled = bool(host.enabled)  # SQLite returns 0/1
-    return SessionRow(session_id, state, worker, close_reason, host)
+    return SessionRow(session_id, state, worker, close_reason, client_id, host)
 
 
 # What an ``execute`` result and its audit row share, field for field.
@@ -95,13 +99,16 @@ class Target:
     problem_status: str = Status.ERROR
 
 
-def resolve(session_id: str | None, host_name: str | None) -> Target:
-    """Find the host (and session) a call names, or say why it cannot run."""
+def resolve(session_id: str | None, host_name: str | None, client_id: int | None) -> Target:
+    """Find the host (and session) a call names, or say why it cannot run.
+
+    A session belongs to the client that opened it: to any other client it does not exist.
+    """
     if bool(session_id) == bool(host_name):
         return Target(None, None, "give exactly one of session_id or host")
     if session_id:
         row = session_row(session_id)
-        if row is None:
+        if row is None or (client_id is not None and row.client_id != client_id):
             return Target(
                 None, session_id, f"unknown session_id '{session_id}'; ssh_status lists your sessions"
             )
@@ -151,7 +158,12 @@ def unreachable_reason(row: SessionRow) -> str:
 
 def reusable_session(host: Host, caller: Caller) -> str | None:
     """The caller's most recently used connected session on ``host`` that this process can reach."""
-    rows = SshSession.objects.filter(host=host, opened_by=caller.actor, state=SshSession.State.CONNECTED)
+    rows = SshSession.objects.filter(host=host, state=SshSession.State.CONNECTED)
+    rows = (
+        rows.filter(client_id=caller.client_id)
+        if caller.client_id is not None
+        else rows.filter(opened_by=caller.actor)
+    )
     if get_dispatcher().embedded:
         rows = rows.filter(worker=current_worker())
     return rows.order_by("-last_used_at").values_list("session_id", flat=True).first()
@@ -198,19 +210,28 @@ class HostCall:
     host_name: str | None
     audit_fields: dict[str, str] = field(default_factory=dict)
     request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # What the call needs on its host: "connect", "execute", "read", "write" or "disconnect".
+    permission: str = "connect"
+    sudo: bool = False
     host: Host | None = None
     event_id: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    # For commands: the policy's verdict ("allow" or "approve" once begin has passed).
+    decision: Decision | None = None
 
     def begin(self) -> None:
-        target = resolve(self.session_id, self.host_name)
+        target = resolve(self.session_id, self.host_name, self.caller.client_id)
         self.host = target.host
         self.session_id = target.session_id
+        problem, status = target.problem, target.problem_status
+        if not problem and target.host is not None:
+            problem, status = self.authorize(target.host), Status.DENIED
         if target.host is None and self.host_name:
             self.details["host_requested"] = self.host_name[:100]
         self.event_id = writer.begin(
             tool=self.tool,
             actor=self.caller.actor,
+            client=self.caller.client_name,
             transport=self.caller.transport,
             host=target.host,
             session_id=target.session_id or "",
@@ -218,12 +239,50 @@ class HostCall:
             details=self.details,
             **self.audit_fields,
         )
-        if target.problem:
-            self.fail(target.problem, target.problem_status)
+        if problem:
+            self.fail(problem, status)
+
+    def authorize(self, host: Host) -> str:
+        """Why the caller may not make this call on ``host`` ("" when it may).
+
+        For commands this also records the policy's decision, which may ask for approval.
+        """
+        if self.caller.client_id is None:
+            return ""  # a signed-in admin's own action (Test connection)
+        access = access_for(self.caller.client_id)
+        if access.problem:
+            return access.problem
+        if self.permission == "disconnect":
+            return ""  # closing one's own session is always allowed
+        who = f"client '{access.name}'"
+        if not access.grants_for(host):
+            return f"{who} has no grant for host '{host.name}'; ask an administrator for one"
+        if self.permission == "execute":
+            self.decision = access.command(host, self.audit_fields.get("command", ""), self.sudo)
+            if self.decision.verdict == "deny":
+                return self.decision.reason
+        elif self.permission == "read" and not access.can_read(host):
+            return f"{who} may not read files on host '{host.name}'"
+        elif self.permission == "write" and not access.can_write(host):
+            return f"{who} may not write files on host '{host.name}'"
+        elif self.permission == "connect" and not access.can_connect(host):
+            return f"{who} may not open sessions on host '{host.name}'"
+        try:
+            check_limits(access, opening_session=self.session_id is None)
+        except LimitExceeded as exc:
+            return str(exc)
+        return ""
 
     def fail(self, message: str, status: str = Status.ERROR, **fields: Any) -> None:
         """Complete the audit row as failed and stop the tool with a one-line error."""
-        writer.complete(self.event_id, status=status, error=message, session_id=self.session_id, **fields)
+        writer.complete(
+            self.event_id,
+            status=status,
+            error=message,
+            session_id=self.session_id,
+            details=self.details,
+            **fields,
+        )
         raise ToolError(message)
 
     def connect(self, reuse: bool) -> str:
@@ -234,7 +293,10 @@ class HostCall:
             candidate = reusable_session(self.host, self.caller)
             if candidate:
                 return candidate
-        envelope = dispatcher.call("connect", {"host_id": self.host.pk, "actor": self.caller.actor})
+        envelope = dispatcher.call(
+            "connect",
+            {"host_id": self.host.pk, "actor": self.caller.actor, "client_id": self.caller.client_id},
+        )
         if not envelope["ok"]:
             self.fail(envelope["message"])
         session_id: str = envelope["result"]["session_id"]
@@ -316,9 +378,21 @@ def run_host_call(
     session_id: str | None = None,
     host_name: str | None = None,
     audit_fields: dict[str, str] | None = None,
+    permission: str = "connect",
+    sudo: bool = False,
+    details: dict[str, Any] | None = None,
 ) -> T:
     """Run one audited call of ``tool`` on the host or session it names; ``body`` does the work."""
-    call = HostCall(tool, caller, session_id=session_id, host_name=host_name, audit_fields=audit_fields or {})
+    call = HostCall(
+        tool,
+        caller,
+        session_id=session_id,
+        host_name=host_name,
+        audit_fields=audit_fields or {},
+        permission=permission,
+        sudo=sudo,
+        details=details or {},
+    )
     result: T = run_guarded(call, body)
     return result
 

@@ -1,4 +1,12 @@
-"""Who is calling: the identity recorded on every audit row."""
+"""Who is calling: the MCP client behind a tool call, recorded on every audit row.
+
+Over stdio (and the in-memory transport of tests) the caller is fixed for the life of the
+server: the client whose token is in ``SSHCONTROL_CLIENT_TOKEN``, or the local client of
+the OS user. Over streamable HTTP it is the client whose bearer token the request carried
+(``sshcontrol.mcp.http`` verifies it and hands over a ``ClientAccessToken``).
+Whether the client may still act (revoked, disabled, expired) is checked again on every
+call, in the call's thread, by ``sshcontrol.access``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +15,34 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from django.conf import settings
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+
+from hosts.access_models import McpClient
+from hosts.clients import authenticate, local_client
+
+
+class ClientAccessToken(AccessToken):
+    """An HTTP bearer token resolved to its client (``client_id`` is the client's primary key)."""
+
+    client_name: str
+
+
+@dataclass(frozen=True)
+class ClientRef:
+    id: int
+    name: str
+
 
 @dataclass(frozen=True)
 class Caller:
-    actor: str  # e.g. "claude-code (os:alice)"
-    transport: str  # "stdio", "memory", ...
+    actor: str  # e.g. "ci-bot (claude-code)"
+    transport: str  # "stdio", "streamable-http", "memory", "admin"
+    # The MCP client; None only for actions of a signed-in admin (Test connection), which
+    # no client policy binds. Nothing reachable over MCP builds a Caller without a client.
+    client_id: int | None = None
+    client_name: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -22,8 +53,8 @@ def os_user() -> str:
         return "unknown"
 
 
-def client_name(ctx: Any) -> str:
-    """The name the MCP client announced, when the protocol revision carries one."""
+def app_name(ctx: Any) -> str:
+    """The name the MCP client application announced, when the protocol revision carries one."""
     try:
         params = ctx.request_context.session.client_params
         info = getattr(params, "client_info", None)
@@ -33,5 +64,30 @@ def client_name(ctx: Any) -> str:
     return str(name)[:80] if name else "mcp-client"
 
 
-def caller_for(ctx: Any, transport: str) -> Caller:
-    return Caller(actor=f"{client_name(ctx)} (os:{os_user()})", transport=transport)
+def process_client() -> ClientRef:
+    """The caller of a stdio server: the token's client, else the OS user's local client.
+
+    Raises ``hosts.clients.ClientAuthError`` for a bad token: the server must not start
+    as somebody else.
+    """
+    client: McpClient = (
+        authenticate(settings.CLIENT_TOKEN) if settings.CLIENT_TOKEN else local_client(os_user())
+    )
+    return ClientRef(client.pk, client.name)
+
+
+def caller_for(ctx: Any, transport: str, fixed: ClientRef | None) -> Caller:
+    """The caller of this request: the HTTP token's client, else the server's fixed client."""
+    token = get_access_token()
+    if isinstance(token, ClientAccessToken):
+        ref = ClientRef(int(token.client_id), token.client_name)
+    elif fixed is not None:
+        ref = fixed
+    else:  # an HTTP request that got past auth without our token type: refuse, never guess
+        raise PermissionError("no authenticated client for this request")
+    return Caller(
+        actor=f"{ref.name} ({app_name(ctx)})",
+        transport=transport,
+        client_id=ref.id,
+        client_name=ref.name,
+    )

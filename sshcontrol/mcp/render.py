@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sshcontrol.mcp.schemas import (
+    ApprovalStatusResult,
     ConnectResult,
     DisconnectResult,
     DownloadResult,
@@ -78,8 +79,35 @@ def execute(result: ExecuteResult) -> str:
             parts.append(f"**{name}**{note}:\n{_fence(text)}")
     if not result.stdout_bytes and not result.stderr_bytes:
         parts.append("(no output)")
-    parts.append(f"Session `{result.session_id}`, audit #{result.audit_id}.")
+    approved = f", approved under request {result.approval_request}" if result.approval_request else ""
+    parts.append(f"Session `{result.session_id}`, audit #{result.audit_id}{approved}.")
     return "\n\n".join(parts)
+
+
+_APPROVAL_STATES = {
+    "pending": "is waiting for an administrator's decision",
+    "approved": "was approved",
+    "denied": "was denied",
+    "expired": "expired before it ran",
+    "executed": "was approved and has run",
+}
+
+
+def approval_status(result: ApprovalStatusResult) -> str:
+    lines = [
+        f"Approval request {result.request_id} for `{result.command}` on **{result.host}** "
+        f"{_APPROVAL_STATES[result.state]}."
+    ]
+    if result.decided_by:
+        comment = f": {result.comment}" if result.comment else ""
+        lines.append(f"Decided by {result.decided_by}{comment}")
+    if result.state == "pending":
+        lines.append(f"It expires at {result.expires_at}. Ask again later with ssh_approval_status.")
+    if result.execution is not None:
+        lines.append(execute(result.execution))
+    elif result.executed_audit_id:
+        lines.append(f"It ran earlier (audit #{result.executed_audit_id}); an approval runs once.")
+    return "\n\n".join(lines)
 
 
 def upload(result: UploadResult) -> str:

@@ -68,6 +68,9 @@ class ExecuteResult(BaseModel):
     timed_out: bool
     duration_ms: float
     audit_id: int
+    approval_request: int | None = Field(
+        default=None, description="the approval request this run was approved under, if any"
+    )
 
 
 class UploadResult(BaseModel):
@@ -114,3 +117,16 @@ class DisconnectResult(BaseModel):
     host: str
     was_open: bool
     audit_id: int
+
+
+class ApprovalStatusResult(BaseModel):
+    request_id: int
+    state: Literal["pending", "approved", "denied", "expired", "executed"]
+    host: str
+    command: str
+    requested_at: str
+    expires_at: str
+    decided_by: str
+    comment: str = Field(description="the deciding admin's comment")
+    executed_audit_id: int | None = Field(description="the audit row of the run, once it ran")
+    execution: ExecuteResult | None = Field(description="the command's result, when this call ran it")

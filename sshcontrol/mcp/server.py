@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mcp.server import MCPServer
 
 from sshcontrol.mcp import tools
+from sshcontrol.mcp.identity import ClientRef
 
 INSTRUCTIONS = """\
 sshcontrol runs commands and moves files on SSH hosts that an administrator registered.
@@ -14,7 +17,12 @@ host key is not trusted yet, tell the user to ask their administrator to approve
 Every call is recorded in an audit log."""
 
 
-def build_server(transport: str = "stdio") -> MCPServer:
-    server: MCPServer = MCPServer(name="sshcontrol", instructions=INSTRUCTIONS, version="0.1.0")
-    tools.register(server, transport)
+def build_server(transport: str = "stdio", client: ClientRef | None = None, **options: Any) -> MCPServer:
+    """The server with every tool; ``client`` is the fixed caller of a stdio server.
+
+    ``options`` go to ``MCPServer`` (the HTTP transport passes its token verifier, auth
+    and transport-security settings); without ``client`` every request must carry a token.
+    """
+    server: MCPServer = MCPServer(name="sshcontrol", instructions=INSTRUCTIONS, version="0.1.0", **options)
+    tools.register(server, transport, client)
     return server

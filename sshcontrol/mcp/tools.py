@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -23,13 +24,19 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from audit.models import AuditEvent
+from hosts import approvals
+from hosts.access import access_for, visible_hosts
+from hosts.access_models import ApprovalRequest
 from hosts.inventory import list_hosts
 from sshcontrol import localfiles
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.mcp import render
+from sshcontrol.mcp.adhoc import register as register_adhoc
+from sshcontrol.mcp.approval_flow import Pending, await_decision
 from sshcontrol.mcp.calls import EXECUTION_FIELDS, HostCall, mark_lost, run_host_call
-from sshcontrol.mcp.identity import Caller, caller_for
+from sshcontrol.mcp.identity import Caller, ClientRef, caller_for
 from sshcontrol.mcp.schemas import (
+    ApprovalStatusResult,
     ConnectResult,
     DisconnectResult,
     DownloadResult,
@@ -105,14 +112,73 @@ def parse_file_mode(value: int | str | None) -> int | None:
     return int(text, 8)
 
 
+def checked_timeout(timeout: float | None) -> float:
+    """The command timeout in seconds: the default when unset, refused above the maximum."""
+    limit = float(settings.MAX_TIMEOUT)
+    seconds = float(settings.DEFAULT_TIMEOUT) if timeout is None else timeout
+    if seconds > limit:
+        raise ToolError(f"timeout {seconds:g} s is above the maximum of {limit:g} s (SSHCONTROL_MAX_TIMEOUT)")
+    return seconds
+
+
+def own_client(caller: Caller) -> int:
+    """The caller's client id; every MCP caller has one (only admin actions go without)."""
+    if caller.client_id is None:
+        raise ToolError("this call needs an MCP client identity")
+    return caller.client_id
+
+
+def execute_on(
+    call: HostCall,
+    command: str,
+    working_directory: str | None,
+    seconds: float,
+    stdin: str | None,
+    sudo: bool,
+    call_id: str,
+    progress: Callable[[int, int], None],
+    approval: ApprovalRequest | None,
+) -> ExecuteResult:
+    """Run the command on the call's session, complete its audit row, and build the result."""
+    assert call.host is not None
+    r = call.dispatch(
+        "execute",
+        {
+            "command": command,
+            "working_directory": working_directory,
+            "timeout": seconds,
+            "stdin_b64": base64.b64encode(stdin.encode()).decode() if stdin is not None else None,
+            "sudo": sudo,
+        },
+        call_id=call_id,
+        progress=progress,
+    )
+    audit_id = call.complete_execution(r)
+    if approval is not None:
+        approvals.finish(approval, audit_id)
+    assert call.session_id is not None
+    return ExecuteResult(
+        session_id=call.session_id,
+        host=call.host.name,
+        command=command,
+        signal=r["signal"],
+        timed_out=r["timed_out"],
+        duration_ms=r["duration_ms"],
+        audit_id=audit_id,
+        approval_request=approval.pk if approval is not None else None,
+        **{key: r[key] for key in EXECUTION_FIELDS},
+    )
+
+
 class Tools:
     """The tool implementations, bound to a transport name for the audit log."""
 
-    def __init__(self, transport: str) -> None:
+    def __init__(self, transport: str, client: ClientRef | None) -> None:
         self.transport = transport
+        self.client = client
 
     def caller(self, ctx: Context) -> Caller:
-        return caller_for(ctx, self.transport)
+        return caller_for(ctx, self.transport, self.client)
 
     # -- ssh_list_hosts ------------------------------------------------------------------------
 
@@ -130,10 +196,10 @@ class Tools:
         caller = self.caller(ctx)
 
         def work() -> HostList:
-            hosts = list_hosts(tag=tag, search=search)
+            hosts = visible_hosts(access_for(own_client(caller)), list_hosts(tag=tag, search=search))
             open_by_host: dict[int, list[str]] = {}
             for session_id, host_id in SshSession.objects.filter(
-                opened_by=caller.actor, state=SshSession.State.CONNECTED, host__in=hosts
+                client_id=caller.client_id, state=SshSession.State.CONNECTED, host__in=hosts
             ).values_list("session_id", "host_id"):
                 open_by_host.setdefault(host_id, []).append(session_id)
             infos = [
@@ -163,23 +229,44 @@ class Tools:
             str | None,
             Field(max_length=64, description="Reuse this open session of the same host."),
         ] = None,
+        address: Annotated[
+            str | None, Field(max_length=255, description="Only for ad-hoc connections (off by default).")
+        ] = None,
+        port: Annotated[int, Field(ge=1, le=65535, description="Only for ad-hoc connections.")] = 22,
+        username: Annotated[
+            str | None, Field(max_length=100, description="Only for ad-hoc connections.")
+        ] = None,
+        password: Annotated[
+            str | None, Field(max_length=1024, description="Only for ad-hoc connections.")
+        ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ConnectResult]:
         """Open an SSH session on a host an administrator registered, by name, and return its session_id
         (or reuse an open session when you pass its session_id). Credentials and host keys are managed
-        by the administrator: you never pass a password or key. The host key is verified against the
-        trusted keys."""
+        by the administrator: do not pass a password or key. The host key is verified against the
+        trusted keys. (address/username/password register a new host only where an administrator
+        enabled ad-hoc connections for you; otherwise they are refused.)"""
         caller = self.caller(ctx)
+        adhoc = address is not None or username is not None or password is not None
 
         def work() -> ConnectResult:
+            if adhoc:
+                register_adhoc(caller, host, address or "", port, username or "", password or "")
+
             def body(call: HostCall) -> ConnectResult:
                 assert call.host is not None
                 if session_id:
-                    row = SshSession.objects.filter(session_id=session_id).first()
+                    row = SshSession.objects.filter(session_id=session_id, client_id=caller.client_id).first()
                     if row is None or row.host_id != call.host.pk:
                         call.fail(f"session '{session_id}' is not a session of host '{host}'")
                     envelope = get_dispatcher().call(
-                        "connect", {"host_id": call.host.pk, "actor": caller.actor, "session_id": session_id}
+                        "connect",
+                        {
+                            "host_id": call.host.pk,
+                            "actor": caller.actor,
+                            "session_id": session_id,
+                            "client_id": caller.client_id,
+                        },
                     )
                     if not envelope["ok"]:
                         call.fail(envelope["message"])
@@ -203,7 +290,16 @@ class Tools:
                     audit_id=audit_id,
                 )
 
-            return run_host_call("ssh_connect", caller, body, session_id=None, host_name=host)
+            return run_host_call(
+                "ssh_connect",
+                caller,
+                body,
+                session_id=None,
+                host_name=host,
+                audit_fields={},
+                permission="connect",
+                details={"adhoc_registered": True} if adhoc else None,
+            )
 
         return await serve(work, render.connect, response_format)
 
@@ -221,16 +317,13 @@ class Tools:
         caller = self.caller(ctx)
 
         def work() -> StatusResult:
+            own = SshSession.objects.filter(client_id=caller.client_id)
             if session_id:
-                rows = list(SshSession.objects.filter(session_id=session_id))
+                rows = list(own.filter(session_id=session_id))
                 if not rows:
                     raise ToolError(f"unknown session_id '{session_id}'")
             else:
-                rows = list(
-                    SshSession.objects.filter(opened_by=caller.actor).exclude(state=SshSession.State.CLOSED)[
-                        :200
-                    ]
-                )
+                rows = list(own.exclude(state=SshSession.State.CLOSED)[:200])
             connected = [(r.session_id, r.worker) for r in rows if r.state == SshSession.State.CONNECTED]
             alive = get_dispatcher().alive(connected) if connected else {}
             for row in rows:
@@ -275,52 +368,41 @@ class Tools:
         stdin: Annotated[
             str | None, Field(max_length=10_000_000, description="Text fed to the command's stdin.")
         ] = None,
+        sudo: Annotated[
+            bool,
+            Field(description="Run as root with sudo (only where an administrator allows it)."),
+        ] = False,
+        reason: Annotated[
+            str | None,
+            Field(max_length=2000, description="Why you need this; shown to the admin if it needs approval."),
+        ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ExecuteResult]:
         """Run a shell command on a host (by session_id, or by host name to open/reuse a session) and
         return its exit status, stdout and stderr. Output is streamed and capped (head and tail kept);
         the command is killed when the timeout passes; stdin is closed unless you pass text for it.
-        Every command is audited."""
+        Commands are checked against the administrator's rules: some are refused, some wait for an
+        administrator's approval (progress says so; if the wait runs out you get a request id for
+        ssh_approval_status). Every command is audited."""
         caller = self.caller(ctx)
-        limit = float(settings.MAX_TIMEOUT)
-        seconds = float(settings.DEFAULT_TIMEOUT) if timeout is None else timeout
-        if seconds > limit:
-            raise ToolError(
-                f"timeout {seconds:g} s is above the maximum of {limit:g} s (SSHCONTROL_MAX_TIMEOUT)"
-            )
+        seconds = checked_timeout(timeout)
+        if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
+            # The remote shell stops reading at a NUL, and rules would see text that never runs.
+            raise ToolError("command contains a NUL byte or another control character; remove it")
         call_id = secrets.token_hex(8)
-        loop = asyncio.get_running_loop()
-
-        def progress(out_bytes: int, err_bytes: int) -> None:
-            message = f"{out_bytes} bytes of stdout, {err_bytes} bytes of stderr so far"
-            asyncio.run_coroutine_threadsafe(ctx.report_progress(out_bytes + err_bytes, None, message), loop)
+        cancelled = threading.Event()
+        notify, progress = self.notifiers(ctx)
 
         def work() -> ExecuteResult:
             def body(call: HostCall) -> ExecuteResult:
-                assert call.host is not None
-                stdin_b64 = base64.b64encode(stdin.encode()).decode() if stdin is not None else None
-                r = call.dispatch(
-                    "execute",
-                    {
-                        "command": command,
-                        "working_directory": working_directory,
-                        "timeout": seconds,
-                        "stdin_b64": stdin_b64,
-                    },
-                    call_id=call_id,
-                    progress=progress,
-                )
-                audit_id = call.complete_execution(r)
-                assert call.session_id is not None
-                return ExecuteResult(
-                    session_id=call.session_id,
-                    host=call.host.name,
-                    command=command,
-                    signal=r["signal"],
-                    timed_out=r["timed_out"],
-                    duration_ms=r["duration_ms"],
-                    audit_id=audit_id,
-                    **{key: r[key] for key in EXECUTION_FIELDS},
+                approval = None
+                if call.decision is not None and call.decision.verdict == "approve":
+                    pending = Pending(
+                        command, working_directory or "", timeout, sudo, stdin or "", reason or ""
+                    )
+                    approval = await_decision(call, pending, notify, cancelled)
+                return execute_on(
+                    call, command, working_directory, seconds, stdin, sudo, call_id, progress, approval
                 )
 
             return run_host_call(
@@ -330,10 +412,104 @@ class Tools:
                 session_id=session_id,
                 host_name=host,
                 audit_fields={"command": command, "working_directory": working_directory or ""},
+                permission="execute",
+                sudo=sudo,
+            )
+
+        def on_cancel() -> None:
+            cancelled.set()
+            get_dispatcher().cancel(call_id)
+
+        return await serve(work, render.execute, response_format, on_cancel=on_cancel)
+
+    def notifiers(self, ctx: Context) -> tuple[Callable[[str], None], Callable[[int, int], None]]:
+        """Progress callbacks usable from the call's thread: a message, and bytes of output so far."""
+        loop = asyncio.get_running_loop()
+
+        def notify(message: str) -> None:
+            asyncio.run_coroutine_threadsafe(ctx.report_progress(0, None, message), loop)
+
+        def progress(out_bytes: int, err_bytes: int) -> None:
+            message = f"{out_bytes} bytes of stdout, {err_bytes} bytes of stderr so far"
+            asyncio.run_coroutine_threadsafe(ctx.report_progress(out_bytes + err_bytes, None, message), loop)
+
+        return notify, progress
+
+    # -- ssh_approval_status -------------------------------------------------------------------
+
+    async def ssh_approval_status(
+        self,
+        ctx: Context,
+        request_id: Annotated[int, Field(ge=1, le=2**62, description="The id ssh_execute returned.")],
+        response_format: FormatArg = "markdown",
+    ) -> Annotated[CallToolResult, ApprovalStatusResult]:
+        """Check a command that waits for an administrator's approval. When it was approved (and has not
+        expired), this call runs the command, once, and returns its result; when it was denied, the
+        administrator's comment says why. Nothing here can approve a request: only an administrator can."""
+        caller = self.caller(ctx)
+        call_id = secrets.token_hex(8)
+        _notify, progress = self.notifiers(ctx)
+
+        def work() -> ApprovalStatusResult:
+            request = approvals.get_for_client(request_id, own_client(caller))
+            if request is None:
+                raise ToolError(f"unknown approval request {request_id}")
+            execution = None
+            if request.state == ApprovalRequest.State.APPROVED:
+                execution = self.run_approved(caller, request, call_id, progress)
+                request.refresh_from_db()
+            return ApprovalStatusResult(
+                request_id=request.pk,
+                state=request.state,  # type: ignore[arg-type]
+                host=request.host.name,
+                command=request.command,
+                requested_at=_iso(request.requested_at),
+                expires_at=_iso(request.expires_at),
+                decided_by=request.decided_by,
+                comment=request.comment,
+                executed_audit_id=request.executed_event_id,
+                execution=execution,
             )
 
         return await serve(
-            work, render.execute, response_format, on_cancel=lambda: get_dispatcher().cancel(call_id)
+            work, render.approval_status, response_format, on_cancel=lambda: get_dispatcher().cancel(call_id)
+        )
+
+    @staticmethod
+    def run_approved(
+        caller: Caller, request: ApprovalRequest, call_id: str, progress: Callable[[int, int], None]
+    ) -> ExecuteResult:
+        """Run an approved request once, as its own audited ssh_execute call on the request's host."""
+        seconds = checked_timeout(request.timeout)
+
+        def body(call: HostCall) -> ExecuteResult:
+            claimed = approvals.claim(request.pk, own_client(caller))
+            if claimed is None:
+                call.fail(f"approval request {request.pk} is no longer approved (it ran or expired)")
+            assert claimed is not None
+            call.details["approval_request"] = request.pk
+            call.details["approved_by"] = claimed.decided_by
+            stdin = claimed.stdin if claimed.stdin else None
+            return execute_on(
+                call,
+                claimed.command,
+                claimed.working_directory or None,
+                seconds,
+                stdin,
+                claimed.sudo,
+                call_id,
+                progress,
+                claimed,
+            )
+
+        return run_host_call(
+            "ssh_execute",
+            caller,
+            body,
+            host_name=request.host.name,
+            audit_fields={"command": request.command, "working_directory": request.working_directory},
+            permission="execute",
+            sudo=request.sudo,
         )
 
     # -- ssh_upload_file -----------------------------------------------------------------------
@@ -412,6 +588,7 @@ class Tools:
                 session_id=session_id,
                 host_name=host,
                 audit_fields={"remote_path": remote_path, "local_path": source or ""},
+                permission="write",
             )
 
         return await serve(work, render.upload, response_format)
@@ -486,6 +663,7 @@ class Tools:
                 session_id=session_id,
                 host_name=host,
                 audit_fields={"remote_path": remote_path, "local_path": dest or ""},
+                permission="read",
             )
 
         return await serve(work, render.download, response_format)
@@ -535,6 +713,7 @@ class Tools:
                 session_id=session_id,
                 host_name=host,
                 audit_fields={"remote_path": remote_path},
+                permission="read",
             )
 
         return await serve(work, render.list_files, response_format)
@@ -565,7 +744,9 @@ class Tools:
                     audit_id=audit_id,
                 )
 
-            return run_host_call("ssh_disconnect", caller, body, session_id=session_id, host_name=None)
+            return run_host_call(
+                "ssh_disconnect", caller, body, session_id=session_id, host_name=None, permission="disconnect"
+            )
 
         return await serve(work, render.disconnect, response_format)
 
@@ -579,8 +760,8 @@ def hints(read_only: bool, destructive: bool, idempotent: bool, open_world: bool
     )
 
 
-def register(server: MCPServer, transport: str) -> None:
-    tools = Tools(transport)
+def register(server: MCPServer, transport: str, client: ClientRef | None) -> None:
+    tools = Tools(transport, client)
     # (tool, title, read-only, destructive, idempotent, reaches the outside world)
     specs: list[tuple[Any, str, bool, bool, bool, bool]] = [
         (tools.ssh_list_hosts, "List SSH hosts", True, False, True, False),
@@ -591,6 +772,7 @@ def register(server: MCPServer, transport: str) -> None:
         (tools.ssh_download_file, "Download a file over SFTP", True, False, True, True),
         (tools.ssh_list_files, "List a remote directory", True, False, True, True),
         (tools.ssh_disconnect, "Close an SSH session", False, False, True, False),
+        (tools.ssh_approval_status, "Check or run an approved command", False, True, False, True),
     ]
     for fn, title, *flags in specs:
         server.add_tool(fn, name=fn.__name__, title=title, annotations=hints(*flags))

@@ -36,6 +36,8 @@ class ExecRequest:
     timeout: float = 60.0
     stdin: bytes | None = None
     max_output_bytes: int = 1 << 20
+    # Run under ``sudo -S``; the caller puts the password line first on ``stdin``.
+    sudo: bool = False
 
 
 @dataclass
@@ -79,7 +81,13 @@ def remote_command(request: ExecRequest) -> str:
     parts = [f"printf '{_PGID_MARKER.decode()}%s\\n' \"$$\""]
     if request.working_directory:
         parts.append(f"cd -- {shlex.quote(request.working_directory)} || exit 126")
-    parts.append(f"eval {shlex.quote(request.command)}")
+    if request.sudo:
+        # -S reads the password from stdin (never argv, which `ps` shows); -p '' prints no
+        # prompt into the output; -k ignores a cached sudo timestamp, so sudo always reads
+        # the password line instead of leaving it on the command's stdin.
+        parts.append(f"sudo -S -k -p '' -- sh -c {shlex.quote(request.command)}")
+    else:
+        parts.append(f"eval {shlex.quote(request.command)}")
     return "; ".join(parts)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -17,17 +17,20 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
+from sshcontrol.mcp.identity import ClientRef, process_client
 from sshcontrol.mcp.server import build_server
 
 T = TypeVar("T")
 
 
 class McpHarness:
-    def __init__(self) -> None:
+    """``client`` is who calls (default: the OS user's local client, as over stdio without a token)."""
+
+    def __init__(self, client: ClientRef | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="mcp-test-loop", daemon=True)
         self.thread.start()
-        self.client = Client(build_server(transport="memory"))
+        self.client = Client(build_server(transport="memory", client=client or process_client()))
         self._stop = asyncio.Event()
         entered: Future[None] = Future()
         # The client must be entered and exited in one task (anyio cancel scopes demand it).
@@ -81,6 +84,42 @@ def mcp(transactional_db: None) -> Iterator[McpHarness]:
     harness = McpHarness()
     yield harness
     harness.close()
+    from sshcontrol.ssh.sessions import registry
+
+    registry.close_all()
+
+
+@pytest.fixture
+def as_client(transactional_db: None) -> Iterator[Callable[..., McpHarness]]:
+    """``as_client("agent", hosts=[h], can_write_files=True)``: a harness calling as a new token client.
+
+    With ``grant=False`` the client has no grant at all; otherwise one grant with the given
+    fields (``hosts`` and ``rules`` as (action, pattern) pairs are applied after creation).
+    """
+    from hosts.clients import create_client
+    from hosts.models import CommandRule, Grant
+
+    harnesses: list[McpHarness] = []
+
+    def make(name: str, grant: bool = True, hosts: Any = (), rules: Any = (), **fields: Any) -> McpHarness:
+        client_fields = {k: fields.pop(k) for k in list(fields) if k.startswith("max_") or k == "owner"}
+        issued = create_client(name, owner=client_fields.pop("owner", ""))
+        if client_fields:
+            for key, value in client_fields.items():
+                setattr(issued.client, key, value)
+            issued.client.save()
+        if grant:
+            made = Grant.objects.create(client=issued.client, **fields)
+            made.hosts.set(list(hosts))
+            for action, pattern in rules:
+                CommandRule.objects.create(grant=made, action=action, pattern=pattern)
+        harness = McpHarness(ClientRef(issued.client.pk, issued.client.name))
+        harnesses.append(harness)
+        return harness
+
+    yield make
+    for harness in harnesses:
+        harness.close()
     from sshcontrol.ssh.sessions import registry
 
     registry.close_all()

@@ -129,7 +129,7 @@ async def test_it_serves_the_tools_over_stdio(
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert [r["tool"] for r in rows] == ["ssh_execute", "ssh_upload_file", "ssh_download_file", "ssh_execute"]
     assert all(r["status"] == "ok" for r in rows)
-    assert "(os:" in rows[0]["actor"] and rows[0]["transport"] == "stdio"
+    assert rows[0]["actor"].startswith("local-") and rows[0]["transport"] == "stdio"
 
 
 def _server_pid(data_dir: str) -> int:
@@ -174,3 +174,38 @@ async def test_it_marks_the_calls_of_a_killed_server_interrupted(
     assert rows["sleep 77"]["status"] == "interrupted"
     subprocess.run(["pkill", "-KILL", "-u", sshd.user, "-f", "sleep 77"], check=False)
     time.sleep(0.1)
+
+
+async def test_it_acts_as_the_client_whose_token_it_was_given(registered: dict[str, str]) -> None:
+    added = cli(registered, "clients", "add", "ci-bot")
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    granted = cli(registered, "clients", "grant", "ci-bot", "--host", "box", "--deny", "^rm ")
+    assert granted.returncode == 0, granted.stderr
+    as_bot = {**registered, "SSHCONTROL_CLIENT_TOKEN": token}
+    async with Client(server_params(as_bot)) as client:
+        assert (await ok(client, "ssh_execute", host="box", command="echo bot"))["stdout"] == "bot\n"
+        refused = await client.call_tool("ssh_execute", {"host": "box", "command": "rm -f nothing"})
+        assert refused.is_error
+    exported = cli(registered, "audit_export", "--format", "jsonl")
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(r["client"], r["status"]) for r in rows] == [("ci-bot", "ok"), ("ci-bot", "denied")]
+    assert token not in exported.stdout
+
+
+async def test_it_refuses_to_start_with_a_revoked_token(registered: dict[str, str]) -> None:
+    token = cli(registered, "clients", "add", "gone").stdout.strip()
+    assert cli(registered, "clients", "revoke", "gone").returncode == 0
+    started = subprocess.run(
+        [sys.executable, "-m", "sshcontrol", "mcp_serve"],
+        env={**registered, "SSHCONTROL_CLIENT_TOKEN": token},
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+    )
+    assert started.returncode != 0
+    assert "SSHCONTROL_CLIENT_TOKEN: the token of client 'gone' was revoked" in started.stderr
+    assert token not in started.stderr

@@ -331,10 +331,13 @@ def test_it_keeps_secrets_out_of_results_and_the_database_file(
 def test_it_describes_every_tool_with_a_schema_and_hints(mcp: McpHarness) -> None:
     listed = {t.name: t for t in mcp.run(mcp.client.list_tools()).tools}
     read_only = {"ssh_list_hosts", "ssh_status", "ssh_download_file", "ssh_list_files"}
-    assert set(listed) == read_only | {"ssh_connect", "ssh_execute", "ssh_upload_file", "ssh_disconnect"}
+    acting = {"ssh_connect", "ssh_execute", "ssh_upload_file", "ssh_disconnect", "ssh_approval_status"}
+    assert set(listed) == read_only | acting
     for name, tool in listed.items():
         assert tool.description and len(tool.description) > 60, name
         assert tool.output_schema and tool.output_schema.get("properties"), name
         assert tool.annotations is not None and tool.annotations.read_only_hint == (name in read_only), name
     assert listed["ssh_execute"].annotations.destructive_hint is True  # type: ignore[union-attr]
-    assert "password" not in str(listed["ssh_connect"].input_schema).lower()
+    # A password is accepted only for opt-in ad-hoc connections, and the schema says so.
+    password = listed["ssh_connect"].input_schema["properties"]["password"]
+    assert "ad-hoc" in str(password["description"])

@@ -91,7 +91,7 @@ def test_a_session_held_by_another_process_is_marked_closed_and_refused(admin_cl
     event = AuditEvent.objects.get(tool="ssh_disconnect")
     assert (event.actor, event.transport, event.status) == ("admin:admin", "admin", "ok")
     assert event.details["marked_closed"] is True
-    assert "is closed" in resolve(row.session_id, None).problem
+    assert "is closed" in resolve(row.session_id, None, None).problem
 
 
 @pytest.mark.django_db

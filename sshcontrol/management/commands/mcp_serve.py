@@ -1,19 +1,30 @@
-"""``mcp_serve``: serve the sshcontrol MCP tools to a client over stdio."""
+"""``mcp_serve``: serve the sshcontrol MCP tools over stdio or streamable HTTP.
+
+Over stdio the caller is fixed for the life of the process (``SSHCONTROL_CLIENT_TOKEN`` or
+the OS user's local client) and nothing but the protocol is printed to stdout. Over
+streamable HTTP every request carries its client's bearer token, and the admin is served
+on the same port unless ``--no-admin`` is given.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit import writer
+from hosts.clients import ClientAuthError
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.idle import start_idle_reaper
+from sshcontrol.management.commands.serve import ensure_admin_user, parse_bind
+from sshcontrol.mcp.identity import process_client
 from sshcontrol.mcp.server import build_server
 from sshcontrol.sessionstate import close_sessions_of_this_process, mark_dead_embedded_sessions
 from sshcontrol.ssh.sessions import registry
@@ -21,15 +32,59 @@ from sshcontrol.ssh.sessions import registry
 log = logging.getLogger("sshcontrol.mcp_serve")
 
 SWITCH_INTERVAL_SECONDS = 0.0005
+DEFAULT_BIND = "127.0.0.1:8000"
+# Open SSE streams would otherwise hold a stopping HTTP server up until clients hang up.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+def base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Command(BaseCommand):
-    help = "Serve the sshcontrol MCP tools (stdio transport). Nothing is printed to stdout but the protocol."
+    help = (
+        "Serve the sshcontrol MCP tools: over stdio (the default; nothing is printed to stdout but "
+        "the protocol) or over streamable HTTP with bearer tokens, with the admin on the same port."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--transport", choices=["stdio"], default="stdio")
+        parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
+        parser.add_argument(
+            "--bind", help=f"streamable-http: address:port to listen on (default {DEFAULT_BIND})"
+        )
+        parser.add_argument(
+            "--no-admin", action="store_true", help="streamable-http: serve MCP only, without the admin"
+        )
+        parser.add_argument(
+            "--no-create-admin", action="store_true", help="do not create a first administrator"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        transport: str = options["transport"]
+        if transport == "stdio" and (options["bind"] or options["no_admin"]):
+            raise CommandError("--bind and --no-admin only apply to --transport streamable-http")
+        # Resolve everything that can fail before touching state left by a previous run.
+        run = self.stdio_runner() if transport == "stdio" else self.http_runner(options)
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            # SIGTERM (a client or service manager stopping us): leave through the finally
+            # below, which closes the SSH sessions. uvicorn captures SIGTERM while it serves
+            # and, once it has shut down gracefully, raises it again into this handler.
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        if transport != "stdio":
+            signal.signal(signal.SIGINT, stop)  # Ctrl-C in a terminal: the same clean stop, no traceback
+
         interrupted = writer.mark_interrupted()
         lost = mark_dead_embedded_sessions()
         if interrupted or lost:
@@ -38,25 +93,56 @@ class Command(BaseCommand):
                 interrupted,
                 lost,
             )
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            # SIGTERM from a client shutting us down: close SSH sessions cleanly, then exit.
-            raise SystemExit(0)
-
-        signal.signal(signal.SIGTERM, stop)
         # Each call hops between the event loop, a call thread and paramiko's transport thread.
         # With CPython's default 5 ms GIL switch interval, a thread back from a socket call can
         # wait that long behind the loop's JSON work; 0.5 ms cut ssh_execute's p50 noticeably.
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-        server = build_server(transport=options["transport"])
         stop_reaper = threading.Event()
         if get_dispatcher().embedded:
             start_idle_reaper(stop_reaper)  # workers run their own reaper in distributed mode
         try:
-            server.run("stdio")
+            run()
         finally:
             stop_reaper.set()
             closed = registry.close_all()
             close_sessions_of_this_process("the server stopped")
             if closed:
                 log.info("closed %d SSH sessions on exit", closed)
+
+    def stdio_runner(self) -> Callable[[], None]:
+        try:
+            client = process_client()
+        except ClientAuthError as exc:
+            raise CommandError(f"SSHCONTROL_CLIENT_TOKEN: {exc}") from exc
+        server = build_server(transport="stdio", client=client)
+        return lambda: server.run("stdio")
+
+    def http_runner(self, options: dict[str, Any]) -> Callable[[], None]:
+        import uvicorn
+
+        from sshcontrol.mcp.http import MCP_PATH, build_app
+
+        host, port = parse_bind(options["bind"] or DEFAULT_BIND)
+        url = base_url(host, port)
+        admin = not options["no_admin"]
+        if admin and not options["no_create_admin"]:
+            ensure_admin_user(self.stderr)
+        app = build_app(url, admin=admin)
+        shown = url if host not in ("0.0.0.0", "::") else base_url("127.0.0.1", port)  # noqa: S104
+        self.stderr.write(f"sshcontrol MCP endpoint on {shown}{MCP_PATH} (clients send a bearer token)")
+        if admin:
+            self.stderr.write(f"sshcontrol admin on {shown}/admin/")
+        if not is_loopback(host):
+            self.stderr.write(
+                "Listening beyond loopback: put a TLS reverse proxy in front (tokens travel in a header) "
+                "and list its public name in SSHCONTROL_MCP_ALLOWED_HOSTS (see docs/http.md)."
+            )
+        return lambda: uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )

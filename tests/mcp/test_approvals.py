@@ -1,0 +1,127 @@
+"""Commands that need an administrator's approval, end to end against the real sshd.
+
+The tool waits (with progress), runs the command once approved, says why when denied,
+and past the wait hands back a request id that ``ssh_approval_status`` picks up later.
+Nothing on the MCP surface can approve.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from hosts import approvals
+from hosts.models import ApprovalRequest
+from tests.mcp.conftest import McpHarness
+
+pytestmark = [pytest.mark.sshd]
+
+AsClient = Callable[..., McpHarness]
+GUARDED = r"^echo guarded"
+
+
+def request_id_in(message: str) -> int:
+    return int(message.split("request_id=")[1].split(" ")[0].rstrip(";."))
+
+
+@pytest.fixture
+def agent(as_client: AsClient, make_host, settings) -> McpHarness:
+    settings.APPROVAL_WAIT_SECONDS = 0.3
+    web = make_host("web1")
+    return as_client("agent", owner="alice", hosts=[web], rules=[("approve", GUARDED)])
+
+
+def test_it_returns_a_request_id_when_nobody_decides_in_time(agent: McpHarness) -> None:
+    message = agent.error("ssh_execute", host="web1", command="echo guarded 1", reason="cleanup")
+    assert "needs an administrator's approval" in message
+    request = ApprovalRequest.objects.get(pk=request_id_in(message))
+    assert (request.state, request.command, request.reason, request.rule) == (
+        "pending",
+        "echo guarded 1",
+        "cleanup",
+        GUARDED,
+    )
+    assert request.audit_event_id is not None
+    event = AuditEvent.objects.get(pk=request.audit_event_id)
+    assert event.status == "pending" and event.details["approval_request"] == request.pk
+    status = agent.ok("ssh_approval_status", request_id=request.pk)
+    assert status["state"] == "pending" and status["execution"] is None
+
+
+def test_it_runs_an_approved_request_once(agent: McpHarness) -> None:
+    message = agent.error("ssh_execute", host="web1", command="echo guarded 2", stdin="ignored")
+    request_id = request_id_in(message)
+    approvals.decide(request_id, "bob", approve=True, comment="go ahead")
+    first = agent.ok("ssh_approval_status", request_id=request_id)
+    assert first["state"] == "executed" and first["decided_by"] == "bob"
+    assert first["execution"]["stdout"] == "guarded 2\n"
+    assert first["execution"]["approval_request"] == request_id
+    ran = AuditEvent.objects.get(pk=first["execution"]["audit_id"])
+    assert (ran.status, ran.details["approved_by"]) == ("ok", "bob")
+    again = agent.ok("ssh_approval_status", request_id=request_id)
+    assert again["execution"] is None and again["executed_audit_id"] == ran.pk
+    assert AuditEvent.objects.filter(command="echo guarded 2", status="ok").count() == 1
+    assert ApprovalRequest.objects.get(pk=request_id).stdin == ""
+
+
+def test_it_runs_the_command_when_approval_comes_during_the_wait(agent: McpHarness, settings) -> None:
+    settings.APPROVAL_WAIT_SECONDS = 20
+
+    def approve_when_asked() -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            request = ApprovalRequest.objects.filter(state="pending").first()
+            if request is not None:
+                approvals.decide(request.pk, "bob", approve=True)
+                return
+            time.sleep(0.05)
+
+    approver = threading.Thread(target=approve_when_asked)
+    approver.start()
+    result = agent.ok("ssh_execute", host="web1", command="echo guarded 3")
+    approver.join()
+    assert result["stdout"] == "guarded 3\n" and result["approval_request"]
+
+
+def test_it_reports_a_denial_with_the_admins_comment(agent: McpHarness) -> None:
+    request_id = request_id_in(agent.error("ssh_execute", host="web1", command="echo guarded 4"))
+    approvals.decide(request_id, "bob", approve=False, comment="not on a Friday")
+    status = agent.ok("ssh_approval_status", request_id=request_id)
+    assert (status["state"], status["comment"], status["execution"]) == ("denied", "not on a Friday", None)
+
+
+def test_it_never_lets_the_owner_approve_their_own_agent(agent: McpHarness) -> None:
+    request_id = request_id_in(agent.error("ssh_execute", host="web1", command="echo guarded 5"))
+    with pytest.raises(approvals.ApprovalError, match="owns client 'agent'"):
+        approvals.decide(request_id, "alice", approve=True)
+    assert ApprovalRequest.objects.get(pk=request_id).state == "pending"
+
+
+def test_it_does_not_run_an_expired_approval(agent: McpHarness) -> None:
+    request_id = request_id_in(agent.error("ssh_execute", host="web1", command="echo guarded 6"))
+    approvals.decide(request_id, "bob", approve=True)
+    ApprovalRequest.objects.filter(pk=request_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    status = agent.ok("ssh_approval_status", request_id=request_id)
+    assert status["state"] == "expired" and status["execution"] is None
+    with pytest.raises(approvals.ApprovalError, match="expired"):
+        approvals.decide(request_id, "carol", approve=True)
+
+
+def test_it_keeps_requests_private_to_their_client(agent: McpHarness, as_client: AsClient) -> None:
+    request_id = request_id_in(agent.error("ssh_execute", host="web1", command="echo guarded 7"))
+    other = as_client("other", all_hosts=True)
+    assert f"unknown approval request {request_id}" in other.error(
+        "ssh_approval_status", request_id=request_id
+    )
+
+
+def test_it_offers_no_way_to_approve_over_mcp(agent: McpHarness) -> None:
+    names = {tool.name for tool in agent.run(agent.client.list_tools()).tools}
+    assert "ssh_approval_status" in names
+    assert not any("approve" in name for name in names)
