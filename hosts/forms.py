@@ -83,8 +83,19 @@ class SecretFieldsForm(forms.Form):
             credential.store_private_key(self.cleaned_data["private_key"], self.cleaned_data["passphrase"])
 
 
+def _sudo_password_field() -> forms.CharField:
+    return forms.CharField(
+        required=False,
+        strip=False,
+        widget=_password_input(),
+        help_text="Optional: fed to sudo -S on stdin when a client runs a command with sudo.",
+    )
+
+
 class CredentialAddForm(SecretFieldsForm, forms.ModelForm[Credential]):
-    """Name, kind and the secret, all at once."""
+    """Name, kind and the secret, all at once (and a sudo password, if the account needs one)."""
+
+    sudo_password = _sudo_password_field()
 
     class Meta:
         model = Credential
@@ -93,6 +104,7 @@ class CredentialAddForm(SecretFieldsForm, forms.ModelForm[Credential]):
     def save(self, commit: bool = True) -> Credential:
         credential: Credential = super().save(commit=False)
         self.apply_secret(credential)
+        credential.set_sudo_password(self.cleaned_data.get("sudo_password") or "")
         if commit:
             credential.save()
         return credential
@@ -120,6 +132,35 @@ class ReplaceSecretForm(SecretFieldsForm):
     def save(self) -> Credential:
         self.apply_secret(self.credential)
         self.credential.save()
+        return self.credential
+
+
+class SudoPasswordForm(forms.Form):
+    """Set, replace or clear a credential's sudo password (write-only, like the secret)."""
+
+    sudo_password = _sudo_password_field()
+    clear = forms.BooleanField(
+        required=False, label="Clear it", help_text="Remove the sudo password; sudo then runs without one."
+    )
+
+    def __init__(self, credential: Credential, *args: Any, **kwargs: Any) -> None:
+        self.credential = credential
+        super().__init__(*args, **kwargs)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        password = cleaned.get("sudo_password") or ""
+        if cleaned.get("clear") and password:
+            self.add_error("clear", "Either type a new sudo password or clear it, not both.")
+        elif not cleaned.get("clear") and not password:
+            self.add_error("sudo_password", "Type the new sudo password, or tick “Clear it”.")
+        return cleaned
+
+    def save(self) -> Credential:
+        self.credential.set_sudo_password(
+            "" if self.cleaned_data["clear"] else self.cleaned_data["sudo_password"]
+        )
+        self.credential.save(update_fields=["sudo_password_encrypted", "updated_at"])
         return self.credential
 
 

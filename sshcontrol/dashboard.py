@@ -1,5 +1,7 @@
 """The numbers on the admin index: what happened in the last day and what needs an admin now.
 
+Commands waiting for an approval come first: an agent is blocked on each of them.
+
 Each card links to the admin list filtered to exactly the rows it counts, so a number is
 never a dead end. Everything here is a handful of indexed COUNT queries; the index page
 must stay fast on a large audit log.
@@ -16,8 +18,10 @@ from urllib.parse import urlencode
 
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import Truncator
 
 from audit.models import AuditEvent
+from hosts import approvals
 from hosts.models import HostKey
 from sshcontrol.models import SshSession
 
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
 COMMAND_TOOL = "ssh_execute"
+# A command in the approvals band is one line of at most this many characters; its page shows it all.
+SHORT_COMMAND_LENGTH = 80
 
 Tone = Literal["neutral", "good", "warning", "bad"]
 
@@ -50,6 +56,22 @@ class HostKeyAlert:
     fingerprints: tuple[str, ...]
     host_url: str
     keys_url: str
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """A command held for an admin's decision, as the band at the top of the index lists it."""
+
+    id: int
+    client_name: str
+    host_name: str
+    command: str  # one line, shortened
+    sudo: bool
+    requested_at: datetime
+    expires_at: datetime
+    url: str
+    # The viewing admin owns the requesting client, so may not decide it: another admin must.
+    own: bool
 
 
 @dataclass(frozen=True)
@@ -126,6 +148,27 @@ def host_key_alerts() -> list[HostKeyAlert]:
         )
     alerts.sort(key=lambda alert: (alert.state != "changed", alert.host_name))
     return alerts
+
+
+def pending_approvals(username: str) -> list[PendingApproval]:
+    """Undecided requests, oldest first, marked ``own`` where ``username`` owns the client.
+
+    ``approvals.pending`` expires overdue requests first, so nothing listed has run out.
+    """
+    return [
+        PendingApproval(
+            id=request.pk,
+            client_name=request.client.name,
+            host_name=request.host.name,
+            command=Truncator(" ".join(request.command.split())).chars(SHORT_COMMAND_LENGTH),
+            sudo=request.sudo,
+            requested_at=request.requested_at,
+            expires_at=request.expires_at,
+            url=reverse("admin:hosts_approvalrequest_change", args=[request.pk]),
+            own=bool(request.client.owner) and request.client.owner == username,
+        )
+        for request in approvals.pending()
+    ]
 
 
 def chain_status(loader: Callable[[], Any] | None = None) -> ChainStatus | None:

@@ -17,7 +17,9 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 _M = TypeVar("_M", bound=Model)
 
-SECRET_FIELDS = frozenset({"secret_encrypted", "passphrase_encrypted"})
+SECRET_FIELDS = frozenset(
+    {"secret_encrypted", "passphrase_encrypted", "sudo_password_encrypted", "token_digest", "stdin"}
+)
 
 sensitive_post_parameters_m = method_decorator(sensitive_post_parameters())
 csrf_protect_m = method_decorator(csrf_protect)

@@ -3,7 +3,9 @@
 A credential's secret is write-only. It is typed once on the add page or on its own
 "Replace secret" page (like a user's password in django.contrib.auth), is never shown
 again, and the encrypted columns are kept out of every form, list, search and filter.
-A key pair can also be made on the server; only its public half is ever shown.
+A key pair can also be made on the server; only its public half is ever shown. The sudo
+password (for ``sudo -S``) is handled the same way: set on the add page or on its own page,
+never rendered back.
 """
 
 from __future__ import annotations
@@ -20,21 +22,34 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from hosts.admin.base import InventoryAdmin, csrf_protect_m, sensitive_post_parameters_m
-from hosts.forms import CredentialAddForm, CredentialChangeForm, GenerateKeyForm, ReplaceSecretForm
+from hosts.forms import (
+    CredentialAddForm,
+    CredentialChangeForm,
+    GenerateKeyForm,
+    ReplaceSecretForm,
+    SudoPasswordForm,
+)
 from hosts.keyfiles import generate_ed25519
 from hosts.models import Credential
 
 
 @admin.register(Credential)
 class CredentialAdmin(InventoryAdmin[Credential]):
-    list_display = ("name", "kind", "has_secret_display", "fingerprint", "hosts_using")
+    list_display = (
+        "name",
+        "kind",
+        "has_secret_display",
+        "has_sudo_password_display",
+        "fingerprint",
+        "hosts_using",
+    )
     list_filter = ("kind",)
     search_fields = ("name", "fingerprint")
     ordering = ("name",)
     form = CredentialChangeForm
     add_form = CredentialAddForm
     fieldsets = (
-        (None, {"fields": ("name", "kind", "secret_status")}),
+        (None, {"fields": ("name", "kind", "secret_status", "sudo_password_status")}),
         ("Key", {"fields": ("fingerprint", "public_key_display")}),
         ("Usage", {"fields": ("hosts_using", "created_at", "updated_at")}),
     )
@@ -47,10 +62,18 @@ class CredentialAdmin(InventoryAdmin[Credential]):
                 "description": "Stored encrypted and never shown again; it can be replaced later.",
             },
         ),
+        (
+            "Sudo",
+            {
+                "fields": ("sudo_password",),
+                "description": "Only if the login user's sudo asks for a password. Also write-only.",
+            },
+        ),
     )
     change_readonly_fields = (
         "kind",
         "secret_status",
+        "sudo_password_status",
         "fingerprint",
         "public_key_display",
         "hosts_using",
@@ -58,6 +81,7 @@ class CredentialAdmin(InventoryAdmin[Credential]):
         "updated_at",
     )
     replace_secret_template = "admin/hosts/credential/replace_secret.html"  # noqa: S105 (a template name)
+    sudo_password_template = "admin/hosts/credential/sudo_password.html"  # noqa: S105 (a template name)
     generate_key_template = "admin/hosts/credential/generate_key.html"
     change_list_template = "admin/hosts/credential/change_list.html"
 
@@ -102,6 +126,11 @@ class CredentialAdmin(InventoryAdmin[Credential]):
                 self.admin_site.admin_view(self.replace_secret_view),
                 name="hosts_credential_secret",
             ),
+            path(
+                "<path:object_id>/sudo/",
+                self.admin_site.admin_view(self.sudo_password_view),
+                name="hosts_credential_sudo",
+            ),
             *super().get_urls(),
         ]
 
@@ -134,6 +163,37 @@ class CredentialAdmin(InventoryAdmin[Credential]):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.replace_secret_template, context)
+
+    @sensitive_post_parameters_m
+    @csrf_protect_m
+    def sudo_password_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        credential = self.get_object(request, object_id)
+        if credential is None:
+            raise Http404(f"no credential with id {object_id!r}")
+        if not self.has_change_permission(request, credential):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = SudoPasswordForm(credential, request.POST)
+            if form.is_valid():
+                form.save()
+                done = "Cleared" if form.cleaned_data["clear"] else "Set"
+                self.log_change(request, credential, f"{done} the sudo password.")
+                self.message_user(request, f"{done} the sudo password of “{credential}”.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:hosts_credential_change", args=[credential.pk]))
+        else:
+            form = SudoPasswordForm(credential)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Sudo password: {credential}",
+            "subtitle": None,
+            "form": form,
+            "opts": self.opts,
+            "original": credential,
+            "has_view_permission": self.has_view_permission(request, credential),
+            "is_popup": False,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.sudo_password_template, context)
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -193,6 +253,20 @@ class CredentialAdmin(InventoryAdmin[Credential]):
     @admin.display(boolean=True, description="Secret")
     def has_secret_display(self, obj: Credential) -> bool:
         return obj.has_secret
+
+    @admin.display(boolean=True, description="Sudo password")
+    def has_sudo_password_display(self, obj: Credential) -> bool:
+        return obj.has_sudo_password
+
+    @admin.display(description="Sudo password")
+    def sudo_password_status(self, obj: Credential) -> SafeString:
+        url = reverse("admin:hosts_credential_sudo", args=[obj.pk])
+        return format_html(
+            '{} &nbsp; <a class="button" href="{}">{}</a>',
+            "set" if obj.has_sudo_password else "not set",
+            url,
+            "Replace or clear" if obj.has_sudo_password else "Set sudo password",
+        )
 
     @admin.display(description="Secret")
     def secret_status(self, obj: Credential) -> SafeString:

@@ -1,0 +1,163 @@
+"""Grants (which hosts a client or group may use, and how) and command rules (what it may run).
+
+Both models validate themselves in ``clean()`` (a grant is for one client or one group; a
+rule belongs to one grant, host or tag and its pattern must compile); the admin's
+``full_clean`` shows those errors on the form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Count, Field, QuerySet
+from django.forms import Field as FormField
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+
+from hosts.access_models import CommandRule, Grant
+from hosts.admin.base import InventoryAdmin
+from hosts.admin.client import grant_permissions, grant_scope, without_add_popup
+from hosts.forms import TagListField
+
+_MONOSPACE = {"style": "font-family:monospace", "spellcheck": "false", "autocomplete": "off"}
+
+
+class GrantForm(forms.ModelForm[Grant]):
+    """Tags as comma-separated text, as on the host form."""
+
+    tags = TagListField(required=False, help_text="Hosts carrying any of these tags, e.g. web, staging.")
+
+    class Meta:
+        model = Grant
+        fields = "__all__"
+
+
+class CommandRuleForm(forms.ModelForm[CommandRule]):
+    """The pattern on one monospace line: it is a regular expression, not prose."""
+
+    class Meta:
+        model = CommandRule
+        fields = "__all__"
+        widgets = {"pattern": forms.TextInput(attrs={"size": 60, **_MONOSPACE})}
+
+
+class CommandRuleInline(admin.TabularInline[CommandRule, Grant]):
+    model = CommandRule
+    form = CommandRuleForm
+    fields = ("action", "pattern", "description", "enabled")
+    extra = 1
+
+
+@admin.register(Grant)
+class GrantAdmin(InventoryAdmin[Grant]):
+    form = GrantForm
+    list_display = ("__str__", "client", "group", "scope", "permissions", "rule_count", "enabled")
+    list_filter = ("enabled", "all_hosts", "can_execute", "can_sudo", "can_write_files", "read_only", "group")
+    search_fields = ("description", "client__name", "group__name")
+    list_select_related = ("client", "group")
+    filter_horizontal = ("hosts",)
+    inlines = (CommandRuleInline,)
+    readonly_fields = ("created_at",)
+    fieldsets = (
+        (None, {"fields": ("client", "group", "description", "enabled")}),
+        ("Hosts", {"fields": ("all_hosts", "hosts", "tags")}),
+        (
+            "Permissions",
+            {
+                "fields": (
+                    "can_list",
+                    "can_execute",
+                    "can_read_files",
+                    "can_write_files",
+                    "can_sudo",
+                    "read_only",
+                )
+            },
+        ),
+        ("Ad hoc hosts", {"fields": ("can_adhoc_connect", "adhoc_trust_on_first_use")}),
+        ("History", {"fields": ("created_at",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
+        return super().get_queryset(request).prefetch_related("hosts").annotate(rule_total=Count("rules"))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Grant | None = None) -> Any:
+        if obj is not None:
+            return super().get_fieldsets(request, obj)
+        (name, options), *rest = self.fieldsets
+        note = "Command rules are added on the grant's page, which opens when it is saved."
+        return ((name, {**options, "description": note}), *rest)
+
+    def get_inlines(self, request: HttpRequest, obj: Grant | None) -> Any:
+        # CommandRule.clean() needs the grant's id, which a grant being added has not got
+        # yet; rules are added once the grant exists (response_add opens its page).
+        return self.inlines if obj is not None else ()
+
+    def formfield_for_dbfield(
+        self, db_field: Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> FormField | None:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        return without_add_popup(formfield) if db_field.name == "client" else formfield
+
+    def response_add(
+        self, request: HttpRequest, obj: Grant, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        response = super().response_add(request, obj, post_url_continue)
+        # Plain "Save" goes on to the new grant's page, where its command rules are added.
+        if isinstance(response, HttpResponseRedirect) and not {"_addanother", "_popup"} & set(request.POST):
+            return HttpResponseRedirect(reverse("admin:hosts_grant_change", args=[obj.pk]))
+        return response
+
+    @admin.display(description="Hosts")
+    def scope(self, obj: Grant) -> str:
+        return grant_scope(obj)
+
+    @admin.display(description="Permissions")
+    def permissions(self, obj: Grant) -> str:
+        return grant_permissions(obj)
+
+    @admin.display(description="Rules", ordering="rule_total")
+    def rule_count(self, obj: Grant) -> int:
+        return int(getattr(obj, "rule_total", 0))
+
+
+@admin.register(CommandRule)
+class CommandRuleAdmin(InventoryAdmin[CommandRule]):
+    """All rules; those of a host or a tag are made here, those of a grant usually on the grant's page."""
+
+    form = CommandRuleForm
+    list_display = ("pattern_display", "action", "applies_to", "description", "enabled")
+    list_filter = ("action", "enabled")
+    search_fields = (
+        "pattern",
+        "description",
+        "tag",
+        "host__name",
+        "grant__client__name",
+        "grant__group__name",
+    )
+    list_select_related = ("grant__client", "grant__group", "host")
+    fieldsets = (
+        (None, {"fields": ("action", "pattern", "description", "enabled")}),
+        (
+            "Applies to",
+            {
+                "fields": ("grant", "host", "tag"),
+                "description": "Exactly one: a grant, a host, or every host carrying a tag.",
+            },
+        ),
+    )
+
+    @admin.display(description="Pattern", ordering="pattern")
+    def pattern_display(self, obj: CommandRule) -> str:
+        return obj.pattern
+
+    @admin.display(description="Applies to")
+    def applies_to(self, obj: CommandRule) -> str:
+        if obj.grant_id is not None and obj.grant is not None:
+            return f"grant {obj.grant}"
+        if obj.host_id is not None and obj.host is not None:
+            return f"host {obj.host.name}"
+        return f"tag {obj.tag}" if obj.tag else "-"
