@@ -16,7 +16,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.template.defaultfilters import filesizeformat
-from django.urls import URLPattern, path, reverse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -32,6 +32,7 @@ _STATUS_COLORS: dict[str, str] = {
     AuditEvent.Status.TIMEOUT: "#d17a00",
     AuditEvent.Status.DENIED: "#8e24aa",
     AuditEvent.Status.INTERRUPTED: "#757575",
+    AuditEvent.Status.PENDING: "#ef6c00",
 }
 
 _PRE_STYLE = "white-space: pre-wrap; word-break: break-all; font-family: monospace; margin: 0"
@@ -106,7 +107,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         ("Command", {"fields": ("command_block", "working_directory", "exit_status", "signal")}),
         ("Output", {"fields": ("stdout_block", "stderr_block")}),
         ("Transferred file", {"fields": ("remote_path", "local_path", "file_size_display", "file_sha256")}),
-        ("Outcome", {"fields": ("error_block", "details_block")}),
+        ("Outcome", {"fields": ("error_block", "approval_link", "details_block")}),
         ("Hash chain", {"fields": ("chain_seq", "prev_hash", "chain_hash")}),
     )
     readonly_fields = (
@@ -118,6 +119,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         "stderr_block",
         "error_block",
         "details_block",
+        "approval_link",
         "file_size_display",
     )
 
@@ -238,6 +240,21 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     @admin.display(description="Details")
     def details_block(self, obj: AuditEvent) -> SafeString | str:
         return _pre(json.dumps(obj.details, indent=2, sort_keys=True)) if obj.details else "-"
+
+    @admin.display(description="Approval request")
+    def approval_link(self, obj: AuditEvent) -> SafeString | str:
+        """The request this call asked for or ran under (``details.approval_request``), linked."""
+        request_id = obj.details.get("approval_request") if isinstance(obj.details, dict) else None
+        if not isinstance(request_id, int):
+            return "-"
+        # By URL name: the approvals admin belongs to the hosts app, which audit does not import.
+        try:
+            url = reverse("admin:hosts_approvalrequest_change", args=[request_id])
+        except NoReverseMatch:
+            return f"#{request_id}"
+        approver = obj.details.get("approved_by")
+        suffix = f" (approved by {approver})" if approver else ""
+        return format_html('<a href="{}">request #{}</a>{}', url, request_id, suffix)
 
     @admin.display(description="File size")
     def file_size_display(self, obj: AuditEvent) -> str:

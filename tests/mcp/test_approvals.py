@@ -125,3 +125,14 @@ def test_it_offers_no_way_to_approve_over_mcp(agent: McpHarness) -> None:
     names = {tool.name for tool in agent.run(agent.client.list_tools()).tools}
     assert "ssh_approval_status" in names
     assert not any("approve" in name for name in names)
+
+
+def test_it_links_the_audit_rows_to_the_request_in_the_admin(agent: McpHarness, admin_client) -> None:
+    request_id = request_id_in(agent.error("ssh_execute", host="web1", command="echo guarded 8"))
+    approvals.decide(request_id, "bob", approve=True)
+    ran = agent.ok("ssh_approval_status", request_id=request_id)["execution"]["audit_id"]
+    asked = ApprovalRequest.objects.get(pk=request_id).audit_event_id
+    for event_id in (asked, ran):
+        page = admin_client.get(f"/admin/audit/auditevent/{event_id}/change/").content.decode()
+        assert f"/admin/hosts/approvalrequest/{request_id}/change/" in page
+    assert "approved by bob" in admin_client.get(f"/admin/audit/auditevent/{ran}/change/").content.decode()
