@@ -19,7 +19,7 @@ def get_enabled_host(name: str) -> Host:
         host = Host.objects.select_related("credential").get(name=name)
     except Host.DoesNotExist:
         raise HostNotFound(
-            f"no host named '{name}' is registered; ssh_list_hosts shows the hosts you can use"
+            f"no host named {name!r} is registered; ssh_list_hosts shows the hosts you can use"
         ) from None
     if not host.enabled:
         raise HostDisabled(f"host '{name}' is disabled by an administrator")

@@ -27,10 +27,14 @@ def _confine(raw: str) -> Path:
     if not raw or "\x00" in raw:
         raise LocalPathError("local_path must be a non-empty path without NUL bytes")
     root = local_root()
-    candidate = Path(raw).expanduser()
-    if not candidate.is_absolute():
-        candidate = root / candidate
-    resolved = candidate.resolve(strict=False)
+    try:
+        candidate = Path(raw).expanduser()
+        if not candidate.is_absolute():
+            candidate = root / candidate
+        resolved = candidate.resolve(strict=False)
+    except (RuntimeError, OSError) as exc:
+        # ~unknownuser, a symlink loop, a name too long for the file system: a bad path, said so.
+        raise LocalPathError(f"local_path {raw[:200]!r} cannot be resolved: {_reason(exc)}") from None
     if resolved != root and root not in resolved.parents:
         raise LocalPathError(
             f"local_path {raw!r} is outside the transfer directory {root}; use a path inside it"
@@ -38,8 +42,27 @@ def _confine(raw: str) -> Path:
     return resolved
 
 
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+
+
 def source_file(raw: str) -> Path:
     """An existing regular file inside the root, to upload."""
+    try:
+        return _source_file(raw)
+    except OSError as exc:  # checks on a name the file system rejects (e.g. too long)
+        raise LocalPathError(f"local_path {raw[:200]!r} is not usable: {_reason(exc)}") from None
+
+
+def destination_file(raw: str, overwrite: bool) -> Path:
+    """A file path inside the root to download into; its directory must exist."""
+    try:
+        return _destination_file(raw, overwrite)
+    except OSError as exc:
+        raise LocalPathError(f"local_path {raw[:200]!r} is not usable: {_reason(exc)}") from None
+
+
+def _source_file(raw: str) -> Path:
     path = _confine(raw)
     if not path.exists():
         raise LocalPathError(f"local file {raw!r} does not exist in the transfer directory {local_root()}")
@@ -48,8 +71,7 @@ def source_file(raw: str) -> Path:
     return path
 
 
-def destination_file(raw: str, overwrite: bool) -> Path:
-    """A file path inside the root to download into; its directory must exist."""
+def _destination_file(raw: str, overwrite: bool) -> Path:
     path = _confine(raw)
     if path.is_dir():
         raise LocalPathError(f"local path {raw!r} is a directory; name a file")

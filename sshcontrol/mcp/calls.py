@@ -110,7 +110,7 @@ def resolve(session_id: str | None, host_name: str | None, client_id: int | None
         row = session_row(session_id)
         if row is None or (client_id is not None and row.client_id != client_id):
             return Target(
-                None, session_id, f"unknown session_id '{session_id}'; ssh_status lists your sessions"
+                None, session_id, f"unknown session_id {session_id!r}; ssh_status lists your sessions"
             )
         if row.host is None:
             return Target(

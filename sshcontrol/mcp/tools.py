@@ -121,6 +121,13 @@ def checked_timeout(timeout: float | None) -> float:
     return seconds
 
 
+def reject_nul(**values: str | None) -> None:
+    """Refuse text arguments with a NUL byte: SSH and SFTP would cut them there or drop the link."""
+    for name, value in values.items():
+        if value is not None and "\x00" in value:
+            raise ToolError(f"{name} contains a NUL byte; remove it")
+
+
 def own_client(caller: Caller) -> int:
     """The caller's client id; every MCP caller has one (only admin actions go without)."""
     if caller.client_id is None:
@@ -258,7 +265,7 @@ class Tools:
                 if session_id:
                     row = SshSession.objects.filter(session_id=session_id, client_id=caller.client_id).first()
                     if row is None or row.host_id != call.host.pk:
-                        call.fail(f"session '{session_id}' is not a session of host '{host}'")
+                        call.fail(f"session {session_id!r} is not a session of host '{host}'")
                     envelope = get_dispatcher().call(
                         "connect",
                         {
@@ -321,7 +328,7 @@ class Tools:
             if session_id:
                 rows = list(own.filter(session_id=session_id))
                 if not rows:
-                    raise ToolError(f"unknown session_id '{session_id}'")
+                    raise ToolError(f"unknown session_id {session_id!r}")
             else:
                 rows = list(own.exclude(state=SshSession.State.CLOSED)[:200])
             connected = [(r.session_id, r.worker) for r in rows if r.state == SshSession.State.CONNECTED]
@@ -389,6 +396,7 @@ class Tools:
         if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
             # The remote shell stops reading at a NUL, and rules would see text that never runs.
             raise ToolError("command contains a NUL byte or another control character; remove it")
+        reject_nul(working_directory=working_directory)
         call_id = secrets.token_hex(8)
         cancelled = threading.Event()
         notify, progress = self.notifiers(ctx)
@@ -538,6 +546,7 @@ class Tools:
         never see a partial file; an existing file is kept unless overwrite is true. Returns the size
         and SHA-256."""
         caller = self.caller(ctx)
+        reject_nul(remote_path=remote_path)
         if (local_path is None) == (content is None):
             raise ToolError("give exactly one of local_path or content")
         mode = parse_file_mode(file_mode)
@@ -609,6 +618,7 @@ class Tools:
         content is returned as utf-8 text when it is valid UTF-8, else base64, up to a size cap. Returns
         bytes and SHA-256."""
         caller = self.caller(ctx)
+        reject_nul(remote_path=remote_path)
 
         def work() -> DownloadResult:
             try:
@@ -682,6 +692,7 @@ class Tools:
         """List a directory on a host: name, type, size, mode, modification time and symlink target of each
         entry (relative paths start at the login directory). Long listings are capped and flagged."""
         caller = self.caller(ctx)
+        reject_nul(remote_path=remote_path)
 
         def work() -> ListFilesResult:
             def body(call: HostCall) -> ListFilesResult:

@@ -188,6 +188,9 @@ def _stat_file(sftp: paramiko.SFTPClient, remote_path: str) -> int:
         raise _remote_error(remote_path, exc) from None
     if attrs.st_mode is not None and stat.S_ISDIR(attrs.st_mode):
         raise RemoteFileError(f"{remote_path} is a directory; use list_dir to see its contents")
+    if attrs.st_mode is not None and not stat.S_ISREG(attrs.st_mode):
+        # A FIFO blocks the SFTP server's open forever and a device (/dev/zero) never ends.
+        raise RemoteFileError(f"{remote_path} is not a regular file (a device, FIFO or socket)")
     return attrs.st_size or 0
 
 
