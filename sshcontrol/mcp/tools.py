@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from django.conf import settings
@@ -121,11 +122,21 @@ def checked_timeout(timeout: float | None) -> float:
     return seconds
 
 
-def reject_nul(**values: str | None) -> None:
-    """Refuse text arguments with a NUL byte: SSH and SFTP would cut them there or drop the link."""
-    for name, value in values.items():
-        if value is not None and "\x00" in value:
-            raise ToolError(f"{name} contains a NUL byte; remove it")
+# File content may hold any character; every other text argument ends up in an SQL lookup (which
+# PostgreSQL refuses with a NUL in it), an SSH request or an SFTP path (cut at a NUL, or the
+# link dropped), so a NUL there is refused before the tool runs.
+_NUL_ALLOWED = frozenset({"content"})
+
+
+def refusing_nul(tool: Callable[..., Awaitable[CallToolResult]]) -> Callable[..., Awaitable[CallToolResult]]:
+    @functools.wraps(tool)
+    async def checked(*args: Any, **kwargs: Any) -> CallToolResult:
+        for name, value in kwargs.items():
+            if name not in _NUL_ALLOWED and isinstance(value, str) and "\x00" in value:
+                raise ToolError(f"{name} contains a NUL byte; remove it")
+        return await tool(*args, **kwargs)
+
+    return checked
 
 
 def own_client(caller: Caller) -> int:
@@ -394,9 +405,8 @@ class Tools:
         caller = self.caller(ctx)
         seconds = checked_timeout(timeout)
         if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
-            # The remote shell stops reading at a NUL, and rules would see text that never runs.
-            raise ToolError("command contains a NUL byte or another control character; remove it")
-        reject_nul(working_directory=working_directory)
+            # Rules would see text other than what the remote shell runs.
+            raise ToolError("command contains a control character; remove it")
         call_id = secrets.token_hex(8)
         cancelled = threading.Event()
         notify, progress = self.notifiers(ctx)
@@ -546,7 +556,6 @@ class Tools:
         never see a partial file; an existing file is kept unless overwrite is true. Returns the size
         and SHA-256."""
         caller = self.caller(ctx)
-        reject_nul(remote_path=remote_path)
         if (local_path is None) == (content is None):
             raise ToolError("give exactly one of local_path or content")
         mode = parse_file_mode(file_mode)
@@ -618,7 +627,6 @@ class Tools:
         content is returned as utf-8 text when it is valid UTF-8, else base64, up to a size cap. Returns
         bytes and SHA-256."""
         caller = self.caller(ctx)
-        reject_nul(remote_path=remote_path)
 
         def work() -> DownloadResult:
             try:
@@ -692,7 +700,6 @@ class Tools:
         """List a directory on a host: name, type, size, mode, modification time and symlink target of each
         entry (relative paths start at the login directory). Long listings are capped and flagged."""
         caller = self.caller(ctx)
-        reject_nul(remote_path=remote_path)
 
         def work() -> ListFilesResult:
             def body(call: HostCall) -> ListFilesResult:
@@ -786,4 +793,4 @@ def register(server: MCPServer, transport: str, client: ClientRef | None) -> Non
         (tools.ssh_approval_status, "Check or run an approved command", False, True, False, True),
     ]
     for fn, title, *flags in specs:
-        server.add_tool(fn, name=fn.__name__, title=title, annotations=hints(*flags))
+        server.add_tool(refusing_nul(fn), name=fn.__name__, title=title, annotations=hints(*flags))

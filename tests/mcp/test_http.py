@@ -24,7 +24,6 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from django.db import connection
 from django.utils import timezone
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -34,6 +33,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from hosts.clients import IssuedToken, create_client, revoke
 from hosts.models import Grant, Host
+from tests.database import database_url
 
 REPO = Path(__file__).resolve().parents[2]
 BODY_LIMIT = 64 * 1024
@@ -79,7 +79,7 @@ def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Runni
         "PYTHONUNBUFFERED": "1",
         "SSHCONTROL_DATA_DIR": str(tmp / "data"),
         "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": database_url(),
         "SSHCONTROL_MCP_MAX_BODY_BYTES": str(BODY_LIMIT),
         # INFO so that the refusals are logged, and the no-token-in-the-log check means something.
         "SSHCONTROL_LOG_LEVEL": "INFO",

@@ -10,7 +10,6 @@ from typing import Any
 import anyio
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connection
 from django.urls import reverse
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
@@ -22,6 +21,7 @@ from sshcontrol.mcp.calls import resolve
 from sshcontrol.models import SshSession
 from sshcontrol.ssh.sessions import registry
 from sshcontrol.workers import current_worker
+from tests.database import database_url
 
 REPO = Path(__file__).resolve().parents[2]
 CHANGELIST = "admin:sshcontrol_sshsession_changelist"
@@ -155,7 +155,7 @@ def test_a_real_mcp_server_refuses_a_session_the_admin_terminated(admin_client, 
         "SSHCONTROL_DATA_DIR": str(tmp_path / "data"),
         "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
         "SSHCONTROL_LOG_LEVEL": "WARNING",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": database_url(),
     }
     params = StdioServerParameters(command=sys.executable, args=["-m", "sshcontrol", "mcp_serve"], env=env)
     outcome: dict[str, object] = {}
