@@ -1,4 +1,9 @@
-"""Shared set-up for the benchmarks: a loopback sshd, a registered host, optional workers."""
+"""Shared set-up for the benchmarks: a loopback sshd, a registered host, optional workers.
+
+Also a private loopback redis-server (so a benchmark's broker is not shared with other test
+runs on the machine, and its CPU can be attributed) and per-process CPU accounting from
+``/proc/<pid>/stat``.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 class Deployment:
     """One data directory and database; embedded by default, or Redis + two Celery workers."""
 
-    def __init__(self, server: SshServer, distributed: bool = False) -> None:
+    def __init__(self, server: SshServer, distributed: bool = False, broker_url: str = REDIS_URL) -> None:
         self.server = server
         self.distributed = distributed
         self.workdir = Path(tempfile.mkdtemp(prefix="sshcontrol-bench-"))
@@ -46,7 +51,7 @@ class Deployment:
         }
         if distributed:
             self.env["DATABASE_URL"] = f"sqlite:///{self.workdir / 'shared.sqlite3'}"
-            self.env["SSHCONTROL_BROKER_URL"] = REDIS_URL
+            self.env["SSHCONTROL_BROKER_URL"] = broker_url
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def cli(self, *args: str) -> str:
@@ -139,3 +144,140 @@ class Deployment:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A throw-away redis-server on a free loopback port: no persistence, nothing shared."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+
+# -- CPU accounting --------------------------------------------------------------------------------
+
+TICK = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces: split after it.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_cpu(pid: int, children: bool = False) -> float:
+    """CPU seconds used by ``pid`` (user + system), plus its reaped children's when asked."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    # After the name: state ppid ... utime(14) stime(15) cutime(16) cstime(17), counted from 1.
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks * TICK
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every live process below it."""
+    parents: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        fields = _stat(pid)
+        if fields is not None:
+            parents.setdefault(int(fields[1]), []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a process tree: each live process's own time plus what it reaped.
+
+    A short-lived child (the shell that runs ``true`` under sshd) is counted once it has been
+    reaped, in its parent's ``cutime``; live processes are counted by their own time only, so
+    nothing is counted twice.
+    """
+    return sum(process_cpu(pid, children=True) for pid in descendants(root))
+
+
+def children_named(word: str, parent: int | None = None) -> list[int]:
+    """Live children of ``parent`` (default: this process) whose command line contains ``word``."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for pid in _all_pids():
+        fields = _stat(pid)
+        if fields is None or int(fields[1]) != parent:
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if word in cmdline:
+            found.append(pid)
+    return found
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent not idle (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    # guest time is already included in user/nice.
+    return (sum(fields[:8]) - idle) * TICK

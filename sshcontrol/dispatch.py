@@ -8,6 +8,11 @@ holding the fewest sessions; every later call for the session goes to the direct
 of the worker recorded on its row (``<node>.dq2``). Messages carry ``expires`` so work
 queued for a dead worker never runs late; a dead holder (stale heartbeat) has its session
 re-opened on a live worker under the same id, audited as a reconnect.
+
+Results come back through the process's shared listener when they are stored in Redis
+(``sshcontrol/results.py``): the calling thread only waits on a future. With ``rpc://``
+(RabbitMQ) Celery already delivers them to a reply queue of the calling thread, and
+``AsyncResult.get`` is kept.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 from django.db import connection
 
 from sshcontrol import tasks, workers
 from sshcontrol.models import SshSession
+
+if TYPE_CHECKING:
+    from sshcontrol.results import ResultListener
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +117,10 @@ class CeleryDispatcher:
         self._lock = threading.Lock()
         self._live: set[str] = set()
         self._live_at = float("-inf")
+        self._listener: ResultListener | None = None
+        self._queues: dict[str, Any] = {}
+        self._declared: set[str] = set()
+        self._listener_checked = False
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -150,39 +162,134 @@ class CeleryDispatcher:
     ) -> Envelope:
         """Run ``task`` on ``node`` and wait for its envelope, watching the node's heartbeat."""
         from celery.exceptions import TimeoutError as CeleryTimeout
-        from celery.utils.nodenames import worker_direct
+
+        listener = self._results()
+        if listener is None:
+            return self._send_and_poll(node, task, kwargs, wait, progress)
+        if not listener.ready():
+            return failure(
+                "broker_unreachable",
+                "the message broker or result store is unreachable; an admin must check it",
+            )
+
+        def on_progress(meta: dict[str, Any]) -> None:
+            if progress is not None:
+                progress(int(meta.get("stdout_bytes", 0)), int(meta.get("stderr_bytes", 0)))
+
+        pending = listener.expect(on_progress if progress is not None else None)
+        try:
+            sent = self._send(node, task, kwargs, wait, task_id=pending.task_id)
+            if isinstance(sent, dict):
+                return sent  # the broker is unreachable
+
+            def result(timeout: float) -> Any:
+                try:
+                    meta = pending.future.result(timeout=timeout)
+                except TimeoutError:  # only the wait can time out here: no I/O in this thread
+                    raise CeleryTimeout() from None
+                return meta["result"] if meta.get("status") == "SUCCESS" else meta
+
+            return self._await(node, task, wait, result)
+        finally:
+            listener.discard(pending)
+
+    def _results(self) -> ResultListener | None:
+        """The process's shared result listener (Redis results), else None (polling per call)."""
+        if not self._listener_checked:
+            from sshcontrol.results import listener_for
+
+            self._listener = listener_for(self.app)
+            self._listener_checked = True
+        return self._listener
+
+    def _send(
+        self, node: str, task: str, kwargs: dict[str, Any], wait: float, task_id: str | None = None
+    ) -> Any:
+        """Queue the task for ``node``: what ``send_task`` returns, or a failure envelope (a dict).
+
+        With ``task_id`` the result is awaited through the shared listener, so Celery's
+        ``AsyncResult`` (and its bookkeeping) is not built.
+        """
         from kombu.exceptions import OperationalError
 
+        from sshcontrol.results import SentTask
+
+        queue, declared = self._queue(node)
         try:
-            result = self.app.send_task(
+            sent = self.app.send_task(
                 f"sshcontrol.{task}",
                 kwargs=kwargs,
-                queue=worker_direct(node),
+                queue=queue,
                 expires=wait,
                 retry=True,
                 retry_policy=SEND_RETRY_POLICY,
+                # Kombu re-declares the queue on every publish (a retry wrapper per message, though
+                # the declaration itself is cached): once per node and process is enough.
+                **({"declare": []} if declared else {}),
+                # Celery would repr the arguments for monitoring tools: commands and stdin do
+                # not belong there, and the repr costs time on every call.
+                argsrepr="()",
+                kwargsrepr="{...}",
+                **({"task_id": task_id, "result_cls": SentTask} if task_id else {}),
             )
         except (OperationalError, OSError, RuntimeError) as exc:
             # RuntimeError: Celery's way of saying the result store cannot be reached.
             log.warning("broker unreachable: %s", exc)
             return failure("broker_unreachable", "the message broker is unreachable; an admin must check it")
+        if not declared:
+            with self._lock:
+                self._declared.add(node)
+        return sent
+
+    def _queue(self, node: str) -> tuple[Any, bool]:
+        """The direct queue of ``node`` (built once) and whether this process declared it already."""
+        from celery.utils.nodenames import worker_direct
+
+        queue = self._queues.get(node)
+        if queue is None:
+            queue = self._queues.setdefault(node, worker_direct(node))
+        return queue, node in self._declared
+
+    def _send_and_poll(
+        self, node: str, task: str, kwargs: dict[str, Any], wait: float, progress: ProgressFn | None
+    ) -> Envelope:
+        """``send`` for result backends other than Redis (``rpc://`` on RabbitMQ): AsyncResult.get.
+
+        The rpc backend already delivers results over one reply queue per calling thread,
+        consumed by that thread; progress (PROGRESS states) arrives through ``on_message``.
+        """
+        sent = self._send(node, task, kwargs, wait)
+        if isinstance(sent, dict):
+            return sent  # the broker is unreachable
 
         def on_message(message: dict[str, Any]) -> None:
             meta = message.get("result")
             if progress is not None and message.get("status") == "PROGRESS" and isinstance(meta, dict):
                 progress(int(meta.get("stdout_bytes", 0)), int(meta.get("stderr_bytes", 0)))
 
+        def result(timeout: float) -> Any:
+            return sent.get(timeout=timeout, on_message=on_message, propagate=False)
+
+        return self._await(node, task, wait, result)
+
+    def _await(self, node: str, task: str, wait: float, result: Callable[[float], Any]) -> Envelope:
+        """Wait for ``result`` in one-second steps, checking between steps that ``node`` still runs."""
+        from celery.exceptions import TimeoutError as CeleryTimeout
+        from kombu.exceptions import OperationalError
+
+        from sshcontrol.results import ResultsUnreachable
+
         deadline = time.monotonic() + wait
         while True:
             try:
-                value = result.get(timeout=1.0, on_message=on_message, propagate=False)
+                value = result(1.0)
             except CeleryTimeout:
                 if workers.worker_alive(node) is False:
                     return failure("worker_lost", f"the worker holding the session ({node}) stopped")
                 if time.monotonic() > deadline:
                     return failure("worker_timeout", f"worker {node} did not answer within {wait:g} s")
                 continue
-            except (OperationalError, OSError, RuntimeError) as exc:
+            except (OperationalError, OSError, RuntimeError, ResultsUnreachable) as exc:
                 # Celery reports an unreachable result store as RuntimeError("Retry limit exceeded...").
                 log.warning("result backend unreachable: %s", exc)
                 return failure("broker_unreachable", "the message broker or result store is unreachable")
