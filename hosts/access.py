@@ -190,14 +190,29 @@ _cache: dict[int, ClientAccess] = {}
 _cache_lock = threading.Lock()
 
 
+_reloading: set[int] = set()
+
+
 def access_for(client_id: int) -> ClientAccess:
-    """The client's access, re-read from the database at most every ``CACHE_SECONDS``."""
+    """The client's access, re-read from the database at most every ``CACHE_SECONDS``.
+
+    When a snapshot goes stale, one thread reloads it while the others keep using the old one
+    for that moment, instead of every call thread of a busy client querying at once.
+    """
     cached = _cache.get(client_id)
     if cached is not None and time.monotonic() - cached.loaded_at < CACHE_SECONDS:
         return cached
-    fresh = load(client_id)
     with _cache_lock:
-        _cache[client_id] = fresh
+        if cached is not None and client_id in _reloading:
+            return cached
+        _reloading.add(client_id)
+    try:
+        fresh = load(client_id)
+        with _cache_lock:
+            _cache[client_id] = fresh
+    finally:
+        with _cache_lock:
+            _reloading.discard(client_id)
     return fresh
 
 

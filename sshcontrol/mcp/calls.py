@@ -7,6 +7,7 @@ crash in between still leaves a ``running`` row that the next start marks interr
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,10 @@ _SESSION_GONE = {"session_not_found"}
 
 
 # The host fields a call needs (audit row, result); loading only these keeps the hot query cheap.
-_HOST_FIELDS = ("id", "name", "address", "port", "username", "enabled")
+# Tags too: grants and rules by tag are checked on every call, and a deferred field would cost
+# a second query each time. In the model's field order: Model.from_db maps values by it.
+_HOST_FIELDS = ("id", "name", "address", "port", "username", "tags", "enabled")
+_TAGS = _HOST_FIELDS.index("tags")
 
 
 @dataclass
@@ -74,6 +78,9 @@ def session_row(session_id: str) -> SessionRow | None:
     host = None
     if host_values[0] is not None:
         # from_db keeps the other fields deferred: reading one later loads it, never a wrong default.
+        # Raw SQL returns the JSON column as text (SQLite, and Django's psycopg setup): decode it.
+        raw_tags = host_values[_TAGS]
+        host_values[_TAGS] = json.loads(raw_tags) if isinstance(raw_tags, str | bytes) else raw_tags
         host = Host.from_db(connection.alias, list(_HOST_FIELDS), host_values)
         host.enabled = bool(host.enabled)  # SQLite returns 0/1
     return SessionRow(session_id, state, worker, close_reason, client_id, host)

@@ -170,3 +170,18 @@ def test_it_checks_file_permissions_per_grant(as_client: AsClient, make_host) ->
     assert "may not read files" in runner.error("ssh_download_file", host="web1", remote_path=".profile")
     assert "may not write files" in runner.error("ssh_upload_file", host="web1", remote_path="x", content="x")
     assert Host.objects.count() == 1
+
+
+def test_it_loads_the_host_of_a_session_in_one_query(as_client: AsClient, make_host) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from sshcontrol.mcp.calls import session_row
+
+    web = make_host("web1", tags=["prod", "web"])
+    session = as_client("agent", tags=["prod"]).ok("ssh_connect", host="web1")["session_id"]
+    with CaptureQueriesContext(connection) as queries:
+        row = session_row(session)
+        assert row is not None and row.host is not None
+        assert (row.host.pk, row.host.tags, row.host.enabled) == (web.pk, ["prod", "web"], True)
+    assert len(queries) == 1
