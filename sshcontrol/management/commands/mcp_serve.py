@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import anyio
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit import writer
@@ -24,6 +25,7 @@ from hosts.clients import ClientAuthError
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.idle import start_idle_reaper
 from sshcontrol.management.commands.serve import ensure_admin_user, parse_bind
+from sshcontrol.mcp import stdio
 from sshcontrol.mcp.identity import process_client
 from sshcontrol.mcp.server import build_server
 from sshcontrol.sessionstate import close_sessions_of_this_process, mark_dead_embedded_sessions
@@ -115,7 +117,7 @@ class Command(BaseCommand):
         except ClientAuthError as exc:
             raise CommandError(f"SSHCONTROL_CLIENT_TOKEN: {exc}") from exc
         server = build_server(transport="stdio", client=client)
-        return lambda: server.run("stdio")
+        return lambda: anyio.run(stdio.serve, server)
 
     def http_runner(self, options: dict[str, Any]) -> Callable[[], None]:
         import uvicorn
