@@ -63,6 +63,23 @@ def _audit_link(event_id: int | None) -> SafeString | str:
     return format_html('<a href="{}">audit row {}</a>', url, event_id)
 
 
+REQUEST_FIELDS = (
+    "state_display",
+    "client",
+    "host",
+    "command_display",
+    "working_directory",
+    "sudo",
+    "timeout",
+    "stdin_display",
+    "reason",
+    "rule",
+    "session_id",
+)
+DECISION_FIELDS = ("requested_at", "expires_at", "decided_by", "decided_at", "comment")
+AUDIT_FIELDS = ("audit_link", "executed_link")
+
+
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
     list_display = (
@@ -82,48 +99,12 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
     list_select_related = ("client", "host")
     date_hierarchy = "requested_at"
     fieldsets = (
-        (
-            "Request",
-            {
-                "fields": (
-                    "state_display",
-                    "client",
-                    "host",
-                    "command_display",
-                    "working_directory",
-                    "sudo",
-                    "timeout",
-                    "stdin_display",
-                    "reason",
-                    "rule",
-                    "session_id",
-                )
-            },
-        ),
-        ("Decision", {"fields": ("requested_at", "expires_at", "decided_by", "decided_at", "comment")}),
-        ("Audit", {"fields": ("audit_link", "executed_link")}),
+        ("Request", {"fields": REQUEST_FIELDS}),
+        ("Decision", {"fields": DECISION_FIELDS}),
+        ("Audit", {"fields": AUDIT_FIELDS}),
     )
     # Everything is shown read-only; ``stdin`` is in none of these lists and so never rendered.
-    readonly_fields = (
-        "state_display",
-        "client",
-        "host",
-        "command_display",
-        "working_directory",
-        "sudo",
-        "timeout",
-        "stdin_display",
-        "reason",
-        "rule",
-        "session_id",
-        "requested_at",
-        "expires_at",
-        "decided_by",
-        "decided_at",
-        "comment",
-        "audit_link",
-        "executed_link",
-    )
+    readonly_fields = REQUEST_FIELDS + DECISION_FIELDS + AUDIT_FIELDS
 
     # Requests are made by the MCP front only and kept as a record: nobody adds, edits or
     # deletes one here. Deciding needs the "change" permission, checked in decide_view.

@@ -10,6 +10,7 @@ never rendered back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -137,54 +138,57 @@ class CredentialAdmin(InventoryAdmin[Credential]):
     @sensitive_post_parameters_m
     @csrf_protect_m
     def replace_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        credential = self.get_object(request, object_id)
-        if credential is None:
-            raise Http404(f"no credential with id {object_id!r}")
-        if not self.has_change_permission(request, credential):
-            raise PermissionDenied
-        if request.method == "POST":
-            form = ReplaceSecretForm(credential, request.POST)
-            if form.is_valid():
-                form.save()
-                self.log_change(request, credential, "Replaced the secret.")
-                self.message_user(request, f"The secret of “{credential}” was replaced.", messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:hosts_credential_change", args=[credential.pk]))
-        else:
-            form = ReplaceSecretForm(credential)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Replace secret: {credential}",
-            "subtitle": None,
-            "form": form,
-            "opts": self.opts,
-            "original": credential,
-            "has_view_permission": self.has_view_permission(request, credential),
-            "is_popup": False,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.replace_secret_template, context)
+        return self.secret_form_page(
+            request,
+            object_id,
+            ReplaceSecretForm,
+            "Replace secret",
+            self.replace_secret_template,
+            lambda form: "Replaced the secret",
+        )
 
     @sensitive_post_parameters_m
     @csrf_protect_m
     def sudo_password_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self.secret_form_page(
+            request,
+            object_id,
+            SudoPasswordForm,
+            "Sudo password",
+            self.sudo_password_template,
+            lambda form: (
+                "Cleared the sudo password" if form.cleaned_data["clear"] else "Set the sudo password"
+            ),
+        )
+
+    def secret_form_page(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_class: type[ReplaceSecretForm] | type[SudoPasswordForm],
+        title: str,
+        template: str,
+        done: Callable[[Any], str],
+    ) -> HttpResponse:
+        """A page of its own for one write-only secret: the form, then back to the credential."""
         credential = self.get_object(request, object_id)
         if credential is None:
             raise Http404(f"no credential with id {object_id!r}")
         if not self.has_change_permission(request, credential):
             raise PermissionDenied
         if request.method == "POST":
-            form = SudoPasswordForm(credential, request.POST)
+            form = form_class(credential, request.POST)
             if form.is_valid():
                 form.save()
-                done = "Cleared" if form.cleaned_data["clear"] else "Set"
-                self.log_change(request, credential, f"{done} the sudo password.")
-                self.message_user(request, f"{done} the sudo password of “{credential}”.", messages.SUCCESS)
+                what = done(form)
+                self.log_change(request, credential, f"{what}.")
+                self.message_user(request, f"{what} of “{credential}”.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:hosts_credential_change", args=[credential.pk]))
         else:
-            form = SudoPasswordForm(credential)
+            form = form_class(credential)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Sudo password: {credential}",
+            "title": f"{title}: {credential}",
             "subtitle": None,
             "form": form,
             "opts": self.opts,
@@ -193,7 +197,7 @@ class CredentialAdmin(InventoryAdmin[Credential]):
             "is_popup": False,
         }
         request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.sudo_password_template, context)
+        return TemplateResponse(request, template, context)
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
