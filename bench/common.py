@@ -28,6 +28,28 @@ from tests.sshd import SshServer  # noqa: E402
 REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
+def raw_client(server: SshServer) -> Any:
+    """The reference client: plain paramiko, one open connection, TCP_NODELAY, the pinned key."""
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    key = server.host_key("ed25519")
+    client.get_host_keys().add(f"[{server.address}]:{server.port}", key.get_name(), key)
+    sock = socket.create_connection((server.address, server.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.connect(
+        server.address,
+        server.port,
+        username=server.user,
+        key_filename=str(server.client_keys["ed25519"]),
+        sock=sock,
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return client
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,11 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import paramiko
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Deployment, percentiles
+from common import Deployment, percentiles, raw_client
 
 from tests.sshd import SshServer
 
@@ -40,21 +37,7 @@ def timed(runs: int, once: Callable[[], None], warmup: int = 10) -> list[float]:
 
 
 def bench_paramiko(server: SshServer, runs: int) -> list[float]:
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    key = server.host_key("ed25519")
-    client.get_host_keys().add(f"[{server.address}]:{server.port}", key.get_name(), key)
-    sock = socket.create_connection((server.address, server.port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.connect(
-        server.address,
-        server.port,
-        username=server.user,
-        key_filename=str(server.client_keys["ed25519"]),
-        sock=sock,
-        look_for_keys=False,
-        allow_agent=False,
-    )
+    client = raw_client(server)
 
     def once() -> None:
         _, stdout, _ = client.exec_command("true")

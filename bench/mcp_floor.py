@@ -35,7 +35,7 @@ server = MCPServer(name="noop")
 async def noop(text: str) -> str:
     return text
 
-if sys.argv[1] == "loop":
+if sys.argv[1:] == ["loop"]:
     from sshcontrol.mcp import stdio
     anyio.run(stdio.serve, server)
 else:

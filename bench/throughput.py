@@ -35,12 +35,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    REPO,
     Deployment,
     RedisServer,
     children_named,
     machine_busy,
     percentiles,
     process_cpu,
+    raw_client,
     tree_cpu,
 )
 
@@ -210,7 +212,10 @@ async def mcp_noop_floor(concurrency: int, calls: int) -> tuple[float, float, fl
     from mcp import Client, StdioServerParameters
     from mcp_floor import NOOP_SERVER
 
-    params = StdioServerParameters(command=sys.executable, args=["-c", NOOP_SERVER])
+    # On the stdio transport mcp_serve uses (sshcontrol.mcp.stdio), so the floor is like for like.
+    params = StdioServerParameters(
+        command=sys.executable, args=["-c", NOOP_SERVER, "loop"], env={"PYTHONPATH": str(REPO)}
+    )
     async with Client(params) as client:
         for _ in range(50):
             await client.call_tool("noop", {"text": "a"})
@@ -234,25 +239,7 @@ async def mcp_noop_floor(concurrency: int, calls: int) -> tuple[float, float, fl
 
 def ssh_floor(server: SshServer, calls: int) -> tuple[float, float]:
     """`true` over one open paramiko connection: sshd (+ shell) and client CPU ms per command."""
-    import socket
-
-    import paramiko
-
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    key = server.host_key("ed25519")
-    client.get_host_keys().add(f"[{server.address}]:{server.port}", key.get_name(), key)
-    sock = socket.create_connection((server.address, server.port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.connect(
-        server.address,
-        server.port,
-        username=server.user,
-        key_filename=str(server.client_keys["ed25519"]),
-        sock=sock,
-        look_for_keys=False,
-        allow_agent=False,
-    )
+    client = raw_client(server)
     try:
 
         def once() -> None:
