@@ -20,6 +20,8 @@ from django.utils.safestring import SafeString
 
 from audit import writer
 from audit.models import AuditEvent
+from hosts.admin.host import HostAdmin
+from sshcontrol.admin_actions import test_connection
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.models import SshSession
 from sshcontrol.workers import current_worker, worker_alive
@@ -216,3 +218,8 @@ class SshSessionAdmin(admin.ModelAdmin[SshSession]):
         return format_html(
             '<strong style="color: {}" title="{}">{}</strong>', color, title, obj.get_state_display()
         )
+
+
+# The host list's "Test connection" runs through the audited runtime path; installed from here so
+# that the inventory's admin does not import the runtime.
+HostAdmin.connection_tester = test_connection
