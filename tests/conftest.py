@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +60,15 @@ def make_host(db: None, sshd: SshServer) -> Callable[..., object]:
         return host
 
     return factory
+
+
+@pytest.fixture
+def sudoers(sshd: SshServer) -> Iterator[None]:
+    """Let the throwaway test user run anything with sudo, with its password."""
+    if shutil.which("sudo") is None:
+        pytest.fail("sudo is not installed (scripts/bootstrap installs it for the tests)")
+    path = Path(f"/etc/sudoers.d/sshcontrol-test-{sshd.user}")
+    path.write_text(f"{sshd.user} ALL=(ALL) ALL\nDefaults:{sshd.user} !lecture\n")
+    os.chmod(path, 0o440)
+    yield
+    path.unlink()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -17,18 +14,6 @@ from tests.sshd import SshServer
 pytestmark = [pytest.mark.sshd]
 
 AsClient = Callable[..., McpHarness]
-
-
-@pytest.fixture
-def sudoers(sshd: SshServer) -> Iterator[None]:
-    """Let the throwaway test user run anything with sudo, with its password."""
-    if shutil.which("sudo") is None:
-        pytest.fail("sudo is not installed (scripts/bootstrap installs it for the tests)")
-    path = Path(f"/etc/sudoers.d/sshcontrol-test-{sshd.user}")
-    path.write_text(f"{sshd.user} ALL=(ALL) ALL\nDefaults:{sshd.user} !lecture\n")
-    os.chmod(path, 0o440)
-    yield
-    path.unlink()
 
 
 def set_sudo_password(host: Host, password: str) -> None:
