@@ -34,7 +34,8 @@ from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.mcp import render
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import Pending, await_decision
-from sshcontrol.mcp.calls import EXECUTION_FIELDS, HostCall, mark_lost, run_host_call
+from sshcontrol.mcp.calls import HostCall, mark_lost, run_host_call
+from sshcontrol.mcp.execution import checked_timeout, execute_on, own_client, run_approved
 from sshcontrol.mcp.identity import Caller, ClientRef, caller_for
 from sshcontrol.mcp.schemas import (
     ApprovalStatusResult,
@@ -113,15 +114,6 @@ def parse_file_mode(value: int | str | None) -> int | None:
     return int(text, 8)
 
 
-def checked_timeout(timeout: float | None) -> float:
-    """The command timeout in seconds: the default when unset, refused above the maximum."""
-    limit = float(settings.MAX_TIMEOUT)
-    seconds = float(settings.DEFAULT_TIMEOUT) if timeout is None else timeout
-    if seconds > limit:
-        raise ToolError(f"timeout {seconds:g} s is above the maximum of {limit:g} s (SSHCONTROL_MAX_TIMEOUT)")
-    return seconds
-
-
 # File content may hold any character; every other text argument ends up in an SQL lookup (which
 # PostgreSQL refuses with a NUL in it), an SSH request or an SFTP path (cut at a NUL, or the
 # link dropped), so a NUL there is refused before the tool runs.
@@ -137,55 +129,6 @@ def refusing_nul(tool: Callable[..., Awaitable[CallToolResult]]) -> Callable[...
         return await tool(*args, **kwargs)
 
     return checked
-
-
-def own_client(caller: Caller) -> int:
-    """The caller's client id; every MCP caller has one (only admin actions go without)."""
-    if caller.client_id is None:
-        raise ToolError("this call needs an MCP client identity")
-    return caller.client_id
-
-
-def execute_on(
-    call: HostCall,
-    command: str,
-    working_directory: str | None,
-    seconds: float,
-    stdin: str | None,
-    sudo: bool,
-    call_id: str,
-    progress: Callable[[int, int], None],
-    approval: ApprovalRequest | None,
-) -> ExecuteResult:
-    """Run the command on the call's session, complete its audit row, and build the result."""
-    assert call.host is not None
-    r = call.dispatch(
-        "execute",
-        {
-            "command": command,
-            "working_directory": working_directory,
-            "timeout": seconds,
-            "stdin_b64": base64.b64encode(stdin.encode()).decode() if stdin is not None else None,
-            "sudo": sudo,
-        },
-        call_id=call_id,
-        progress=progress,
-    )
-    audit_id = call.complete_execution(r)
-    if approval is not None:
-        approvals.finish(approval, audit_id)
-    assert call.session_id is not None
-    return ExecuteResult(
-        session_id=call.session_id,
-        host=call.host.name,
-        command=command,
-        signal=r["signal"],
-        timed_out=r["timed_out"],
-        duration_ms=r["duration_ms"],
-        audit_id=audit_id,
-        approval_request=approval.pk if approval is not None else None,
-        **{key: r[key] for key in EXECUTION_FIELDS},
-    )
 
 
 class Tools:
@@ -474,7 +417,7 @@ class Tools:
                 raise ToolError(f"unknown approval request {request_id}")
             execution = None
             if request.state == ApprovalRequest.State.APPROVED:
-                execution = self.run_approved(caller, request, call_id, progress)
+                execution = run_approved(caller, request, call_id, progress)
                 request.refresh_from_db()
             return ApprovalStatusResult(
                 request_id=request.pk,
@@ -491,43 +434,6 @@ class Tools:
 
         return await serve(
             work, render.approval_status, response_format, on_cancel=lambda: get_dispatcher().cancel(call_id)
-        )
-
-    @staticmethod
-    def run_approved(
-        caller: Caller, request: ApprovalRequest, call_id: str, progress: Callable[[int, int], None]
-    ) -> ExecuteResult:
-        """Run an approved request once, as its own audited ssh_execute call on the request's host."""
-        seconds = checked_timeout(request.timeout)
-
-        def body(call: HostCall) -> ExecuteResult:
-            claimed = approvals.claim(request.pk, own_client(caller))
-            if claimed is None:
-                call.fail(f"approval request {request.pk} is no longer approved (it ran or expired)")
-            assert claimed is not None
-            call.details["approval_request"] = request.pk
-            call.details["approved_by"] = claimed.decided_by
-            stdin = claimed.stdin if claimed.stdin else None
-            return execute_on(
-                call,
-                claimed.command,
-                claimed.working_directory or None,
-                seconds,
-                stdin,
-                claimed.sudo,
-                call_id,
-                progress,
-                claimed,
-            )
-
-        return run_host_call(
-            "ssh_execute",
-            caller,
-            body,
-            host_name=request.host.name,
-            audit_fields={"command": request.command, "working_directory": request.working_directory},
-            permission="execute",
-            sudo=request.sudo,
         )
 
     # -- ssh_upload_file -----------------------------------------------------------------------
