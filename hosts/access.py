@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from django.db.models import Q
 from django.db.models.signals import m2m_changed, post_delete, post_save
-from django.utils import timezone
 
 from hosts.access_models import ClientGroup, CommandRule, Grant, McpClient
+from hosts.clients import mark_used
 from hosts.models import Host
 from hosts.policy import Decision, Rule, decide
 
@@ -133,13 +133,9 @@ def load(client_id: int) -> ClientAccess:
     client = McpClient.objects.filter(pk=client_id).first()
     if client is None:
         return ClientAccess(client_id, "?", "this client no longer exists", Limits(None, None, None), ())
-    problem = ""
-    if client.revoked_at is not None:
-        problem = f"client '{client.name}' was revoked"
-    elif not client.enabled:
-        problem = f"client '{client.name}' is disabled by an administrator"
-    elif client.expires_at is not None and client.expires_at <= timezone.now():
-        problem = f"client '{client.name}' expired"
+    problem = client.refusal()
+    # Over HTTP authentication records the use; a stdio client is only ever loaded here.
+    mark_used(client)
     group_ids = list(ClientGroup.objects.filter(clients=client).values_list("id", flat=True))
     grants = (
         Grant.objects.filter(Q(client=client) | Q(group_id__in=group_ids), enabled=True)

@@ -7,6 +7,8 @@ guard. How the rows are evaluated is in ``hosts.access`` (grants) and ``hosts.po
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -73,12 +75,26 @@ class McpClient(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def is_active(self) -> bool:
-        """Enabled, not revoked and not expired."""
-        if not self.enabled or self.revoked_at is not None:
-            return False
-        return self.expires_at is None or self.expires_at > timezone.now()
+    def state(self, now: datetime | None = None) -> str:
+        """``active``, ``revoked``, ``disabled`` or ``expired``: whether, and why not, it may act.
+
+        Revoked comes first because revoking also disables: the cause is what matters.
+        """
+        if self.revoked_at is not None:
+            return "revoked"
+        if not self.enabled:
+            return "disabled"
+        if self.expires_at is not None and self.expires_at <= (now or timezone.now()):
+            return "expired"
+        return "active"
+
+    def refusal(self) -> str:
+        """Why this client may not act, in a line fit for the caller ("" when it may)."""
+        return {
+            "revoked": f"the token of client '{self.name}' was revoked",
+            "disabled": f"client '{self.name}' is disabled by an administrator",
+            "expired": f"the token of client '{self.name}' expired",
+        }.get(self.state(), "")
 
 
 class Grant(models.Model):

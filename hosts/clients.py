@@ -82,12 +82,9 @@ def authenticate(token: str) -> McpClient:
     # compare_digest: the lookup already matched, but keep the comparison constant-time anyway.
     if client is None or not hmac.compare_digest(client.token_digest, wanted):
         raise ClientAuthError("unknown client token")
-    if client.revoked_at is not None:
-        raise ClientAuthError(f"the token of client '{client.name}' was revoked")
-    if not client.enabled:
-        raise ClientAuthError(f"client '{client.name}' is disabled")
-    if client.expires_at is not None and client.expires_at <= timezone.now():
-        raise ClientAuthError(f"the token of client '{client.name}' expired")
+    refusal = client.refusal()
+    if refusal:
+        raise ClientAuthError(refusal)
     mark_used(client)
     return client
 

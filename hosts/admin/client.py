@@ -7,7 +7,6 @@ digest is kept out of every form, list, search and filter like the credentials' 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -28,20 +27,6 @@ from hosts.clients import IssuedToken, issue_token, revoke
 
 # The colours of the host key states, reused: green is usable, grey and red are not.
 _STATE_COLORS = {"active": "trusted", "expired": "changed", "disabled": "unknown", "revoked": "revoked"}
-
-
-def client_state(client: McpClient, now: datetime | None = None) -> str:
-    """``active``, ``disabled``, ``revoked`` or ``expired``: why a token works or does not.
-
-    Revoked comes first because revoking also disables; the admin wants to see the cause.
-    """
-    if client.revoked_at is not None:
-        return "revoked"
-    if not client.enabled:
-        return "disabled"
-    if client.expires_at is not None and client.expires_at <= (now or timezone.now()):
-        return "expired"
-    return "active"
 
 
 def without_add_popup(formfield: FormField | None) -> FormField | None:
@@ -66,7 +51,7 @@ def token_refusal(client: McpClient) -> str:
 
 
 class ClientStateFilter(admin.SimpleListFilter):
-    """Clients by the state ``client_state`` computes, as a database filter."""
+    """Clients by the state ``McpClient.state`` computes, as a database filter."""
 
     title = "state"
     parameter_name = "state"
@@ -299,7 +284,7 @@ class McpClientAdmin(InventoryAdmin[McpClient]):
 
     @admin.display(description="State")
     def state_display(self, obj: McpClient) -> SafeString:
-        state = client_state(obj)
+        state = obj.state()
         return state_badge(_STATE_COLORS[state], state)
 
     @admin.display(description="Grants", ordering="grant_total")

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts.access_models import ClientGroup, CommandRule, Grant, McpClient
-from hosts.admin.client import client_state, grant_permissions, grant_scope, token_refusal
+from hosts.admin.client import grant_permissions, grant_scope, token_refusal
 from hosts.clients import IssuedToken, create_client, issue_token, revoke
 from hosts.models import Host
 
@@ -185,7 +185,7 @@ class Command(BaseCommand):
                 (
                     c.name,
                     c.owner or "-",
-                    client_state(c, now),
+                    c.state(now),
                     _when(c.expires_at),
                     _when(c.last_used_at),
                     token,
@@ -201,7 +201,7 @@ class Command(BaseCommand):
             "name": client.name,
             "owner": client.owner,
             "description": client.description,
-            "state": client_state(client, now),
+            "state": client.state(now),
             "local_user": client.local_user or None,
             "token_prefix": client.token_prefix or None,
             "expires_at": client.expires_at.isoformat() if client.expires_at else None,
