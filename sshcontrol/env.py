@@ -26,6 +26,11 @@ def envstr(name: str, default: str = "") -> str:
     return os.environ.get(name) or default
 
 
+def envlist(name: str, default: str = "") -> list[str]:
+    """A comma-separated list; blanks around the commas and empty items are dropped."""
+    return [item.strip() for item in envstr(name, default).split(",") if item.strip()]
+
+
 def envbool(name: str, default: bool) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:

@@ -17,7 +17,7 @@ from typing import Any
 import django_stubs_ext
 
 from sshcontrol.datadir import data_dir, ensure_data_dir
-from sshcontrol.env import EnvError, envbool, envfloat, envint, envsecret, envstr
+from sshcontrol.env import EnvError, envbool, envfloat, envint, envlist, envsecret, envstr
 
 # Lets admin and form classes be written ModelAdmin[Host] for the type checker at runtime too.
 django_stubs_ext.monkeypatch()
@@ -54,8 +54,8 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = _guard("sshcontrol.E001", lambda: envbool("SSHCONTROL_DEBUG", False), False)
-ALLOWED_HOSTS = [h for h in envstr("SSHCONTROL_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in envstr("SSHCONTROL_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+ALLOWED_HOSTS = envlist("SSHCONTROL_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("SSHCONTROL_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -204,16 +204,10 @@ ALLOW_ADHOC_CONNECT = _guard(
 )
 # Streamable HTTP transport: Host headers and Origins accepted (DNS-rebinding protection),
 # and the largest request body read.
-MCP_ALLOWED_HOSTS = [
-    h for h in envstr("SSHCONTROL_MCP_ALLOWED_HOSTS", "127.0.0.1:*,localhost:*,[::1]:*").split(",") if h
-]
-MCP_ALLOWED_ORIGINS = [
-    o
-    for o in envstr(
-        "SSHCONTROL_MCP_ALLOWED_ORIGINS", "http://127.0.0.1:*,http://localhost:*,http://[::1]:*"
-    ).split(",")
-    if o
-]
+MCP_ALLOWED_HOSTS = envlist("SSHCONTROL_MCP_ALLOWED_HOSTS", "127.0.0.1:*,localhost:*,[::1]:*")
+MCP_ALLOWED_ORIGINS = envlist(
+    "SSHCONTROL_MCP_ALLOWED_ORIGINS", "http://127.0.0.1:*,http://localhost:*,http://[::1]:*"
+)
 MCP_MAX_BODY_BYTES = _guard(
     "sshcontrol.E019", lambda: envint("SSHCONTROL_MCP_MAX_BODY_BYTES", 8 << 20, 1024), 8 << 20
 )

@@ -59,8 +59,8 @@ class ClientTokenVerifier:
 def transport_security() -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=[h.strip() for h in settings.MCP_ALLOWED_HOSTS if h.strip()],
-        allowed_origins=[o.strip() for o in settings.MCP_ALLOWED_ORIGINS if o.strip()],
+        allowed_hosts=list(settings.MCP_ALLOWED_HOSTS),
+        allowed_origins=list(settings.MCP_ALLOWED_ORIGINS),
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sshcontrol.env import EnvError, envbool, envint, envsecret
+from sshcontrol.env import EnvError, envbool, envint, envlist, envsecret
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,6 +48,12 @@ def test_it_reads_typed_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("X_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(EnvError, match="cannot be read"):
         envsecret("X_SECRET")
+
+
+def test_it_reads_comma_separated_lists_without_blanks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X_LIST", " a.example:* , ,b.example:8000,")
+    assert envlist("X_LIST") == ["a.example:*", "b.example:8000"]
+    assert envlist("X_UNSET_LIST", "c, d") == ["c", "d"]
 
 
 def test_it_creates_a_private_data_directory_and_database_on_first_use(tmp_path: Path) -> None:
