@@ -56,11 +56,18 @@ def create(
     )
 
 
-def expire_overdue() -> int:
-    """Close requests past their expiry (pending or approved and never run); wipe their stdin."""
-    return ApprovalRequest.objects.filter(
+def expire_overdue(request_id: int | None = None) -> int:
+    """Close requests past their expiry (pending or approved and never run); wipe their stdin.
+
+    With ``request_id``, only that request: a caller about one request (deciding, polling,
+    picking up) need not write across the whole table.
+    """
+    overdue = ApprovalRequest.objects.filter(
         state__in=[State.PENDING, State.APPROVED], expires_at__lte=timezone.now()
-    ).update(state=State.EXPIRED, stdin="")
+    )
+    if request_id is not None:
+        overdue = overdue.filter(pk=request_id)
+    return overdue.update(state=State.EXPIRED, stdin="")
 
 
 def decide(request_id: int, admin_username: str, approve: bool, comment: str = "") -> ApprovalRequest:
@@ -71,7 +78,7 @@ def decide(request_id: int, admin_username: str, approve: bool, comment: str = "
     """
     if not admin_username:
         raise ApprovalError("a decision needs the name of the admin who makes it")
-    expire_overdue()
+    expire_overdue(request_id)
     request = ApprovalRequest.objects.select_related("client").filter(pk=request_id).first()
     if request is None:
         raise ApprovalError(f"approval request {request_id} does not exist")
@@ -109,7 +116,7 @@ def finish(request: ApprovalRequest, executed_event_id: int) -> None:
 
 
 def get_for_client(request_id: int, client_id: int) -> ApprovalRequest | None:
-    expire_overdue()
+    expire_overdue(request_id)
     return ApprovalRequest.objects.select_related("host").filter(pk=request_id, client_id=client_id).first()
 
 

@@ -135,7 +135,8 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        approvals.expire_overdue()
+        if object_id.isdigit():
+            approvals.expire_overdue(int(object_id))
         obj = self.get_object(request, object_id)
         context = {**(extra_context or {}), "decision": self._decision_context(request, obj)}
         return super().change_view(request, object_id, form_url, context)

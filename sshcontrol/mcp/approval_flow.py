@@ -80,7 +80,7 @@ def wait(request_id: int, notify: Callable[[str], None], cancelled: threading.Ev
     deadline = time.monotonic() + float(settings.APPROVAL_WAIT_SECONDS)
     last_notice = 0.0
     while True:
-        approvals.expire_overdue()
+        approvals.expire_overdue(request_id)
         state = ApprovalRequest.objects.filter(pk=request_id).values_list("state", flat=True).first()
         now = time.monotonic()
         if state != State.PENDING or now >= deadline or cancelled.is_set():
