@@ -23,6 +23,7 @@ from cryptography.fernet import Fernet
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.celery_worker import worker_command  # noqa: E402
 from tests.sshd import SshServer  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/8"
@@ -110,25 +111,7 @@ class Deployment:
             for i in (1, 2):
                 self.workers.append(
                     subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "celery",
-                            "-A",
-                            "sshcontrol",
-                            "worker",
-                            "--pool",
-                            "threads",
-                            "-c",
-                            "32",
-                            "-n",
-                            f"bench{tag}w{i}@{socket.gethostname()}",
-                            "--without-gossip",
-                            "--without-mingle",
-                            "--without-heartbeat",
-                            "-l",
-                            "WARNING",
-                        ],
+                        worker_command(f"bench{tag}w{i}@{socket.gethostname()}", 32),
                         env=self.env,
                         cwd=REPO,
                         stdout=subprocess.DEVNULL,

@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from django.db import connection
+
+from tests.celery_worker import worker_command
+from tests.database import database_url
 
 REPO = Path(__file__).resolve().parents[2]
 BROKERS = {
@@ -38,17 +39,6 @@ def reachable(url: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def database_url() -> str:
-    """The URL of the test database pytest-django created (workers must use the same one)."""
-    conf = connection.settings_dict
-    if conf["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{conf['NAME']}"
-    user = conf.get("USER") or "postgres"
-    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
-    where = f"{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}"
-    return f"postgres://{user}{password}@{where}/{conf['NAME']}"
 
 
 def service_env(broker_url: str, **extra: str) -> dict[str, str]:
@@ -80,25 +70,7 @@ class WorkerPool:
     def start(self, name: str) -> None:
         log = (self.logdir / f"{name.split('@')[0]}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "sshcontrol",
-                "worker",
-                "--pool",
-                "threads",
-                "-c",
-                "16",
-                "-n",
-                name,
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "WARNING",
-            ],
+            worker_command(name, 16),
             env=service_env(self.broker_url),
             stdout=log,
             stderr=subprocess.STDOUT,
