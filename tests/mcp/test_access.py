@@ -13,7 +13,7 @@ import pytest
 
 from audit.models import AuditEvent
 from hosts.clients import revoke
-from hosts.models import CommandRule, Grant, Host, McpClient
+from hosts.models import ClientGroup, CommandRule, Grant, Host, McpClient
 from tests.mcp.conftest import McpHarness
 
 pytestmark = [pytest.mark.sshd]
@@ -33,6 +33,31 @@ def test_it_gives_the_local_user_a_grant_over_every_host(mcp: McpHarness, make_h
     local = McpClient.objects.get(local_user__gt="")
     assert local.name.startswith("local-") and local.grants.get().all_hosts
     assert last_event(local.name).actor.startswith(local.name)
+
+
+def test_it_lets_the_admin_restrict_the_local_user_like_any_client(mcp: McpHarness, make_host) -> None:
+    web = make_host("web1")
+    mcp.ok("ssh_list_hosts")  # the local client and its grant over every host are made on first use
+    grant = Grant.objects.get(client__local_user__gt="")
+    grant.all_hosts, grant.read_only = False, True
+    grant.save()
+    grant.hosts.set([web])
+    CommandRule.objects.create(grant=grant, action="allow", pattern=r"uptime")
+    assert mcp.ok("ssh_execute", host="web1", command="uptime")["exit_status"] == 0
+    assert "allow" in mcp.error("ssh_execute", host="web1", command="id")
+    assert "may not write files" in mcp.error("ssh_upload_file", host="web1", remote_path="x", content="x")
+
+
+def test_it_gives_a_group_grant_to_every_client_in_the_group(as_client: AsClient, make_host) -> None:
+    web = make_host("web1")
+    team = ClientGroup.objects.create(name="team")
+    group_grant = Grant.objects.create(group=team, can_execute=True)
+    group_grant.hosts.set([web])
+    member, outsider = as_client("member", grant=False), as_client("outsider", grant=False)
+    McpClient.objects.get(name="member").groups.add(team)
+    assert [h["name"] for h in member.ok("ssh_list_hosts")["hosts"]] == ["web1"]
+    assert member.ok("ssh_execute", host="web1", command="echo team")["stdout"] == "team\n"
+    assert "no grant for host 'web1'" in outsider.error("ssh_execute", host="web1", command="id")
 
 
 def test_it_shows_a_client_without_grants_nothing_and_denies_it_everything(

@@ -89,6 +89,23 @@ def test_it_runs_the_command_when_approval_comes_during_the_wait(agent: McpHarne
     assert result["stdout"] == "guarded 3\n" and result["approval_request"]
 
 
+def test_it_tells_the_client_it_waits_for_approval(agent: McpHarness, settings) -> None:
+    settings.APPROVAL_WAIT_SECONDS = 0.5
+    updates: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append(message)
+
+    result = agent.run(
+        agent.client.call_tool(
+            "ssh_execute", {"host": "web1", "command": "echo guarded 9"}, progress_callback=on_progress
+        )
+    )
+    assert result.is_error
+    request_id = ApprovalRequest.objects.get(command="echo guarded 9").pk
+    assert f"waiting for approval of request {request_id}" in updates
+
+
 def test_it_reports_a_denial_with_the_admins_comment(agent: McpHarness) -> None:
     request_id = request_id_in(agent.error("ssh_execute", host="web1", command="echo guarded 4"))
     approvals.decide(request_id, "bob", approve=False, comment="not on a Friday")
