@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from django.conf import settings
 
@@ -65,14 +66,13 @@ def await_decision(
         audit_event_id=call.event_id,
     )
     call.details["approval_request"] = request.pk
-    state = wait(request.pk, notify, cancelled)
-    if state == State.APPROVED:
+    if wait(request.pk, notify, cancelled) == State.APPROVED:
         claimed = approvals.claim(request.pk, call.caller.client_id)
         if claimed is not None:
             call.details["approved_by"] = claimed.decided_by
             return claimed
-        state = ApprovalRequest.objects.get(pk=request.pk).state
-    return fail_for(call, ApprovalRequest.objects.get(pk=request.pk), state)
+    request.refresh_from_db()  # denied, expired, or still pending: the row says which, and why
+    fail_for(call, request)
 
 
 def wait(request_id: int, notify: Callable[[str], None], cancelled: threading.Event) -> str:
@@ -91,8 +91,9 @@ def wait(request_id: int, notify: Callable[[str], None], cancelled: threading.Ev
         cancelled.wait(min(POLL_SECONDS, max(0.0, deadline - now)))
 
 
-def fail_for(call: HostCall, request: ApprovalRequest, state: str) -> ApprovalRequest:
+def fail_for(call: HostCall, request: ApprovalRequest) -> NoReturn:
     """Complete the row for a request that will not run now, with a message the model can act on."""
+    state = request.state
     if state == State.DENIED:
         comment = f": {request.comment}" if request.comment else ""
         call.fail(f"approval request {request.pk} was denied by {request.decided_by}{comment}", Status.DENIED)
@@ -104,4 +105,3 @@ def fail_for(call: HostCall, request: ApprovalRequest, state: str) -> ApprovalRe
         f"request_id={request.pk} later; once approved, that call runs the command once.",
         Status.PENDING,
     )
-    raise AssertionError("call.fail raises")  # pragma: no cover

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -280,7 +280,7 @@ class HostCall:
             return str(exc)
         return ""
 
-    def fail(self, message: str, status: str = Status.ERROR, **fields: Any) -> None:
+    def fail(self, message: str, status: str = Status.ERROR, **fields: Any) -> NoReturn:
         """Complete the audit row as failed and stop the tool with a one-line error."""
         writer.complete(
             self.event_id,
