@@ -38,8 +38,12 @@ _SESSION_GONE = {"session_not_found"}
 
 # The host fields a call needs (audit row, result); loading only these keeps the hot query cheap.
 # Tags too: grants and rules by tag are checked on every call, and a deferred field would cost
-# a second query each time. In the model's field order: Model.from_db maps values by it.
-_HOST_FIELDS = ("id", "name", "address", "port", "username", "tags", "enabled")
+# a second query each time. Taken in the model's field order, which Model.from_db maps values by.
+_HOST_FIELDS = tuple(
+    f.attname
+    for f in Host._meta.concrete_fields
+    if f.attname in {"id", "name", "address", "port", "username", "tags", "enabled"}
+)
 _TAGS = _HOST_FIELDS.index("tags")
 
 
