@@ -88,6 +88,14 @@ class McpClient(models.Model):
             return "expired"
         return "active"
 
+    def token_refusal(self) -> str:
+        """Why this client cannot be given a new token, or "" when it can."""
+        if self.local_user:
+            return f"'{self.name}' is the local client of OS user '{self.local_user}'; it has no token."
+        if self.revoked_at is not None:
+            return f"'{self.name}' is revoked and stays revoked; add a new client instead."
+        return ""
+
     def refusal(self) -> str:
         """Why this client may not act, in a line fit for the caller ("" when it may)."""
         return {
@@ -140,6 +148,26 @@ class Grant(models.Model):
         who = self.client.name if self.client_id and self.client else (self.group.name if self.group else "?")
         what = "all hosts" if self.all_hosts else ", ".join(self.tag_list) or "listed hosts"
         return f"{who}: {what}"
+
+    def scope_text(self) -> str:
+        """The hosts it covers, in words: "all hosts", or names and tag:... entries."""
+        if self.all_hosts:
+            return "all hosts"
+        parts = [h.name for h in self.hosts.all()] + [f"tag:{t}" for t in self.tag_list]
+        return ", ".join(parts) or "no hosts"
+
+    def permissions_text(self) -> str:
+        """What it allows, in words, e.g. "list, execute, read files (read-only)"."""
+        flags = (
+            ("list", self.can_list),
+            ("execute", self.can_execute),
+            ("read files", self.can_read_files),
+            ("write files", self.can_write_files),
+            ("sudo", self.can_sudo),
+            ("ad hoc connect", self.can_adhoc_connect),
+        )
+        text = ", ".join(name for name, on in flags if on) or "nothing"
+        return f"{text} (read-only)" if self.read_only else text
 
     @property
     def tag_list(self) -> list[str]:

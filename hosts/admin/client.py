@@ -41,15 +41,6 @@ def without_add_popup(formfield: FormField | None) -> FormField | None:
     return formfield
 
 
-def token_refusal(client: McpClient) -> str:
-    """Why ``client`` cannot be given a new token, or "" when it can."""
-    if client.local_user:
-        return f"'{client.name}' is the local client of OS user '{client.local_user}'; it has no token."
-    if client.revoked_at is not None:
-        return f"'{client.name}' is revoked and stays revoked; add a new client instead."
-    return ""
-
-
 class ClientStateFilter(admin.SimpleListFilter):
     """Clients by the state ``McpClient.state`` computes, as a database filter."""
 
@@ -91,31 +82,11 @@ class GrantInline(admin.TabularInline[Grant, McpClient]):
 
     @admin.display(description="Hosts")
     def scope(self, obj: Grant) -> str:
-        return grant_scope(obj)
+        return obj.scope_text()
 
     @admin.display(description="Permissions")
     def permissions(self, obj: Grant) -> str:
-        return grant_permissions(obj)
-
-
-def grant_scope(grant: Grant) -> str:
-    if grant.all_hosts:
-        return "all hosts"
-    parts = [h.name for h in grant.hosts.all()] + [f"tag:{t}" for t in grant.tag_list]
-    return ", ".join(parts) or "no hosts"
-
-
-def grant_permissions(grant: Grant) -> str:
-    flags = (
-        ("list", grant.can_list),
-        ("execute", grant.can_execute),
-        ("read files", grant.can_read_files),
-        ("write files", grant.can_write_files),
-        ("sudo", grant.can_sudo),
-        ("ad hoc connect", grant.can_adhoc_connect),
-    )
-    text = ", ".join(name for name, on in flags if on) or "nothing"
-    return f"{text} (read-only)" if grant.read_only else text
+        return obj.permissions_text()
 
 
 @admin.register(McpClient)
@@ -222,7 +193,7 @@ class McpClientAdmin(InventoryAdmin[McpClient]):
     def token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET asks for confirmation (the old token stops working); POST issues and shows the new one."""
         client = self._client_or_404(request, object_id)
-        refusal = token_refusal(client)
+        refusal = client.token_refusal()
         if refusal:
             self.message_user(request, refusal, messages.ERROR)
             return HttpResponseRedirect(reverse("admin:hosts_mcpclient_change", args=[client.pk]))

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from hosts.access_models import CommandRule, Grant
 from hosts.admin.base import InventoryAdmin
-from hosts.admin.client import grant_permissions, grant_scope, without_add_popup
+from hosts.admin.client import without_add_popup
 from hosts.forms import TagListField
 
 _MONOSPACE = {"style": "font-family:monospace", "spellcheck": "false", "autocomplete": "off"}
@@ -112,11 +112,11 @@ class GrantAdmin(InventoryAdmin[Grant]):
 
     @admin.display(description="Hosts")
     def scope(self, obj: Grant) -> str:
-        return grant_scope(obj)
+        return obj.scope_text()
 
     @admin.display(description="Permissions")
     def permissions(self, obj: Grant) -> str:
-        return grant_permissions(obj)
+        return obj.permissions_text()
 
     @admin.display(description="Rules", ordering="rule_total")
     def rule_count(self, obj: Grant) -> int:

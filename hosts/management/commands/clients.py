@@ -18,7 +18,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts.access_models import ClientGroup, CommandRule, Grant, McpClient
-from hosts.admin.client import grant_permissions, grant_scope, token_refusal
 from hosts.clients import IssuedToken, create_client, issue_token, revoke
 from hosts.models import Host
 
@@ -156,7 +155,7 @@ class Command(BaseCommand):
 
     def token_action(self, options: dict[str, Any]) -> None:
         client = self._client(options["name"])
-        refusal = token_refusal(client)
+        refusal = client.token_refusal()
         if refusal:
             raise CommandError(refusal)
         issued = issue_token(client)
@@ -249,8 +248,8 @@ class Command(BaseCommand):
                     rule.save()
                     rules.append(rule)
         self.stdout.write(
-            f"Granted client '{client.name}' {grant_permissions(grant)} "
-            f"on {grant_scope(grant)} (grant #{grant.pk})."
+            f"Granted client '{client.name}' {grant.permissions_text()} "
+            f"on {grant.scope_text()} (grant #{grant.pk})."
         )
         for rule in rules:
             self.stdout.write(f"  {rule.get_action_display().lower()}: {rule.pattern}")
