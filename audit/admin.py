@@ -103,12 +103,13 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
             {"fields": ("tool", "colored_status", "client", "actor", "transport", "request_id", "process")},
         ),
         ("Time", {"fields": ("started_at", "finished_at", "duration")}),
-        ("Host", {"fields": ("host", "host_name", "host_address", "session_id", "reconnected")}),
+        ("Host", {"fields": ("host", "host_ref", "host_name", "host_address", "session_id", "reconnected")}),
         ("Command", {"fields": ("command_block", "working_directory", "exit_status", "signal")}),
+        ("Stdin", {"fields": ("stdin_size", "stdin_digest", "stdin_block")}),
         ("Output", {"fields": ("stdout_block", "stderr_block")}),
         ("Transferred file", {"fields": ("remote_path", "local_path", "file_size_display", "file_sha256")}),
         ("Outcome", {"fields": ("error_block", "approval_link", "details_block")}),
-        ("Hash chain", {"fields": ("chain_seq", "prev_hash", "chain_hash")}),
+        ("Hash chain", {"fields": ("chain_seq", "prev_hash", "chain_hash", "chain_version")}),
     )
     readonly_fields = (
         *(field.name for field in AuditEvent._meta.fields),
@@ -117,6 +118,9 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         "command_block",
         "stdout_block",
         "stderr_block",
+        "stdin_size",
+        "stdin_digest",
+        "stdin_block",
         "error_block",
         "details_block",
         "approval_link",
@@ -232,6 +236,23 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     @admin.display(description="Stderr")
     def stderr_block(self, obj: AuditEvent) -> SafeString | str:
         return _output(obj.stderr, obj.stderr_truncated, obj.stderr_bytes)
+
+    @admin.display(description="Size")
+    def stdin_size(self, obj: AuditEvent) -> str:
+        if obj.stdin_bytes is None:
+            return "none (the command's stdin was closed)"
+        return f"{filesizeformat(obj.stdin_bytes)} ({obj.stdin_bytes} bytes)"
+
+    @admin.display(description="SHA-256")
+    def stdin_digest(self, obj: AuditEvent) -> str:
+        if obj.stdin_bytes is None:
+            return "-"
+        # A digest of text whose only unknown is a hidden secret would let readers test guesses.
+        return obj.stdin_sha256 or "not recorded: part of the stdin was redacted"
+
+    @admin.display(description="Content")
+    def stdin_block(self, obj: AuditEvent) -> SafeString | str:
+        return _output(obj.stdin, obj.stdin_truncated, obj.stdin_bytes)
 
     @admin.display(description="Error")
     def error_block(self, obj: AuditEvent) -> SafeString | str:

@@ -6,11 +6,27 @@ locks the single ``ChainHead`` row, gives the event the next ``chain_seq`` and t
 hash as its ``prev_hash``, stores ``chain_hash = SHA-256(canonical form)`` and moves the
 head, all in the transaction that finishes it.
 
-The canonical form is JSON with sorted keys and no spaces, ASCII only, over every stored
-column except ``chain_hash`` (so ``prev_hash`` and ``chain_seq`` are covered), keyed by
-attribute name: times in ISO 8601 UTC, UUIDs as strings, ``details`` as its JSON value.
-Null columns are left out, so a nullable column added later does not change the hash of
-rows written before it; setting or clearing any value still changes the hash.
+The canonical form is JSON with sorted keys and no spaces, ASCII only, keyed by attribute
+name: times in ISO 8601 UTC, UUIDs as strings, ``details`` as its JSON value. Null columns
+are left out, so a nullable column added later does not change the hash of rows written
+before it; setting or clearing any value still changes the hash.
+
+Which columns are hashed depends on the row's ``chain_version`` (``FORMATS``):
+
+- **2** (every row chained since migration 0004): the columns in ``V2_FIELDS``, every
+  stored column but ``chain_hash`` and the ``host`` foreign key. The foreign key is a live
+  relation (the database sets it NULL when the host is deleted); the host the call ran on
+  is copied into the row (``host_ref``, ``host_name``, ``host_address``), so deleting or
+  renaming hosts, clients, users or credentials never changes hashed content.
+- **1** (rows chained before 0004): the formula they were hashed with, every column that
+  existed then (``V1_FIELDS``), with the host id taken from ``host_ref``, which migration
+  0004 copied from the foreign key (or, for a host already deleted, recovered: the one id
+  that reproduces the stored hash). These rows are never re-hashed: a new hash over old
+  rows would vouch for content nobody checked when it was written.
+
+A row's version is itself hashed (version 2) and may never go down along the chain, and a
+version-1 row must leave the columns its formula does not cover empty, so nobody can
+move a row to a formula that ignores a column they changed.
 
 What this proves: a row changed, deleted or re-ordered after it was written breaks the
 chain at that row. It does not stop someone who can write the database from rewriting
@@ -45,10 +61,46 @@ GENESIS = "0" * 64
 HEAD_ID = 1
 
 HASH_FIELD = "chain_hash"
+VERSION_FIELD = "chain_version"
 
 # Every stored column, by attribute name (host_id, not host).
 STORED_FIELDS: tuple[str, ...] = tuple(field.attname for field in AuditEvent._meta.concrete_fields)
-HASHED_FIELDS: tuple[str, ...] = tuple(name for name in STORED_FIELDS if name != HASH_FIELD)
+
+# Columns no format hashes: the hash itself, and the live link to the host.
+UNHASHED_FIELDS = (HASH_FIELD, "host_id")
+
+# Frozen: the columns of a row when migration 0004 ran (all but chain_hash). Never edit.
+V1_FIELDS: tuple[str, ...] = (
+    "id", "request_id", "started_at", "finished_at", "duration_ms", "status", "actor", "client",
+    "transport", "process", "host_id", "host_name", "host_address", "session_id", "tool", "command",
+    "working_directory", "exit_status", "signal", "stdout", "stderr", "stdout_bytes", "stderr_bytes",
+    "stdout_truncated", "stderr_truncated", "remote_path", "local_path", "file_size", "file_sha256",
+    "reconnected", "error", "details", "chain_seq", "prev_hash",
+)  # fmt: skip
+
+# Frozen like V1_FIELDS: a column added later is covered only by a new format, or, if it is
+# nullable, by adding it here (NULL columns are left out, so old rows keep their hash).
+V2_FIELDS: tuple[str, ...] = (
+    "id", "request_id", "started_at", "finished_at", "duration_ms", "status", "actor", "client",
+    "transport", "process", "host_ref", "host_name", "host_address", "session_id", "tool", "command",
+    "working_directory", "exit_status", "signal", "stdout", "stderr", "stdout_bytes", "stderr_bytes",
+    "stdout_truncated", "stderr_truncated", "stdin", "stdin_bytes", "stdin_sha256", "stdin_truncated",
+    "remote_path", "local_path", "file_size", "file_sha256", "reconnected", "error", "details",
+    "chain_seq", "prev_hash", "chain_version",
+)  # fmt: skip
+
+# The format rows are hashed with now.
+CURRENT_VERSION = 2
+
+# What every hashed column of any format needs to be read for verification.
+HASHED_FIELDS: tuple[str, ...] = tuple(name for name in STORED_FIELDS if name not in UNHASHED_FIELDS)
+
+# Columns a version-1 row must leave at their default: its formula does not cover them.
+_V1_EMPTY: dict[str, Any] = {
+    field.attname: field.get_default()
+    for field in AuditEvent._meta.concrete_fields
+    if field.attname not in (*V1_FIELDS, *UNHASHED_FIELDS, "host_ref", VERSION_FIELD)
+}
 
 _CHUNK_SIZE = 500
 
@@ -66,15 +118,48 @@ def _plain(value: object) -> str:
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_plain)
 
 
-def canonical(row: Mapping[str, Any]) -> bytes:
-    """The bytes hashed for one row: its stored values as the ORM returns them (see the module doc)."""
-    content = {name: value for name, value in row.items() if value is not None and name != HASH_FIELD}
+def canonical(content: Mapping[str, Any]) -> bytes:
+    """The bytes hashed for some values: sorted JSON without the NULL ones (see the module doc)."""
+    content = {name: value for name, value in content.items() if value is not None and name != HASH_FIELD}
     return _ENCODER.encode(content).encode("ascii")
+
+
+class UnknownFormatError(ValueError):
+    """A row names a hash format this code does not know."""
+
+
+def hashed_content(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a row's hash covers, by its ``chain_version`` (see the module doc)."""
+    version = row[VERSION_FIELD]
+    if version == 2:
+        return {name: row[name] for name in V2_FIELDS}
+    if version == 1:
+        content = {name: row[name] for name in V1_FIELDS}
+        content["host_id"] = row["host_ref"]  # the id as it was hashed, kept after the host goes
+        return content
+    raise UnknownFormatError(f"unknown chain_version {version!r}")
 
 
 def row_hash(row: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of a row's canonical form; ``row`` must carry every field in HASHED_FIELDS."""
-    return hashlib.sha256(canonical(row)).hexdigest()
+    return hashlib.sha256(canonical(hashed_content(row))).hexdigest()
+
+
+def _format_problem(row: Mapping[str, Any], previous_version: int) -> str:
+    """Why a row's format or its unhashed columns cannot be right ("" when they can)."""
+    version = row[VERSION_FIELD]
+    if version not in (1, 2):
+        return f"unknown chain_version {version!r}"
+    if version < previous_version:
+        return f"chain_version {version} after a row of version {previous_version}: formats never go back"
+    if version == 1:
+        for name, empty in _V1_EMPTY.items():
+            if row[name] != empty:
+                return f"{name} is set on a version-1 row, whose hash does not cover it"
+    host_id = row["host_id"]
+    if host_id is not None and host_id != row["host_ref"]:
+        return f"host_id {host_id} is not the host the call ran on (host_ref {row['host_ref']})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -101,7 +186,7 @@ class Break:
 
     event_id: int | None
     seq: int | None
-    check: str  # hash, link, sequence, missing, head, unchained
+    check: str  # hash, format, link, sequence, missing, head, unchained
     detail: str
 
     def __str__(self) -> str:
@@ -120,6 +205,8 @@ class Verification:
     last_hash: str
     last_id: int | None
     broken: Break | None
+    # The format of the last row checked: the next may not be older.
+    last_version: int = 1
 
     @property
     def ok(self) -> bool:
@@ -165,11 +252,12 @@ def _gap(
 def _walk(start: Start, resume: Verification | None, head_seq: int) -> Verification:
     if resume is not None:
         seq, prev, checked, last_id = resume.last_seq + 1, resume.last_hash, resume.checked, resume.last_id
+        version = resume.last_version
     else:
-        seq, prev, checked, last_id = start.seq, start.prev_hash, 0, None
+        seq, prev, checked, last_id, version = start.seq, start.prev_hash, 0, None, 1
 
     def result(broken: Break | None) -> Verification:
-        return Verification(start, checked, seq - 1, prev, last_id, broken)
+        return Verification(start, checked, seq - 1, prev, last_id, broken, version)
 
     for row in _rows(seq, head_seq):
         if row["chain_seq"] != seq:
@@ -183,11 +271,15 @@ def _walk(start: Start, resume: Verification | None, head_seq: int) -> Verificat
                     f"prev_hash {row['prev_hash'][:16]}… is not the previous row's hash {prev[:16]}…",
                 )
             )
+        problem = _format_problem(row, version)
+        if problem:
+            return result(Break(row["id"], seq, "format", problem))
         if row_hash(row) != row[HASH_FIELD]:
             return result(
                 Break(row["id"], seq, "hash", "the row's content does not match its chain_hash (changed)")
             )
         prev, seq, checked, last_id = row[HASH_FIELD], seq + 1, checked + 1, row["id"]
+        version = row[VERSION_FIELD]
     if seq <= head_seq:
         return result(_gap(seq, prev, None, last_id))
     return result(None)
@@ -288,6 +380,7 @@ def _check_ends(verification: Verification, has_head: bool, head_seq: int, head_
         verification.last_hash,
         verification.last_id,
         broken,
+        verification.last_version,
     )
 
 

@@ -48,8 +48,15 @@ class AuditEvent(models.Model):
         help_text="machine:pid:start of the process that opened the row.",
     )
 
+    # A convenience link for the admin, outside the hash: the database sets it NULL when the
+    # host is deleted. What the row proves about its host is host_ref, host_name, host_address.
     host = models.ForeignKey(
         "hosts.Host", null=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    host_ref = models.BigIntegerField(
+        null=True,
+        editable=False,
+        help_text="The host's id when the call was made (kept after it is deleted).",
     )
     # Indexed through (host_name, -started_at) below, like status.
     host_name = models.CharField(max_length=100, blank=True, editable=False)
@@ -67,6 +74,17 @@ class AuditEvent(models.Model):
     stderr_bytes = models.BigIntegerField(null=True, editable=False)
     stdout_truncated = models.BooleanField(default=False, editable=False)
     stderr_truncated = models.BooleanField(default=False, editable=False)
+    # What the caller fed to the command's stdin (never the sudo password the runtime adds):
+    # size and digest of the bytes sent, the text redacted and capped like stdout.
+    stdin = models.TextField(blank=True, editable=False)
+    stdin_bytes = models.BigIntegerField(null=True, editable=False, help_text="Size of the stdin sent.")
+    stdin_sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text="SHA-256 of the stdin sent; blank when redaction hid part of it (see docs/security.md).",
+    )
+    stdin_truncated = models.BooleanField(default=False, editable=False)
     remote_path = models.TextField(blank=True, editable=False)
     local_path = models.TextField(blank=True, editable=False)
     file_size = models.BigIntegerField(null=True, editable=False)
@@ -86,6 +104,11 @@ class AuditEvent(models.Model):
     )
     chain_hash = models.CharField(
         max_length=64, blank=True, editable=False, help_text="SHA-256 over this row's content and prev_hash."
+    )
+    # Which formula chain_hash follows (audit.chain.FORMATS): 1 for rows chained before
+    # migration 0004 (they keep the formula they were hashed with), 2 since.
+    chain_version = models.PositiveSmallIntegerField(
+        default=2, editable=False, help_text="The hash format of this row (see audit.chain)."
     )
 
     class Meta:

@@ -14,6 +14,7 @@ precompiled SQL (``audit.statements``): they sit on the path of every tool call.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -80,12 +81,17 @@ _BEGUN = (
     "transport",
     "process",
     "host_id",
+    "host_ref",
     "host_name",
     "host_address",
     "session_id",
     "tool",
     "command",
     "working_directory",
+    "stdin",
+    "stdin_bytes",
+    "stdin_sha256",
+    "stdin_truncated",
     "remote_path",
     "local_path",
     "details",
@@ -145,6 +151,21 @@ def _redact_json(value: Any, secrets: Sequence[str]) -> Any:
     return value
 
 
+def _stdin_columns(stdin: str | None, secrets: Sequence[str]) -> tuple[str, int | None, str, bool]:
+    """(text, bytes, sha256, truncated) of the caller's stdin: the text redacted and capped like stdout.
+
+    The digest is of the bytes sent, unless redaction hid part of them: the digest of a
+    text whose only unknown is a hidden password would let a reader test guesses of it.
+    """
+    if stdin is None:
+        return "", None, "", False
+    sent = stdin.encode("utf-8", "surrogatepass")
+    redacted = _storable(stdin, secrets)
+    hid_something = redacted != stdin.replace("\x00", "\ufffd")
+    text, cut = cap(redacted, settings.AUDIT_OUTPUT_BYTES)
+    return text, len(sent), "" if hid_something else hashlib.sha256(sent).hexdigest(), cut
+
+
 def begin(
     *,
     tool: str,
@@ -155,6 +176,7 @@ def begin(
     session_id: str = "",
     command: str = "",
     working_directory: str = "",
+    stdin: str | None = None,
     remote_path: str = "",
     local_path: str = "",
     request_id: uuid.UUID | None = None,
@@ -163,8 +185,9 @@ def begin(
 ) -> int:
     """Open a row in status ``running`` and return its id.
 
-    The host's name and address are copied onto the row so it still says where the call
-    ran after the host is deleted (the foreign key then becomes null).
+    The host's id, name and address are copied onto the row so it still says where the
+    call ran after the host is deleted (the foreign key then becomes null); the hash
+    covers the copies. ``stdin`` is what the caller feeds the command (None: none).
     """
     command_text, _ = cap(_storable(command, secrets), COMMAND_LIMIT)
     stored_details = _redact_json(dict(details or {}), secrets)
@@ -177,12 +200,14 @@ def begin(
         _fit("transport", transport),
         process.current_process_key(),
         host.pk if host is not None else None,
+        host.pk if host is not None else None,
         _fit("host_name", host.name) if host is not None else "",
         _fit("host_address", host.address) if host is not None else "",
         _fit("session_id", session_id),
         _fit("tool", tool),
         command_text,
         _storable(working_directory, secrets),
+        *_stdin_columns(stdin, secrets),
         _storable(remote_path, secrets),
         _storable(local_path, secrets),
         stored_details,

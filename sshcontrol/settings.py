@@ -169,6 +169,9 @@ MAX_LIST_ENTRIES = _guard("sshcontrol.E008", lambda: envint("SSHCONTROL_MAX_LIST
 AUDIT_OUTPUT_BYTES = _guard(
     "sshcontrol.E009", lambda: envint("SSHCONTROL_AUDIT_OUTPUT_BYTES", 64 << 10, 0), 64 << 10
 )
+# Where `audit_anchor` appends the chain's head and `audit_verify --anchors` reads it from
+# (docs/security.md): best outside the data directory, on storage the database's writer cannot rewrite.
+AUDIT_ANCHOR_FILE = envstr("SSHCONTROL_AUDIT_ANCHOR_FILE")
 LOCAL_ROOT = Path(envstr("SSHCONTROL_LOCAL_ROOT", str(DATA_DIR / "transfers"))).expanduser()
 KEEPALIVE_SECONDS = _guard("sshcontrol.E010", lambda: envint("SSHCONTROL_KEEPALIVE_SECONDS", 30, 0), 30)
 

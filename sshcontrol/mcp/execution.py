@@ -107,7 +107,12 @@ def run_approved(
         caller,
         body,
         host_name=request.host.name,
-        audit_fields={"command": request.command, "working_directory": request.working_directory},
+        audit_fields={
+            "command": request.command,
+            "working_directory": request.working_directory,
+            # As the run below feeds it: an empty stdin is none.
+            **({"stdin": request.stdin} if request.stdin else {}),
+        },
         permission="execute",
         sudo=request.sudo,
     )

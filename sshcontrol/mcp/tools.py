@@ -372,7 +372,12 @@ class Tools:
                 body,
                 session_id=session_id,
                 host_name=host,
-                audit_fields={"command": command, "working_directory": working_directory or ""},
+                audit_fields={
+                    "command": command,
+                    "working_directory": working_directory or "",
+                    # Only the caller's stdin: a sudo password is added later, by the worker.
+                    **({"stdin": stdin} if stdin is not None else {}),
+                },
                 permission="execute",
                 sudo=sudo,
             )
