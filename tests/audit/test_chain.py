@@ -15,6 +15,7 @@ from django.utils import timezone
 from audit import chain, process, writer
 from audit.models import AuditEvent, ChainHead
 from hosts.models import Host
+from tests.audit import forge
 
 pytestmark = pytest.mark.django_db
 
@@ -319,3 +320,37 @@ def test_it_keeps_one_chain_under_concurrent_completions():
     verification = chain.verify()
     assert verification.ok, str(verification.broken)
     assert verification.checked == 60
+
+
+def test_it_refuses_a_row_moved_back_to_an_older_hash_format(rows):
+    AuditEvent.objects.filter(pk=rows[1]).update(chain_version=1)
+    broken = _verify_fails_at(rows[1], "format")
+    assert "formats never go back" in broken.detail
+
+
+def test_it_refuses_content_a_version_1_row_s_formula_does_not_cover(rows):
+    # A forger re-hashes the whole chain with the old formula: that alone still verifies...
+    forge.rehash_from(1, chain_version=1)
+    assert chain.verify().ok
+    # ...but the old formula ignores stdin, so stdin on such a row is refused outright.
+    AuditEvent.objects.filter(pk=rows[1]).update(stdin="rm -rf /srv\n")
+    broken = _verify_fails_at(rows[1], "format")
+    assert "stdin is set on a version-1 row" in broken.detail
+
+
+def test_it_refuses_a_host_link_to_another_host_than_the_call_ran_on(rows, hosts):
+    AuditEvent.objects.filter(pk=rows[0]).update(host=hosts[1])
+    broken = _verify_fails_at(rows[0], "format")
+    assert "not the host the call ran on" in broken.detail
+
+
+def test_it_verifies_after_the_host_is_renamed_and_deleted(rows, hosts):
+    web1 = hosts[0].pk
+    hosts[0].name = "web1-renamed"
+    hosts[0].save()
+    hosts[0].delete()
+    # The database cleared the live link; the row keeps the id, name and address it ran with.
+    assert set(
+        AuditEvent.objects.filter(pk__in=rows[:2]).values_list("host_id", "host_ref", "host_name")
+    ) == {(None, web1, "web1")}
+    assert chain.verify().ok

@@ -43,7 +43,11 @@ def test_it_records_a_script_fed_to_sh_on_stdin(as_client: AsClient, make_host) 
     assert result["stdout"] == "from-the-script\nsecond line\n"
     event = _row(result["audit_id"])
     assert event.command == "sh -s"
-    assert (event.stdin, event.stdin_bytes, event.stdin_sha256) == (SCRIPT, len(SCRIPT.encode()), _sha(SCRIPT))
+    assert (event.stdin, event.stdin_bytes, event.stdin_sha256) == (
+        SCRIPT,
+        len(SCRIPT.encode()),
+        _sha(SCRIPT),
+    )
     assert event.stdin_truncated is False
     # A command without stdin says so: no size, no digest.
     plain = _row(agent.ok("ssh_execute", host="web1", command="true")["audit_id"])

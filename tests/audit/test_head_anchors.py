@@ -1,0 +1,245 @@
+"""Head anchors: the chain's head written outside the database catches what the chain alone cannot
+(a cut tail, a chain rewritten from some row on), in a file and over syslog."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from audit import chain, head_anchors, writer
+from audit.models import AuditEvent, ChainHead
+from tests.audit import forge
+
+pytestmark = pytest.mark.django_db
+
+
+def _row(n: int = 0) -> int:
+    event_id = writer.begin(tool="ssh_execute", actor="claude", transport="stdio", command=f"echo {n}")
+    writer.complete(event_id, status="ok", exit_status=0, stdout=f"{n}\n")
+    return event_id
+
+
+def _call(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def anchor_file(tmp_path: Path) -> Path:
+    return tmp_path / "anchors" / "audit-anchors.jsonl"
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+def test_it_anchors_the_verified_head_in_an_owner_only_append_only_file(anchor_file, loose_umask):
+    anchor_file.parent.mkdir()
+    for n in range(3):
+        _row(n)
+    out = _call("audit_anchor", "--file", str(anchor_file))
+    head = ChainHead.objects.get()
+    assert f"anchored chain_seq 3 hash {head.hash}" in out
+    assert stat.S_IMODE(anchor_file.stat().st_mode) == 0o600  # with umask 0
+    _row(3)
+    _call("audit_anchor", "--file", str(anchor_file))
+    assert [(line["seq"], line["hash"]) for line in _lines(anchor_file)] == [
+        (3, head.hash),
+        (4, ChainHead.objects.get().hash),
+    ]
+    assert "anchors OK: the chain holds all 2 anchored heads" in _call(
+        "audit_verify", "--anchors", str(anchor_file)
+    )
+
+
+def test_it_reports_a_tail_cut_after_an_anchor(anchor_file):
+    anchor_file.parent.mkdir()
+    for n in range(3):
+        _row(n)
+    _call("audit_anchor", "--file", str(anchor_file))
+    _row(3)
+    _row(4)
+    _call("audit_anchor", "--file", str(anchor_file))
+    # The attacker deletes the newest rows and moves the head back: the chain alone still holds...
+    forge.truncate_after(3)
+    assert chain.verify().ok
+    assert "audit chain OK: 3 rows" in _call("audit_verify")
+    # ...but the head anchored at chain_seq 5 is gone.
+    with pytest.raises(CommandError) as excinfo:
+        _call("audit_verify", "--anchors", str(anchor_file))
+    assert excinfo.value.returncode == 1
+    message = str(excinfo.value)
+    assert "does NOT hold 1 anchored head(s)" in message and "(1 held)" in message
+    assert "line 2: the head anchored at" in message and "(chain_seq 5) is no longer in the chain" in message
+
+
+def test_it_reports_a_row_rewritten_before_an_anchor(anchor_file):
+    anchor_file.parent.mkdir()
+    rows = [_row(n) for n in range(3)]
+    _call("audit_anchor", "--file", str(anchor_file))
+    _row(3)
+    # The attacker edits row 2 and re-links every row after it, head included.
+    AuditEvent.objects.filter(pk=rows[1]).update(stdout="nothing happened\n")
+    forge.rehash_from(2)
+    assert chain.verify().ok
+    with pytest.raises(CommandError) as excinfo:
+        _call("audit_verify", "--anchors", str(anchor_file))
+    assert "line 1: chain_seq 3 has hash" in str(excinfo.value)
+    assert "the chain was rewritten at or before it" in str(excinfo.value)
+
+
+def test_it_refuses_to_anchor_a_broken_chain(anchor_file):
+    anchor_file.parent.mkdir()
+    rows = [_row(n) for n in range(2)]
+    AuditEvent.objects.filter(pk=rows[0]).update(stdout="forged\n")
+    with pytest.raises(CommandError, match="not anchored: the audit chain is BROKEN at row id"):
+        _call("audit_anchor", "--file", str(anchor_file))
+    assert not anchor_file.exists()
+
+
+def test_it_refuses_an_anchor_file_others_may_write(anchor_file):
+    anchor_file.parent.mkdir()
+    _row()
+    anchor_file.write_text("")
+    anchor_file.chmod(0o666)
+    with pytest.raises(CommandError, match=f"writable by others .*chmod 600 {anchor_file}"):
+        _call("audit_anchor", "--file", str(anchor_file))
+    assert anchor_file.read_text() == ""
+
+
+def test_it_refuses_a_symlink_in_place_of_the_anchor_file(anchor_file, tmp_path):
+    anchor_file.parent.mkdir()
+    _row()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("")
+    anchor_file.symlink_to(elsewhere)
+    with pytest.raises(CommandError, match="cannot open the anchor file"):
+        _call("audit_anchor", "--file", str(anchor_file))
+    assert elsewhere.read_text() == ""
+
+
+def test_it_needs_somewhere_to_anchor(settings):
+    settings.AUDIT_ANCHOR_FILE = ""
+    with pytest.raises(CommandError, match="nowhere to anchor"):
+        _call("audit_anchor")
+
+
+def test_it_reads_the_anchor_file_from_the_setting(anchor_file, settings):
+    anchor_file.parent.mkdir()
+    settings.AUDIT_ANCHOR_FILE = str(anchor_file)
+    _row()
+    _call("audit_anchor")
+    assert "anchors OK: the chain holds all 1 anchored heads" in _call("audit_verify", "--anchors")
+
+
+def test_it_names_a_malformed_anchor_line(anchor_file):
+    anchor_file.parent.mkdir()
+    _row()
+    _call("audit_anchor", "--file", str(anchor_file))
+    with anchor_file.open("a") as handle:
+        handle.write('{"v": 1, "seq": "two"}\n')
+    with pytest.raises(CommandError, match=r"anchors NOT checked: .* line 2:"):
+        _call("audit_verify", "--anchors", str(anchor_file))
+
+
+def test_it_checks_anchors_across_a_prune(anchor_file):
+    anchor_file.parent.mkdir()
+    _row(0)
+    _call("audit_anchor", "--file", str(anchor_file))
+    _row(1)
+    _row(2)
+    _call("audit_anchor", "--file", str(anchor_file))
+    pruned = writer.prune(older_than=timedelta(0), pruned_by="admin:alice")
+    assert pruned.count == 3
+    # The head anchored last is the prune's recorded start; the earlier one was pruned away.
+    out = _call("audit_verify", "--anchors", str(anchor_file))
+    assert "holds all 1 anchored heads" in out and "1 anchored before the newest prune, not checkable" in out
+    assert chain.chain_start().seq == 4
+
+
+def test_it_sends_anchors_to_syslog():
+    directory = tempfile.mkdtemp(
+        prefix="sshc-syslog-", dir="/tmp"
+    )  # short: a socket path is at most 107 bytes
+    address = os.path.join(directory, "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(address)
+        server.settimeout(10)
+        _row()
+        out = _call("audit_anchor", "--syslog", "--syslog-address", address)
+        message = server.recv(4096).decode()
+    os.unlink(address)
+    os.rmdir(directory)
+    assert f"syslog {address}" in out
+    prefix = f"<38>sshcontrol-audit[{os.getpid()}]: audit chain head "
+    assert message.startswith(prefix)
+    anchor = head_anchors.parse_line(message[len(prefix) :])
+    assert (anchor.seq, anchor.hash) == (1, ChainHead.objects.get().hash)
+
+
+def test_it_fails_when_syslog_is_not_listening():
+    _row()
+    with pytest.raises(CommandError, match="cannot send the anchor to syslog at /nonexistent/log"):
+        _call("audit_anchor", "--syslog", "--syslog-address", "/nonexistent/log")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_anchors_each_new_head_until_sigterm(anchor_file):
+    anchor_file.parent.mkdir()
+    _row(0)
+    failures: list[str] = []
+
+    def wait_for_lines(count: int, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if anchor_file.exists() and len(anchor_file.read_text().splitlines()) >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def drive() -> None:
+        deadline = time.monotonic() + 30
+        try:
+            if not wait_for_lines(1, deadline):
+                failures.append("no first anchor")
+                return
+            time.sleep(0.3)  # several intervals with an unchanged head: no new line
+            if len(anchor_file.read_text().splitlines()) != 1:
+                failures.append("an unchanged head was anchored again")
+            _row(1)
+            if not wait_for_lines(2, deadline):
+                failures.append("the moved head was not anchored")
+        finally:
+            connection.close()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=drive)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    driver.start()
+    out = _call("audit_anchor", "--file", str(anchor_file), "--every", "0.05")
+    driver.join(10)
+    assert failures == []
+    assert out.rstrip().endswith("stopped")
+    assert [line["seq"] for line in _lines(anchor_file)] == [1, 2]
+    assert signal.getsignal(signal.SIGTERM) == handler_before
