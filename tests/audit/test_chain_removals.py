@@ -21,7 +21,7 @@ from django.utils import timezone
 from audit import chain
 from audit.models import AuditEvent
 from hosts.models import Host, McpClient
-from tests.mcp.conftest import McpHarness, as_client  # noqa: F401  (the fixture, used by name)
+from tests.mcp.conftest import McpHarness
 
 pytestmark = [pytest.mark.sshd]
 
@@ -73,7 +73,9 @@ def history(as_client: AsClient, make_host, client, sshd) -> dict[str, int]:
     client.logout()
     admin.delete()
     assert not Host.objects.filter(pk=web_id).exists()
-    assert AuditEvent.objects.filter(host_ref=web_id, host_id=None).count() == 3  # two calls and the test
+    assert (
+        AuditEvent.objects.filter(host_ref=web_id, host_id__isnull=True).count() == 3
+    )  # two calls and the test
     return ids
 
 

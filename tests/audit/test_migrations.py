@@ -150,7 +150,7 @@ def test_it_does_not_launder_a_row_forged_before_the_migration():
     gone = Host.objects.create(name="h1", address="10.0.0.1", username="u")
     executor = MigrationExecutor(connection)
     try:
-        good, forged = _old_rows(executor, [None, gone.pk])
+        _good, forged = _old_rows(executor, [None, gone.pk])
         OldEvent = (
             MigrationExecutor(connection).loader.project_state(V1_STATE).apps.get_model("audit", "AuditEvent")
         )
