@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -108,6 +109,31 @@ def test_it_reports_a_row_rewritten_before_an_anchor(anchor_file):
         _call("audit_verify", "--anchors", str(anchor_file))
     assert "line 1: chain_seq 3 has hash" in str(excinfo.value)
     assert "the chain was rewritten at or before it" in str(excinfo.value)
+
+
+def test_it_appends_to_a_file_the_kernel_keeps_append_only(anchor_file):
+    anchor_file.parent.mkdir()
+    anchor_file.write_text("")
+    anchor_file.chmod(0o600)
+    made = subprocess.run(["chattr", "+a", str(anchor_file)], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(
+            f"chattr +a is not available here (needs root and a supporting file system): {made.stderr}"
+        )
+    try:
+        _row(0)
+        _call("audit_anchor", "--file", str(anchor_file))
+        _row(1)
+        _call("audit_anchor", "--file", str(anchor_file))
+        assert [line["seq"] for line in _lines(anchor_file)] == [1, 2]
+        # What the advice buys: not even the owner can rewrite or cut what was anchored.
+        with pytest.raises(PermissionError):
+            anchor_file.write_text("")
+        with pytest.raises(PermissionError):
+            os.truncate(anchor_file, 0)
+    finally:
+        subprocess.run(["chattr", "-a", str(anchor_file)], check=True)
+    assert "holds all 2 anchored heads" in _call("audit_verify", "--anchors", str(anchor_file))
 
 
 def test_it_refuses_to_anchor_a_broken_chain(anchor_file):
