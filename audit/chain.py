@@ -89,8 +89,9 @@ V2_FIELDS: tuple[str, ...] = (
     "chain_seq", "prev_hash", "chain_version",
 )  # fmt: skip
 
-# The format rows are hashed with now.
-CURRENT_VERSION = 2
+# The hash formats (chain_version values) this code verifies; new rows get the last one
+# (the model's default).
+FORMATS = (1, 2)
 
 # What every hashed column of any format needs to be read for verification.
 HASHED_FIELDS: tuple[str, ...] = tuple(name for name in STORED_FIELDS if name not in UNHASHED_FIELDS)
@@ -148,7 +149,7 @@ def row_hash(row: Mapping[str, Any]) -> str:
 def _format_problem(row: Mapping[str, Any], previous_version: int) -> str:
     """Why a row's format or its unhashed columns cannot be right ("" when they can)."""
     version = row[VERSION_FIELD]
-    if version not in (1, 2):
+    if version not in FORMATS:
         return f"unknown chain_version {version!r}"
     if version < previous_version:
         return f"chain_version {version} after a row of version {previous_version}: formats never go back"

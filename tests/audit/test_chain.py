@@ -109,6 +109,8 @@ def test_it_hashes_every_stored_field_but_the_hash_and_the_live_host_link():
     stored = {f.attname for f in AuditEvent._meta.concrete_fields}
     assert set(chain.V2_FIELDS) == stored - {"chain_hash", "host_id"}
     assert len(set(chain.V2_FIELDS)) == len(chain.V2_FIELDS)
+    # New rows are written in the newest format.
+    assert AuditEvent._meta.get_field("chain_version").get_default() == chain.FORMATS[-1]
     # What the writer reads back to hash, plus the link it adds, covers it.
     assert set(chain.V2_FIELDS) <= set(writer._RETURNED) | {"chain_seq", "prev_hash"}
 

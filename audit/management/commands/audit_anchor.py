@@ -80,15 +80,10 @@ class Command(BaseCommand):
             head_anchors.append_to_file(self.path, anchor)
         if self.syslog_address is not None:
             head_anchors.send_to_syslog(anchor, self.syslog_address)
-        where = " and ".join(
-            name
-            for name in (
-                str(self.path) if self.path else "",
-                f"syslog {self.syslog_address}" if self.syslog_address else "",
-            )
-            if name
-        )
-        self.stdout.write(f"anchored {anchor} to {where}")
+        places = [str(self.path)] if self.path is not None else []
+        if self.syslog_address is not None:
+            places.append(f"syslog {self.syslog_address}")
+        self.stdout.write(f"anchored {anchor} to {' and '.join(places)}")
 
     def loop(self, every: float) -> None:
         """Anchor each new head; a problem (broken chain, unwritable file) is reported and retried."""
