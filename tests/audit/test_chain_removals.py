@@ -1,7 +1,7 @@
 """Removing or renaming what audit rows name never breaks the chain, and tampering is still found.
 
 Rows are written the real way (MCP calls against the real sshd, an admin's Test connection);
-then hosts are removed and renamed, a client and the admin user deleted. Run on SQLite and,
+then hosts are removed and renamed, credentials, a client and the admin user deleted. Run on SQLite and,
 with DATABASE_URL set, on PostgreSQL.
 """
 
@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from audit import chain
 from audit.models import AuditEvent
-from hosts.models import Host, McpClient
+from hosts.models import Credential, Host, McpClient
 from tests.mcp.conftest import McpHarness
 
 pytestmark = [pytest.mark.sshd]
@@ -41,7 +41,7 @@ def _reported_at(event_id: int, check: str) -> None:
 
 @pytest.fixture
 def history(as_client: AsClient, make_host, client, sshd) -> dict[str, int]:
-    """Calls by two clients and an admin on three hosts, then every kind of removal."""
+    """Calls by two clients and an admin on three hosts, then every kind of removal and renaming."""
     web, db, cache = make_host("web1"), make_host("db1"), make_host("cache1")
     agent = as_client("agent", hosts=[web, db, cache])
     other = as_client("other", hosts=[web])
@@ -69,10 +69,12 @@ def history(as_client: AsClient, make_host, client, sshd) -> dict[str, int]:
     db.address = "10.9.9.9"
     db.save()
     cache.delete()
+    Credential.objects.filter(name__in=["web1-cred", "cache1-cred"]).delete()  # their hosts are gone
     McpClient.objects.filter(name="other").delete()
     client.logout()
     admin.delete()
     assert not Host.objects.filter(pk=web_id).exists()
+    assert not Credential.objects.filter(name="web1-cred").exists()
     assert (
         AuditEvent.objects.filter(host_ref=web_id, host_id__isnull=True).count() == 3
     )  # two calls and the test
