@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import OperationalError, connection
 
 from audit import chain, head_anchors, writer
 from audit.models import AuditEvent, ChainHead
@@ -269,3 +269,26 @@ def test_it_anchors_each_new_head_until_sigterm(anchor_file):
     assert out.rstrip().endswith("stopped")
     assert [line["seq"] for line in _lines(anchor_file)] == [1, 2]
     assert signal.getsignal(signal.SIGTERM) == handler_before
+
+
+@pytest.mark.django_db(transaction=True)  # the loop closes connections left outside autocommit
+def test_it_keeps_anchoring_after_the_database_was_unreachable(anchor_file, monkeypatch):
+    anchor_file.parent.mkdir()
+    _row()
+    real_verify = chain.verify
+    calls = {"n": 0}
+
+    def flaky(resume=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        os.kill(os.getpid(), signal.SIGTERM)  # one good round is enough
+        return real_verify(resume=resume)
+
+    monkeypatch.setattr(chain, "verify", flaky)
+    err = io.StringIO()
+    out = io.StringIO()
+    call_command("audit_anchor", "--file", str(anchor_file), "--every", "0.01", stdout=out, stderr=err)
+    assert "cannot read the audit chain: server closed the connection" in err.getvalue()
+    assert [line["seq"] for line in _lines(anchor_file)] == [1]
+    assert out.getvalue().rstrip().endswith("stopped")

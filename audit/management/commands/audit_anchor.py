@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from audit import chain, head_anchors
 from audit.head_anchors import AnchorError, HeadAnchor
@@ -100,14 +100,19 @@ class Command(BaseCommand):
             while not stop.is_set():
                 close_old_connections()  # a long-lived command outlives database restarts
                 problem = ""
-                # Only rows chained since the last good walk are hashed again.
-                verification = chain.verify(resume=last)
-                anchor = head_anchors.head_of(verification)
-                if verification.broken is not None:
-                    problem = f"not anchored: the audit chain is BROKEN at {verification.broken}"
-                    last = None
+                anchor = None
+                try:
+                    # Only rows chained since the last good walk are hashed again.
+                    verification = chain.verify(resume=last)
+                except DatabaseError as exc:
+                    problem, last = f"not anchored: cannot read the audit chain: {exc}", None
                 else:
-                    last = verification
+                    anchor = head_anchors.head_of(verification)
+                    if verification.broken is not None:
+                        problem = f"not anchored: the audit chain is BROKEN at {verification.broken}"
+                        last = None
+                    else:
+                        last = verification
                 if anchor is not None and (anchor.seq, anchor.hash) != written:
                     try:
                         self.write(anchor)
