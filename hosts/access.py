@@ -24,6 +24,7 @@ from hosts.access_models import ClientGroup, CommandRule, Grant, McpClient
 from hosts.clients import mark_used
 from hosts.models import Host
 from hosts.policy import Decision, Rule, decide
+from hosts.readonly import refusal as read_only_refusal
 
 CACHE_SECONDS = 1.0
 
@@ -114,6 +115,10 @@ class ClientAccess:
         for grant in covering:
             own_allow = tuple(r for r in grant.rules if r.action == "allow")
             decision = decide(command, binding + own_allow + shared, allow_list_required=grant.read_only)
+            # A read-only grant also refuses what could write, whatever its allow rules say.
+            refused = grant.read_only and read_only_refusal(command, [r.pattern for r in own_allow])
+            if refused:
+                decision = Decision("deny", f"{refused} (grant {grant.id})")
             if best is None or VERDICT_RANK[decision.verdict] > VERDICT_RANK[best.verdict]:
                 best = decision
         assert best is not None
