@@ -80,6 +80,7 @@ class Word:
     raw: str = ""
     text: str = ""
     static: bool = True  # no expansion, glob, tilde, brace or $'...' anywhere in it
+    quoted: bool = False  # quotes or a backslash escape in it (a line continuation is neither)
 
 
 @dataclass
@@ -192,13 +193,12 @@ class _Lexer:
         op = fd + op
         while self.peek() in (" ", "\t") or self.startswith("\\\n"):
             self.pos += 2 if self.peek() == "\\" else 1
-        if self.peek() in _METACHARACTERS:
+        if not self.peek() or self.peek() in _METACHARACTERS:
             raise ReadOnlyViolation(f"redirection '{op}' without a target")
         target = self.word()
         self.current.redirections.append((op, target))
         if op.endswith(("<<", "<<-")):
-            quoted = target.raw != target.text or not target.static
-            self.heredocs.append((target.text, op.endswith("-"), not quoted))
+            self.heredocs.append((target.text, op.endswith("-"), not (target.quoted or not target.static)))
             return
         base = op.lstrip("0123456789&")
         if base in ("<", "<<<"):
@@ -243,14 +243,17 @@ class _Lexer:
                     self.pos += 2
                     continue
                 text.append(self.peek(1))
+                word.quoted = True
                 self.pos += 2
             elif char == "'":
                 end = self.text.find("'", self.pos + 1)
                 if end < 0:
                     raise ReadOnlyViolation("unbalanced single quote")
                 text.append(self.text[self.pos + 1 : end])
+                word.quoted = True
                 self.pos = end + 1
             elif char == '"':
+                word.quoted = True
                 self.pos += 1
                 self.double_quoted(word, text)
             elif char == "$":
@@ -442,7 +445,7 @@ def explicitly_allowed(name: str, allow_patterns: Sequence[str]) -> bool:
 
 
 def _command_name(word: Word) -> str:
-    if not word.static or word.raw != word.text:
+    if not word.static or word.quoted:
         raise ReadOnlyViolation(f"command name '{_one_line(word.raw)}' that is not a plain word")
     name = word.text
     if "/" in name:
