@@ -37,14 +37,18 @@ DEV_NULL = "/dev/null"
 # Where a command named by its path may live (``/usr/bin/cat`` is ``cat``; ``./cat`` is not).
 SYSTEM_DIRS = frozenset({"/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin"})
 
-KEYWORDS = frozenset(
-    "if then else elif fi for while until do done case esac function select coproc time "
-    "[[ ]] ! { }".split()
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+KEYWORDS = _words(
+    "if then else elif fi for while until do done case esac function select coproc time [[ ]] ! { }"
 )
 
 # Commands that write files, run other commands or change the shell itself: never on a
 # read-only grant, whatever the allow rules say.
-WRITERS_AND_RUNNERS = frozenset(
+WRITERS_AND_RUNNERS = _words(
     # shells and interpreters (they run whatever program they are given)
     "sh bash dash zsh ksh mksh fish csh tcsh busybox python python2 python3 perl ruby node nodejs "
     "php lua tclsh awk gawk mawk nawk sed "
@@ -57,15 +61,15 @@ WRITERS_AND_RUNNERS = frozenset(
     "mknod mktemp sqlite3 crontab at batch vi vim nvim view nano ed ex emacs pico "
     # builtins that change the shell (functions, variables, aliases, history, traps)
     "alias unalias declare typeset export local readonly let unset set shopt read mapfile "
-    "readarray hash enable ulimit umask history fc trap".split()
+    "readarray hash enable ulimit umask history fc trap"
 )
 
 # Readers with no option that writes a file or runs a command.
-PLAIN_READERS = frozenset(
+PLAIN_READERS = _words(
     "cat echo ls head tail wc grep egrep fgrep cut tr nl tac rev column fold expand unexpand "
     "paste join comm uptime id whoami groups uname df du free ps pwd stat basename dirname "
     "realpath readlink md5sum sha1sum sha224sum sha256sum sha384sum sha512sum b2sum cksum cmp diff "
-    "true false cd printenv which type nproc arch w who lsblk seq sleep od hexdump strings".split()
+    "true false cd printenv which type nproc arch w who lsblk seq sleep od hexdump strings"
 )
 
 
@@ -203,7 +207,12 @@ class _Lexer:
         base = op.lstrip("0123456789&")
         if base in ("<", "<<<"):
             return  # reading a file, or a string as input
-        if base in (">&", "<&") and not op.startswith("&") and target.static and _FD_DUP.fullmatch(target.text):
+        if (
+            base in (">&", "<&")
+            and not op.startswith("&")
+            and target.static
+            and _FD_DUP.fullmatch(target.text)
+        ):
             return  # duplicating or closing a descriptor opens no file
         if base == "<&":
             raise ReadOnlyViolation(f"redirection '{op}{_one_line(target.raw)}'")
@@ -301,7 +310,9 @@ class _Lexer:
             end = rest.find("}")
             if end < 0 or not _PARAMETER.fullmatch(rest[1:end]):
                 shown = rest[: end + 1] if end >= 0 else rest
-                raise ReadOnlyViolation(f"parameter expansion '${_one_line(shown)}' (only ${{NAME}} is classified)")
+                raise ReadOnlyViolation(
+                    f"parameter expansion '${_one_line(shown)}' (only ${{NAME}} is classified)"
+                )
             word.static = False
             text.append("$" + rest[: end + 1])
             self.pos += end + 2
@@ -451,7 +462,9 @@ def _command_name(word: Word) -> str:
     if "/" in name:
         directory, _, base = name.rpartition("/")
         if directory not in SYSTEM_DIRS or not base:
-            raise ReadOnlyViolation(f"command '{_one_line(name)}' given by a path outside the system directories")
+            raise ReadOnlyViolation(
+                f"command '{_one_line(name)}' given by a path outside the system directories"
+            )
         name = base
     return name
 

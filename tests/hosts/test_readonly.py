@@ -179,10 +179,41 @@ def test_it_answers_any_text_without_crashing(text: str) -> None:
 # --- the property against real shells ---------------------------------------------------------
 
 NAMES = ["echo", "cat", "ls", "sort", "uniq", "find", "tee", "touch", "printf", "head", "env", "xargs", "sed"]
-ARGS = ["x", "f", "f0", "-o", "-of", "--output=f", "-fprint", "-delete", "'a b'", '"$HOME"', "-i", "s/a/b/", "."]
+ARGS = [
+    "x",
+    "f",
+    "f0",
+    "-o",
+    "-of",
+    "--output=f",
+    "-fprint",
+    "-delete",
+    "'a b'",
+    '"$HOME"',
+    "-i",
+    "s/a/b/",
+    ".",
+]
 REDIRECTIONS = [
-    ">f", ">>f", ">|f", "&>f", "<>f", "2>f", "1>f", ">/dev/null", "2>&1", "<f0", ">&f", "3<>f",
-    "> /dev/null", '>"/dev/null"', ">/dev/null2", "<<<x", ">\\\nf", "> f0", "'>'f",
+    ">f",
+    ">>f",
+    ">|f",
+    "&>f",
+    "<>f",
+    "2>f",
+    "1>f",
+    ">/dev/null",
+    "2>&1",
+    "<f0",
+    ">&f",
+    "3<>f",
+    "> /dev/null",
+    '>"/dev/null"',
+    ">/dev/null2",
+    "<<<x",
+    ">\\\nf",
+    "> f0",
+    "'>'f",
 ]
 SEPARATORS = [";", " && ", " || ", " | ", "\n", " ", "\\\n", " & "]
 SHELLS = [shell for shell in ("bash", "dash") if shutil.which(shell)]
@@ -213,6 +244,8 @@ def test_it_never_lets_through_a_line_that_writes_in_a_real_shell(tmp_path: Path
         environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch), "LC_ALL": "C"}
         # As sshcontrol runs it: eval in the login shell (bash) or sh -c under sudo (dash).
         script = ["bash", "-c", 'eval "$1"', "bash", line] if shell == "bash" else ["dash", "-c", line]
-        subprocess.run(script, cwd=scratch, env=environment, input=b"x\n", capture_output=True, timeout=10, check=False)
+        subprocess.run(
+            script, cwd=scratch, env=environment, input=b"x\n", capture_output=True, timeout=10, check=False
+        )
         assert sorted(p.name for p in scratch.iterdir()) == ["f0"], (shell, line)
         assert (scratch / "f0").read_text() == "a\n", (shell, line)

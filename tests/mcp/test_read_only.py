@@ -69,7 +69,7 @@ WRITE_ATTEMPTS = [
     "find . -fprint f",
     "find . -maxdepth 0 -exec touch f \\;",
     "find . -name f -delete",
-    "awk 'BEGIN { print \"x\" > \"f\" }'",
+    'awk \'BEGIN { print "x" > "f" }\'',
     "sort -o f /etc/hostname",
     "sort -of /etc/hostname",
     "sort --output=f /etc/hostname",
@@ -81,7 +81,7 @@ WRITE_ATTEMPTS = [
     "timeout 5 touch f",
     "bash -c 'echo x > f'",
     "sh -c 'echo x > f'",
-    "python3 -c 'open(\"f\", \"w\")'",
+    'python3 -c \'open("f", "w")\'',
     "eval 'echo x > f'",
     "exec 3>f",
     "cat >(tee f)",
@@ -108,7 +108,7 @@ HARMLESS = [
     ("cat missing 2>&1 >/dev/null | wc -l", "1\n"),
     ("ls", "f0\n"),
     ("ls -la | grep -c f0", "1\n"),
-    ("echo \"it's $HOME\" | wc -l", "1\n"),
+    ('echo "it\'s $HOME" | wc -l', "1\n"),
     ("echo 'a > b'", "a > b\n"),
     ("echo a # > f", "a\n"),
     ("cat <<'EOF'\n$HOME > f\nEOF", "$HOME > f\n"),
@@ -143,10 +143,12 @@ class Scene:
 
 
 @pytest.fixture
-def scene(mcp: McpHarness, as_client: AsClient, make_host: Callable[..., Host], sshd: SshServer) -> Iterator[Scene]:
+def scene(
+    mcp: McpHarness, as_client: AsClient, make_host: Callable[..., Host], sshd: SshServer
+) -> Iterator[Scene]:
     web = make_host("web1")
     directory = f"/tmp/sshc-ro-{sshd.user}"
-    home = mcp.ok("ssh_execute", host="web1", command="printf %s \"$HOME\"")["stdout"]
+    home = mcp.ok("ssh_execute", host="web1", command='printf %s "$HOME"')["stdout"]
     made = mcp.ok(
         "ssh_execute",
         host="web1",
@@ -183,7 +185,9 @@ def test_it_refuses_and_audits_every_write_attempt_on_a_read_only_grant(scene: S
 
 
 @pytest.mark.parametrize(("command", "stdout"), HARMLESS, ids=[c for c, _ in HARMLESS])
-def test_it_still_runs_harmless_commands_on_a_read_only_grant(scene: Scene, command: str, stdout: str) -> None:
+def test_it_still_runs_harmless_commands_on_a_read_only_grant(
+    scene: Scene, command: str, stdout: str
+) -> None:
     result = scene.reader.ok(
         "ssh_execute", host="web1", command=command, working_directory=scene.directory, stdin="x\n"
     )
@@ -202,14 +206,22 @@ def test_it_refuses_a_command_it_does_not_know_unless_the_grant_names_it(
     assert "'getconf' is not known to only read" in message
     assert named.ok("ssh_execute", host="web1", command="getconf PAGE_SIZE")["exit_status"] == 0
     # Naming a command never lifts the refusal of a writer or of a redirection.
-    writer = as_client("writer", hosts=[web], read_only=True, rules=[("allow", "tee( .*)?"), ("allow", "getconf .*")])
+    writer = as_client(
+        "writer", hosts=[web], read_only=True, rules=[("allow", "tee( .*)?"), ("allow", "getconf .*")]
+    )
     assert "'tee'" in writer.error("ssh_execute", host="web1", command="tee /tmp/x")
-    assert "output redirection" in writer.error("ssh_execute", host="web1", command="getconf PAGE_SIZE > /tmp/x")
+    assert "output redirection" in writer.error(
+        "ssh_execute", host="web1", command="getconf PAGE_SIZE > /tmp/x"
+    )
 
 
-def test_it_keeps_the_allow_list_of_a_read_only_grant(as_client: AsClient, make_host: Callable[..., Host]) -> None:
+def test_it_keeps_the_allow_list_of_a_read_only_grant(
+    as_client: AsClient, make_host: Callable[..., Host]
+) -> None:
     web = make_host("web1")
     reader = as_client("reader", hosts=[web], read_only=True, rules=[("allow", "(ls|cat|echo)( .*)?")])
     assert reader.ok("ssh_execute", host="web1", command="echo ok")["stdout"] == "ok\n"
     assert "not on the allow-list" in reader.error("ssh_execute", host="web1", command="uptime")
-    assert "a read-only grant refuses" in reader.error("ssh_execute", host="web1", command="echo x > ~/.bashrc")
+    assert "a read-only grant refuses" in reader.error(
+        "ssh_execute", host="web1", command="echo x > ~/.bashrc"
+    )

@@ -110,7 +110,7 @@ class Command(BaseCommand):
         grant.add_argument(
             "--read-only",
             action="store_true",
-            help="Commands only from this grant's allow rules; no uploads.",
+            help="Commands only from this grant's allow rules and only if they cannot write; no uploads.",
         )
         grant.add_argument("--description", default="")
         for option, action in RULE_OPTIONS:
