@@ -230,6 +230,14 @@ class ApprovalRequest(models.Model):
         EXECUTED = "executed", "Executed"
 
     client = models.ForeignKey(McpClient, on_delete=models.CASCADE, related_name="approval_requests")
+    # Who may not decide is fixed when the request is made: editing the client later (blanking
+    # its owner, say) must not open the decision to the person the rule keeps out.
+    client_owner = models.CharField(
+        max_length=150, blank=True, default="", editable=False, help_text="The client's owner when it asked."
+    )
+    # Admins who changed the client's owner or groups, or one of its grants, while this was
+    # pending: one username per line, each line framed by newlines so a lookup matches whole names.
+    barred_deciders = models.TextField(blank=True, default="", editable=False)
     host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="approval_requests")
     session_id = models.CharField(max_length=64, blank=True, default="")
     command = models.TextField()
@@ -254,3 +262,8 @@ class ApprovalRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.client.name} on {self.host.name}: {self.command[:60]}"
+
+    @property
+    def barred(self) -> list[str]:
+        """The admins barred from deciding because they changed the client or a grant meanwhile."""
+        return [name for name in self.barred_deciders.split("\n") if name]

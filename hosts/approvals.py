@@ -14,7 +14,9 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from hosts.access_models import ApprovalRequest
+from audit import writer
+from audit.models import AuditEvent
+from hosts.access_models import ApprovalRequest, Grant, McpClient
 from hosts.models import Host
 
 State = ApprovalRequest.State
@@ -39,8 +41,10 @@ def create(
     audit_event_id: int,
 ) -> ApprovalRequest:
     now = timezone.now()
+    owner = McpClient.objects.filter(pk=client_id).values_list("owner", flat=True).first() or ""
     return ApprovalRequest.objects.create(
         client_id=client_id,
+        client_owner=owner,
         host=host,
         session_id=session_id,
         command=command,
@@ -82,10 +86,9 @@ def decide(request_id: int, admin_username: str, approve: bool, comment: str = "
     request = ApprovalRequest.objects.select_related("client").filter(pk=request_id).first()
     if request is None:
         raise ApprovalError(f"approval request {request_id} does not exist")
-    if request.client.owner and request.client.owner == admin_username:
-        raise ApprovalError(
-            f"{admin_username} owns client '{request.client.name}' and cannot decide its requests"
-        )
+    refused = refusal(request, admin_username)
+    if refused:
+        raise ApprovalError(refused)
     now = timezone.now()
     changed = ApprovalRequest.objects.filter(pk=request_id, state=State.PENDING, expires_at__gt=now).update(
         state=State.APPROVED if approve else State.DENIED,
@@ -130,6 +133,85 @@ def pending() -> list[ApprovalRequest]:
     )
 
 
+def refusal(request: ApprovalRequest, admin_username: str) -> str:
+    """Why ``admin_username`` may not decide ``request`` ("" when they may).
+
+    Barred: the client's owner when the request was made, its owner now, and whoever changed
+    the client's owner or groups, or one of its grants, while the request was pending.
+    """
+    name = request.client.name
+    if admin_username and admin_username == request.client_owner:
+        return f"{admin_username} owned client '{name}' when it made this request and cannot decide it"
+    if admin_username and admin_username == request.client.owner:
+        return f"{admin_username} owns client '{name}' and cannot decide its requests"
+    if admin_username in request.barred:
+        return (
+            f"{admin_username} changed client '{name}' or one of its grants while this request was"
+            " pending and cannot decide it"
+        )
+    return ""
+
+
 def decidable_by(admin_username: str) -> Q:
-    """Requests this admin may decide (not those of clients they own)."""
-    return ~Q(client__owner=admin_username) | Q(client__owner="")
+    """Requests this admin may decide (see ``refusal``), as a filter."""
+    return (
+        ~Q(client_owner=admin_username)
+        & ~Q(client__owner=admin_username)
+        & ~Q(barred_deciders__contains=f"\n{admin_username}\n")
+    )
+
+
+def clients_of_grant(grant: Grant) -> set[int]:
+    """The clients a grant gives rights to: its client, or every client of its group."""
+    if grant.client_id is not None:
+        return {grant.client_id}
+    if grant.group_id is not None:
+        return set(McpClient.objects.filter(groups=grant.group_id).values_list("pk", flat=True))
+    return set()
+
+
+def _bar(request: ApprovalRequest, author: str) -> None:
+    """Add ``author`` to the request's barred deciders (a conditional UPDATE, retried if another won)."""
+    current = request.barred_deciders
+    while author not in [name for name in current.split("\n") if name]:
+        # Every name is framed by newlines so that a lookup matches whole names only.
+        changed = ApprovalRequest.objects.filter(pk=request.pk, barred_deciders=current).update(
+            barred_deciders=f"{current or chr(10)}{author}\n"
+        )
+        if changed:
+            return
+        current = (
+            ApprovalRequest.objects.filter(pk=request.pk).values_list("barred_deciders", flat=True).get()
+        )
+
+
+def record_change(*, author: str, change: str, client_ids: set[int]) -> list[int]:
+    """Record that ``author`` changed what bears on these clients' pending requests; bar them from those.
+
+    A change of a client's owner or of a grant decides who may approve and what an approved
+    command may do, so it is written to the audit log (tool ``admin_change``) whenever it
+    touches a pending request, and its author may no longer decide that request. Returns the
+    ids of the requests concerned (none: nothing is recorded).
+    """
+    if not author or not client_ids:
+        return []
+    expire_overdue()
+    pending = list(
+        ApprovalRequest.objects.filter(client_id__in=client_ids, state=State.PENDING)
+        .select_related("client")
+        .order_by("pk")
+    )
+    if not pending:
+        return []
+    for request in pending:
+        _bar(request, author)
+    ids = [request.pk for request in pending]
+    event_id = writer.begin(
+        tool="admin_change",
+        actor=f"admin:{author}",
+        transport="admin",
+        client=", ".join(sorted({request.client.name for request in pending})),
+        details={"change": change, "pending_requests": ids, "barred_from_deciding": author},
+    )
+    writer.complete(event_id, status=AuditEvent.Status.OK)
+    return ids

@@ -151,7 +151,7 @@ def host_key_alerts() -> list[HostKeyAlert]:
 
 
 def pending_approvals(username: str) -> list[PendingApproval]:
-    """Undecided requests, oldest first, marked ``own`` where ``username`` owns the client.
+    """Undecided requests, oldest first, marked ``own`` where ``username`` may not decide them.
 
     ``approvals.pending`` expires overdue requests first, so nothing listed has run out.
     """
@@ -165,7 +165,7 @@ def pending_approvals(username: str) -> list[PendingApproval]:
             requested_at=request.requested_at,
             expires_at=request.expires_at,
             url=reverse("admin:hosts_approvalrequest_change", args=[request.pk]),
-            own=bool(request.client.owner) and request.client.owner == username,
+            own=bool(approvals.refusal(request, username)),
         )
         for request in approvals.pending()
     ]

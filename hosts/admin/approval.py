@@ -144,11 +144,12 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
     def _decision_context(self, request: HttpRequest, obj: ApprovalRequest | None) -> dict[str, Any] | None:
         if obj is None or obj.state != ApprovalRequest.State.PENDING or not self.can_decide(request):
             return None
-        owner = obj.client.owner
+        refusal = approvals.refusal(obj, request.user.get_username())
         return {
             "url": reverse("admin:hosts_approvalrequest_decide", args=[obj.pk]),
             "form": DecisionForm(),
-            "own": bool(owner) and owner == request.user.get_username(),
+            "own": bool(refusal),
+            "refusal": refusal,
             "request": obj,
         }
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from hosts import approvals
 from hosts.access_models import ClientGroup, Grant, McpClient
 from hosts.admin.base import InventoryAdmin, csrf_protect_m, state_badge
 from hosts.clients import IssuedToken, issue_token, revoke
@@ -137,6 +138,23 @@ class McpClientAdmin(InventoryAdmin[McpClient]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[McpClient]:
         return super().get_queryset(request).annotate(grant_total=Count("grants", distinct=True))
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # Who owns a client decides who may approve its requests: such a change while some
+        # wait is audited, and its author may not decide them (hosts.approvals.record_change).
+        changed = [name for name in ("owner", "groups") if name in form.changed_data]
+        if change and changed:
+            client = form.instance
+            what = (
+                f"owner '{form.initial.get('owner', '')}' -> '{client.owner}'" if "owner" in changed else ""
+            )
+            what = "; ".join(filter(None, [what, "groups" if "groups" in changed else ""]))
+            approvals.record_change(
+                author=request.user.get_username(),
+                change=f"client '{client.name}' changed: {what}",
+                client_ids={client.pk},
+            )
 
     def get_fieldsets(self, request: HttpRequest, obj: McpClient | None = None) -> Any:
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
@@ -317,6 +335,17 @@ class ClientGroupAdmin(InventoryAdmin[ClientGroup]):
                 client_total=Count("clients", distinct=True), grant_total=Count("grants", distinct=True)
             )
         )
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if any(formset.has_changed() for formset in formsets):
+            group = form.instance
+            removed = {link.mcpclient_id for formset in formsets for link in formset.deleted_objects}
+            approvals.record_change(
+                author=request.user.get_username(),
+                change=f"members of group '{group.name}' changed (its grants apply to them)",
+                client_ids=removed | set(group.clients.values_list("pk", flat=True)),
+            )
 
     @admin.display(description="Clients", ordering="client_total")
     def client_count(self, obj: ClientGroup) -> int:

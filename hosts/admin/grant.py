@@ -16,6 +16,7 @@ from django.forms import Field as FormField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from hosts import approvals
 from hosts.access_models import CommandRule, Grant
 from hosts.admin.base import InventoryAdmin
 from hosts.admin.client import without_add_popup
@@ -110,6 +111,30 @@ class GrantAdmin(InventoryAdmin[Grant]):
             return HttpResponseRedirect(reverse("admin:hosts_grant_change", args=[obj.pk]))
         return response
 
+    # A grant decides what an approved command may do: adding, changing or deleting one while
+    # its clients have requests pending is audited, and its author may not decide those.
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if change and not (form.has_changed() or any(formset.has_changed() for formset in formsets)):
+            return
+        grant = form.instance
+        before = Grant(client_id=form.initial.get("client"), group_id=form.initial.get("group"))
+        verb = "changed" if change else "added"
+        approvals.record_change(
+            author=request.user.get_username(),
+            change=f"grant {grant.pk} ({grant}) {verb}",
+            client_ids=approvals.clients_of_grant(before) | approvals.clients_of_grant(grant),
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Grant) -> None:
+        clients, name = approvals.clients_of_grant(obj), f"grant {obj.pk} ({obj}) deleted"
+        super().delete_model(request, obj)
+        approvals.record_change(author=request.user.get_username(), change=name, client_ids=clients)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
+        for grant in queryset:
+            self.delete_model(request, grant)
+
     @admin.display(description="Hosts")
     def scope(self, obj: Grant) -> str:
         return obj.scope_text()
@@ -149,6 +174,28 @@ class CommandRuleAdmin(InventoryAdmin[CommandRule]):
             },
         ),
     )
+
+    def save_model(self, request: HttpRequest, obj: CommandRule, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        grant_ids = {obj.grant_id, form.initial.get("grant")} - {None}
+        self._record(request, f"rule {obj.pk} /{obj.pattern}/ {'changed' if change else 'added'}", grant_ids)
+
+    def delete_model(self, request: HttpRequest, obj: CommandRule) -> None:
+        grant_ids, name = {obj.grant_id} - {None}, f"rule {obj.pk} /{obj.pattern}/ deleted"
+        super().delete_model(request, obj)
+        self._record(request, name, grant_ids)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CommandRule]) -> None:
+        for rule in queryset:
+            self.delete_model(request, rule)
+
+    @staticmethod
+    def _record(request: HttpRequest, change: str, grant_ids: set[Any]) -> None:
+        """A rule of a grant is part of the grant (see GrantAdmin.save_related)."""
+        clients: set[int] = set()
+        for grant in Grant.objects.filter(pk__in=grant_ids):
+            clients |= approvals.clients_of_grant(grant)
+        approvals.record_change(author=request.user.get_username(), change=change, client_ids=clients)
 
     @admin.display(description="Pattern", ordering="pattern")
     def pattern_display(self, obj: CommandRule) -> str:
