@@ -117,7 +117,7 @@ class ClientAccess:
             decision = decide(command, binding + own_allow + shared, allow_list_required=grant.read_only)
             # A read-only grant also refuses what could write, whatever its allow rules say.
             refused = grant.read_only and read_only_refusal(command, [r.pattern for r in own_allow])
-            if refused:
+            if refused and decision.verdict != "deny":
                 decision = Decision("deny", f"{refused} (grant {grant.id})")
             if best is None or VERDICT_RANK[decision.verdict] > VERDICT_RANK[best.verdict]:
                 best = decision

@@ -140,10 +140,10 @@ def refusal(request: ApprovalRequest, admin_username: str) -> str:
     the client's owner or groups, or one of its grants, while the request was pending.
     """
     name = request.client.name
-    if admin_username and admin_username == request.client_owner:
-        return f"{admin_username} owned client '{name}' when it made this request and cannot decide it"
     if admin_username and admin_username == request.client.owner:
         return f"{admin_username} owns client '{name}' and cannot decide its requests"
+    if admin_username and admin_username == request.client_owner:
+        return f"{admin_username} owned client '{name}' when it made this request and cannot decide it"
     if admin_username in request.barred:
         return (
             f"{admin_username} changed client '{name}' or one of its grants while this request was"

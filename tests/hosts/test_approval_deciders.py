@@ -167,7 +167,9 @@ def test_whoever_changes_the_owner_meanwhile_cannot_decide_and_neither_can_the_o
     assert "alice owned client" in decide(alice, waiting)
     waiting.refresh_from_db()
     assert waiting.state == "pending"
-    assert [e.details["change"] for e in changes_recorded("bob")] == ["client 'agent' changed: owner 'alice' -> 'dave'"]
+    assert [e.details["change"] for e in changes_recorded("bob")] == [
+        "client 'agent' changed: owner 'alice' -> 'dave'"
+    ]
     # The index no longer offers bob the decision either.
     assert not ApprovalRequest.objects.filter(approvals.decidable_by("bob"), pk=waiting.pk).exists()
     assert ApprovalRequest.objects.filter(approvals.decidable_by("carol"), pk=waiting.pk).exists()
@@ -181,7 +183,9 @@ def test_whoever_changes_a_grant_of_the_client_meanwhile_cannot_decide(waiting: 
     assert Grant.objects.get(pk=grant.pk).can_sudo
 
     page = decide(carol, waiting)
-    assert "carol changed client &#x27;agent&#x27; or one of its grants while this request was pending" in page
+    assert (
+        "carol changed client &#x27;agent&#x27; or one of its grants while this request was pending" in page
+    )
     waiting.refresh_from_db()
     assert (waiting.state, waiting.barred) == ("pending", ["carol"])
     (recorded,) = changes_recorded("carol")

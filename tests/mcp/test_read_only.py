@@ -43,7 +43,7 @@ WRITE_ATTEMPTS = [
     "echo x > /dev/null; echo y > f",
     "echo x >/dev/null\necho y >f",
     "echo x >/dev/null2",
-    "echo x >/dev/../tmp/sshc-ro-escape",
+    "echo x >/dev/..ESCAPE",
     'echo x > "f"',
     "echo x > 'f'",
     "echo x > ${HOME}/sshc-ro-probe",
@@ -130,11 +130,12 @@ class Scene:
     reader: McpHarness
     directory: str
     home: str
+    escape: str  # a path outside the scratch directory (under /tmp, unique to this run's user)
 
     def listing(self) -> str:
         """What the scratch directory, its parent's escape target and the home probes hold now."""
         probe = (
-            f"ls -A {self.directory}; ls -d /tmp/sshc-ro-escape {self.home}/sshc-ro-probe 2>/dev/null; "
+            f"ls -A {self.directory}; ls -d {self.escape} {self.home}/sshc-ro-probe 2>/dev/null; "
             f"cat {self.directory}/f0"
         )
         result = self.admin.ok("ssh_execute", host="web1", command=probe)
@@ -147,18 +148,18 @@ def scene(
     mcp: McpHarness, as_client: AsClient, make_host: Callable[..., Host], sshd: SshServer
 ) -> Iterator[Scene]:
     web = make_host("web1")
-    directory = f"/tmp/sshc-ro-{sshd.user}"
+    directory, escape = f"/tmp/sshc-ro-{sshd.user}", f"/tmp/sshc-ro-escape-{sshd.user}"
     home = mcp.ok("ssh_execute", host="web1", command='printf %s "$HOME"')["stdout"]
     made = mcp.ok(
         "ssh_execute",
         host="web1",
-        command=f"rm -rf {directory} /tmp/sshc-ro-escape {home}/sshc-ro-probe && mkdir {directory}"
+        command=f"rm -rf {directory} {escape} {home}/sshc-ro-probe && mkdir {directory}"
         f" && echo zero > {directory}/f0",
     )
     assert made["exit_status"] == 0, made
     reader = as_client("reader", hosts=[web], read_only=True, rules=[("allow", ".*")])
-    yield Scene(mcp, reader, directory, home)
-    mcp.ok("ssh_execute", host="web1", command=f"rm -rf {directory}")
+    yield Scene(mcp, reader, directory, home, escape)
+    mcp.ok("ssh_execute", host="web1", command=f"rm -rf {directory} {escape} {home}/sshc-ro-probe")
 
 
 def test_it_refuses_and_audits_every_write_attempt_on_a_read_only_grant(scene: Scene) -> None:
@@ -166,7 +167,7 @@ def test_it_refuses_and_audits_every_write_attempt_on_a_read_only_grant(scene: S
     before = scene.listing()
     assert before == "f0\nzero\n"
     allowed: list[str] = []
-    for command in WRITE_ATTEMPTS:
+    for command in (attempt.replace("ESCAPE", scene.escape) for attempt in WRITE_ATTEMPTS):
         last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
         result = scene.reader.call(
             "ssh_execute", host="web1", command=command, working_directory=scene.directory, stdin="x\n"
