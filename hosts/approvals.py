@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Model, Q
 from django.utils import timezone
 
 from audit import writer
@@ -205,6 +206,10 @@ def record_change(*, author: str, change: str, client_ids: set[int]) -> list[int
         return []
     for request in pending:
         _bar(request, author)
+    return _audit(author, change, pending)
+
+
+def _audit(author: str, change: str, pending: list[ApprovalRequest]) -> list[int]:
     ids = [request.pk for request in pending]
     event_id = writer.begin(
         tool="admin_change",
@@ -215,3 +220,29 @@ def record_change(*, author: str, change: str, client_ids: set[int]) -> list[int
     )
     writer.complete(event_id, status=AuditEvent.Status.OK)
     return ids
+
+
+def bar_renamed_user(sender: type[Model], instance: AbstractBaseUser, **kwargs: object) -> None:
+    """An admin renamed while barred from deciding requests stays barred under the new name.
+
+    Owners and barred deciders are usernames: without this, the owner of a client could rename
+    their own account and decide its requests. Connected to the user model's ``pre_save``.
+    """
+    if instance.pk is None:
+        return
+    field = str(getattr(sender, "USERNAME_FIELD", "username"))
+    old = sender._default_manager.filter(pk=instance.pk).values_list(field, flat=True).first()
+    new = instance.get_username()
+    if not old or old == new:
+        return
+    expire_overdue()
+    pending = list(
+        ApprovalRequest.objects.filter(state=State.PENDING)
+        .filter(Q(client_owner=old) | Q(client__owner=old) | Q(barred_deciders__contains=f"\n{old}\n"))
+        .select_related("client")
+        .order_by("pk")
+    )
+    if pending:
+        for request in pending:
+            _bar(request, new)
+        _audit(new, f"admin user '{old}' renamed to '{new}'", pending)

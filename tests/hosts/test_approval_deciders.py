@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from hosts import approvals
-from hosts.access_models import ApprovalRequest, Grant, McpClient
+from hosts.access_models import ApprovalRequest, ClientGroup, Grant, McpClient
 from hosts.clients import create_client
 from hosts.models import Host
 
@@ -208,3 +208,46 @@ def test_a_change_with_no_request_waiting_is_not_an_approval_event(waiting: Appr
     bob = browser_for("bob")
     submit_change_form(bob, reverse("admin:hosts_mcpclient_change", args=[waiting.client_id]), owner="")
     assert changes_recorded("bob") == []
+
+
+def test_an_owner_cannot_decide_by_renaming_their_own_account(waiting: ApprovalRequest) -> None:
+    alice = browser_for("alice")
+    user = User.objects.get(username="alice")
+    submit_change_form(alice, reverse("admin:auth_user_change", args=[user.pk]), username="alice2")
+    assert User.objects.get(pk=user.pk).username == "alice2"
+    page = decide(alice, waiting)
+    assert "alice2 changed client &#x27;agent&#x27; or one of its grants" in page
+    waiting.refresh_from_db()
+    assert (waiting.state, waiting.barred) == ("pending", ["alice2"])
+    assert [e.details["change"] for e in changes_recorded("alice2")] == [
+        "admin user 'alice' renamed to 'alice2'"
+    ]
+
+
+def test_whoever_changes_a_group_grant_or_the_group_members_meanwhile_cannot_decide(
+    waiting: ApprovalRequest,
+) -> None:
+    bob, carol = browser_for("bob"), browser_for("carol")
+    team = ClientGroup.objects.create(name="team")
+    team.clients.add(waiting.client_id)
+    group_grant = Grant.objects.create(group=team, description="team grant")
+    submit_change_form(carol, reverse("admin:hosts_grant_change", args=[group_grant.pk]), can_sudo="on")
+    assert "carol changed client" in decide(carol, waiting)
+    assert [e.details["change"] for e in changes_recorded("carol")] == [
+        f"grant {group_grant.pk} (team: listed hosts) changed"
+    ]
+
+    # Taking the client out of the group on the group's page is such a change too.
+    url = reverse("admin:hosts_clientgroup_change", args=[team.pk])
+    page = bob.get(url).content.decode()
+    parser = _FormFields()
+    parser.feed(page)
+    (delete_box,) = [name for name in parser.data if name.endswith("-0-id")]
+    submit_change_form(bob, url, **{delete_box.replace("-id", "-DELETE"): "on"})
+    assert not team.clients.exists()
+    assert [e.details["change"] for e in changes_recorded("bob")] == [
+        "members of group 'team' changed (its grants apply to them)"
+    ]
+    assert "bob changed client" in decide(bob, waiting)
+    waiting.refresh_from_db()
+    assert waiting.state == "pending" and sorted(waiting.barred) == ["bob", "carol"]
