@@ -130,7 +130,10 @@ class Grant(models.Model):
     can_sudo = models.BooleanField(default=False, help_text="Run commands with sudo=true.")
     read_only = models.BooleanField(
         default=False,
-        help_text="Commands only from this grant's allow rules, file reads only, no uploads.",
+        help_text=(
+            "Commands only from this grant's allow rules and only if they cannot write files"
+            " (see docs/security.md), file reads only, no uploads."
+        ),
     )
     can_adhoc_connect = models.BooleanField(
         default=False,

@@ -29,4 +29,9 @@ class Migration(migrations.Migration):
             field=models.CharField(blank=True, default='', editable=False, help_text="The client's owner when it asked.", max_length=150),
         ),
         migrations.RunPython(owners_of_existing_requests, migrations.RunPython.noop),
+        migrations.AlterField(
+            model_name='grant',
+            name='read_only',
+            field=models.BooleanField(default=False, help_text="Commands only from this grant's allow rules and only if they cannot write files (see docs/security.md), file reads only, no uploads."),
+        ),
     ]
