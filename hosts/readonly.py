@@ -201,10 +201,14 @@ class _Lexer:
             raise ReadOnlyViolation(f"redirection '{op}' without a target")
         target = self.word()
         self.current.redirections.append((op, target))
-        if op.endswith(("<<", "<<-")):
+        base = op.lstrip("0123456789&")
+        if base in ("<<", "<<-"):
+            if not re.fullmatch(r"[A-Za-z0-9_]+", target.text):
+                raise ReadOnlyViolation(
+                    f"here-document delimiter '{_one_line(target.raw)}' (use letters, digits, _)"
+                )
             self.heredocs.append((target.text, op.endswith("-"), not (target.quoted or not target.static)))
             return
-        base = op.lstrip("0123456789&")
         if base in ("<", "<<<"):
             return  # reading a file, or a string as input
         if (

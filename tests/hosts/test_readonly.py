@@ -73,6 +73,8 @@ REFUSED = [
     ("cat <<EOF\n$(id)\nEOF", "here-document with expansions"),
     ("cat <<EOF\n$\\\n(id)\nEOF", "here-document with expansions"),
     ("cat <<EOF\n`id`\nEOF", "here-document with expansions"),
+    ("cat <<<x <<-E\n\tE\n>f", "output redirection '>' to 'f'"),
+    ("cat <<'a b'\nx\na b", "here-document delimiter"),
     ("tee f", "'tee'"),
     ("/usr/bin/tee f", "'tee'"),
     ("ls | tee f", "'tee'"),
@@ -214,6 +216,17 @@ REDIRECTIONS = [
     ">\\\nf",
     "> f0",
     "'>'f",
+    # quoting, comments, continuations and here-documents, where a lexer and a shell could disagree
+    "\\>f",
+    '"a>b"',
+    "#",
+    "a#>f",
+    "\\\n#>f",
+    " \\\n#>f",
+    "<<E\nx\nE",
+    "<<'E'\n$(touch f) >f\nE",
+    "<<-E\n\tE\n>f",
+    "<<E\nE \n>f\nE",
 ]
 SEPARATORS = [";", " && ", " || ", " | ", "\n", " ", "\\\n", " & "]
 SHELLS = [shell for shell in ("bash", "dash") if shutil.which(shell)]
@@ -223,15 +236,22 @@ simple = st.builds(
     st.sampled_from(NAMES),
     st.lists(st.sampled_from(ARGS + REDIRECTIONS), max_size=4),
 )
-lines = st.builds(
+structured = st.builds(
     lambda first, more: first + "".join(sep + cmd for sep, cmd in more),
     simple,
     st.lists(st.tuples(st.sampled_from(SEPARATORS), simple), max_size=3),
 )
+# A reader followed by shell punctuation at random: where quoting and escapes are hardest to read.
+punctuated = st.builds(
+    lambda head, tail: head + tail,
+    st.sampled_from(["echo ", "cat f0 ", "ls ", "echo x"]),
+    st.text(alphabet=st.sampled_from(list(" \t\n\\'\"$<>&|;#-fE012x")), max_size=25),
+)
+lines = st.one_of(structured, punctuated)
 
 
 @pytest.mark.skipif(len(SHELLS) < 2, reason="needs bash and dash")
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(line=lines)
 def test_it_never_lets_through_a_line_that_writes_in_a_real_shell(tmp_path: Path, line: str) -> None:
     if refusal(line):
