@@ -99,6 +99,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*#?$!\-]")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
 _FD_DUP = re.compile(r"[0-9]+-?|-")
+_DIGITS = re.compile(r"[0-9]+")
+# Characters that are neither metacharacters nor quoting, expansion, glob or tilde.
+_PLAIN_RUN = re.compile(r"[^ \t\n;&|()<>\\'\"$`*?\[{}~]+")
+_NAMED_DESCRIPTOR = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}[<>]")
 _METACHARACTERS = frozenset(" \t\n;&|()<>")
 _REDIRECTIONS = ("<<<", "<<-", "<<", "<>", "<&", "<(", "<", ">>", ">|", ">&", ">(", ">")
 
@@ -174,12 +178,12 @@ class _Lexer:
                 return
 
     def word_or_numbered_redirection(self) -> None:
-        digits = re.match(r"[0-9]+", self.text[self.pos :])
-        if digits and self.text[self.pos + digits.end() : self.pos + digits.end() + 1] in ("<", ">"):
-            self.pos += digits.end()
+        digits = _DIGITS.match(self.text, self.pos)
+        if digits and self.text[digits.end() : digits.end() + 1] in ("<", ">"):
+            self.pos = digits.end()
             self.redirection(digits.group())
             return
-        named = re.match(r"\{[A-Za-z_][A-Za-z0-9_]*\}[<>]", self.text[self.pos :])
+        named = _NAMED_DESCRIPTOR.match(self.text, self.pos)
         if named:
             raise ReadOnlyViolation(f"redirection to a named descriptor '{named.group()}'")
         word = self.word()
@@ -250,6 +254,11 @@ class _Lexer:
         start = self.pos
         text: list[str] = []
         while self.pos < len(self.text) and self.peek() not in _METACHARACTERS:
+            plain = _PLAIN_RUN.match(self.text, self.pos)
+            if plain:  # the common case, a run of ordinary characters, in one step
+                text.append(plain.group())
+                self.pos = plain.end()
+                continue
             char = self.peek()
             if char == "\\":
                 if self.peek(1) == "\n":
@@ -303,41 +312,41 @@ class _Lexer:
                 self.pos += 1
 
     def dollar(self, word: Word, text: list[str], quoted: bool) -> None:
-        rest = self.text[self.pos + 1 :]
-        if rest.startswith("(("):
+        # Indices into the whole text, never slices of its rest: a line with many "$" stays linear.
+        at = self.pos + 1
+        if self.text.startswith("((", at):
             raise ReadOnlyViolation("arithmetic expansion '$((...))'")
-        if rest.startswith("("):
+        if self.text.startswith("(", at):
             raise ReadOnlyViolation("command substitution '$(...)'")
-        if rest.startswith("["):
+        if self.text.startswith("[", at):
             raise ReadOnlyViolation("arithmetic expansion '$[...]'")
-        if rest.startswith("{"):
-            end = rest.find("}")
-            if end < 0 or not _PARAMETER.fullmatch(rest[1:end]):
-                shown = rest[: end + 1] if end >= 0 else rest
+        if self.text.startswith("{", at):
+            end = self.text.find("}", at)
+            if end < 0 or not _PARAMETER.fullmatch(self.text, at + 1, end):
+                shown = self.text[at : end + 1] if end >= 0 else self.text[at:]
                 raise ReadOnlyViolation(
                     f"parameter expansion '${_one_line(shown)}' (only ${{NAME}} is classified)"
                 )
             word.static = False
-            text.append("$" + rest[: end + 1])
-            self.pos += end + 2
+            text.append(self.text[self.pos : end + 1])
+            self.pos = end + 1
             return
-        if not quoted and rest[:1] in ("'", '"'):
+        if not quoted and self.peek(1) in ("'", '"'):
             # $'...' (ANSI-C) and $"..." (translated): bash and dash read them differently.
             word.static = False
-            self.pos += 1
-            if rest[0] == '"':
-                self.pos += 1
+            if self.peek(1) == '"':
+                self.pos += 2
                 self.double_quoted(word, text)
                 return
-            index = 1
-            while index < len(rest) and rest[index] != "'":
-                index += 2 if rest[index] == "\\" else 1
-            if index >= len(rest):
+            index = at + 1
+            while index < len(self.text) and self.text[index] != "'":
+                index += 2 if self.text[index] == "\\" else 1
+            if index >= len(self.text):
                 raise ReadOnlyViolation("unbalanced single quote")
-            text.append(rest[1:index])
-            self.pos += index + 1
+            text.append(self.text[at + 1 : index])
+            self.pos = index + 1
             return
-        parameter = _PARAMETER.match(rest)
+        parameter = _PARAMETER.match(self.text, at)
         if parameter is None:
             text.append("$")  # a lone dollar is a literal one
             self.pos += 1
