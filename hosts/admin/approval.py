@@ -66,6 +66,7 @@ def _audit_link(event_id: int | None) -> SafeString | str:
 REQUEST_FIELDS = (
     "state_display",
     "client",
+    "client_owner",
     "host",
     "command_display",
     "working_directory",
@@ -76,7 +77,7 @@ REQUEST_FIELDS = (
     "rule",
     "session_id",
 )
-DECISION_FIELDS = ("requested_at", "expires_at", "decided_by", "decided_at", "comment")
+DECISION_FIELDS = ("requested_at", "expires_at", "decided_by", "decided_at", "comment", "barred_display")
 AUDIT_FIELDS = ("audit_link", "executed_link")
 
 
@@ -229,6 +230,11 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
         if obj.state not in (ApprovalRequest.State.PENDING, ApprovalRequest.State.APPROVED):
             return "not kept after the decision"
         return "given (not shown)" if obj.stdin else "none"
+
+    @admin.display(description="May not decide")
+    def barred_display(self, obj: ApprovalRequest) -> str:
+        # Besides the owners: admins who changed the client or its grants while it waited.
+        return ", ".join(obj.barred) or "-"
 
     @admin.display(description="Asked in")
     def audit_link(self, obj: ApprovalRequest) -> SafeString | str:

@@ -144,6 +144,8 @@ def test_an_owner_cannot_approve_by_blanking_the_owner_and_restoring_it(waiting:
 
     waiting.refresh_from_db()
     assert (waiting.state, waiting.decided_by, waiting.barred) == ("pending", "", ["alice"])
+    detail = alice.get(reverse("admin:hosts_approvalrequest_change", args=[waiting.pk])).content.decode()
+    assert "You may not decide this request" in detail and 'name="_approve"' not in detail
     # Both edits are in the audit log, with what changed and which requests were waiting.
     recorded = changes_recorded("alice")
     assert [e.details["change"] for e in recorded] == [

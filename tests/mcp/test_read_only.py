@@ -226,3 +226,20 @@ def test_it_keeps_the_allow_list_of_a_read_only_grant(
     assert "a read-only grant refuses" in reader.error(
         "ssh_execute", host="web1", command="echo x > ~/.bashrc"
     )
+    # Uploads stay refused, and audited.
+    message = reader.error("ssh_upload_file", host="web1", remote_path=".bashrc", content="sudo() { :; }")
+    assert "may not write files on host 'web1'" in message
+    statuses = AuditEvent.objects.filter(client="reader").order_by("-id").values_list("status", flat=True)
+    assert statuses[0] == "denied"
+
+
+def test_it_refuses_writes_with_sudo_on_a_read_only_grant(
+    as_client: AsClient, make_host: Callable[..., Host]
+) -> None:
+    web = make_host("web1")
+    root_reader = as_client(
+        "root-reader", hosts=[web], read_only=True, can_sudo=True, rules=[("allow", ".*")]
+    )
+    message = root_reader.error("ssh_execute", host="web1", command="echo x > /etc/sshc-ro", sudo=True)
+    assert "a read-only grant refuses output redirection '>' to '/etc/sshc-ro'" in message
+    assert AuditEvent.objects.filter(client="root-reader").get().status == "denied"
