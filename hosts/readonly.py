@@ -411,8 +411,9 @@ def _pager(name: str) -> Callable[[Sequence[str]], str]:
 
 
 def _tree(args: Sequence[str]) -> str:
-    found = [a for a in args if a.startswith("-o") or _long(a, "--output")]
-    return f"tree {found[0]} (it writes a file)" if found else ""
+    # -o names an output file; -R (with -H) writes an 00Tree.html into every directory.
+    found = [a for a in args if _short(a, "oR") or _long(a, "--output")]
+    return f"tree {found[0]} (it writes files)" if found else ""
 
 
 def _date(args: Sequence[str]) -> str:

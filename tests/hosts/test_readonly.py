@@ -109,6 +109,8 @@ REFUSED = [
     ("less --log-file=f x", "less --log-file=f"),
     ("less +s x", "less +s"),
     ("tree -o f", "tree -o"),
+    ("tree -R -H . x", "tree -R"),
+    ("tree -ao f", "tree -ao"),
     ("date -s 1", "date -s"),
     ("date --set=1", "date --set=1"),
     ("printf -v x 1", "printf -v"),
