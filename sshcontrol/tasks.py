@@ -10,12 +10,12 @@ message.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import secrets as pysecrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from functools import wraps
-from pathlib import Path
 from typing import Any, ParamSpec
 
 from django.conf import settings
@@ -24,7 +24,7 @@ from django.utils import timezone
 from audit.redaction import redact
 from hosts import hostkeys
 from hosts.models import Host
-from sshcontrol import connspec, workers
+from sshcontrol import connspec, localfiles, workers
 from sshcontrol.connspec import NoCredential, build_spec
 from sshcontrol.models import SshSession
 from sshcontrol.ssh import transfer
@@ -291,6 +291,14 @@ def execute(
     return out
 
 
+@contextlib.contextmanager
+def _local_fence() -> Iterator[None]:
+    try:
+        yield
+    except localfiles.LocalPathError as exc:
+        raise TaskFailure("local_path", str(exc)) from None
+
+
 @envelope
 def upload(
     session_id: str,
@@ -302,11 +310,16 @@ def upload(
 ) -> dict[str, Any]:
     session = _held(session_id)
     client, reconnected = _client_for(session)
-    if local_path is not None:
-        source: Path | bytes = Path(local_path)
-    else:
-        source = base64.b64decode(content_b64 or "")
-    result = transfer.upload(client, remote_path, source, mode=mode, overwrite=overwrite)
+    with _local_fence():
+        if local_path is None:
+            result = transfer.upload(
+                client, remote_path, base64.b64decode(content_b64 or ""), mode=mode, overwrite=overwrite
+            )
+        else:
+            # Opened here, where the bytes are read (a worker in distributed mode), below this
+            # process's own root; the open file is what is sent.
+            with localfiles.open_source(local_path) as source:
+                result = transfer.upload(client, remote_path, source, mode=mode, overwrite=overwrite)
     session.touch()
     return {**asdict(result), "reconnected": reconnected}
 
@@ -321,10 +334,12 @@ def download(
 ) -> dict[str, Any]:
     session = _held(session_id)
     client, reconnected = _client_for(session)
-    dest = Path(local_path) if local_path is not None else None
-    result = transfer.download(
-        client, remote_path, dest, overwrite=overwrite, max_inline_bytes=max_inline_bytes
-    )
+    with _local_fence():
+        if local_path is None:
+            result = transfer.download(client, remote_path, None, max_inline_bytes=max_inline_bytes)
+        else:
+            with localfiles.Destination(local_path, overwrite) as dest:
+                result = transfer.download(client, remote_path, dest, max_inline_bytes=max_inline_bytes)
     session.touch()
     out = asdict(result)
     out["content"] = base64.b64encode(result.content).decode() if result.content is not None else None

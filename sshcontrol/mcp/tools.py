@@ -483,9 +483,11 @@ class Tools:
 
         def work() -> UploadResult:
             try:
-                source = str(localfiles.source_file(local_path)) if local_path is not None else None
+                # Refused early with a clear message; the task opens it again, just as fenced.
+                located = localfiles.check_source(local_path) if local_path is not None else None
             except localfiles.LocalPathError as exc:
                 raise ToolError(str(exc)) from None
+            source = located.shown if located is not None else None
 
             def body(call: HostCall) -> UploadResult:
                 assert call.host is not None
@@ -493,7 +495,7 @@ class Tools:
                     "upload",
                     {
                         "remote_path": remote_path,
-                        "local_path": source,
+                        "local_path": located.relative if located is not None else None,
                         "content_b64": base64.b64encode(data).decode() if data is not None else None,
                         "mode": mode,
                         "overwrite": overwrite,
@@ -541,13 +543,13 @@ class Tools:
 
         def work() -> DownloadResult:
             try:
-                dest = (
-                    str(localfiles.destination_file(local_path, overwrite))
-                    if local_path is not None
-                    else None
+                # Refused early with a clear message; the task opens it again, just as fenced.
+                located = (
+                    localfiles.check_destination(local_path, overwrite) if local_path is not None else None
                 )
             except localfiles.LocalPathError as exc:
                 raise ToolError(str(exc)) from None
+            dest = located.shown if located is not None else None
 
             def body(call: HostCall) -> DownloadResult:
                 assert call.host is not None
@@ -555,7 +557,7 @@ class Tools:
                     "download",
                     {
                         "remote_path": remote_path,
-                        "local_path": dest,
+                        "local_path": located.relative if located is not None else None,
                         "overwrite": overwrite,
                         "max_inline_bytes": settings.MAX_INLINE_DOWNLOAD_BYTES,
                     },

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import posixpath
 import secrets
 import stat
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import paramiko
 
@@ -109,31 +109,38 @@ class _LocalReadError(Exception):
     """Reading the local source failed: reported as such, not as a remote error."""
 
 
-def _local_chunks(source: Path | bytes) -> Iterator[bytes]:
+def _local_chunks(source: BinaryIO | bytes) -> Iterator[bytes]:
     if isinstance(source, bytes):
         for start in range(0, len(source), _CHUNK):
             yield source[start : start + _CHUNK]
         return
+    # An open file, never a name: the caller opened it inside its fence, and re-opening by
+    # name would let a swapped symbolic link change what is read.
     try:
-        with source.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                yield chunk
+        while chunk := source.read(_CHUNK):
+            yield chunk
     except OSError as exc:
-        raise _LocalReadError(f"local file {source}: {_reason(exc)}") from None
+        raise _LocalReadError(f"local file {getattr(source, 'name', '?')}: {_reason(exc)}") from None
+
+
+class LocalSink(Protocol):
+    """Where a download is written: a temporary file that becomes the destination if the block succeeds."""
+
+    shown: str
+
+    def writer(self) -> AbstractContextManager[BinaryIO]: ...
 
 
 def upload(
     client: paramiko.SSHClient,
     remote_path: str,
-    source: Path | bytes,
+    source: BinaryIO | bytes,
     mode: int | None = None,
     overwrite: bool = False,
 ) -> UploadResult:
     """Write ``source`` to ``remote_path`` atomically; refuse to replace a file unless ``overwrite``."""
     if not remote_path or remote_path.endswith("/"):
         raise RemoteFileError(f"{remote_path or '(empty path)'}: not a file path")
-    if isinstance(source, Path) and not source.is_file():
-        raise RemoteFileError(f"local file {source} does not exist or is not a regular file")
     with _sftp(client) as sftp:
         try:
             existing = _lstat(sftp, remote_path)
@@ -197,13 +204,13 @@ def _stat_file(sftp: paramiko.SFTPClient, remote_path: str) -> int:
 def download(
     client: paramiko.SSHClient,
     remote_path: str,
-    dest: Path | None,
-    overwrite: bool = False,
+    dest: LocalSink | None,
     max_inline_bytes: int = 1 << 20,
 ) -> DownloadResult:
-    """Fetch ``remote_path`` into memory (``dest`` None, size-capped) or atomically into ``dest``."""
-    if dest is not None and not overwrite and dest.exists():
-        raise RemoteFileError(f"local file {dest} exists; pass overwrite=true to replace it")
+    """Fetch ``remote_path`` into memory (``dest`` None, size-capped) or atomically into ``dest``.
+
+    ``dest`` has already checked whether it may replace an existing file.
+    """
     with _sftp(client) as sftp:
         size = _stat_file(sftp, remote_path)
         if dest is None and size > max_inline_bytes:
@@ -232,30 +239,17 @@ def _read_inline(handle: paramiko.SFTPFile, remote_path: str, limit: int) -> Dow
     return DownloadResult(remote_path, len(content), hashlib.sha256(content).hexdigest(), content)
 
 
-def _read_to_file(handle: paramiko.SFTPFile, remote_path: str, dest: Path) -> DownloadResult:
-    temp = dest.parent / f".{dest.name}.sshc-{secrets.token_hex(6)}.tmp"
+def _read_to_file(handle: paramiko.SFTPFile, remote_path: str, dest: LocalSink) -> DownloadResult:
     digest = hashlib.sha256()
     total = 0
-    try:
-        out = temp.open("xb")
-    except OSError as exc:
-        raise RemoteFileError(f"local file {dest}: {_reason(exc)}") from None
-    try:
-        with out:
-            while chunk := handle.read(_CHUNK):
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    raise RemoteFileError(f"local file {dest}: {_reason(exc)}") from None
-                digest.update(chunk)
-                total += len(chunk)
-        try:
-            os.replace(temp, dest)
-        except OSError as exc:
-            raise RemoteFileError(f"local file {dest}: {_reason(exc)}") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with dest.writer() as out:
+        while chunk := handle.read(_CHUNK):
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise RemoteFileError(f"local file {dest.shown}: {_reason(exc)}") from None
+            digest.update(chunk)
+            total += len(chunk)
     return DownloadResult(remote_path=remote_path, size=total, sha256=digest.hexdigest(), content=None)
 
 

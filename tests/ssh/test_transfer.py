@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -43,7 +45,8 @@ def test_it_uploads_bytes_with_digest_and_mode(connection: Connection, remote_di
 def test_it_uploads_a_local_file(connection: Connection, remote_dir: str, tmp_path: Path) -> None:
     local = tmp_path / "big.bin"
     local.write_bytes(os.urandom(3 << 20))
-    result = upload(connection.client, f"{remote_dir}/big.bin", local)
+    with local.open("rb") as source:
+        result = upload(connection.client, f"{remote_dir}/big.bin", source)
     assert result.size == 3 << 20
     assert (
         sh(connection, f"sha256sum {remote_dir}/big.bin").split()[0]
@@ -97,17 +100,35 @@ def test_inline_downloads_are_capped(connection: Connection, remote_dir: str) ->
         download(connection.client, f"{remote_dir}/z", None, max_inline_bytes=4096)
 
 
+class FileSink:
+    """The smallest ``LocalSink``: a temporary file beside ``path``, renamed onto it on success.
+
+    (The fenced one, ``sshcontrol.localfiles.Destination``, is tested with the MCP tools.)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.shown = str(path)
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[BinaryIO]:
+        temp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            with temp.open("xb") as out:
+                yield out
+            temp.replace(self.path)
+        finally:
+            temp.unlink(missing_ok=True)
+
+
 def test_it_downloads_to_a_file(connection: Connection, remote_dir: str, tmp_path: Path) -> None:
     sh(connection, f"head -c 3000000 /dev/urandom > {remote_dir}/r.bin")
     dest = tmp_path / "r.bin"
-    result = download(connection.client, f"{remote_dir}/r.bin", dest)
+    result = download(connection.client, f"{remote_dir}/r.bin", FileSink(dest))
     assert result.content is None
     assert result.size == 3000000 == dest.stat().st_size
     assert result.sha256 == hashlib.sha256(dest.read_bytes()).hexdigest()
     assert result.sha256 == sh(connection, f"sha256sum {remote_dir}/r.bin").split()[0]
-    with pytest.raises(RemoteFileError, match="exists; pass overwrite=true"):
-        download(connection.client, f"{remote_dir}/r.bin", dest)
-    download(connection.client, f"{remote_dir}/r.bin", dest, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.bin"]
 
 
@@ -115,7 +136,7 @@ def test_download_errors_are_clear(connection: Connection, remote_dir: str, tmp_
     with pytest.raises(RemoteFileError, match=f"{remote_dir}/nope: No such file"):
         download(connection.client, f"{remote_dir}/nope", None)
     with pytest.raises(RemoteFileError, match="is a directory"):
-        download(connection.client, remote_dir, tmp_path / "x")
+        download(connection.client, remote_dir, FileSink(tmp_path / "x"))
     assert list(tmp_path.iterdir()) == []
 
 
