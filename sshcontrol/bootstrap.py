@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from hosts import crypto
+from sshcontrol import filemodes
 from sshcontrol.datadir import ensure_data_dir
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,9 @@ def prepare_database() -> None:
     if not settings.EMBEDDED_DATABASE:
         return
     ensure_data_dir()
+    database = filemodes.sqlite_path(settings.DATABASES["default"])
+    if database is not None:
+        filemodes.secure_sqlite(database)  # created 0600 before SQLite first opens it
     # Create the field key now (with its warning) rather than at the first stored secret,
     # so a new user sees where it is and can back it up before it matters.
     crypto.configured_keys()

@@ -14,6 +14,9 @@ from __future__ import annotations
 import os
 
 from celery import Celery, Task
+from celery.signals import celeryd_init
+
+from sshcontrol.filemodes import restrict_umask
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sshcontrol.settings")
 
@@ -89,5 +92,16 @@ app.conf.update(
     },
     redis_socket_connect_timeout=3,
 )
+
+
+def _private_files(**kwargs: object) -> None:
+    # In the worker process only (the senders import this module too): files it writes
+    # (SQLite's, downloads) are owner-only.
+    restrict_umask()
+
+
+celeryd_init.connect(_private_files, weak=False)
+
+
 app.autodiscover_tasks(["sshcontrol"], related_name="tasks")
 app.autodiscover_tasks(["sshcontrol"], related_name="worker")

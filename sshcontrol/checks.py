@@ -7,6 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from sshcontrol import filemodes
+
 
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -39,3 +41,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+def exposed_data() -> list[filemodes.Exposure]:
+    """The data directory, its secrets and the SQLite database's files, where other users can reach them."""
+    return filemodes.exposed(settings.DATA_DIR, filemodes.sqlite_path(settings.DATABASES["default"]))
+
+
+@register()
+def check_private_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    found = exposed_data()
+    if not found:
+        return []
+    return [
+        Error(
+            "; ".join(e.describe() for e in found) + ". Other local users could read the database "
+            "(admin sessions, audit rows, encrypted credentials) or the keys.",
+            hint=f"Run: {filemodes.fix_command(found)}",
+            id="sshcontrol.E040",
+        )
+    ]

@@ -27,6 +27,10 @@ _NO_AUTO_MIGRATE = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sshcontrol.filemodes import restrict_umask
+
+    # Before anything is written: the database, keys and transfers are nobody else's business.
+    restrict_umask()
     args = list(sys.argv if argv is None else argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sshcontrol.settings")
     import django

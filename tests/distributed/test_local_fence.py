@@ -85,3 +85,11 @@ def test_it_never_reads_or_writes_outside_the_root_on_a_worker(
     assert race.written_outside() == [], "a download wrote outside the root"
     for kind, results in outcomes.items():
         assert any(results) and not all(results), (kind, sum(results), len(results))
+
+
+def test_it_runs_workers_with_an_owner_only_umask(workers: WorkerPool) -> None:
+    """Whatever a worker writes (SQLite's files, downloads) is created owner-only."""
+    for name, proc in workers.procs.items():
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        umask = next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:"))
+        assert int(umask, 8) & 0o077 == 0o077, (name, umask)

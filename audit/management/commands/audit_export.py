@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
@@ -88,8 +89,11 @@ class Command(BaseCommand):
             yield _StdoutAdapter(self)
             return
         try:
+            # Owner-only whatever the umask: the export holds commands and their output.
             # newline="" keeps the CSV's own line endings unchanged.
-            handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)
+            handle = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as exc:
             raise CommandError(f"cannot write {path}: {exc.strerror}") from exc
         with handle:

@@ -32,8 +32,9 @@ def ensure_admin_user(stderr: Any) -> None:
     password = secrets.token_urlsafe(18)
     users.objects.create_superuser("admin", email="", password=password)
     path = ensure_data_dir() / "initial_admin_password"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
+        os.fchmod(fd, 0o600)  # a file left by an earlier run keeps its mode on O_TRUNC
         handle.write(password + "\n")
     stderr.write(
         f"Created administrator 'admin' with password {password} (also in {path}). Change it after login.\n"
