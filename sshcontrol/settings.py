@@ -214,6 +214,17 @@ MCP_ALLOWED_ORIGINS = envlist(
 MCP_MAX_BODY_BYTES = _guard(
     "sshcontrol.E019", lambda: envint("SSHCONTROL_MCP_MAX_BODY_BYTES", 8 << 20, 1024), 8 << 20
 )
+# Slow HTTP clients (sshcontrol/httplimits.py): seconds to deliver a request's head, seconds
+# from the head to the end of its body, and open connections per peer address (0: no cap).
+HTTP_HEADER_TIMEOUT = _guard(
+    "sshcontrol.E041", lambda: envfloat("SSHCONTROL_HTTP_HEADER_TIMEOUT", 10.0, 0.1), 10.0
+)
+HTTP_BODY_TIMEOUT = _guard(
+    "sshcontrol.E042", lambda: envfloat("SSHCONTROL_HTTP_BODY_TIMEOUT", 60.0, 0.1), 60.0
+)
+HTTP_MAX_CONNECTIONS_PER_IP = _guard(
+    "sshcontrol.E043", lambda: envint("SSHCONTROL_HTTP_MAX_CONNECTIONS_PER_IP", 100, 0), 100
+)
 
 LOGGING = {
     "version": 1,

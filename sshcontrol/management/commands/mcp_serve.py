@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from audit import writer
 from hosts.clients import ClientAuthError
 from sshcontrol.dispatch import get_dispatcher
+from sshcontrol.httplimits import uvicorn_guard
 from sshcontrol.idle import start_idle_reaper
 from sshcontrol.management.commands.serve import ensure_admin_user, parse_bind
 from sshcontrol.mcp import stdio
@@ -129,7 +130,7 @@ class Command(BaseCommand):
         admin = not options["no_admin"]
         if admin and not options["no_create_admin"]:
             ensure_admin_user(self.stderr)
-        app = build_app(url, admin=admin)
+        app, limits = uvicorn_guard(build_app(url, admin=admin))
         shown = url if host not in ("0.0.0.0", "::") else base_url("127.0.0.1", port)  # noqa: S104
         self.stderr.write(f"sshcontrol MCP endpoint on {shown}{MCP_PATH} (clients send a bearer token)")
         if admin:
@@ -147,4 +148,5 @@ class Command(BaseCommand):
             lifespan="on",
             server_header=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **limits,
         )

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sshcontrol.datadir import ensure_data_dir
+from sshcontrol.httplimits import uvicorn_guard
 
 
 def parse_bind(value: str) -> tuple[str, int]:
@@ -59,4 +60,5 @@ class Command(BaseCommand):
         )
         from sshcontrol.web import build_app
 
-        uvicorn.run(build_app(), host=host, port=port, log_level="warning", lifespan="off")
+        app, limits = uvicorn_guard(build_app())
+        uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="off", **limits)

@@ -1,0 +1,245 @@
+"""Slow HTTP clients against a real ``mcp_serve --transport streamable-http`` on loopback.
+
+Forty connections trickle a request head or a body one byte at a time: each must be closed
+within its limit plus a margin while a normal client is still served, and connections beyond
+the cap from one address must be refused while another address is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.database import database_url
+from tests.mcp.test_http import INITIALIZE, issue
+
+REPO = Path(__file__).resolve().parents[2]
+HEAD_LIMIT = 2.0
+BODY_LIMIT = 2.0
+MARGIN = 3.0  # scheduling on a busy two-core machine, and the poll interval
+TRICKLE_SECONDS = 0.25
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(
+    tmp: Path, command: tuple[str, ...] = ("mcp_serve", "--transport", "streamable-http"), **settings: str
+) -> Server:
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp),
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        "SSHCONTROL_DATA_DIR": str(tmp / "data"),
+        "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
+        "DATABASE_URL": database_url(),
+        "SSHCONTROL_LOG_LEVEL": "INFO",
+        **settings,
+    }
+    log = tmp / "server.log"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "sshcontrol", *command),
+            *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd="/",
+    )
+    server = Server(proc, port, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if get_status(server, "/admin/login/") == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"{command[0]} did not answer within 60 s:\n{log.read_text()}")
+
+
+def stop(server: Server, exit_code: int = 0) -> None:
+    """SIGTERM; mcp_serve exits 0, ``serve`` (uvicorn's default handling) by the signal."""
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        code = server.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        raise
+    text = server.log.read_text()
+    # The SDK logs a client that vanished in the middle of a body (as a cut one did) with its
+    # traceback; nothing else may fail.
+    assert code == exit_code and text.count("Traceback") == text.count(
+        "starlette.requests.ClientDisconnect"
+    ), text
+
+
+def get_status(server: Server, path: str, source: str = "127.0.0.1") -> int:
+    """A complete, ordinary request from ``source``; the response's status code."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=(source, 0)) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        status = sock.makefile("rb").readline()
+    return int(status.split()[1])
+
+
+@pytest.fixture
+def slow_server(tmp_path: Path, django_db_setup: None) -> Iterator[Server]:
+    server = start(
+        tmp_path,
+        SSHCONTROL_HTTP_HEADER_TIMEOUT=str(HEAD_LIMIT),
+        SSHCONTROL_HTTP_BODY_TIMEOUT=str(BODY_LIMIT),
+        SSHCONTROL_HTTP_MAX_CONNECTIONS_PER_IP="100",
+    )
+    yield server
+    stop(server)
+
+
+@dataclass
+class Outcome:
+    kind: str
+    closed_after: float | None  # seconds from the start of the slow part; None: still open
+    received: bytes
+
+
+async def trickle(port: int, kind: str, token: str = "") -> Outcome:
+    """Send a head (``head``) or a body (``body``) one byte at a time until the server hangs up."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = b""
+    if kind == "head":
+        writer.write(b"GET /admin/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    else:
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        writer.write(
+            (
+                f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\n"
+                "Accept: application/json, text/event-stream\r\nContent-Length: 100000\r\n\r\n"
+            ).encode()
+        )
+    await writer.drain()
+    started = time.monotonic()
+    trickled = b"a" if kind == "head" else json.dumps(INITIALIZE).encode()
+    give_up = started + (HEAD_LIMIT if kind == "head" else BODY_LIMIT) + MARGIN + 5
+    i = 0
+    try:
+        while time.monotonic() < give_up:
+            writer.write(trickled[i % len(trickled) : i % len(trickled) + 1])
+            i += 1
+            await writer.drain()
+            try:
+                chunk = await asyncio.wait_for(reader.read(4096), TRICKLE_SECONDS)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return Outcome(kind, time.monotonic() - started, received)
+            received += chunk
+    except ConnectionError:
+        return Outcome(kind, time.monotonic() - started, received)
+    finally:
+        writer.close()
+    return Outcome(kind, None, received)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_closes_connections_that_trickle_a_head_or_a_body_while_serving_others(
+    slow_server: Server,
+) -> None:
+    token = issue("slow-body").token
+
+    async def scenario() -> tuple[list[Outcome], list[float]]:
+        slow = [asyncio.create_task(trickle(slow_server.port, "head")) for _ in range(20)]
+        slow += [asyncio.create_task(trickle(slow_server.port, "body")) for _ in range(10)]
+        # With a valid token the MCP endpoint waits for the body; without one it answers 401 first.
+        slow += [asyncio.create_task(trickle(slow_server.port, "body", token)) for _ in range(10)]
+        served: list[float] = []
+        while not all(task.done() for task in slow) and len(served) < 5:
+            began = time.monotonic()
+            assert await asyncio.to_thread(get_status, slow_server, "/admin/login/") == 200
+            served.append(time.monotonic() - began)
+            await asyncio.sleep(0.2)
+        return list(await asyncio.gather(*slow)), served
+
+    outcomes, served = asyncio.run(scenario())
+    assert served and max(served) < 5, f"a normal client waited {served}"
+    for outcome in outcomes:
+        limit = HEAD_LIMIT if outcome.kind == "head" else BODY_LIMIT
+        assert outcome.closed_after is not None, (
+            f"a slow {outcome.kind} was still open after {limit + MARGIN + 5} s"
+        )
+        assert limit * 0.9 <= outcome.closed_after <= limit + MARGIN, (outcome.kind, outcome.closed_after)
+        if outcome.kind == "head":
+            assert outcome.received.startswith(b"HTTP/1.1 408"), outcome.received[:100]
+
+
+def test_it_caps_open_connections_per_address(tmp_path: Path, django_db_setup: None) -> None:
+    server = start(
+        tmp_path,
+        SSHCONTROL_HTTP_HEADER_TIMEOUT="60",
+        SSHCONTROL_HTTP_MAX_CONNECTIONS_PER_IP="10",
+    )
+    held: list[socket.socket] = []
+    try:
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\n")  # a head never finished
+            held.append(sock)
+        refused = []
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
+                refused.append(extra.makefile("rb").read())
+        assert all(r.startswith(b"HTTP/1.1 503") for r in refused), refused
+        # Another address is not held to this one's count.
+        assert get_status(server, "/admin/login/", source="127.0.0.2") == 200
+        # A freed place is given to the next connection.
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if get_status(server, "/admin/login/") == 200:
+                    break
+            except (OSError, ValueError, IndexError):
+                pass
+            assert time.monotonic() < deadline, "the freed place was not given back"
+            time.sleep(0.1)
+    finally:
+        for sock in held:
+            sock.close()
+        stop(server)
+
+
+def test_it_closes_a_slow_head_on_the_admin_server_too(tmp_path: Path, django_db_setup: None) -> None:
+    server = start(tmp_path, ("serve",), SSHCONTROL_HTTP_HEADER_TIMEOUT=str(HEAD_LIMIT))
+    try:
+        outcome = asyncio.run(trickle(server.port, "head"))
+        assert outcome.closed_after is not None and outcome.closed_after <= HEAD_LIMIT + MARGIN
+        assert outcome.received.startswith(b"HTTP/1.1 408")
+    finally:
+        stop(server, -signal.SIGTERM)
