@@ -277,5 +277,9 @@ def guarded_protocol(limits: Limits | None = None) -> type[GuardedProtocol]:
 
 
 def uvicorn_guard(app: ASGIApp) -> tuple[ASGIApp, dict[str, Any]]:
-    """``app`` with the body guard, and the options that install the connection guard in uvicorn."""
-    return SlowBodyGuard(app), {"http": guarded_protocol()}
+    """``app`` with the body guard, and the options that install the connection guard in uvicorn.
+
+    No WebSocket support (sshcontrol serves none): an upgraded connection would leave the
+    guarded protocol, its deadlines and its place in the count behind.
+    """
+    return SlowBodyGuard(app), {"http": guarded_protocol(), "ws": "none"}
