@@ -19,7 +19,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from audit import writelock, writer
 from audit.models import AuditEvent
-from hosts.access import access_for
+from hosts import sudo_rule
+from hosts.access import ClientAccess, access_for
 from hosts.inventory import HostDisabled, HostNotFound, get_enabled_host
 from hosts.models import Host
 from hosts.policy import Decision
@@ -152,6 +153,28 @@ def resolve(session_id: str | None, host_name: str | None, client_id: int | None
         return Target(host, None, str(exc), Status.DENIED)
 
 
+def unavailable(host_name: str, client_name: str) -> str:
+    """The one answer for a host the client may not see, whether registered or not.
+
+    An unregistered host and one registered but not granted must read the same, byte for
+    byte, or a client could probe the inventory; the audit row keeps the true reason.
+    """
+    return (
+        f"host '{host_name}' is not available to client '{client_name}' "
+        "(not registered, or not granted to it); ssh_list_hosts shows yours"
+    )
+
+
+def hidden_reason(access: ClientAccess, host_name: str, host: Host | None) -> str:
+    """For the audit row: why ``host_name`` is unavailable to the client ("" when it is available)."""
+    if host is None:
+        return f"no host named {host_name!r} is registered"
+    if not access.grants_for(host):
+        state = "registered" if host.enabled else "registered (and disabled)"
+        return f"host '{host.name}' is {state} but no grant of client '{access.name}' covers it"
+    return ""
+
+
 def unreachable_reason(row: SessionRow) -> str:
     """Why this process cannot use a session another embedded process holds ("" when it can)."""
     if row.worker == current_worker() or not row.worker.startswith(EMBEDDED_PREFIX):
@@ -229,12 +252,17 @@ class HostCall:
     details: dict[str, Any] = field(default_factory=dict)
     # For commands: the policy's verdict ("allow" or "approve" once begin has passed).
     decision: Decision | None = None
+    # The true reason of a refusal whose message hides it from the client (for the audit row).
+    audit_error: str = ""
 
     def begin(self) -> None:
+        by_host_name = bool(self.host_name) and not self.session_id
         target = resolve(self.session_id, self.host_name, self.caller.client_id)
         self.host = target.host
         self.session_id = target.session_id
         problem, status = target.problem, target.problem_status
+        if by_host_name and self.caller.client_id is not None:
+            problem, status = self.hide_unavailable(target, problem, status)
         if not problem and target.host is not None:
             problem, status = self.authorize(target.host), Status.DENIED
         if target.host is None and self.host_name:
@@ -251,7 +279,22 @@ class HostCall:
             **self.audit_fields,
         )
         if problem:
-            self.fail(problem, status)
+            self.fail(problem, status, audit_error=self.audit_error)
+
+    def hide_unavailable(self, target: Target, problem: str, status: str) -> tuple[str, str]:
+        """A host-named call: refuse an unregistered and an ungranted host with the same words.
+
+        The client's own state comes first, so a disabled client learns nothing about hosts either.
+        """
+        assert self.caller.client_id is not None and self.host_name is not None
+        access = access_for(self.caller.client_id)
+        if access.problem:
+            return access.problem, Status.DENIED
+        reason = hidden_reason(access, self.host_name, target.host)
+        if not reason:
+            return problem, status  # granted: the client may know it (and that it is disabled)
+        self.audit_error = reason
+        return unavailable(self.host_name, access.name), Status.DENIED
 
     def authorize(self, host: Host) -> str:
         """Why the caller may not make this call on ``host`` ("" when it may).
@@ -267,11 +310,16 @@ class HostCall:
             return ""  # closing one's own session is always allowed
         who = f"client '{access.name}'"
         if not access.grants_for(host):
-            return f"{who} has no grant for host '{host.name}'; ask an administrator for one"
+            self.audit_error = hidden_reason(access, host.name, host)
+            return unavailable(host.name, access.name)
         if self.permission == "execute":
             self.decision = access.command(host, self.audit_fields.get("command", ""), self.sudo)
             if self.decision.verdict == "deny":
                 return self.decision.reason
+            if self.sudo:
+                exposed = self.sudo_exposure(host)
+                if exposed:
+                    return exposed
         elif self.permission == "read" and not access.can_read(host):
             return f"{who} may not read files on host '{host.name}'"
         elif self.permission == "write" and not access.can_write(host):
@@ -284,12 +332,32 @@ class HostCall:
             return str(exc)
         return ""
 
-    def fail(self, message: str, status: str = Status.ERROR, **fields: Any) -> NoReturn:
-        """Complete the audit row as failed and stop the tool with a one-line error."""
+    def sudo_exposure(self, host: Host) -> str:
+        """Why the sudo password rule refuses sudo on ``host`` ("" when it allows it).
+
+        Checked on every sudo call (and again when an approved one runs): a grant changed
+        since is taken into account. Without a sudo password there is nothing to expose.
+        """
+        credential = host.credential
+        if credential is None or not credential.has_sudo_password:
+            return ""
+        exposures = sudo_rule.exposures_for_host(host.pk)
+        if not exposures:
+            return ""
+        self.details["sudo_exposed_to"] = [e.describe() for e in exposures]
+        return sudo_rule.refusal(host.name, exposures)
+
+    def fail(
+        self, message: str, status: str = Status.ERROR, *, audit_error: str = "", **fields: Any
+    ) -> NoReturn:
+        """Complete the audit row as failed and stop the tool with a one-line error.
+
+        ``audit_error`` is recorded instead of ``message`` where the message hides the reason.
+        """
         writer.complete(
             self.event_id,
             status=status,
-            error=message,
+            error=audit_error or message,
             session_id=self.session_id,
             details=self.details,
             **fields,

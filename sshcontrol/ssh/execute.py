@@ -82,13 +82,36 @@ def remote_command(request: ExecRequest) -> str:
     if request.working_directory:
         parts.append(f"cd -- {shlex.quote(request.working_directory)} || exit 126")
     if request.sudo:
-        # -S reads the password from stdin (never argv, which `ps` shows); -p '' prints no
-        # prompt into the output; -k ignores a cached sudo timestamp, so sudo always reads
-        # the password line instead of leaving it on the command's stdin.
-        parts.append(f"sudo -S -k -p '' -- sh -c {shlex.quote(request.command)}")
+        parts.append(sudo_command(request.command))
     else:
         parts.append(f"eval {shlex.quote(request.command)}")
     return "; ".join(parts)
+
+
+# Where sudo is looked for: directories only root can write, never the account's own PATH.
+SUDO_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def sudo_command(command: str) -> str:
+    """How the account's shell starts sudo: as directly as a shell allows.
+
+    -S reads the password from stdin (never argv, which `ps` shows); -p '' prints no prompt
+    into the output; -k ignores a cached sudo timestamp, so sudo always reads the password
+    line instead of leaving it on the command's stdin.
+
+    ``exec`` (a builtin: it never looks up functions, not even one named ``/usr/bin/env``)
+    replaces the shell with ``/usr/bin/env -i``, which clears the environment (``BASH_ENV``,
+    ``LD_PRELOAD``, ``PATH`` shims) and finds ``sudo`` on a fixed, root-owned search path.
+    This defeats a ``sudo`` function, a ``PATH`` shim and a function named after sudo's
+    path, but not code that replaces ``exec`` itself or reads stdin in ``~/.bashrc``:
+    whoever can write the account's start-up files owns its shells. The real protection is
+    the rule in ``hosts.sudo_rule`` (no client lacking sudo may act as that account).
+    """
+    keep_locale = '${LANG:+"LANG=$LANG"} ${LC_ALL:+"LC_ALL=$LC_ALL"}'
+    return (
+        f"exec /usr/bin/env -i PATH={SUDO_SEARCH_PATH} {keep_locale} "
+        f"sudo -S -k -p '' -- /bin/sh -c {shlex.quote(command)}"
+    )
 
 
 class _Capture:
