@@ -162,12 +162,16 @@ def find_exposures(facts: Facts, target: AccountHost) -> list[Exposure]:
     return found
 
 
-def exposed_sudo_hosts(facts: Facts) -> list[tuple[AccountHost, list[str], list[Exposure]]]:
+# A host whose sudo calls the rule refuses, the clients with sudo there, and who could capture it.
+ExposedHost = tuple[AccountHost, list[str], list[Exposure]]
+
+
+def exposed_sudo_hosts(facts: Facts) -> list[ExposedHost]:
     """Every enabled host whose sudo password some client may use while others could capture it.
 
     Each entry: the host, the clients with sudo there, and the exposures.
     """
-    out = []
+    out: list[ExposedHost] = []
     for host in facts.hosts:
         if not host.enabled or not host.has_sudo_password:
             continue
@@ -275,12 +279,11 @@ def refusal(host_name: str, exposures: Sequence[Exposure]) -> str:
     )
 
 
-def warning_lines(entries: Iterable[tuple[AccountHost, list[str], list[Exposure]]]) -> list[str]:
+def warning_lines(entries: Iterable[ExposedHost]) -> list[str]:
     """One line per exposed host, naming everyone involved (for admins only)."""
     return [
-        f"The sudo password of credential '{host.credential_name}' on host '{host.name}' "
-        f"(account {host.account_text}) is refused for {', '.join(repr(u) for u in users)}: "
-        + "; ".join(e.describe() for e in exposures)
-        + "."
+        f"sudo on host '{host.name}' is refused (for {', '.join(repr(u) for u in users)}): the sudo "
+        f"password of credential '{host.credential_name}' would be exposed in account {host.account_text}, "
+        "where " + "; ".join(e.describe() for e in exposures) + "."
         for host, users, exposures in entries
     ]

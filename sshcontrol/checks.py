@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.db import DatabaseError, transaction
 
 from sshcontrol import filemodes
 
@@ -60,4 +62,32 @@ def check_private_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             hint=f"Run: {filemodes.fix_command(found)}",
             id="sshcontrol.E040",
         )
+    ]
+
+
+@register()
+def check_sudo_passwords(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """sshcontrol.W020: a sudo password some client may use while a client without sudo could capture it.
+
+    Reads the inventory, so it is skipped while the database is missing or not yet migrated.
+    """
+    if databases is not None and "default" not in databases:
+        return []
+    if settings.EMBEDDED_DATABASE and not Path(settings.DATABASES["default"]["NAME"]).exists():
+        return []  # nothing registered yet, and connecting would create the file
+    from hosts import sudo_rule
+
+    try:
+        with transaction.atomic():
+            entries = sudo_rule.exposed_sudo_hosts(sudo_rule.load_facts())
+    except DatabaseError:
+        return []
+    return [
+        Warning(
+            line,
+            hint="Give those clients sudo there, take away their execute and write permissions on that "
+            "account, or use a separate login account for sudo; see " + sudo_rule.DOC_POINTER + ".",
+            id=sudo_rule.CHECK_ID,
+        )
+        for line in sudo_rule.warning_lines(entries)
     ]

@@ -22,6 +22,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from hosts.admin import sudo_warnings
 from hosts.admin.base import InventoryAdmin, csrf_protect_m, sensitive_post_parameters_m
 from hosts.forms import (
     CredentialAddForm,
@@ -113,6 +114,7 @@ class CredentialAdmin(InventoryAdmin[Credential]):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        sudo_warnings.warn_on_page(request, "credential", object_id)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[URLPattern]:

@@ -18,6 +18,7 @@ from django.urls import reverse
 
 from hosts import approvals
 from hosts.access_models import CommandRule, Grant
+from hosts.admin import sudo_warnings
 from hosts.admin.base import InventoryAdmin
 from hosts.admin.client import without_add_popup
 from hosts.forms import TagListField
@@ -134,6 +135,21 @@ class GrantAdmin(InventoryAdmin[Grant]):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
         for grant in queryset:
             self.delete_model(request, grant)
+
+    def response_change(self, request: HttpRequest, obj: Grant) -> HttpResponse:
+        response = super().response_change(request, obj)
+        sudo_warnings.warn_after_save(request, response, "grant", obj.pk)
+        return response
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        sudo_warnings.warn_on_page(request, "grant", object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Hosts")
     def scope(self, obj: Grant) -> str:

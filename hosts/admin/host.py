@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from hosts import hostkeys
+from hosts.admin import sudo_warnings
 from hosts.admin.base import KEY_STATE_LABELS, InventoryAdmin, admin_url, csrf_protect_m, state_badge
 from hosts.forms import HostForm, ImportHostsForm
 from hosts.importers import MAX_SOURCE_BYTES, InventoryError, decode_source
@@ -196,6 +197,28 @@ class HostAdmin(InventoryAdmin[Host]):
             .prefetch_related("host_keys")
             .annotate(open_sessions=Count("sessions", filter=Q(sessions__state=SshSession.State.CONNECTED)))
         )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        sudo_warnings.warn_on_page(request, "host", object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def response_add(
+        self, request: HttpRequest, obj: Host, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        response = super().response_add(request, obj, post_url_continue)
+        sudo_warnings.warn_after_save(request, response, "host", obj.pk)
+        return response
+
+    def response_change(self, request: HttpRequest, obj: Host) -> HttpResponse:
+        response = super().response_change(request, obj)
+        sudo_warnings.warn_after_save(request, response, "host", obj.pk)
+        return response
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Host], search_term: str
