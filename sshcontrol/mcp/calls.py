@@ -294,7 +294,8 @@ class HostCall:
         if not reason:
             return problem, status  # granted: the client may know it (and that it is disabled)
         self.audit_error = reason
-        return unavailable(self.host_name, access.name), Status.DENIED
+        # The audit status stays true too: an unknown name is an error, an ungranted host a denial.
+        return unavailable(self.host_name, access.name), status if target.host is None else Status.DENIED
 
     def authorize(self, host: Host) -> str:
         """Why the caller may not make this call on ``host`` ("" when it may).

@@ -40,7 +40,6 @@ def test_it_runs_sudo_on_a_worker_and_keeps_clients_apart(
     host.credential.set_sudo_password(sshd.password)
     host.credential.save()
     admin_token = token_for("ops", host, can_sudo=True)
-    viewer_token = token_for("viewer", host, rules=(("deny", r"^rm\b"),))
 
     async def as_ops(client: Client) -> tuple[str, str]:
         result = await ok(client, "ssh_execute", host="h", command="id -u", sudo=True)
@@ -49,6 +48,9 @@ def test_it_runs_sudo_on_a_worker_and_keeps_clients_apart(
     session_id, stdout = run(as_ops, workers.broker_url, SSHCONTROL_CLIENT_TOKEN=admin_token)
     assert stdout == "0\n"
     assert SshSession.objects.get(session_id=session_id).worker in workers.names
+    # Granted only now: while a client without sudo can run commands as the account, the sudo
+    # password rule refuses sudo there (checked at the end; see tests/mcp/test_sudo_capture.py).
+    viewer_token = token_for("viewer", host, rules=(("deny", r"^rm\b"),))
 
     async def as_viewer(client: Client) -> tuple[str, str, str]:
         theirs = await client.call_tool("ssh_execute", {"session_id": session_id, "command": "id"})
@@ -59,12 +61,20 @@ def test_it_runs_sudo_on_a_worker_and_keeps_clients_apart(
     theirs, sudo, denied = run(as_viewer, workers.broker_url, SSHCONTROL_CLIENT_TOKEN=viewer_token)
     assert f"unknown session_id '{session_id}'" in theirs
     assert "may not use sudo" in sudo and "denied by rule" in denied
+
+    async def as_ops_again(client: Client) -> str:
+        result = await client.call_tool("ssh_execute", {"host": "h", "command": "id -u", "sudo": True})
+        return result.content[0].text  # type: ignore[union-attr]
+
+    refused = run(as_ops_again, workers.broker_url, SSHCONTROL_CLIENT_TOKEN=admin_token)
+    assert "sudo is refused on host 'h'" in refused
     rows = AuditEvent.objects.order_by("id")
     assert [(r.client, r.status) for r in rows] == [
         ("ops", "ok"),
         ("viewer", "error"),
         ("viewer", "denied"),
         ("viewer", "denied"),
+        ("ops", "denied"),
     ]
     assert sshd.password not in "".join(r.stdout + r.stderr + str(r.details) for r in rows)
 

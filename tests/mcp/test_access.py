@@ -57,7 +57,9 @@ def test_it_gives_a_group_grant_to_every_client_in_the_group(as_client: AsClient
     McpClient.objects.get(name="member").groups.add(team)
     assert [h["name"] for h in member.ok("ssh_list_hosts")["hosts"]] == ["web1"]
     assert member.ok("ssh_execute", host="web1", command="echo team")["stdout"] == "team\n"
-    assert "no grant for host 'web1'" in outsider.error("ssh_execute", host="web1", command="id")
+    assert "host 'web1' is not available to client 'outsider'" in outsider.error(
+        "ssh_execute", host="web1", command="id"
+    )
 
 
 def test_it_shows_a_client_without_grants_nothing_and_denies_it_everything(
@@ -67,7 +69,7 @@ def test_it_shows_a_client_without_grants_nothing_and_denies_it_everything(
     agent = as_client("agent", grant=False)
     assert agent.ok("ssh_list_hosts")["hosts"] == []
     message = agent.error("ssh_execute", host="web1", command="id")
-    assert "client 'agent' has no grant for host 'web1'" in message
+    assert "host 'web1' is not available to client 'agent'" in message
     event = last_event("agent")
     assert (event.status, event.tool, event.host_name, event.command) == (
         "denied",
@@ -84,7 +86,7 @@ def test_it_lets_a_client_see_and_use_only_its_granted_hosts(as_client: AsClient
     assert [h["name"] for h in by_host.ok("ssh_list_hosts")["hosts"]] == ["web1"]
     assert [h["name"] for h in by_tag.ok("ssh_list_hosts")["hosts"]] == ["db1"]
     assert by_tag.ok("ssh_execute", host="db1", command="true")["exit_status"] == 0
-    assert "no grant for host 'web1'" in by_tag.error("ssh_connect", host="web1")
+    assert "host 'web1' is not available to client 'by-tag'" in by_tag.error("ssh_connect", host="web1")
     assert db.pk and Grant.objects.count() == 2
 
 

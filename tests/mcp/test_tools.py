@@ -70,7 +70,7 @@ def test_it_authenticates_with_every_credential_kind(mcp: McpHarness, make_host,
 def test_it_refuses_unknown_and_disabled_hosts_with_an_audit_row(mcp: McpHarness, make_host) -> None:
     make_host("off", enabled=False)
     message = mcp.error("ssh_execute", host="nope", command="true")
-    assert "no host named 'nope'" in message
+    assert "host 'nope' is not available to client 'local-" in message
     message = mcp.error("ssh_execute", host="off", command="true")
     assert "disabled" in message
     unknown = AuditEvent.objects.get(details__host_requested="nope")
