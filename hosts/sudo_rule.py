@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from django.db.models import Prefetch
 
@@ -182,6 +183,30 @@ def exposed_sudo_hosts(facts: Facts) -> list[ExposedHost]:
         if exposures:
             out.append((host, users, exposures))
     return out
+
+
+Scope = Literal["host", "credential", "grant"]
+
+
+def involving(facts: Facts, scope: Scope, object_id: int) -> list[ExposedHost]:
+    """The exposed hosts a host, credential or grant takes part in (for its admin page).
+
+    A host: it is the exposed one or the one a client acts through. A credential: it is the
+    exposed host's. A grant: it gives the power to capture, or sudo on the exposed host.
+    """
+    grant = next((g for g in facts.grants if g.id == object_id), None)
+    page_host = facts.host(object_id)
+
+    def takes_part(entry: ExposedHost) -> bool:
+        host, _users, exposures = entry
+        if scope == "host":
+            return page_host is not None and page_host.name in {host.name} | {e.via_host for e in exposures}
+        if scope == "credential":
+            return host.credential_id == object_id
+        exposing = {g for e in exposures for g in e.grant_ids}
+        return object_id in exposing or (grant is not None and grant.sudo and grant.covers(host))
+
+    return [e for e in exposed_sudo_hosts(facts) if takes_part(e)]
 
 
 # -- loading the facts -----------------------------------------------------------------------

@@ -8,26 +8,12 @@ uses it). ``hosts.sudo_rule`` explains the rule.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from hosts import sudo_rule
 
-Scope = Literal["host", "credential", "grant"]
-
-
-def _involves(facts: sudo_rule.Facts, entry: sudo_rule.ExposedHost, scope: Scope, object_id: int) -> bool:
-    host, _users, exposures = entry
-    if scope == "host":
-        page_host = facts.host(object_id)
-        return page_host is not None and page_host.name in {host.name} | {e.via_host for e in exposures}
-    if scope == "credential":
-        return host.credential_id == object_id
-    exposing = {g for e in exposures for g in e.grant_ids}
-    grant = next((g for g in facts.grants if g.id == object_id), None)
-    return object_id in exposing or (grant is not None and grant.sudo and grant.covers(host))
+Scope = sudo_rule.Scope
 
 
 def warn(request: HttpRequest, scope: Scope, object_id: object) -> None:
@@ -36,9 +22,7 @@ def warn(request: HttpRequest, scope: Scope, object_id: object) -> None:
         pk = int(str(object_id))
     except ValueError:
         return
-    facts = sudo_rule.load_facts()
-    entries = [e for e in sudo_rule.exposed_sudo_hosts(facts) if _involves(facts, e, scope, pk)]
-    for line in sudo_rule.warning_lines(entries):
+    for line in sudo_rule.warning_lines(sudo_rule.involving(sudo_rule.load_facts(), scope, pk)):
         messages.warning(request, f"{line} See {sudo_rule.DOC_POINTER}.")
 
 

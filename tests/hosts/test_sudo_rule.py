@@ -8,9 +8,11 @@ executes still can.
 
 from __future__ import annotations
 
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from hosts import sudo_rule
@@ -163,3 +165,17 @@ def test_it_tells_the_caller_how_many_but_not_who() -> None:
     message = sudo_rule.refusal("web1", sudo_rule.exposures_for_host(web.pk))
     assert "2 other clients without sudo" in message and "app@10.0.0.1:22" in message
     assert "secret-agent-name" not in message and sudo_rule.CHECK_ID in message
+
+
+def test_it_warns_when_the_clients_command_grants_what_could_capture_a_password() -> None:
+    sudo_host()
+    grant(client("admin"), list(Host.objects.filter(name="web1")), can_sudo=True)
+    client("reader")
+    out, err = StringIO(), StringIO()
+    call_command("clients", "grant", "reader", "--host", "web1", "--read-files", stdout=out, stderr=err)
+    reader = Grant.objects.get(client__name="reader")
+    assert "Warning: sudo on host 'web1' is refused (for 'admin'): " in err.getvalue()
+    assert f"client 'reader' can run commands without sudo (grant #{reader.pk})" in err.getvalue()
+    out, err = StringIO(), StringIO()
+    call_command("clients", "grant", "reader", "--host", "web1", "--no-execute", stdout=out, stderr=err)
+    assert "Warning" not in err.getvalue()  # a grant that takes no part says nothing, though web1 is exposed

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from hosts import sudo_rule
 from hosts.access_models import ClientGroup, CommandRule, Grant, McpClient
 from hosts.clients import IssuedToken, create_client, issue_token, revoke
 from hosts.models import Host
@@ -253,6 +254,8 @@ class Command(BaseCommand):
         )
         for rule in rules:
             self.stdout.write(f"  {rule.get_action_display().lower()}: {rule.pattern}")
+        for line in sudo_rule.warning_lines(sudo_rule.involving(sudo_rule.load_facts(), "grant", grant.pk)):
+            self.stderr.write(f"Warning: {line} See {sudo_rule.DOC_POINTER}.")
 
     # -- helpers -----------------------------------------------------------------------
 
