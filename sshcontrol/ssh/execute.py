@@ -106,11 +106,13 @@ def sudo_command(command: str) -> str:
     path, but not code that replaces ``exec`` itself or reads stdin in ``~/.bashrc``:
     whoever can write the account's start-up files owns its shells. The real protection is
     the rule in ``hosts.sudo_rule`` (no client lacking sudo may act as that account).
+
+    Nothing here is bash- or even POSIX-specific (no ``${...}`` expansions), so a csh login
+    shell runs it too. The command gets sudo's own environment (its env_reset, and the
+    system locale where sudo's PAM stack reads it, as Debian's and Ubuntu's do).
     """
-    keep_locale = '${LANG:+"LANG=$LANG"} ${LC_ALL:+"LC_ALL=$LC_ALL"}'
     return (
-        f"exec /usr/bin/env -i PATH={SUDO_SEARCH_PATH} {keep_locale} "
-        f"sudo -S -k -p '' -- /bin/sh -c {shlex.quote(command)}"
+        f"exec /usr/bin/env -i PATH={SUDO_SEARCH_PATH} sudo -S -k -p '' -- /bin/sh -c {shlex.quote(command)}"
     )
 
 
