@@ -13,6 +13,7 @@ died from a signal reports ``exit_status=None`` and ``signal="KILL"`` (or whiche
 
 from __future__ import annotations
 
+import math
 import re
 import select
 import shlex
@@ -82,7 +83,7 @@ def remote_command(request: ExecRequest) -> str:
     if request.working_directory:
         parts.append(f"cd -- {shlex.quote(request.working_directory)} || exit 126")
     if request.sudo:
-        parts.append(sudo_command(request.command))
+        parts.append(sudo_command(request.command, request.timeout))
     else:
         parts.append(f"eval {shlex.quote(request.command)}")
     return "; ".join(parts)
@@ -90,9 +91,16 @@ def remote_command(request: ExecRequest) -> str:
 
 # Where sudo is looked for: directories only root can write, never the account's own PATH.
 SUDO_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What root's shell runs ($0 is the command): under `timeout` (its own process group, which it
+# signals whole when sudo relays our TERM) if there is one; KILL 5 s after TERM.
+_ROOT_SIDE_LIMIT = (
+    'command -v timeout >/dev/null 2>&1 && exec timeout -k 5 {seconds} /bin/sh -c "$0"; exec /bin/sh -c "$0"'
+)
+# Root's own deadline comes this long after ours, so our kill (with its exit signal) comes first.
+_ROOT_SIDE_GRACE = 5
 
 
-def sudo_command(command: str) -> str:
+def sudo_command(command: str, timeout: float) -> str:
     """How the account's shell starts sudo: as directly as a shell allows.
 
     -S reads the password from stdin (never argv, which `ps` shows); -p '' prints no prompt
@@ -107,12 +115,20 @@ def sudo_command(command: str) -> str:
     whoever can write the account's start-up files owns its shells. The real protection is
     the rule in ``hosts.sudo_rule`` (no client lacking sudo may act as that account).
 
-    Nothing here is bash- or even POSIX-specific (no ``${...}`` expansions), so a csh login
-    shell runs it too. The command gets sudo's own environment (its env_reset, and the
+    Nothing the login shell parses is bash- or even POSIX-specific (no ``${...}``), so a csh
+    login shell runs it too. The command gets sudo's own environment (its env_reset, and the
     system locale where sudo's PAM stack reads it, as Debian's and Ubuntu's do).
+
+    As root, the command runs under ``timeout`` where the host has it: the process group
+    kill that ends a timed-out or cancelled command cannot reach root's processes, but it
+    reaches sudo, which relays the signal to ``timeout``, which signals its whole group; and
+    ``timeout`` itself ends the command shortly after the deadline should that be lost too.
+    The command text travels as ``$0`` of the root shell, so it is quoted once, as ever.
     """
+    as_root = _ROOT_SIDE_LIMIT.format(seconds=math.ceil(max(timeout, 0.0)) + _ROOT_SIDE_GRACE)
     return (
-        f"exec /usr/bin/env -i PATH={SUDO_SEARCH_PATH} sudo -S -k -p '' -- /bin/sh -c {shlex.quote(command)}"
+        f"exec /usr/bin/env -i PATH={SUDO_SEARCH_PATH} sudo -S -k -p '' -- "
+        f"/bin/sh -c {shlex.quote(as_root)} {shlex.quote(command)}"
     )
 
 

@@ -1,0 +1,74 @@
+"""A sudo command that times out or is cancelled leaves no root process behind (real sshd, real sudo).
+
+The process group kill that stops an ordinary command cannot signal root's processes; under
+sudo the command runs beneath `timeout`, to which sudo relays the signal.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from hosts.models import Host
+from tests.mcp.conftest import McpHarness
+from tests.sshd import SshServer
+
+pytestmark = [pytest.mark.sshd]
+
+AsClient = Callable[..., McpHarness]
+
+
+def root_processes(marker: str) -> list[str]:
+    """Root's processes running exactly ``marker`` (not sudo or a shell whose arguments contain it)."""
+    found = subprocess.run(
+        ["pgrep", "-u", "root", "-f", f"^{marker}$"], capture_output=True, text=True, check=False
+    )
+    return found.stdout.split()
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A sleep length no other process uses; whatever is left with it is killed afterwards."""
+    value = f"3{secrets.randbelow(10**6)}.{secrets.randbelow(10**6)}"
+    yield f"sleep {value}"
+    for pid in root_processes(f"sleep {value}"):
+        subprocess.run(["kill", "-KILL", pid], check=False)
+
+
+@pytest.fixture
+def sudo_agent(
+    as_client: AsClient, make_host: Callable[..., Host], sshd: SshServer, sudoers: None
+) -> McpHarness:
+    web = make_host("web1")
+    assert web.credential is not None
+    web.credential.set_sudo_password(sshd.password)
+    web.credential.save()
+    return as_client("agent", hosts=[web], can_sudo=True)
+
+
+def test_it_leaves_no_root_process_after_a_sudo_timeout(sudo_agent: McpHarness, marker: str) -> None:
+    result = sudo_agent.ok("ssh_execute", host="web1", command=f"{marker}; echo done", sudo=True, timeout=2)
+    assert result["timed_out"] and result["exit_status"] is None and "done" not in result["stdout"]
+    assert wait_until(lambda: not root_processes(marker)), root_processes(marker)
+
+
+def test_it_leaves_no_root_process_after_a_cancelled_sudo_call(sudo_agent: McpHarness, marker: str) -> None:
+    call = sudo_agent.submit(
+        "ssh_execute", host="web1", command=f"{marker}; echo done", sudo=True, timeout=60
+    )
+    assert wait_until(lambda: bool(root_processes(marker))), "the command never started as root"
+    call.cancel()
+    assert wait_until(lambda: not root_processes(marker)), root_processes(marker)
