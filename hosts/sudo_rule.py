@@ -16,7 +16,7 @@ counts. Only enabled grants of clients that may act now count; a client that pla
 before it lost its grants is not seen (see docs/security.md).
 
 The evaluation (``find_exposures``) is a pure function over plain facts, loaded from the
-database in two or three queries by ``load_facts``; callers: ``sshcontrol.mcp.calls`` (refuses
+database in five queries by ``load_facts``; callers: ``sshcontrol.mcp.calls`` (refuses
 the call), ``sshcontrol.checks`` (``sshcontrol check``) and the host, credential and grant
 admin pages (warnings).
 """
