@@ -8,8 +8,9 @@ can simply read stdin before the command runs. No way of invoking sudo survives 
 password is exposed to everyone who can execute or write as the account.
 
 The rule therefore is: a sudo password is used on a host only when no client lacking sudo can
-run commands (any execute grant, read-only included: allow rules over shell text are not a
-boundary) or upload files (a write grant that is not read-only) as the same remote account.
+run commands (any execute grant, read-only included: their commands run as the very account,
+and the secret should not rest on a classifier of command text) or upload files (a write
+grant that is not read-only) as the same remote account.
 The same account is reached through every host that uses the same credential, or has the same
 address (case-insensitively), port and login name; a client lacking sudo on one of those hosts
 counts. Only enabled grants of clients that may act now count; a client that planted code
@@ -129,7 +130,7 @@ def sudo_clients(facts: Facts, host: AccountHost) -> list[str]:
 
 
 def find_exposures(facts: Facts, target: AccountHost) -> list[Exposure]:
-    """Who could capture the sudo password sent to ``target``'s account ("" list: nobody).
+    """Who could capture the sudo password sent to ``target``'s account (an empty list: nobody).
 
     For every host of the same account (``target`` included, disabled ones skipped) and every
     client with a grant there that runs commands or writes files: an exposure unless one of

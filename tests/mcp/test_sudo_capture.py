@@ -192,12 +192,15 @@ def test_it_refuses_sudo_where_a_writer_through_another_host_entry_planted_a_pat
     assert_not_recoverable(remote_home, outputs)
 
 
-def test_it_refuses_sudo_where_a_read_only_client_defined_a_function_for_sudos_path(
+def test_it_refuses_sudo_where_an_allow_listed_client_defined_a_function_for_sudos_path(
     as_client: AsClient, make_host: Callable[..., Host], remote_home: Path
 ) -> None:
-    """A read-only grant still runs commands: its allow-list lets `tee` write the start-up file."""
+    """An execute grant limited to an allow-list still runs commands: `tee` writes the start-up file.
+
+    (A read-only grant refuses `tee`; it still counts for the rule: tests/hosts/test_sudo_rule.py.)
+    """
     web = sudo_host(make_host)
-    attacker = as_client("attacker", hosts=[web], read_only=True, rules=[("allow", r"(cat|tee)( .*)?")])
+    attacker = as_client("attacker", hosts=[web], rules=[("allow", r"(cat|tee)( .*)?")])
     victim = as_client("victim", hosts=[web], can_sudo=True)
     outputs: list[Any] = []
     outputs.append(
