@@ -21,8 +21,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from audit import chain, export
+from audit import chain, export, filters
 from audit.models import AuditAnchor, AuditEvent
+from sshcontrol.visible import visible_html
 
 # Readable on the admin's light and dark themes alike.
 _STATUS_COLORS: dict[str, str] = {
@@ -44,7 +45,8 @@ TIMELINE_SPAN = 10
 
 
 def _pre(text: str) -> SafeString | str:
-    return format_html('<pre style="{}">{}</pre>', _PRE_STYLE, text) if text else "-"
+    # Commands and output alike: hidden characters (bidi controls and the like) shown visibly.
+    return format_html('<pre style="{}">{}</pre>', _PRE_STYLE, visible_html(text)) if text else "-"
 
 
 def _output(text: str, truncated: bool, size: int | None) -> SafeString | str:
@@ -89,7 +91,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         "exit_status",
         "duration",
     )
-    list_filter = ("status", "tool", "host_name", "client", "started_at")
+    list_filter = (filters.StatusFilter, "tool", filters.HostNameFilter, "client", "started_at")
     search_fields = ("command", "host_name", "client", "actor", "session_id", "request_id")
     date_hierarchy = "started_at"
     show_facets = admin.ShowFacets.ALWAYS
@@ -126,6 +128,9 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         "approval_link",
         "file_size_display",
     )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
+        return filters.with_approval_state(super().get_queryset(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -213,8 +218,8 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         return obj.started_at.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M:%S")
 
     @admin.display(description="Command", ordering="command")
-    def short_command(self, obj: AuditEvent) -> str:
-        return short_command(obj.command)
+    def short_command(self, obj: AuditEvent) -> SafeString:
+        return visible_html(short_command(obj.command))
 
     @admin.display(description="Duration", ordering="duration_ms")
     def duration(self, obj: AuditEvent) -> str:
@@ -222,8 +227,15 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
     @admin.display(description="Status", ordering="status")
     def colored_status(self, obj: AuditEvent) -> SafeString:
-        color = _STATUS_COLORS.get(obj.status, "inherit")
-        return format_html('<strong style="color: {}">{}</strong>', color, obj.get_status_display())
+        # The row stays "running" while its call waits for an admin: say what is true now.
+        status: str = obj.status
+        label = obj.get_status_display()
+        if filters.awaiting_approval(obj):
+            status, label = AuditEvent.Status.PENDING, str(AuditEvent.Status.PENDING.label)
+        elif status == AuditEvent.Status.PENDING:
+            label = filters.HELD_LABEL
+        color = _STATUS_COLORS.get(status, "inherit")
+        return format_html('<strong style="color: {}">{}</strong>', color, label)
 
     @admin.display(description="Command")
     def command_block(self, obj: AuditEvent) -> SafeString | str:

@@ -124,6 +124,22 @@ def replaced_by(key: HostKey) -> HostKey | None:
     )
 
 
+def also_offered(key: HostKey) -> bool:
+    """Whether ``key`` is pending beside a trusted key of another type and of none of its own.
+
+    Such a host connects with its trusted key; this one is merely also offered by the
+    server (a scan stores every type). Approving it is optional and nothing waits on it.
+    """
+    if key.state != HostKey.State.PENDING:
+        return False
+    trusted_types = set(
+        HostKey.objects.filter(host_id=key.host_id, state=HostKey.State.TRUSTED).values_list(
+            "key_type", flat=True
+        )
+    )
+    return bool(trusted_types) and key.key_type not in trusted_types
+
+
 def host_key_states() -> dict[int, str]:
     """Every host's key state (changed, trusted, pending; hosts without keys are absent), in one query."""
     rows: dict[int, list[tuple[str, str]]] = {}

@@ -16,14 +16,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+from django.db.models import Model
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import Truncator
 
 from audit.models import AuditEvent
 from hosts import approvals
-from hosts.models import HostKey
+from hosts.models import Host, HostKey, key_state_of
 from sshcontrol.models import SshSession
+from sshcontrol.visible import one_line
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,8 @@ class Dashboard:
     cards: tuple[Card, ...]
     key_alerts: tuple[HostKeyAlert, ...]
     chain: ChainStatus | None = None
+    # Whether the viewer sees the audit log's numbers (and so the "last 24 hours" line).
+    shows_audit: bool = True
     card_by_key: dict[str, Card] = field(default_factory=dict, compare=False)
 
     @property
@@ -118,7 +122,12 @@ def audit_url(since: datetime, **filters: str) -> str:
 
 
 def host_key_alerts() -> list[HostKeyAlert]:
-    """Hosts with a pending key, ``changed`` first: a pending key of a type that is already trusted."""
+    """Hosts whose connections are refused for their keys, ``changed`` first.
+
+    ``changed``: a pending key of a type that is already trusted (the server's key changed).
+    ``pending``: no trusted key at all yet. A host with a trusted key connects with it, so
+    the other key types a scan stored beside it are "also offered", not an alert.
+    """
     rows = (
         HostKey.objects.filter(host__host_keys__state=HostKey.State.PENDING)
         .exclude(state=HostKey.State.REVOKED)
@@ -131,14 +140,21 @@ def host_key_alerts() -> list[HostKeyAlert]:
         by_host.setdefault(host_id, (host_name, []))[1].append((key_type, state, fingerprint))
     alerts: list[HostKeyAlert] = []
     for host_id, (host_name, keys) in by_host.items():
-        trusted_types = {kt for kt, state, _ in keys if state == HostKey.State.TRUSTED}
-        pending = [(kt, fp) for kt, state, fp in keys if state == HostKey.State.PENDING]
-        changed = any(kt in trusted_types for kt, _ in pending)
+        state = key_state_of((key_state, key_type) for key_type, key_state, _ in keys)
+        if state not in ("changed", "pending"):
+            continue
+        trusted_types = {kt for kt, key_state, _ in keys if key_state == HostKey.State.TRUSTED}
+        # A changed host lists only the keys that replace a trusted one: those are its alarm.
+        pending = [
+            fp
+            for kt, key_state, fp in keys
+            if key_state == HostKey.State.PENDING and (state == "pending" or kt in trusted_types)
+        ]
         alerts.append(
             HostKeyAlert(
                 host_name=host_name,
-                state="changed" if changed else "pending",
-                fingerprints=tuple(fp for _, fp in pending),
+                state="changed" if state == "changed" else "pending",
+                fingerprints=tuple(pending),
                 host_url=reverse("admin:hosts_host_change", args=[host_id]),
                 keys_url=_changelist(
                     "admin:hosts_hostkey_changelist",
@@ -160,7 +176,7 @@ def pending_approvals(username: str) -> list[PendingApproval]:
             id=request.pk,
             client_name=request.client.name,
             host_name=request.host.name,
-            command=Truncator(" ".join(request.command.split())).chars(SHORT_COMMAND_LENGTH),
+            command=Truncator(one_line(request.command)).chars(SHORT_COMMAND_LENGTH),
             sudo=request.sudo,
             requested_at=request.requested_at,
             expires_at=request.expires_at,
@@ -207,68 +223,90 @@ def chain_status(loader: Callable[[], Any] | None = None) -> ChainStatus | None:
 
 def _key_hint(hosts: int, changed: int) -> str:
     if not hosts:
-        return "every key is decided"
-    text = f"on {hosts} host{'s' if hosts != 1 else ''}"
-    return f"{text}, {changed} CHANGED" if changed else text
+        return "every host with a key connects"
+    return f"{changed} with a CHANGED key" if changed else "waiting for a trusted key"
 
 
-def build(now: datetime | None = None, chain_loader: Callable[[], Any] | None = None) -> Dashboard:
-    """Compute the dashboard as of ``now`` (default: the current time)."""
+def _everything(model: type[Model]) -> bool:
+    return True
+
+
+def build(
+    now: datetime | None = None,
+    chain_loader: Callable[[], Any] | None = None,
+    may_view: Callable[[type[Model]], bool] = _everything,
+) -> Dashboard:
+    """Compute the dashboard as of ``now`` (default: the current time).
+
+    ``may_view(model)`` says whether the viewing admin may see rows of ``model``; each part
+    of the dashboard is computed and shown only when it may (``may_view_model`` for a user).
+    """
     now = now or timezone.now()
     since = now - WINDOW
-    recent = AuditEvent.objects.filter(started_at__gte=since)
-    commands = recent.filter(tool=COMMAND_TOOL).count()
-    failures = recent.filter(status=AuditEvent.Status.ERROR).count()
-    timeouts = recent.filter(status=AuditEvent.Status.TIMEOUT).count()
-    alerts = host_key_alerts()
-    changed = sum(1 for alert in alerts if alert.state == "changed")
-    pending_keys = sum(len(alert.fingerprints) for alert in alerts)
-    open_sessions = SshSession.objects.filter(state=SshSession.State.CONNECTED).count()
-    key_tone: Tone = "bad" if changed else "warning" if alerts else "good"
-    cards = (
-        Card(
-            key="commands",
-            label="Commands, last 24 h",
-            count=commands,
-            url=audit_url(since, tool__exact=COMMAND_TOOL),
-        ),
-        Card(
-            key="failures",
-            label="Failures, last 24 h",
-            count=failures,
-            url=audit_url(since, status__exact=AuditEvent.Status.ERROR),
-            tone="bad" if failures else "good",
-            hint="calls that ended in an error",
-        ),
-        Card(
-            key="timeouts",
-            label="Timeouts, last 24 h",
-            count=timeouts,
-            url=audit_url(since, status__exact=AuditEvent.Status.TIMEOUT),
-            tone="warning" if timeouts else "good",
-        ),
-        Card(
-            key="host_keys",
-            label="Pending or changed host keys",
-            count=pending_keys,
-            url=_changelist("admin:hosts_hostkey_changelist", {"state__exact": HostKey.State.PENDING}),
-            tone=key_tone,
-            hint=_key_hint(len(alerts), changed),
-        ),
-        Card(
-            key="sessions",
-            label="Open sessions",
-            count=open_sessions,
-            url=_changelist(
-                "admin:sshcontrol_sshsession_changelist", {"state__exact": SshSession.State.CONNECTED}
+    cards: list[Card] = []
+    show_audit = may_view(AuditEvent)
+    if show_audit:
+        recent = AuditEvent.objects.filter(started_at__gte=since)
+        commands = recent.filter(tool=COMMAND_TOOL).count()
+        failures = recent.filter(status=AuditEvent.Status.ERROR).count()
+        timeouts = recent.filter(status=AuditEvent.Status.TIMEOUT).count()
+        cards += [
+            Card(
+                key="commands",
+                label="Commands, last 24 h",
+                count=commands,
+                url=audit_url(since, tool__exact=COMMAND_TOOL),
             ),
-        ),
-    )
+            Card(
+                key="failures",
+                label="Failures, last 24 h",
+                count=failures,
+                url=audit_url(since, status__exact=AuditEvent.Status.ERROR),
+                tone="bad" if failures else "good",
+                hint="calls that ended in an error",
+            ),
+            Card(
+                key="timeouts",
+                label="Timeouts, last 24 h",
+                count=timeouts,
+                url=audit_url(since, status__exact=AuditEvent.Status.TIMEOUT),
+                tone="warning" if timeouts else "good",
+            ),
+        ]
+    alerts: list[HostKeyAlert] = []
+    # Host names and fingerprints: both models' rows.
+    if may_view(HostKey) and may_view(Host):
+        alerts = host_key_alerts()
+        changed = sum(1 for alert in alerts if alert.state == "changed")
+        key_tone: Tone = "bad" if changed else "warning" if alerts else "good"
+        cards.append(
+            Card(
+                key="host_keys",
+                label="Hosts refused for their key",
+                count=len(alerts),
+                url=_changelist("admin:hosts_host_changelist", {"key_state": "refused"}),
+                tone=key_tone,
+                hint=_key_hint(len(alerts), changed),
+            )
+        )
+    if may_view(SshSession):
+        open_sessions = SshSession.objects.filter(state=SshSession.State.CONNECTED).count()
+        cards.append(
+            Card(
+                key="sessions",
+                label="Open sessions",
+                count=open_sessions,
+                url=_changelist(
+                    "admin:sshcontrol_sshsession_changelist", {"state__exact": SshSession.State.CONNECTED}
+                ),
+            )
+        )
     return Dashboard(
         now=now,
         since=since,
-        cards=cards,
+        cards=tuple(cards),
         key_alerts=tuple(alerts),
-        chain=chain_status(chain_loader),
+        chain=chain_status(chain_loader) if show_audit else None,
         card_by_key={card.key: card for card in cards},
+        shows_audit=show_audit,
     )

@@ -205,6 +205,12 @@ APPROVAL_EXPIRY_SECONDS = _guard(
 ALLOW_ADHOC_CONNECT = _guard(
     "sshcontrol.E018", lambda: envbool("SSHCONTROL_ALLOW_ADHOC_CONNECT", False), False
 )
+# Commands with invisible, reordering or control characters (bidi controls, zero-width
+# characters, unusual spaces; sshcontrol.visible) are refused unless this is on: an admin
+# reading such a command may see something other than what runs.
+ALLOW_INVISIBLE_CHARACTERS = _guard(
+    "sshcontrol.E030", lambda: envbool("SSHCONTROL_ALLOW_INVISIBLE_CHARACTERS", False), False
+)
 # Streamable HTTP transport: Host headers and Origins accepted (DNS-rebinding protection),
 # and the largest request body read.
 MCP_ALLOWED_HOSTS = envlist("SSHCONTROL_MCP_ALLOWED_HOSTS", "127.0.0.1:*,localhost:*,[::1]:*")

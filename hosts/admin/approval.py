@@ -22,6 +22,7 @@ from django.utils.safestring import SafeString
 from hosts import approvals
 from hosts.access_models import ApprovalRequest
 from hosts.admin.base import InventoryAdmin, admin_url, csrf_protect_m, state_badge
+from sshcontrol.visible import one_line, visible_html
 
 SHORT_COMMAND_LENGTH = 80
 MAX_COMMENT_LENGTH = 2000
@@ -39,7 +40,7 @@ _STATE_COLORS = {
 
 def short_command(command: str, length: int = SHORT_COMMAND_LENGTH) -> str:
     """One line of at most ``length`` characters: a list cell or a band, not the whole script."""
-    line = " ".join(command.split())
+    line = one_line(command)
     return line if len(line) <= length else line[: length - 1] + "…"
 
 
@@ -198,7 +199,13 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
         self.log_change(request, decided, f"{verb}.")
         self.message_user(
             request,
-            f"{verb} request #{decided.pk}: {short_command(decided.command)} on {decided.host.name}.",
+            format_html(
+                "{} request #{}: {} on {}.",
+                verb,
+                decided.pk,
+                visible_html(short_command(decided.command)),
+                decided.host.name,
+            ),
             messages.SUCCESS if approve else messages.WARNING,
         )
         return back
@@ -212,14 +219,14 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
         )
 
     @admin.display(description="Command", ordering="command")
-    def command_short(self, obj: ApprovalRequest) -> str:
-        return short_command(obj.command)
+    def command_short(self, obj: ApprovalRequest) -> SafeString:
+        return visible_html(short_command(obj.command))
 
     @admin.display(description="Command")
     def command_display(self, obj: ApprovalRequest) -> SafeString:
         return format_html(
             '<pre style="white-space:pre-wrap;word-break:break-all;font-family:monospace;margin:0">{}</pre>',
-            obj.command,
+            visible_html(obj.command),
         )
 
     @admin.display(description="Stdin")

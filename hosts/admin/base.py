@@ -27,6 +27,7 @@ csrf_protect_m = method_decorator(csrf_protect)
 KEY_STATE_COLORS = {
     "trusted": "#2e7d32",
     "pending": "#ef6c00",
+    "offered": "#546e7a",
     "changed": "#c62828",
     "revoked": "#616161",
     "unknown": "#757575",
@@ -34,6 +35,7 @@ KEY_STATE_COLORS = {
 KEY_STATE_LABELS = {
     "changed": "CHANGED - new key pending",
     "pending": "pending approval",
+    "offered": "also offered",
     "trusted": "trusted",
     "unknown": "no key yet",
 }

@@ -45,6 +45,9 @@ class HostKeyInline(admin.TabularInline[HostKey, Host]):
 
     @admin.display(description="State")
     def state_badge(self, obj: HostKey) -> SafeString:
+        if hostkeys.also_offered(obj):
+            # The host connects with its trusted key; this type may be approved, nothing waits on it.
+            return state_badge("offered", KEY_STATE_LABELS["offered"])
         return state_badge(obj.state, obj.get_state_display())
 
 
@@ -79,13 +82,21 @@ class KeyStateFilter(admin.SimpleListFilter):
     parameter_name = "key_state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(state, KEY_STATE_LABELS[state]) for state in ("changed", "pending", "trusted", "unknown")]
+        return [
+            ("refused", "refused (changed or pending)"),
+            *((state, KEY_STATE_LABELS[state]) for state in ("changed", "pending", "trusted", "unknown")),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         wanted = self.value()
         if not wanted:
             return queryset
         states = hostkeys.host_key_states()
+        if wanted == "refused":
+            # What the index's host key card counts: hosts whose connections are refused.
+            return queryset.filter(
+                pk__in=[pk for pk, state in states.items() if state in ("changed", "pending")]
+            )
         if wanted == "unknown":
             return queryset.exclude(pk__in=[pk for pk, state in states.items() if state != "unknown"])
         return queryset.filter(pk__in=[pk for pk, state in states.items() if state == wanted])
@@ -314,9 +325,16 @@ class HostAdmin(InventoryAdmin[Host]):
                 self.message_user(request, f"{outcome.host.name}: {outcome.error}", messages.ERROR)
                 continue
             listing = format_html_join(
-                "; ", "{} <code>{}</code> ({})", ((k.key_type, k.fingerprint, k.state) for k in outcome.keys)
+                "; ",
+                "{} <code>{}</code> ({})",
+                (
+                    (k.key_type, k.fingerprint, "also offered" if hostkeys.also_offered(k) else k.state)
+                    for k in outcome.keys
+                ),
             )
-            pending = sum(1 for k in outcome.keys if k.state == HostKey.State.PENDING)
+            pending = sum(
+                1 for k in outcome.keys if k.state == HostKey.State.PENDING and not hostkeys.also_offered(k)
+            )
             if pending:
                 url = admin_url(
                     "admin:hosts_hostkey_changelist",

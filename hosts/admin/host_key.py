@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from hosts import hostkeys
-from hosts.admin.base import InventoryAdmin, state_badge
+from hosts.admin.base import KEY_STATE_LABELS, InventoryAdmin, state_badge
 from hosts.models import HostKey
 
 
@@ -67,7 +67,8 @@ class HostKeyAdmin(InventoryAdmin[HostKey]):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        return super().changelist_view(request, {"subtitle": self.CHANGED_NOTE, **(extra_context or {})})
+        # A help paragraph above the list (as "subtitle" it became a bold heading and the tab's title).
+        return super().changelist_view(request, {"key_note": self.CHANGED_NOTE, **(extra_context or {})})
 
     def _pending_only(self, request: HttpRequest, queryset: QuerySet[HostKey]) -> list[HostKey]:
         keys = list(queryset.select_related("host").order_by("host__name", "key_type", "id"))
@@ -83,13 +84,17 @@ class HostKeyAdmin(InventoryAdmin[HostKey]):
 
     @admin.display(description="State", ordering="state")
     def state_badge(self, obj: HostKey) -> SafeString:
+        if hostkeys.also_offered(obj):
+            return state_badge("offered", KEY_STATE_LABELS["offered"])
         return state_badge(obj.state, obj.get_state_display())
 
     @admin.display(description="Review")
     def review(self, obj: HostKey) -> SafeString | str:
         old = hostkeys.replaced_by(obj)
         if old is None:
-            return "new key type" if obj.state == HostKey.State.PENDING else "-"
+            if hostkeys.also_offered(obj):
+                return "optional: the host connects with its trusted key"
+            return "no trusted key yet: connections wait" if obj.state == HostKey.State.PENDING else "-"
         return format_html(
             "{} replaces trusted <code>{}</code>",
             state_badge("changed", "CHANGED"),

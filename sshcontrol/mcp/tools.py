@@ -29,7 +29,7 @@ from hosts import approvals
 from hosts.access import access_for, visible_hosts
 from hosts.access_models import ApprovalRequest
 from hosts.inventory import list_hosts
-from sshcontrol import localfiles
+from sshcontrol import localfiles, visible
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.mcp import render
 from sshcontrol.mcp.adhoc import register as register_adhoc
@@ -350,6 +350,9 @@ class Tools:
         if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
             # Rules would see text other than what the remote shell runs.
             raise ToolError("command contains a control character; remove it")
+        if not settings.ALLOW_INVISIBLE_CHARACTERS and (hidden := visible.hidden_characters(command)):
+            # An admin reading it (approvals, audit) could see a command other than the one that runs.
+            raise ToolError(visible.refusal("command", hidden))
         call_id = secrets.token_hex(8)
         cancelled = threading.Event()
         notify, progress = self.notifiers(ctx)

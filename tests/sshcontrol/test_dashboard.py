@@ -92,15 +92,53 @@ def test_it_counts_pending_and_changed_host_keys_and_links_them(admin_client):
     board = build()
     assert [(a.host_name, a.state) for a in board.key_alerts] == [("moved", "changed"), ("fresh", "pending")]
     assert board.key_alerts[0].fingerprints == ("SHA256:evil",)
+    assert board.key_alerts[1].fingerprints == ("SHA256:new1", "SHA256:new2")
     assert board.keys_changed
     card = board.card_by_key["host_keys"]
-    assert (card.count, card.tone) == (3, "bad")
-    assert "2 hosts" in card.hint and "1 CHANGED" in card.hint
+    assert (card.count, card.tone) == (2, "bad")  # hosts refused, not keys
+    assert "1 with a CHANGED key" in card.hint
     response = admin_client.get(card.url)
     assert response.status_code == 200
-    assert response.context["cl"].result_count == 3
+    assert sorted(h.name for h in response.context["cl"].result_list) == ["fresh", "moved"]
     review = admin_client.get(board.key_alerts[0].keys_url)
     assert review.context["cl"].result_count == 1
+
+
+def also_offered_host() -> Host:
+    """What the README's steps leave: a scan stored three key types, the admin trusted one."""
+    return host(
+        "web1",
+        ("ssh-ed25519", "SHA256:trusted", HostKey.State.TRUSTED),
+        ("ssh-rsa", "SHA256:rsa", HostKey.State.PENDING),
+        ("ecdsa-sha2-nistp256", "SHA256:ecdsa", HostKey.State.PENDING),
+    )
+
+
+def test_it_raises_no_alarm_for_key_types_also_offered_beside_a_trusted_key(admin_client):
+    also_offered_host()
+    board = build()
+    assert board.key_alerts == () and not board.keys_changed
+    card = board.card_by_key["host_keys"]
+    assert (card.count, card.tone) == (0, "good")
+    body = admin_client.get(reverse("admin:index")).content.decode()
+    assert 'id="host-key-warning"' not in body
+
+
+def test_a_changed_key_beside_also_offered_types_alarms_for_the_changed_key_only():
+    row = also_offered_host()
+    HostKey.objects.create(
+        host=row, key_type="ssh-ed25519", public_key="AAAA", fingerprint="SHA256:evil", state="pending"
+    )
+    (alert,) = build().key_alerts
+    assert (alert.host_name, alert.state, alert.fingerprints) == ("web1", "changed", ("SHA256:evil",))
+
+
+def test_the_host_page_shows_other_offered_key_types_as_also_offered(admin_client):
+    row = also_offered_host()
+    body = admin_client.get(reverse("admin:hosts_host_change", args=[row.pk])).content.decode()
+    assert body.count("also offered") == 2 and "pending approval" not in body
+    keys = admin_client.get(reverse("admin:hosts_hostkey_changelist")).content.decode()
+    assert keys.count("optional: the host connects with its trusted key") == 2
 
 
 def test_it_counts_open_sessions_only(admin_client):
@@ -188,3 +226,52 @@ def test_the_index_shows_the_real_chain_state(admin_client):
     event()
     body = admin_client.get(reverse("admin:index")).content.decode()
     assert 'id="audit-chain"' in body and "intact, 1 row verified" in body
+
+
+def staff(client, username: str, *permissions: str):
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, password="x", is_staff=True)
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client.force_login(user)
+    return client.get(reverse("admin:index")).content.decode()
+
+
+def everything_on_the_index() -> None:
+    event(status="timeout")
+    host("fresh", ("ssh-ed25519", "SHA256:fresh-key", HostKey.State.PENDING))
+    SshSession.objects.create(session_id="s-open", host_name="fresh", state="connected")
+
+
+def test_a_staff_user_without_permissions_sees_nothing_of_the_dashboard(client):
+    everything_on_the_index()
+    body = staff(client, "nobody")
+    for hidden in ('id="dashboard"', "card-", "fresh", "SHA256:", "Audit hash chain", "Last 24 hours"):
+        assert hidden not in body, hidden
+    assert 'id="content-main"' in body  # the stock index ("You don't have permission ...") is kept
+
+
+def test_a_staff_user_sees_only_the_parts_of_the_models_it_may_view(client):
+    everything_on_the_index()
+    body = staff(client, "auditor", "view_auditevent")
+    assert 'id="card-timeouts"' in body and 'id="audit-chain"' in body and "Last 24 hours" in body
+    for hidden in ('id="card-host_keys"', 'id="card-sessions"', "host-key-warning", "SHA256:fresh-key"):
+        assert hidden not in body, hidden
+
+    client.logout()
+    body = staff(client, "keykeeper", "view_hostkey", "view_host")
+    assert 'id="card-host_keys"' in body and 'id="host-key-warning"' in body and "SHA256:fresh-key" in body
+    for hidden in ('id="card-timeouts"', 'id="card-sessions"', 'id="audit-chain"', "Last 24 hours"):
+        assert hidden not in body, hidden
+
+    client.logout()
+    body = staff(client, "sessions", "view_sshsession")
+    assert 'id="card-sessions"' in body
+    for hidden in ('id="card-timeouts"', 'id="card-host_keys"', "SHA256:", 'id="audit-chain"'):
+        assert hidden not in body, hidden
+
+    client.logout()
+    # Fingerprints without the host's view permission are still the host's names: not shown.
+    body = staff(client, "halfkeys", "view_hostkey")
+    assert "SHA256:fresh-key" not in body and 'id="card-host_keys"' not in body

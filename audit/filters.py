@@ -1,0 +1,94 @@
+"""The audit list's filters and the approval state of its rows, as the admin shows them.
+
+A call held for an admin's decision keeps its row ``running`` while the tool waits, and
+becomes ``pending`` ("Awaiting approval") only when the wait ends undecided. The list
+shows what is true now instead: a row whose approval request is still undecided is
+"Awaiting approval", whatever its stored status. The requests live in the hosts app,
+which the audit app does not import; the model is looked up by name when it is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.contrib import admin
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Now
+from django.http import HttpRequest
+
+from audit.models import AuditEvent
+
+# The annotation ``with_approval_state`` adds: True while the row's request is undecided.
+AWAITING = "awaiting_approval"
+# A row held for approval whose request has since been decided or has expired.
+HELD = "held"
+HELD_LABEL = "Held for approval (since decided or expired)"
+
+
+def with_approval_state(queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+    """``queryset`` with ``awaiting_approval``: an undecided, unexpired request asked in this row."""
+    if AWAITING in queryset.query.annotations:
+        return queryset
+    try:
+        request_model = apps.get_model("hosts", "ApprovalRequest")
+    except LookupError:
+        return queryset.annotate(**{AWAITING: Q(pk__in=[])})
+    undecided = request_model.objects.filter(
+        audit_event_id=OuterRef("pk"), state="pending", expires_at__gt=Now()
+    )
+    return queryset.annotate(**{AWAITING: Exists(undecided)})
+
+
+def awaiting_approval(event: AuditEvent) -> bool:
+    """Whether ``event`` waits for a decision now (annotated by ``with_approval_state``, or looked up)."""
+    value = getattr(event, AWAITING, None)
+    if value is None:
+        value = with_approval_state(AuditEvent.objects.filter(pk=event.pk)).values_list(AWAITING, flat=True)
+        value = bool(value.first())
+    return bool(value)
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """The status as it is now: a call waiting for an admin is "Awaiting approval", not "Running".
+
+    The parameter keeps the stock filter's name (``status__exact``), so links made for it
+    (the index's cards) still work.
+    """
+
+    title = "status"
+    parameter_name = "status__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [*((value, str(label)) for value, label in AuditEvent.Status.choices), (HELD, HELD_LABEL)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        queryset = with_approval_state(queryset)
+        if value == AuditEvent.Status.PENDING:
+            return queryset.filter(**{AWAITING: True})
+        if value == HELD:
+            return queryset.filter(status=AuditEvent.Status.PENDING, **{AWAITING: False})
+        if value == AuditEvent.Status.RUNNING:
+            return queryset.filter(status=value, **{AWAITING: False})
+        return queryset.filter(status=value)
+
+
+class HostNameFilter(admin.SimpleListFilter):
+    """Host names that occur in the log; calls without a host (listing hosts) are "no host", not blank."""
+
+    title = "host name"
+    parameter_name = "host_name__exact"
+    NO_HOST = "-"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = AuditEvent.objects.order_by("host_name").values_list("host_name", flat=True).distinct()
+        return [*((name, name) for name in names if name), (self.NO_HOST, "(no host)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        return queryset.filter(host_name="" if value == self.NO_HOST else value)
