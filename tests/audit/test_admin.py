@@ -233,7 +233,7 @@ def test_it_shows_everything_about_one_call(admin_client, settings):
     )
     event = AuditEvent.objects.get(pk=event_id)
     body = admin_client.get(reverse("admin:audit_auditevent_change", args=[event_id])).content.decode()
-    assert "tar czf - /srv/app\n  --exclude .git</pre>" in body
+    assert "tar czf - /srv/app\n  --exclude .git</span></pre>" in body
     assert "/srv" in body and "/srv/app.tgz" in body and "/data/app.tgz" in body
     assert "Truncated: 500\xa0bytes (500 bytes) produced" in body
     assert "2.0\xa0KB (2048 bytes)" in body and "ab" * 32 in body
