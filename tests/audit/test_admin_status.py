@@ -24,7 +24,8 @@ def waiting_call(command: str, expires_in: timedelta = timedelta(hours=1)) -> in
     host = Host.objects.get_or_create(name="web1", address="192.0.2.1", username="deploy")[0]
     client = create_client(f"bot-{command.split()[0]}").client
     event_id = writer.begin(
-        tool="ssh_execute", actor=client.name, client=client.name, transport="stdio", host=host, command=command
+        tool="ssh_execute", actor=client.name, client=client.name, transport="stdio", host=host,
+        command=command,
     )  # fmt: skip
     now = timezone.now()
     ApprovalRequest.objects.create(
