@@ -196,7 +196,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         """The session's calls around this one, in order, this one included (marked ``current``)."""
         if not event.session_id:
             return []
-        session = AuditEvent.objects.filter(session_id=event.session_id)
+        session = filters.with_approval_state(AuditEvent.objects.filter(session_id=event.session_id))
         earlier = Q(started_at__lt=event.started_at) | Q(started_at=event.started_at, id__lt=event.pk)
         later = Q(started_at__gt=event.started_at) | Q(started_at=event.started_at, id__gt=event.pk)
         before = list(session.filter(earlier).order_by("-started_at", "-id")[:TIMELINE_SPAN])
@@ -207,7 +207,8 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
                 "current": item.pk == event.pk,
                 "command": short_command(item.command) or item.tool,
                 "url": reverse("admin:audit_auditevent_change", args=[item.pk]),
-                "status_color": _STATUS_COLORS.get(item.status, "inherit"),
+                "status_color": _STATUS_COLORS.get(filters.shown_status(item)[0], "inherit"),
+                "status_label": filters.shown_status(item)[1],
                 "duration": _duration(item.duration_ms),
             }
             for item in [*reversed(before), event, *after]
@@ -228,12 +229,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     @admin.display(description="Status", ordering="status")
     def colored_status(self, obj: AuditEvent) -> SafeString:
         # The row stays "running" while its call waits for an admin: say what is true now.
-        status: str = obj.status
-        label = obj.get_status_display()
-        if filters.awaiting_approval(obj):
-            status, label = AuditEvent.Status.PENDING, str(AuditEvent.Status.PENDING.label)
-        elif status == AuditEvent.Status.PENDING:
-            label = filters.HELD_LABEL
+        status, label = filters.shown_status(obj)
         color = _STATUS_COLORS.get(status, "inherit")
         return format_html('<strong style="color: {}">{}</strong>', color, label)
 

@@ -49,6 +49,15 @@ def awaiting_approval(event: AuditEvent) -> bool:
     return bool(value)
 
 
+def shown_status(event: AuditEvent) -> tuple[str, str]:
+    """(status, label) as the admin shows ``event``: a call waiting for an admin is awaiting approval."""
+    if awaiting_approval(event):
+        return AuditEvent.Status.PENDING, str(AuditEvent.Status.PENDING.label)
+    if event.status == AuditEvent.Status.PENDING:
+        return AuditEvent.Status.PENDING, HELD_LABEL
+    return event.status, event.get_status_display()
+
+
 class StatusFilter(admin.SimpleListFilter):
     """The status as it is now: a call waiting for an admin is "Awaiting approval", not "Running".
 
