@@ -41,6 +41,20 @@ KEY_STATE_LABELS = {
 }
 
 
+def short_fingerprint(fingerprint: str, keep: int = 6) -> SafeString:
+    """``SHA256:Qm9vdH…ZXJwcmlu``: the algorithm, the first and last characters; all of it on hover.
+
+    Enough to tell keys apart in a list; comparing a key with ``ssh-keygen -lf`` is done
+    on the key's own page, which shows the whole fingerprint.
+    """
+    algorithm, sep, digest = fingerprint.partition(":")
+    if not sep or len(digest) <= 2 * keep + 1:
+        return format_html("<code>{}</code>", fingerprint)
+    return format_html(
+        '<code title="{}">{}:{}…{}</code>', fingerprint, algorithm, digest[:keep], digest[-keep:]
+    )
+
+
 def state_badge(state: str, label: str | None = None) -> SafeString:
     color = KEY_STATE_COLORS.get(state, "#757575")
     return format_html(

@@ -55,7 +55,8 @@ class CommandRuleInline(admin.TabularInline[CommandRule, Grant]):
 @admin.register(Grant)
 class GrantAdmin(InventoryAdmin[Grant]):
     form = GrantForm
-    list_display = ("__str__", "client", "group", "scope", "permissions", "rule_count", "enabled")
+    # The grant's name says whose it is (client or group): no columns of their own, to fit at 1280 px.
+    list_display = ("__str__", "scope", "permissions", "rule_count", "enabled")
     list_filter = ("enabled", "all_hosts", "can_execute", "can_sudo", "can_write_files", "read_only", "group")
     search_fields = ("description", "client__name", "group__name")
     list_select_related = ("client", "group")

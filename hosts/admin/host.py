@@ -177,7 +177,6 @@ class HostAdmin(InventoryAdmin[Host]):
         "name",
         "address_display",
         "tag_list",
-        "enabled",
         "key_state_badge",
         "last_connected_at",
         "open_sessions_display",
@@ -260,6 +259,9 @@ class HostAdmin(InventoryAdmin[Host]):
     def key_state_badge(self, obj: Host) -> SafeString:
         state = obj.key_state
         badge = state_badge(state, KEY_STATE_LABELS[state])
+        if not obj.enabled:
+            # The list has no column of its own for it (it must fit at 1280 px); the filter has.
+            badge = format_html("{} {}", state_badge("revoked", "disabled"), badge)
         if state in ("changed", "pending"):
             url = admin_url(
                 "admin:hosts_hostkey_changelist", query=f"host__id__exact={obj.pk}&state__exact=pending"
@@ -267,7 +269,7 @@ class HostAdmin(InventoryAdmin[Host]):
             return format_html('<a href="{}" title="Review the pending keys">{}</a>', url, badge)
         return badge
 
-    @admin.display(description="Open sessions", ordering="open_sessions")
+    @admin.display(description="Sessions", ordering="open_sessions")
     def open_sessions_display(self, obj: Host) -> SafeString | int:
         count: int = getattr(obj, "open_sessions", 0)
         url = admin_url(

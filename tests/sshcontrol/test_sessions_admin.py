@@ -110,8 +110,9 @@ def test_it_lists_sessions_read_only_with_filters(admin_client):
     SshSession.objects.create(session_id="box-closed", host_name="box", worker="w", state="closed")
     url = reverse(CHANGELIST)
     body = admin_client.get(url).content.decode()
-    for column in ("Host", "Worker", "Opened by", "Opened at", "Last used at", "Commands run", "State"):
-        assert column in body
+    # The list's short column set (it fits at 1280 px); the worker and opening time are on the row's page.
+    for column in ("Host", "Opened by", "Last used at", "Commands", "State"):
+        assert f">{column}</a>" in body or f">{column}</span>" in body, column
     assert "Terminate selected sessions" in body
     assert 'value="delete_selected"' not in body
     assert admin_client.get(url, {"state__exact": "connected"}).context["cl"].result_count == 1
@@ -119,6 +120,7 @@ def test_it_lists_sessions_read_only_with_filters(admin_client):
     assert admin_client.get(reverse("admin:sshcontrol_sshsession_add")).status_code == 403
     change = admin_client.get(reverse("admin:sshcontrol_sshsession_change", args=[row.pk]))
     assert change.status_code == 200 and 'name="_save"' not in change.content.decode()
+    assert "Worker" in change.content.decode() and "Opened at" in change.content.decode()
     delete = reverse("admin:sshcontrol_sshsession_delete", args=[row.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
 
