@@ -163,10 +163,6 @@ def test_every_list_fits_its_column_with_the_sidebar_open(live_server: Any, brow
                 assert page.locator("#nav-sidebar").is_visible(), "the sidebar is open, as Django starts it"
                 assert page.locator("#result_list tbody tr").count() > 0, f"{path} has no rows to measure"
             measured = page.evaluate(_MEASURE)
-            if os.environ.get("SSHC_SHOT"):
-                page.screenshot(
-                    path=f"/tmp/adminui-{width}-{path.strip('/').replace('/', '-')}.png", full_page=True
-                )
             for table in measured["tables"]:
                 if table["holderScrolls"] > 1 or table["width"] > table["holder"] + 1:
                     too_wide.append(f"{width}x{height} {path} {table}")
