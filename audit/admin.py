@@ -82,7 +82,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
     # Short enough to fit beside the sidebar at 1280 px; a row's page shows every field.
     list_display = ("time", "caller", "host_name", "short_command", "colored_status", "duration")
-    list_filter = (filters.StatusFilter, "tool", filters.HostNameFilter, "client", "started_at")
+    list_filter = (filters.StatusFilter, "tool", filters.HostNameFilter, filters.ClientFilter, "started_at")
     search_fields = ("command", "host_name", "client", "actor", "session_id", "request_id")
     date_hierarchy = "started_at"
     show_facets = admin.ShowFacets.ALWAYS

@@ -85,19 +85,45 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(status=value)
 
 
-class HostNameFilter(admin.SimpleListFilter):
-    """Host names that occur in the log; calls without a host (listing hosts) are "no host", not blank."""
+class _NamesFilter(admin.SimpleListFilter):
+    """The names that occur in one text column, and an entry for the rows where it is empty.
 
-    title = "host name"
-    parameter_name = "host_name__exact"
-    NO_HOST = "-"
+    The stock filter lists the empty value as a blank entry that nobody can read.
+    """
+
+    field_name = ""
+    EMPTY = "-"
+    empty_label = ""
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = AuditEvent.objects.order_by("host_name").values_list("host_name", flat=True).distinct()
-        return [*((name, name) for name in names if name), (self.NO_HOST, "(no host)")]
+        names = (
+            AuditEvent.objects.order_by(self.field_name).values_list(self.field_name, flat=True).distinct()
+        )
+        return [*((name, name) for name in names if name), (self.EMPTY, self.empty_label)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         if not value:
             return queryset
-        return queryset.filter(host_name="" if value == self.NO_HOST else value)
+        if value == self.EMPTY:
+            # Empty or NULL: the client column is nullable, the host name is not.
+            return queryset.filter(Q(**{self.field_name: ""}) | Q(**{f"{self.field_name}__isnull": True}))
+        return queryset.filter(**{self.field_name: value})
+
+
+class HostNameFilter(_NamesFilter):
+    """Host names; calls without a host (listing hosts) are "(no host)"."""
+
+    title = "host name"
+    parameter_name = "host_name__exact"
+    field_name = "host_name"
+    empty_label = "(no host)"
+
+
+class ClientFilter(_NamesFilter):
+    """Client names; calls without a client (an admin's Test connection, for one) are "(no client)"."""
+
+    title = "client"
+    parameter_name = "client__exact"
+    field_name = "client"
+    empty_label = "(no client)"

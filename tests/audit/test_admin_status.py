@@ -74,7 +74,7 @@ def test_an_expired_or_decided_request_no_longer_awaits(admin_client):
     assert "Held for approval (since decided or expired)</strong>" in body
 
 
-def test_the_host_name_filter_has_no_blank_entry(admin_client):
+def test_the_host_name_and_client_filters_have_no_blank_entry(admin_client):
     finished("uptime", "ok", Host.objects.create(name="web1", address="192.0.2.1", username="deploy"))
     no_host = writer.begin(tool="ssh_list_hosts", actor="a", transport="stdio")
     writer.complete(no_host, status="ok")
@@ -84,3 +84,9 @@ def test_the_host_name_filter_has_no_blank_entry(admin_client):
     assert all(str(display).strip() for display in choices), choices
     assert choices == ["All", "web1 (1)", "(no host) (1)"]  # with facet counts
     assert listed(admin_client, host_name__exact="-") == [no_host]
+    (client_filter,) = [f for f in response.context["cl"].filter_specs if f.title == "client"]
+    assert [c["display"] for c in client_filter.choices(response.context["cl"])] == [
+        "All",
+        "(no client) (2)",
+    ]
+    assert len(listed(admin_client, client__exact="-")) == 2
