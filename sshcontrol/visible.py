@@ -51,6 +51,8 @@ _MARK_STYLE = (
     "background:#ffe082;color:#4a2800;border:1px solid #c77700;border-radius:3px;"
     "padding:0 2px;font-family:monospace;font-weight:600"
 )
+# Highlighted spans per text at most (each costs some 300 bytes of HTML); later ones are plain.
+MAX_MARKED = 1000
 # Left to right in storage order, whatever letters the text holds: a person reads the
 # characters in the order the shell does (right-to-left words appear spelled backwards).
 _TEXT_STYLE = "unicode-bidi:bidi-override;direction:ltr"
@@ -108,9 +110,15 @@ def visible_html(text: str) -> SafeString:
     """``text`` escaped for HTML, each hidden character shown as a highlighted ``<U+XXXX>``."""
     parts: list[SafeString] = []
     plain: list[str] = []
+    marked = 0
     for char in text:
         if not is_hidden(char):
             plain.append(char)
+            continue
+        marked += 1
+        if marked > MAX_MARKED:
+            # Output full of escape sequences: past this many, plain escapes keep the page small.
+            plain.append(f"<{code_point(char)}>")
             continue
         parts.append(escape("".join(plain)))
         plain.clear()

@@ -42,3 +42,10 @@ def test_it_names_each_hidden_character_once_in_order() -> None:
 
 def test_one_line_keeps_unusual_spaces_for_the_page_to_show() -> None:
     assert one_line("  ls \t -la\n\nid\u00a0x\r ") == "ls -la id\u00a0x\r"
+
+
+def test_it_keeps_the_page_small_for_output_full_of_control_characters() -> None:
+    html = str(visible_html("\x1b[31mred\x1b[0m" * 5000))
+    assert html.count('class="sc-hidden-char"') == 1000
+    assert html.count("&lt;U+001B&gt;") == 10_000
+    assert len(html) < 1_000_000
