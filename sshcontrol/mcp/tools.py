@@ -350,9 +350,10 @@ class Tools:
         if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
             # Rules would see text other than what the remote shell runs.
             raise ToolError("command contains a control character; remove it")
-        if not settings.ALLOW_INVISIBLE_CHARACTERS and (hidden := visible.hidden_characters(command)):
-            # An admin reading it (approvals, audit) could see a command other than the one that runs.
-            raise ToolError(visible.refusal("command", hidden))
+        for name, text in (("command", command), ("working_directory", working_directory or "")):
+            if not settings.ALLOW_INVISIBLE_CHARACTERS and (hidden := visible.hidden_characters(text)):
+                # An admin reading it (approvals, audit) could see a command other than the one that runs.
+                raise ToolError(visible.refusal(name, hidden))
         call_id = secrets.token_hex(8)
         cancelled = threading.Event()
         notify, progress = self.notifiers(ctx)

@@ -40,6 +40,13 @@ def test_it_refuses_hidden_characters_before_anything_runs(
     assert not AuditEvent.objects.exists(), "a refused command never opens an audit row"
 
 
+def test_it_refuses_them_in_the_working_directory_too(mcp: McpHarness, make_host) -> None:
+    make_host("h")
+    message = mcp.error("ssh_execute", host="h", command="ls", working_directory="/tmp/\u202eevil")
+    assert "working_directory contains invisible" in message and "U+202E" in message
+    assert not AuditEvent.objects.exists()
+
+
 def test_it_runs_them_when_the_administrator_allows_them(mcp: McpHarness, make_host, settings) -> None:
     settings.ALLOW_INVISIBLE_CHARACTERS = True
     make_host("h")
