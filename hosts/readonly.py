@@ -378,8 +378,13 @@ def _short(arg: str, letters: str) -> bool:
 
 
 def _options(args: Sequence[str]) -> list[str]:
-    """The arguments before ``--`` (GNU tools read options anywhere before it)."""
-    return list(args[: args.index("--")]) if "--" in args else list(args)
+    """Every argument, ``--`` and what follows it included.
+
+    ``--`` cannot be trusted to end the options: it may be the argument of the option before
+    it (``sort -T -- -o f`` writes ``f``, ``file -F -- -C`` compiles). Checking the operands too
+    only refuses a file named like a writing option.
+    """
+    return list(args)
 
 
 def _find(args: Sequence[str]) -> str:
@@ -396,7 +401,9 @@ def _sort(args: Sequence[str]) -> str:
 
 
 def _uniq(args: Sequence[str]) -> str:
-    operands = [a for a in args if not a.startswith("-") or a == "-"]
+    # After "--" every argument is an operand (uniq -- in -out writes "-out").
+    end = args.index("--") if "--" in args else len(args)
+    operands = [a for a in args[:end] if not a.startswith("-") or a == "-"] + list(args[end + 1 :])
     return "uniq with a second operand (it is the output file)" if len(operands) > 1 else ""
 
 

@@ -271,3 +271,37 @@ def test_it_never_lets_through_a_line_that_writes_in_a_real_shell(tmp_path: Path
         )
         assert sorted(p.name for p in scratch.iterdir()) == ["f0"], (shell, line)
         assert (scratch / "f0").read_text() == "a\n", (shell, line)
+
+
+# --- attacks that got through once: each writes in a real shell, and is refused --------------
+
+# (command line, its stdin, the shells it writes in)
+WRITING_ATTACKS = [
+    # "--" taken as the end of the options, where it is the argument of the option before it.
+    ("sort -T -- -o f /etc/hostname", b"", ("bash", "dash")),
+    ("file -F -- -C -m /dev/stdin", b"0 string x X\n", ("bash", "dash")),
+    # After "--", "-f" is uniq's output file.
+    ("uniq -- /etc/hostname -f", b"", ("bash", "dash")),
+]
+
+
+def _written(shell: str, line: str, stdin: bytes, scratch: Path) -> list[str]:
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch), "LC_ALL": "C"}
+    script = ["bash", "-c", 'eval "$1"', "bash", line] if shell == "bash" else ["dash", "-c", line]
+    subprocess.run(
+        script, cwd=scratch, env=environment, input=stdin, capture_output=True, timeout=10, check=False
+    )
+    return sorted(p.name for p in scratch.iterdir())
+
+
+@pytest.mark.skipif(len(SHELLS) < 2, reason="needs bash and dash")
+@pytest.mark.parametrize(("line", "stdin", "shells"), WRITING_ATTACKS, ids=[a for a, _, _ in WRITING_ATTACKS])
+def test_it_refuses_attacks_that_write_in_a_real_shell(
+    tmp_path: Path, line: str, stdin: bytes, shells: tuple[str, ...]
+) -> None:
+    # The attack is real: the line writes a file in each of these shells.
+    for shell in shells:
+        assert _written(shell, line, stdin, tmp_path / shell) != [], (shell, line)
+    assert refusal(line).startswith("a read-only grant refuses "), line

@@ -95,6 +95,10 @@ WRITE_ATTEMPTS = [
     "ls {,>f}",
     "if true; then touch f; fi",
     "echo x | less -o f",
+    # "--" as the argument of an option, not the end of them; uniq's output after "--".
+    "sort -T -- -o f /etc/hostname",
+    "file -F -- -C -m /dev/stdin <<<'0 string x X'",
+    "uniq -- /etc/hostname -f",
 ]
 
 # Commands that only read and must keep working on a read-only grant.
