@@ -407,11 +407,24 @@ def _uniq(args: Sequence[str]) -> str:
     return "uniq with a second operand (it is the output file)" if len(operands) > 1 else ""
 
 
+# Long options of less and more that neither write nor read commands or settings from a file.
+# Every other long one is refused: less matches abbreviations and some names in either case,
+# and --lesskey-src=FILE may set LESSOPEN, a command less runs on each file it opens.
+PAGER_LONG_OPTIONS = frozenset(
+    "--chop-long-lines --line-numbers --LINE-NUMBERS --raw-control-chars --RAW-CONTROL-CHARS "
+    "--quit-if-one-screen --QUIT-AT-EOF --quit-at-eof --no-init --ignore-case --IGNORE-CASE "
+    "--squeeze-blank-lines --silent --quiet --QUIET --squeeze --plain --no-pause --logical".split()
+)
+
+
 def _pager(name: str) -> Callable[[Sequence[str]], str]:
     def check(args: Sequence[str]) -> str:
         for arg in _options(args):
-            if arg.startswith("+") or _short(arg, "oO") or _long(arg, "--log-file", "--LOG-FILE"):
-                return f"{name} {arg} (a log file or start-up commands)"
+            # -o/-O log file; -k a lesskey file (its #env section can set LESSOPEN).
+            if arg.startswith("+") or _short(arg, "oOk"):
+                return f"{name} {arg} (a log file, a lesskey file or start-up commands)"
+            if arg.startswith("--") and arg != "--" and arg not in PAGER_LONG_OPTIONS:
+                return f"{name} {arg} (only a few long options are known not to write or run commands)"
         return ""
 
     return check

@@ -282,6 +282,9 @@ WRITING_ATTACKS = [
     ("file -F -- -C -m /dev/stdin", b"0 string x X\n", ("bash", "dash")),
     # After "--", "-f" is uniq's output file.
     ("uniq -- /etc/hostname -f", b"", ("bash", "dash")),
+    # A lesskey source sets LESSOPEN, a command less runs for each file, even when not on a tty.
+    ("less --lesskey-src=/dev/stdin /etc/hostname", b"#env\nLESSOPEN=|touch f %s\n", ("bash", "dash")),
+    ("less --lesskey-s /dev/stdin /etc/hostname", b"#env\nLESSOPEN=|touch f %s\n", ("bash", "dash")),
 ]
 
 

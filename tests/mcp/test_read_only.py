@@ -99,6 +99,8 @@ WRITE_ATTEMPTS = [
     "sort -T -- -o f /etc/hostname",
     "file -F -- -C -m /dev/stdin <<<'0 string x X'",
     "uniq -- /etc/hostname -f",
+    # A lesskey source on stdin sets LESSOPEN: less runs it for the file, even off a tty.
+    "less --lesskey-src=/dev/stdin f0 <<<'#env\nLESSOPEN=|touch f %s'",
 ]
 
 # Commands that only read and must keep working on a read-only grant.
