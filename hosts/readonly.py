@@ -343,6 +343,9 @@ class _Lexer:
                 index += 2 if self.text[index] == "\\" else 1
             if index >= len(self.text):
                 raise ReadOnlyViolation("unbalanced single quote")
+            if "\\" in self.text[at + 1 : index]:
+                # dash has no $'...': for it "$'\\' > f #'" is "$" + '\\' and a redirection.
+                raise ReadOnlyViolation("$'...' with a backslash (bash and dash end it differently)")
             text.append(self.text[at + 1 : index])
             self.pos = index + 1
             return

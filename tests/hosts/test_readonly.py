@@ -285,6 +285,8 @@ WRITING_ATTACKS = [
     # A lesskey source sets LESSOPEN, a command less runs for each file, even when not on a tty.
     ("less --lesskey-src=/dev/stdin /etc/hostname", b"#env\nLESSOPEN=|touch f %s\n", ("bash", "dash")),
     ("less --lesskey-s /dev/stdin /etc/hostname", b"#env\nLESSOPEN=|touch f %s\n", ("bash", "dash")),
+    # dash has no $'...': it reads "$" + '\' and then a redirection (sudo runs sh -c: dash).
+    ("echo $'\\' > f #'", b"", ("dash",)),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -249,3 +250,23 @@ def test_it_refuses_writes_with_sudo_on_a_read_only_grant(
     message = root_reader.error("ssh_execute", host="web1", command="echo x > /etc/sshc-ro", sudo=True)
     assert "a read-only grant refuses output redirection '>' to '/etc/sshc-ro'" in message
     assert AuditEvent.objects.filter(client="root-reader").get().status == "denied"
+
+
+def test_it_refuses_a_line_dash_reads_differently_under_sudo(
+    as_client: AsClient, make_host: Callable[..., Host], sshd: SshServer, sudoers: None, tmp_path: Path
+) -> None:
+    # sudo runs the command with sh -c (dash), which has no $'...': it reads "$" + '\' and then
+    # a redirection that bash (and the classifier) saw inside the quotes.
+    web = make_host("web1")
+    credential = web.credential
+    assert credential is not None
+    credential.set_sudo_password(sshd.password)
+    credential.save()
+    root_reader = as_client(
+        "root-reader", hosts=[web], read_only=True, can_sudo=True, rules=[("allow", ".*")]
+    )
+    target = tmp_path / "written-by-root"
+    message = root_reader.error("ssh_execute", host="web1", command=f"echo $'\\' > {target} #'", sudo=True)
+    assert "$'...' with a backslash" in message
+    assert AuditEvent.objects.filter(client="root-reader").get().status == "denied"
+    assert not target.exists()
