@@ -347,6 +347,20 @@ class ClientGroupAdmin(InventoryAdmin[ClientGroup]):
                 client_ids=removed | set(group.clients.values_list("pk", flat=True)),
             )
 
+    # Deleting a group deletes its grants (and memberships) with it: a grant change like any other.
+    def delete_model(self, request: HttpRequest, obj: ClientGroup) -> None:
+        clients, name = set(obj.clients.values_list("pk", flat=True)), obj.name
+        super().delete_model(request, obj)
+        approvals.record_change(
+            author=request.user.get_username(),
+            change=f"group '{name}' deleted, with its grants and members",
+            client_ids=clients,
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ClientGroup]) -> None:
+        for group in queryset:
+            self.delete_model(request, group)
+
     @admin.display(description="Clients", ordering="client_total")
     def client_count(self, obj: ClientGroup) -> int:
         return int(getattr(obj, "client_total", 0))

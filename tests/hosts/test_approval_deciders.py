@@ -253,3 +253,29 @@ def test_whoever_changes_a_group_grant_or_the_group_members_meanwhile_cannot_dec
     assert "bob changed client" in decide(bob, waiting)
     waiting.refresh_from_db()
     assert waiting.state == "pending" and sorted(waiting.barred) == ["bob", "carol"]
+
+
+@pytest.mark.parametrize("how", ["delete_view", "delete_selected"])
+def test_whoever_deletes_a_group_with_a_grant_of_the_client_meanwhile_cannot_decide(
+    waiting: ApprovalRequest, how: str
+) -> None:
+    # Deleting a group deletes its grants with it: a grant change like any other.
+    bob = browser_for("bob")
+    team = ClientGroup.objects.create(name="team")
+    team.clients.add(waiting.client_id)
+    Grant.objects.create(group=team, description="team grant")
+    if how == "delete_view":
+        response = bob.post(reverse("admin:hosts_clientgroup_delete", args=[team.pk]), {"post": "yes"})
+    else:
+        response = bob.post(
+            reverse("admin:hosts_clientgroup_changelist"),
+            {"action": "delete_selected", "_selected_action": [str(team.pk)], "post": "yes"},
+        )
+    assert response.status_code == 302
+    assert not ClientGroup.objects.exists() and not Grant.objects.filter(group__isnull=False).exists()
+    assert [e.details["change"] for e in changes_recorded("bob")] == [
+        "group 'team' deleted, with its grants and members"
+    ]
+    assert "bob changed client" in decide(bob, waiting)
+    waiting.refresh_from_db()
+    assert waiting.state == "pending" and waiting.barred == ["bob"]
