@@ -187,7 +187,7 @@ class Break:
 
     event_id: int | None
     seq: int | None
-    check: str  # hash, format, link, sequence, missing, head, unchained
+    check: str  # hash, format, link, sequence, missing, head, unchained, start
     detail: str
 
     def __str__(self) -> str:
@@ -348,8 +348,19 @@ def _past_the_head(head_seq: int) -> tuple[int, int] | None:
     return (last[0], last[1]) if head_now is None or last[1] > head_now else None
 
 
+def _before_the_start(start: Start) -> tuple[int, int] | None:
+    """(id, chain_seq) of a row numbered before the chain's start, which no prune leaves."""
+    row = (
+        AuditEvent.objects.filter(chain_seq__lt=start.seq)
+        .order_by("chain_seq")
+        .values_list("id", "chain_seq")
+        .first()
+    )
+    return (row[0], row[1]) if row is not None and row[1] is not None else None
+
+
 def _check_ends(verification: Verification, has_head: bool, head_seq: int, head_hash: str) -> Verification:
-    """The head must name the last row, and every finished row must be on the chain."""
+    """The head must name the last row, every finished row must be on the chain, none before its start."""
     broken: Break | None = None
     if not has_head and verification.checked:
         broken = Break(verification.last_id, verification.last_seq, "head", "the chain head row is missing")
@@ -372,6 +383,17 @@ def _check_ends(verification: Verification, has_head: bool, head_seq: int, head_
         )
         if unchained is not None:
             broken = Break(unchained, None, "unchained", "a finished row is not on the chain")
+        elif before := _before_the_start(verification.start):
+            # A prune deletes every row before the start it records: a row still there means the
+            # record is forged (to stop the walk short of rows someone then edits) or the row was
+            # put back.
+            broken = Break(
+                before[0],
+                before[1],
+                "start",
+                f"chain_seq {before[1]} is before the chain's start at chain_seq {verification.start.seq}"
+                " (a prune deletes every row before the start it records)",
+            )
     if broken is None:
         return verification
     return Verification(

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
+from django.utils import timezone
 
 from audit import chain, head_anchors, writer
-from audit.models import AuditEvent, ChainHead
+from audit.models import AuditAnchor, AuditEvent, ChainHead
 from tests.audit import forge
 
 pytestmark = pytest.mark.django_db
@@ -292,3 +293,30 @@ def test_it_keeps_anchoring_after_the_database_was_unreachable(anchor_file, monk
     assert "cannot read the audit chain: server closed the connection" in err.getvalue()
     assert [line["seq"] for line in _lines(anchor_file)] == [1]
     assert out.getvalue().rstrip().endswith("stopped")
+
+
+def _forge_prune_record(first_seq: int) -> None:
+    """What a database writer can add: a prune record saying the chain now starts at ``first_seq``."""
+    prev = AuditEvent.objects.filter(chain_seq=first_seq - 1).values_list("chain_hash", flat=True).get()
+    now = timezone.now()
+    AuditAnchor.objects.create(
+        created_at=now,
+        pruned_by="admin:nobody",
+        pruned_before=now,
+        pruned_count=0,
+        first_seq=first_seq,
+        prev_hash=prev,
+    )
+
+
+def test_it_reports_rows_kept_before_a_forged_prune_record():
+    # Attack: record a prune that never happened, so the walk starts past the rows, then edit them.
+    rows = [_row(n) for n in range(4)]
+    _forge_prune_record(4)
+    AuditEvent.objects.filter(pk=rows[0]).update(stdout="nothing happened\n")
+    verification = chain.verify()
+    assert not verification.ok
+    assert verification.broken is not None and verification.broken.event_id == rows[0]
+    assert "before the chain's start" in str(verification.broken)
+    with pytest.raises(CommandError):
+        _call("audit_verify")
