@@ -202,6 +202,7 @@ def check(anchors: Iterable[tuple[int, HeadAnchor]]) -> AnchorCheck:
                 result.checked += 1
         batch.clear()
 
+    prune_anchored = False
     for number, anchor in anchors:
         if anchor.seq < start.seq - 1:
             result.before_start += 1
@@ -209,6 +210,7 @@ def check(anchors: Iterable[tuple[int, HeadAnchor]]) -> AnchorCheck:
             # The last row a prune deleted: its hash is kept as the start's prev_hash.
             if anchor.hash == start.prev_hash:
                 result.checked += 1
+                prune_anchored = True
             else:
                 result.problems.append(
                     f"line {number}: chain_seq {anchor.seq} (the last pruned row) was anchored as "
@@ -220,4 +222,13 @@ def check(anchors: Iterable[tuple[int, HeadAnchor]]) -> AnchorCheck:
                 flush()
     if batch:
         flush()
+    if start.anchor_id is not None and result.before_start and not prune_anchored:
+        # Anchored heads were deleted by a prune no anchor records: a database writer can add a
+        # prune record to delete any prefix of the chain. audit_prune anchors the last row it
+        # deletes (SSHCONTROL_AUDIT_ANCHOR_FILE), so a real prune leaves that line.
+        result.problems.append(
+            f"the chain starts at chain_seq {start.seq} after a prune the anchors do not record (no "
+            f"anchored head at chain_seq {start.seq - 1}, the last row it deleted): {result.before_start} "
+            "anchored head(s) were deleted with it, perhaps by a forged prune record"
+        )
     return result

@@ -320,3 +320,34 @@ def test_it_reports_rows_kept_before_a_forged_prune_record():
     assert "before the chain's start" in str(verification.broken)
     with pytest.raises(CommandError):
         _call("audit_verify")
+
+
+def test_it_reports_a_prune_the_anchor_file_does_not_record(anchor_file):
+    # Attack: delete the oldest rows and record a prune for them; the anchors outside still know.
+    anchor_file.parent.mkdir()
+    for n in range(3):
+        _row(n)
+    _call("audit_anchor", "--file", str(anchor_file))
+    for n in range(3, 6):
+        _row(n)
+    _forge_prune_record(5)
+    AuditEvent.objects.filter(chain_seq__lt=5).delete()
+    assert chain.verify().ok
+    with pytest.raises(CommandError) as excinfo:
+        _call("audit_verify", "--anchors", str(anchor_file))
+    assert "after a prune the anchors do not record" in str(excinfo.value)
+
+
+def test_a_prune_with_the_anchor_file_set_records_its_last_row_there(anchor_file, settings):
+    anchor_file.parent.mkdir()
+    settings.AUDIT_ANCHOR_FILE = str(anchor_file)
+    for n in range(3):
+        _row(n)
+    _call("audit_anchor")
+    _row(3)
+    _row(4)
+    out = _call("audit_prune", "--older-than", "0")
+    assert "Deleted 5 audit rows" in out
+    assert [line["seq"] for line in _lines(anchor_file)] == [3, 5]
+    out = _call("audit_verify", "--anchors", str(anchor_file))
+    assert "holds all 1 anchored heads" in out and "1 anchored before the newest prune, not checkable" in out

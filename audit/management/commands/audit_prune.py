@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import getpass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit import writer
+from audit import head_anchors, writer
+from audit.models import AuditAnchor
 
 
 def _days(value: str) -> float:
@@ -38,6 +41,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--actor", default=None, help="Who is pruning, for the anchor row (default: the OS user)."
         )
+        parser.add_argument(
+            "--anchor-file",
+            default=None,
+            help="Head anchor file to record the last deleted row in, so audit_verify --anchors can"
+            " tell this prune from a forged one (default: SSHCONTROL_AUDIT_ANCHOR_FILE).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = options["actor"] or getpass.getuser()
@@ -63,3 +72,20 @@ class Command(BaseCommand):
             f"Deleted {pruned.count} audit rows finished before {cutoff} ({span}); "
             f"the chain now starts at chain_seq {(pruned.last_seq or 0) + 1} (anchor #{pruned.anchor_id})."
         )
+        path = options["anchor_file"] or settings.AUDIT_ANCHOR_FILE
+        if path and pruned.last_seq is not None:
+            last_hash = (
+                AuditAnchor.objects.filter(pk=pruned.anchor_id).values_list("prev_hash", flat=True).get()
+            )
+            anchor = head_anchors.HeadAnchor(
+                pruned.last_seq, last_hash, datetime.now(UTC).replace(microsecond=0)
+            )
+            try:
+                head_anchors.append_to_file(Path(path), anchor)
+            except head_anchors.AnchorError as exc:
+                raise CommandError(
+                    f"pruned, but the last deleted row was not anchored ({exc}); append this line to the"
+                    f" anchor file: {anchor.line().strip()}",
+                    returncode=1,
+                ) from None
+            self.stdout.write(f"Anchored the last deleted row in {path}: {anchor}")
