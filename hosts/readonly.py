@@ -54,7 +54,7 @@ WRITERS_AND_RUNNERS = _words(
     "php lua tclsh awk gawk mawk nawk sed "
     # commands that run another command
     "xargs command builtin exec eval source . nice nohup timeout stdbuf setsid ionice chroot sudo "
-    "su doas runuser watch strace ltrace script expect parallel flock unshare nsenter systemd-run "
+    "su doas runuser watch time strace ltrace script expect parallel flock unshare nsenter systemd-run "
     # commands that write files
     "tee dd cp mv rm touch mkdir rmdir ln chmod chown chgrp install truncate shred split csplit "
     "tar gzip gunzip bzip2 bunzip2 xz unxz zip unzip patch rsync scp sftp ssh curl wget git mkfifo "
@@ -510,8 +510,11 @@ def _check(command: SimpleCommand, allow_patterns: Sequence[str]) -> None:
     if not command.words:
         return  # only redirections, already checked
     first = command.words[0]
-    if first.raw in KEYWORDS:
-        raise ReadOnlyViolation(f"shell keyword '{first.raw}' (control structures are not classified)")
+    # A line continuation is no quoting: "ti\\\ntime" is the keyword time to the shell.
+    if first.raw in KEYWORDS or (first.static and not first.quoted and first.text in KEYWORDS):
+        raise ReadOnlyViolation(
+            f"shell keyword '{_one_line(first.text)}' (control structures are not classified)"
+        )
     name = _command_name(first)
     args = command.words[1:]
     if name in WRITERS_AND_RUNNERS:

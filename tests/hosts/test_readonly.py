@@ -290,6 +290,24 @@ WRITING_ATTACKS = [
 ]
 
 
+# (command line, the allow rules of the grant)
+KEYWORD_ATTACKS = [
+    # A line continuation inside a keyword is still the keyword "time", which runs what follows;
+    # /usr/bin/time runs it too.
+    ("ti\\\nme touch f", ["time .*"]),
+    ("/usr/bin/time touch f", ["time .*"]),  # the program, not the keyword
+]
+
+
+@pytest.mark.parametrize(("line", "rules"), KEYWORD_ATTACKS, ids=[a for a, _ in KEYWORD_ATTACKS])
+def test_it_refuses_a_keyword_or_time_even_when_an_allow_rule_names_it(
+    tmp_path: Path, line: str, rules: list[str]
+) -> None:
+    for shell in SHELLS:
+        assert _written(shell, line, b"", tmp_path / shell) == ["f"], (shell, line)
+    assert "time" in refusal(line, rules), line
+
+
 def _written(shell: str, line: str, stdin: bytes, scratch: Path) -> list[str]:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
