@@ -182,7 +182,22 @@ def test_it_answers_any_text_without_crashing(text: str) -> None:
 
 # --- the property against real shells ---------------------------------------------------------
 
-NAMES = ["echo", "cat", "ls", "sort", "uniq", "find", "tee", "touch", "printf", "head", "env", "xargs", "sed"]
+NAMES = [
+    "echo",
+    "cat",
+    "ls",
+    "sort",
+    "uniq",
+    "find",
+    "tee",
+    "touch",
+    "printf",
+    "head",
+    "env",
+    "xargs",
+    "sed",
+    "file",
+]
 ARGS = [
     "x",
     "f",
@@ -197,6 +212,11 @@ ARGS = [
     "-i",
     "s/a/b/",
     ".",
+    # "--" as an option's argument, and $'...' that dash ends elsewhere (attacks found once)
+    "--",
+    "-T",
+    "-C",
+    "$'\\'",
 ]
 REDIRECTIONS = [
     ">f",
