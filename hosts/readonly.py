@@ -413,10 +413,10 @@ def _uniq(args: Sequence[str]) -> str:
 # Long options of less and more that neither write nor read commands or settings from a file.
 # Every other long one is refused: less matches abbreviations and some names in either case,
 # and --lesskey-src=FILE may set LESSOPEN, a command less runs on each file it opens.
-PAGER_LONG_OPTIONS = frozenset(
+PAGER_LONG_OPTIONS = _words(
     "--chop-long-lines --line-numbers --LINE-NUMBERS --raw-control-chars --RAW-CONTROL-CHARS "
     "--quit-if-one-screen --QUIT-AT-EOF --quit-at-eof --no-init --ignore-case --IGNORE-CASE "
-    "--squeeze-blank-lines --silent --quiet --QUIET --squeeze --plain --no-pause --logical".split()
+    "--squeeze-blank-lines --silent --quiet --QUIET --squeeze --plain --no-pause --logical"
 )
 
 

@@ -73,7 +73,7 @@ class Command(BaseCommand):
             f"the chain now starts at chain_seq {(pruned.last_seq or 0) + 1} (anchor #{pruned.anchor_id})."
         )
         path = options["anchor_file"] or settings.AUDIT_ANCHOR_FILE
-        if path and pruned.last_seq is not None:
+        if path and pruned.last_seq is not None and pruned.anchor_id is not None:
             last_hash = (
                 AuditAnchor.objects.filter(pk=pruned.anchor_id).values_list("prev_hash", flat=True).get()
             )
