@@ -242,7 +242,23 @@ def bar_renamed_user(sender: type[Model], instance: AbstractBaseUser, **kwargs: 
         .select_related("client")
         .order_by("pk")
     )
+    # The clients the account owns follow it: otherwise an owner renamed while nothing waits
+    # would no longer be the owner of the requests made next.
+    owned = list(McpClient.objects.filter(owner=old).order_by("name").values_list("pk", "name"))
+    McpClient.objects.filter(pk__in=[pk for pk, _ in owned]).update(owner=new)
+    change = f"admin user '{old}' renamed to '{new}'"
+    if owned:
+        change += f"; the clients they owned follow: {', '.join(name for _, name in owned)}"
     if pending:
         for request in pending:
             _bar(request, new)
-        _audit(new, f"admin user '{old}' renamed to '{new}'", pending)
+        _audit(new, change, pending)
+    elif owned:
+        event_id = writer.begin(
+            tool="admin_change",
+            actor=f"admin:{new}",
+            transport="admin",
+            client=", ".join(name for _, name in owned),
+            details={"change": change, "pending_requests": []},
+        )
+        writer.complete(event_id, status=AuditEvent.Status.OK)

@@ -218,11 +218,12 @@ def test_an_owner_cannot_decide_by_renaming_their_own_account(waiting: ApprovalR
     submit_change_form(alice, reverse("admin:auth_user_change", args=[user.pk]), username="alice2")
     assert User.objects.get(pk=user.pk).username == "alice2"
     page = decide(alice, waiting)
-    assert "alice2 changed client &#x27;agent&#x27; or one of its grants" in page
+    # The client's owner follows the account, and the new name is barred from the waiting request.
+    assert "alice2 owns client &#x27;agent&#x27;" in page
     waiting.refresh_from_db()
     assert (waiting.state, waiting.barred) == ("pending", ["alice2"])
     assert [e.details["change"] for e in changes_recorded("alice2")] == [
-        "admin user 'alice' renamed to 'alice2'"
+        "admin user 'alice' renamed to 'alice2'; the clients they owned follow: agent"
     ]
 
 
@@ -279,3 +280,34 @@ def test_whoever_deletes_a_group_with_a_grant_of_the_client_meanwhile_cannot_dec
     assert "bob changed client" in decide(bob, waiting)
     waiting.refresh_from_db()
     assert waiting.state == "pending" and waiting.barred == ["bob"]
+
+
+def test_an_owner_who_renames_their_account_before_the_request_still_owns_the_client() -> None:
+    # Attack: with nothing pending, alice renames her account; the client still names 'alice',
+    # so the request made next would not bar 'alice2'.
+    client = create_client("agent", owner="alice").client
+    host = Host.objects.create(name="web1", address="10.0.0.1", username="ops")
+    alice = browser_for("alice")
+    user = User.objects.get(username="alice")
+    submit_change_form(alice, reverse("admin:auth_user_change", args=[user.pk]), username="alice2")
+    client.refresh_from_db()
+    assert client.owner == "alice2"
+    request = approvals.create(
+        client_id=client.pk,
+        host=host,
+        command="systemctl restart nginx",
+        working_directory="",
+        timeout=None,
+        sudo=False,
+        stdin="",
+        reason="",
+        rule="^systemctl restart ",
+        session_id="",
+        audit_event_id=1,
+    )
+    assert "alice2 owns client &#x27;agent&#x27;" in decide(alice, request)
+    request.refresh_from_db()
+    assert request.state == "pending"
+    assert [e.details["change"] for e in changes_recorded("alice2")] == [
+        "admin user 'alice' renamed to 'alice2'; the clients they owned follow: agent"
+    ]
