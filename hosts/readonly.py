@@ -7,7 +7,8 @@ lexer of its own, and refuses, naming the construct:
 
 * a redirection that opens a file for writing (``>``, ``>>``, ``>|``, ``&>``, ``&>>``, ``<>``,
   with or without a descriptor number, and ``>&word`` when ``word`` is not a descriptor),
-  unless its target is literally ``/dev/null``;
+  unless its target is literally ``/dev/null``, and any redirection to bash's network names
+  ``/dev/tcp/...`` and ``/dev/udp/...``;
 * anything it cannot classify: command, arithmetic and process substitution, backticks,
   ``${...}`` with operators, variable assignments, subshells and groups, function
   definitions, shell keywords, here-documents whose body is expanded, unbalanced quotes, a
@@ -213,6 +214,11 @@ class _Lexer:
                 )
             self.heredocs.append((target.text, op.endswith("-"), not (target.quoted or not target.static)))
             return
+        if base != "<<<" and ("/dev/tcp/" in target.text or "/dev/udp/" in target.text):
+            # bash connects for these names; ">&0" then writes to the socket (to a local Redis...).
+            raise ReadOnlyViolation(
+                f"redirection '{op}' to '{_one_line(target.raw)}' (bash opens a network connection)"
+            )
         if base in ("<", "<<<"):
             return  # reading a file, or a string as input
         if (

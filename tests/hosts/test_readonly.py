@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -348,3 +350,43 @@ def test_it_refuses_attacks_that_write_in_a_real_shell(
     for shell in shells:
         assert _written(shell, line, stdin, tmp_path / shell) != [], (shell, line)
     assert refusal(line).startswith("a read-only grant refuses "), line
+
+
+class _Listener:
+    """A TCP server on loopback that keeps what the first connection sends."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.received = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.server.settimeout(10)
+        try:
+            connection, _ = self.server.accept()
+        except OSError:
+            return
+        with connection:
+            connection.settimeout(10)
+            while chunk := connection.recv(100):
+                self.received += chunk
+
+    def close(self) -> bytes:
+        self.thread.join(timeout=10)
+        self.server.close()
+        return self.received
+
+
+@pytest.mark.parametrize(
+    "target", ["/dev/tcp/127.0.0.1/PORT", "'/dev/tcp/127.0.0.1/PORT'", "$'/dev/tcp/127.0.0.1/PORT'"]
+)
+def test_it_refuses_bash_network_redirections(target: str) -> None:
+    # Attack: "<" opens a socket in bash and ">&0" writes to it: bytes for any local service
+    # (a Redis told to save its data to a chosen file, a local HTTP API).
+    listener = _Listener()
+    line = f"echo SET x 1 <{target.replace('PORT', str(listener.port))} >&0"
+    subprocess.run(["bash", "-c", 'eval "$1"', "bash", line], capture_output=True, timeout=10, check=False)
+    assert listener.close() == b"SET x 1\n"
+    assert "bash opens a network connection" in refusal(line), line

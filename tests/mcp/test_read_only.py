@@ -8,6 +8,7 @@ look at the remote host (as the unrestricted local client) must find nothing wri
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,3 +271,22 @@ def test_it_refuses_a_line_dash_reads_differently_under_sudo(
     assert "$'...' with a backslash" in message
     assert AuditEvent.objects.filter(client="root-reader").get().status == "denied"
     assert not target.exists()
+
+
+def test_it_refuses_a_network_redirection_on_a_read_only_grant(
+    as_client: AsClient, make_host: Callable[..., Host]
+) -> None:
+    # bash connects for /dev/tcp/HOST/PORT; ">&0" then sends the output to that service.
+    web = make_host("web1")
+    reader = as_client("reader", hosts=[web], read_only=True, rules=[("allow", ".*")])
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        message = reader.error(
+            "ssh_execute", host="web1", command=f"echo SET x 1 </dev/tcp/127.0.0.1/{port} >&0"
+        )
+        assert "bash opens a network connection" in message
+        assert AuditEvent.objects.filter(client="reader").get().status == "denied"
+        # Had the command run, its connection would be waiting here by the time the call returned.
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.accept()
