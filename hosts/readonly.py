@@ -489,6 +489,22 @@ CHECKED_READERS: dict[str, Callable[[Sequence[str]], str]] = {
 }
 
 
+def _journalctl(args: Sequence[str]) -> str:
+    # journalctl reads, but these delete archived journals, rotate, flush or sync them, write keys
+    # or the catalog, or (--cursor-file) write the cursor to a file.
+    writing = (
+        "--vacuum-size", "--vacuum-files", "--vacuum-time", "--rotate", "--flush", "--sync",
+        "--relinquish-var", "--smart-relinquish-var", "--setup-keys", "--update-catalog", "--cursor-file",
+    )  # fmt: skip
+    found = [a for a in args if _long(a, *writing)]
+    return f"journalctl {found[0]} (it deletes, rotates or writes journal files)" if found else ""
+
+
+# Commands an admin may allow by naming them (see explicitly_allowed) whose writing options are
+# refused even then: a rule like ^journalctl( .*)? means "journalctl, to read the journal".
+NAMED_READERS: dict[str, Callable[[Sequence[str]], str]] = {"journalctl": _journalctl}
+
+
 def explicitly_allowed(name: str, allow_patterns: Sequence[str]) -> bool:
     """Whether an allow pattern begins with ``name`` as a whole word (``systemctl status .*``)."""
     for pattern in allow_patterns:
@@ -542,6 +558,10 @@ def _check(command: SimpleCommand, allow_patterns: Sequence[str]) -> None:
             f"'{_one_line(name)}' is not known to only read; an admin can allow it on this grant"
             " with an allow rule that begins with its name"
         )
+    named = NAMED_READERS.get(name)
+    problem = named([a.text for a in args]) if named is not None else ""
+    if problem:
+        raise ReadOnlyViolation(problem)
 
 
 def refusal(command: str, allow_patterns: Sequence[str] = ()) -> str:

@@ -390,3 +390,19 @@ def test_it_refuses_bash_network_redirections(target: str) -> None:
     subprocess.run(["bash", "-c", 'eval "$1"', "bash", line], capture_output=True, timeout=10, check=False)
     assert listener.close() == b"SET x 1\n"
     assert "bash opens a network connection" in refusal(line), line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "journalctl --vacuum-time=1s",
+        "journalctl --vacuum-s 1",
+        "journalctl --cursor-file=f -n 1",
+        "journalctl --rot",
+    ],
+)
+def test_it_refuses_the_writing_options_of_a_command_the_grant_names(line: str) -> None:
+    # The allow rule docs/security.md gives as an example lets journalctl through by name; its
+    # vacuum, rotate and cursor-file options delete or write files all the same.
+    assert refusal("journalctl -u ssh -n 5", ["^journalctl( .*)?"]) == ""
+    assert "it deletes, rotates or writes journal files" in refusal(line, ["^journalctl( .*)?"])
