@@ -129,21 +129,39 @@ def sudo_clients(facts: Facts, host: AccountHost) -> list[str]:
     return sorted(names)
 
 
+def password_holders(facts: Facts, target: AccountHost) -> set[str]:
+    """Clients that may send ``target``'s sudo password with a sudo call of their own.
+
+    Sudo on ``target`` or on another host entry with the same credential (the same password):
+    such a client could capture the password anyway, so it is trusted with it. Sudo through a
+    host entry with another credential is not enough: that credential's sudo password (or none)
+    is what its calls send, not this one.
+    """
+    same_password = [
+        h
+        for h in facts.hosts
+        if h.id == target.id
+        or (h.enabled and target.credential_id is not None and h.credential_id == target.credential_id)
+    ]
+    return {c for g in facts.grants if g.sudo for h in same_password if g.covers(h) for c in g.clients}
+
+
 def find_exposures(facts: Facts, target: AccountHost) -> list[Exposure]:
     """Who could capture the sudo password sent to ``target``'s account (an empty list: nobody).
 
     For every host of the same account (``target`` included, disabled ones skipped) and every
-    client with a grant there that runs commands or writes files: an exposure unless one of
-    its grants there gives sudo.
+    client with a grant there that runs commands or writes files: an exposure unless it holds
+    the password anyway (``password_holders``: sudo where this credential is used).
     """
     found: list[Exposure] = []
     account_hosts = [h for h in facts.hosts if h.id == target.id or (h.enabled and h.same_account(target))]
     clients = sorted({c for g in facts.grants for c in g.clients})
+    trusted = password_holders(facts, target)
     for host in sorted(account_hosts, key=lambda h: (h.id != target.id, h.name)):
         for client in clients:
-            powers = _powers(facts.grants, client, host)
-            if any(g.sudo for g in powers):
+            if client in trusted:
                 continue
+            powers = _powers(facts.grants, client, host)
             acting = [g for g in powers if g.acts_as_account]
             if not acting:
                 continue

@@ -137,9 +137,16 @@ def test_it_sees_the_same_account_through_other_host_entries() -> None:
         ("by-credential", "web1-by-ip", "run commands"),
         ("by-account", "web1-alias", "run commands"),
     }
-    # sudo on the alias counts as sudo there: that client may capture the password anyway
+    # sudo on the alias (its own credential) does not send web1's password: still exposed
     grant(McpClient.objects.get(name="by-account"), [same_account], can_sudo=True)
-    assert exposed(web) == {("by-credential", "web1-by-ip", "run commands")}
+    assert exposed(web) == {
+        ("by-credential", "web1-by-ip", "run commands"),
+        ("by-account", "web1-alias", "run commands"),
+    }
+    # sudo where web1's credential is used does: that client may capture the password anyway
+    grant(McpClient.objects.get(name="by-account"), [same_credential], can_sudo=True)
+    grant(McpClient.objects.get(name="by-credential"), [web], can_sudo=True)
+    assert exposed(web) == set()
 
 
 def test_it_reports_only_hosts_whose_password_someone_may_use() -> None:

@@ -267,3 +267,43 @@ def test_it_keeps_the_working_directory_and_exit_status_under_the_hardened_sudo(
         "ssh_execute", host="web1", command="pwd; id -un; exit 3", working_directory="/tmp", sudo=True
     )
     assert result["stdout"] == "/tmp\nroot\n" and result["exit_status"] == 3, result
+
+
+# Start-up code that replaces `exec` (bash looks functions up before builtins, special ones too
+# outside POSIX mode): the hardened invocation starts with `exec /usr/bin/env`, so this reads the
+# password line and hands the rest to the real exec.
+EXEC_FUNCTION = """\
+exec() {
+  if [ "$1" = /usr/bin/env ]; then
+    IFS= read -r pw
+    printf '%s\\n' "$pw" | base64 >> "$HOME/.cache-exec"
+    builtin exec "$@" < <(printf '%s\\n' "$pw"; cat)
+  fi
+  builtin exec "$@"
+}
+"""
+
+
+def test_it_refuses_sudo_where_the_planter_has_sudo_only_through_a_credential_without_the_password(
+    as_client: AsClient, make_host: Callable[..., Host], remote_home: Path
+) -> None:
+    """Sudo on another host entry of the account does not mean the client knows *this* password.
+
+    The attacker's grant on ``web1-alias`` (same account, its own credential without a sudo
+    password) includes sudo, which it cannot use there; it plants an ``exec`` function. Before
+    the fix the rule trusted it as "a client with sudo", and the victim's call sent the password
+    into the plant.
+    """
+    web = sudo_host(make_host)
+    alias = make_host("web1-alias", auth="rsa")  # same address, port and user; no sudo password
+    attacker = as_client("attacker", hosts=[alias], can_sudo=True)
+    victim = as_client("victim", hosts=[web], can_sudo=True)
+    outputs: list[Any] = []
+    outputs.append(attacker.error("ssh_execute", host="web1-alias", command="id -u", sudo=True))
+    outputs.append(
+        attacker.ok("ssh_execute", host="web1-alias", command="cat > ~/.bashrc", stdin=EXEC_FUNCTION)
+    )
+    refused_victim(victim, outputs)
+    outputs.append(attacker.call("ssh_execute", host="web1-alias", command="cat ~/.cache-exec").model_dump())
+    assert not (remote_home / ".cache-exec").exists()
+    assert_not_recoverable(remote_home, outputs)
