@@ -11,19 +11,21 @@ The rule therefore is: a sudo password is used on a host only when no client lac
 run commands (any execute grant, read-only included: their commands run as the very account,
 and the secret should not rest on a classifier of command text) or upload files (a write
 grant that is not read-only) as the same remote account.
-The same account is reached through every host that uses the same credential, or has the same
-address (case-insensitively), port and login name; a client lacking sudo on one of those hosts
-counts. Only enabled grants of clients that may act now count; a client that planted code
+The same account is reached through every host that uses the same credential, has the same
+address (case-insensitively, IP literals in one spelling), port and login name, or has the same
+login name on a server showing one of the same host keys; a client lacking sudo on one of those
+hosts counts. Only enabled grants of clients that may act now count; a client that planted code
 before it lost its grants is not seen (see docs/security.md).
 
 The evaluation (``find_exposures``) is a pure function over plain facts, loaded from the
-database in five queries by ``load_facts``; callers: ``sshcontrol.mcp.calls`` (refuses
+database in six queries by ``load_facts``; callers: ``sshcontrol.mcp.calls`` (refuses
 the call), ``sshcontrol.checks`` (``sshcontrol check``) and the host, credential and grant
 admin pages (warnings).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -31,10 +33,24 @@ from typing import Literal
 from django.db.models import Prefetch
 
 from hosts.access_models import ClientGroup, Grant, McpClient
-from hosts.models import Host
+from hosts.models import Host, HostKey
 
 CHECK_ID = "sshcontrol.W020"
 DOC_POINTER = "docs/security.md, 'The sudo password rule'"
+
+
+def canonical_address(address: str) -> str:
+    """One spelling per address: case and a trailing dot ignored, IP literals in standard form."""
+    text = address.strip().casefold().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -51,10 +67,12 @@ class AccountHost:
     port: int
     username: str
     tags: frozenset[str]
+    # Fingerprints of the host keys stored for it (trusted or pending): the server it reaches.
+    host_keys: frozenset[str] = frozenset()
 
     @property
     def account(self) -> tuple[str, int, str]:
-        return (self.address.strip().casefold().rstrip("."), self.port, self.username)
+        return (canonical_address(self.address), self.port, self.username)
 
     @property
     def account_text(self) -> str:
@@ -62,7 +80,15 @@ class AccountHost:
 
     def same_account(self, other: AccountHost) -> bool:
         same_credential = self.credential_id is not None and self.credential_id == other.credential_id
-        return same_credential or self.account == other.account
+        # Another name of the same server (a DNS name and an IP address, another address or
+        # port of the same sshd) shows the same host key: the same login name there is the
+        # same account.
+        same_server = not self.host_keys.isdisjoint(other.host_keys)
+        return (
+            same_credential
+            or self.account == other.account
+            or (same_server and self.username == other.username)
+        )
 
 
 @dataclass(frozen=True)
@@ -231,7 +257,7 @@ def involving(facts: Facts, scope: Scope, object_id: int) -> list[ExposedHost]:
 # -- loading the facts -----------------------------------------------------------------------
 
 
-def _host_facts(host: Host) -> AccountHost:
+def _host_facts(host: Host, keys: dict[int, set[str]]) -> AccountHost:
     credential = host.credential
     tags = host.tags if isinstance(host.tags, list) else []
     return AccountHost(
@@ -245,13 +271,19 @@ def _host_facts(host: Host) -> AccountHost:
         port=host.port,
         username=host.username,
         tags=frozenset(str(t) for t in tags),
+        host_keys=frozenset(keys.get(host.pk, ())),
     )
 
 
 def load_facts() -> Facts:
     """Every host and every enabled grant of a client that may act now (a few queries)."""
+    keys: dict[int, set[str]] = {}
+    for host_id, fingerprint in HostKey.objects.exclude(state=HostKey.State.REVOKED).values_list(
+        "host_id", "fingerprint"
+    ):
+        keys.setdefault(host_id, set()).add(fingerprint)
     hosts = tuple(
-        _host_facts(h)
+        _host_facts(h, keys)
         for h in Host.objects.select_related("credential").only(
             "id",
             "name",

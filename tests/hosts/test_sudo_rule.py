@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from hosts import sudo_rule
-from hosts.models import ClientGroup, Credential, Grant, Host, McpClient
+from hosts.models import ClientGroup, Credential, Grant, Host, HostKey, McpClient
 
 pytestmark = pytest.mark.django_db
 
@@ -147,6 +147,33 @@ def test_it_sees_the_same_account_through_other_host_entries() -> None:
     grant(McpClient.objects.get(name="by-account"), [same_credential], can_sudo=True)
     grant(McpClient.objects.get(name="by-credential"), [web], can_sudo=True)
     assert exposed(web) == set()
+
+
+def test_it_sees_other_spellings_and_other_names_of_the_same_server() -> None:
+    web = sudo_host(address="::1")
+    for name, address in (("long-form", "0:0:0:0:0:0:0:1"), ("bracketed", "[::1]")):
+        grant(client(name), [host(name, address=address)])
+    v4 = sudo_host("v4", address="192.0.2.7")
+    grant(client("mapped"), [host("mapped", address="::ffff:192.0.2.7")])
+    assert exposed(web) == {
+        ("long-form", "long-form", "run commands"),
+        ("bracketed", "bracketed", "run commands"),
+    }
+    assert exposed(v4) == {("mapped", "mapped", "run commands")}
+    # A DNS name on another port, with the same host key as web1: the same server, same user.
+    by_name = host("by-name", address="web1.example.org", port=2222)
+    other_user = host("by-name-deploy", address="web1.example.org", port=2222, username="deploy")
+    for target in (web, by_name, other_user):
+        HostKey.objects.create(
+            host=target, key_type="ssh-ed25519", public_key="AAAA", fingerprint="SHA256:same"
+        )
+    grant(client("by-name"), [by_name])
+    grant(client("by-name-deploy"), [other_user])
+    assert ("by-name", "by-name", "run commands") in exposed(web)
+    assert not {e for e in exposed(web) if e[0] == "by-name-deploy"}
+    # A revoked key no longer ties them.
+    HostKey.objects.filter(host=by_name).update(state=HostKey.State.REVOKED)
+    assert not {e for e in exposed(web) if e[0] == "by-name"}
 
 
 def test_it_reports_only_hosts_whose_password_someone_may_use() -> None:

@@ -307,3 +307,30 @@ def test_it_refuses_sudo_where_the_planter_has_sudo_only_through_a_credential_wi
     outputs.append(attacker.call("ssh_execute", host="web1-alias", command="cat ~/.cache-exec").model_dump())
     assert not (remote_home / ".cache-exec").exists()
     assert_not_recoverable(remote_home, outputs)
+
+
+@pytest.mark.parametrize("address", ["localhost", "127.1", "::ffff:127.0.0.1"])
+def test_it_refuses_sudo_where_a_planter_reaches_the_account_by_another_address(
+    as_client: AsClient, make_host: Callable[..., Host], remote_home: Path, address: str
+) -> None:
+    """Another spelling of the victim's address (its own credential): the same server, same user.
+
+    ``localhost`` is a DNS name for 127.0.0.1 and ``127.1`` a short form of it; the rule compared
+    address text, so the planter's entry looked like another account and the victim's call ran.
+    The entry shows the same host key as the victim's, which is what now ties them together
+    (IPv4-mapped and other IP literals are also compared in one spelling).
+    """
+    web = sudo_host(make_host)
+    alias = make_host("web1-alias", auth="rsa")
+    alias.address = address
+    alias.save()
+    attacker = as_client("attacker", hosts=[alias], rules=[("allow", r"(cat|tee)( .*)?")])
+    victim = as_client("victim", hosts=[web], can_sudo=True)
+    outputs: list[Any] = []
+    if address != "::ffff:127.0.0.1":  # paramiko cannot dial that literal; the rule still matches it
+        outputs.append(
+            attacker.ok("ssh_execute", host="web1-alias", command="tee .bashrc", stdin=EXEC_FUNCTION)
+        )
+    refused_victim(victim, outputs)
+    assert not (remote_home / ".cache-exec").exists()
+    assert_not_recoverable(remote_home, outputs)
