@@ -67,6 +67,12 @@ def await_decision(
     )
     call.details["approval_request"] = request.pk
     if wait(request.pk, notify, cancelled) == State.APPROVED:
+        # Grants may have changed while it waited: a client given execute meanwhile could have
+        # planted code to catch the sudo password. Checked before the claim, so the request
+        # stays approved and ssh_approval_status can run it (checked again) once that is fixed.
+        exposed = call.sudo_exposure(call.host) if pending.sudo else ""
+        if exposed:
+            call.fail(exposed, Status.DENIED)
         claimed = approvals.claim(request.pk, call.caller.client_id)
         if claimed is not None:
             call.details["approved_by"] = claimed.decided_by

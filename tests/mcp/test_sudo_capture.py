@@ -17,6 +17,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent
-from hosts.models import Grant, Host
+from hosts import approvals
+from hosts.models import ApprovalRequest, Grant, Host, McpClient
 from tests.leaks import recoverable
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
@@ -334,3 +336,42 @@ def test_it_refuses_sudo_where_a_planter_reaches_the_account_by_another_address(
     refused_victim(victim, outputs)
     assert not (remote_home / ".cache-exec").exists()
     assert_not_recoverable(remote_home, outputs)
+
+
+def test_it_checks_the_rule_again_when_a_waiting_sudo_call_is_approved(
+    as_client: AsClient, make_host: Callable[..., Host], remote_home: Path
+) -> None:
+    """A planter granted while the victim's sudo call waits for approval, inside that same call.
+
+    The rule was checked when the call began; the call then waited for the decision and ran
+    sudo without a second look, so a client granted meanwhile could plant and read the
+    password back once an admin approved. The approved run must be checked again.
+    """
+    web = sudo_host(make_host)
+    attacker = as_client("attacker", grant=False)
+    victim = as_client("victim", hosts=[web], can_sudo=True, rules=[("approve", r"id( .*)?")])
+    waiting = victim.submit("ssh_execute", host="web1", command="id -u", sudo=True)
+    deadline = time.monotonic() + 30
+    request = None
+    while request is None and time.monotonic() < deadline:
+        request = ApprovalRequest.objects.filter(state="pending").first()
+        time.sleep(0.05)
+    assert request is not None, "the victim's call did not wait for approval"
+    Grant.objects.create(client=McpClient.objects.get(name="attacker"), all_hosts=True)  # execute, read files
+    outputs: list[Any] = [
+        attacker.ok("ssh_execute", host="web1", command="cat > ~/.bashrc", stdin=EXEC_FUNCTION)
+    ]
+    approvals.decide(request.pk, "bob", approve=True)
+    result = waiting.result(60)
+    outputs.append(result.model_dump())
+    assert result.is_error, result.structured_content
+    message = result.content[0].text  # type: ignore[union-attr]
+    assert "sudo is refused on host 'web1'" in message, message
+    event = AuditEvent.objects.filter(client="victim").order_by("-id").first()
+    assert event is not None and event.status == "denied" and event.details["sudo_exposed_to"]
+    outputs.append(attacker.call("ssh_execute", host="web1", command="cat ~/.cache-exec").model_dump())
+    assert not (remote_home / ".cache-exec").exists()
+    assert_not_recoverable(remote_home, outputs)
+    # The request was not used up: once the admin fixes the grants it can run (and is checked).
+    request.refresh_from_db()
+    assert request.state == "approved"
