@@ -59,7 +59,7 @@ def check_private_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
         Error(
             "; ".join(e.describe() for e in found) + ". Other local users could read the database "
             "(admin sessions, audit rows, encrypted credentials) or the keys.",
-            hint=f"Run: {filemodes.fix_command(found)}",
+            hint=filemodes.fix_command(found),
             id="sshcontrol.E040",
         )
     ]

@@ -97,12 +97,21 @@ class Exposure:
     path: Path
     mode: int
     is_dir: bool
+    # The directory holding a database outside the data directory, where others may write.
+    database_dir: bool = False
+    # Owned by this user: chmod fixes it. Otherwise (``/tmp``) the database must move.
+    owned: bool = True
 
     @property
     def fix(self) -> str:
         return f"chmod {DIR_MODE if self.is_dir else FILE_MODE:o} {shlex.quote(str(self.path))}"
 
     def describe(self) -> str:
+        if self.database_dir:
+            return (
+                f"the directory {self.path} holding the database lets other local users create, "
+                f"rename or delete files in it (mode {self.mode:04o})"
+            )
         kind = "directory" if self.is_dir else "file"
         return f"the {kind} {self.path} is open to other local users (mode {self.mode:04o})"
 
@@ -121,15 +130,47 @@ def _exposure(path: Path) -> Exposure | None:
 SECRET_FILES = ("secret_key", "field_keys", "initial_admin_password")
 
 
+def _writable_database_dir(directory: Path) -> Exposure | None:
+    """The database's own directory, where others could replace it or plant its side files.
+
+    Outside the data directory (which must be owner-only anyway), a directory others can only
+    enter and list is fine: the files are 0600. One they can write, or that another user owns,
+    is not: the 0600 database can be renamed away and replaced, and its ``-wal``/``-journal``
+    created by them before SQLite creates it.
+    """
+    try:
+        info = directory.stat()
+    except OSError:
+        return None
+    owned = info.st_uid == os.geteuid()
+    if info.st_mode & 0o022 or not owned:
+        return Exposure(directory, stat.S_IMODE(info.st_mode), True, database_dir=True, owned=owned)
+    return None
+
+
 def exposed(data_dir: Path, database: Path | None) -> list[Exposure]:
     """The data directory, its secret files and the database's files, where others can reach them."""
     candidates = [data_dir] + [data_dir / name for name in SECRET_FILES]
     if database is not None:
         candidates += sqlite_files(database)
-    return [hit for hit in map(_exposure, candidates) if hit is not None]
+    found = [hit for hit in map(_exposure, candidates) if hit is not None]
+    if database is not None and database.parent.resolve() != data_dir.resolve():
+        writable = _writable_database_dir(database.parent)
+        if writable is not None:
+            found.insert(0, writable)
+    return found
 
 
 def fix_command(found: list[Exposure]) -> str:
-    """One shell command that fixes every exposure found (directories first)."""
-    ordered = sorted(found, key=lambda e: not e.is_dir)
-    return " && ".join(e.fix for e in ordered)
+    """What fixes every exposure found: one shell command (directories first), then any move.
+
+    A directory of someone else's cannot be chmod-ed: the database has to move out of it.
+    """
+    ordered = sorted((e for e in found if e.owned), key=lambda e: not e.is_dir)
+    command = "Run: " + " && ".join(e.fix for e in ordered) if ordered else ""
+    moves = [
+        f"move the database out of {e.path} (DATABASE_URL) to a directory only this user can write"
+        for e in found
+        if not e.owned
+    ]
+    return "; ".join(filter(None, [command, *moves]))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.sshd import free_port
 
@@ -160,3 +161,63 @@ def test_it_refuses_to_serve_from_a_directory_others_can_read(
     assert result.stdout == ""  # over stdio, stdout belongs to the protocol
     data.chmod(0o700)
     assert sshcontrol(data, "check").returncode == 0
+
+
+def test_it_reports_a_database_in_a_directory_others_can_write(other_user: str, open_data_dir: Path) -> None:
+    """A SQLite ``DATABASE_URL`` outside the data directory, in a directory every user may write.
+
+    The other user cannot read the 0600 database, but can rename it away and put a database of
+    their own (their admin account, their grants) under its name, or create its ``-wal`` or
+    ``-journal`` before sshcontrol does. ``check`` used to look only at the files, not at the
+    directory holding them, and passed.
+    """
+    data = open_data_dir
+    shared = data.parent / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    env = {
+        **env_for(data),
+        "DATABASE_URL": f"sqlite:///{shared}/sshcontrol.sqlite3",
+        "SSHCONTROL_FIELD_KEYS": Fernet.generate_key().decode(),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sshcontrol", *args],
+            env=env,
+            cwd=data.parent,
+            umask=0o022,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    data.chmod(0o700)
+    run("migrate", "--no-input")
+    database = shared / "sshcontrol.sqlite3"
+    assert database.exists() and (database.stat().st_mode & 0o777) == 0o600
+    # The attack the directory allows: the other user moves the database aside.
+    moved = subprocess.run(
+        ["runuser", "-u", other_user, "--", "mv", str(database), str(shared / "stolen")],
+        capture_output=True,
+        check=False,
+    )
+    assert moved.returncode == 0, moved.stderr
+    (shared / "stolen").rename(database)
+    report = run("check")
+    assert report.returncode != 0 and "sshcontrol.E040" in report.stderr, report.stderr
+    assert f"the directory {shared} holding the database lets other local users" in report.stderr
+    assert f"chmod 700 {shared}" in report.stderr
+    subprocess.run(["chmod", "700", str(shared)], check=True)
+    fixed = run("check")
+    assert fixed.returncode == 0 and "E040" not in fixed.stderr, fixed.stderr
+    # A directory the sshcontrol user does not own (like /tmp) cannot be fixed with chmod: move.
+    shared.chmod(0o1777)
+    subprocess.run(["chown", other_user, str(shared)], check=True)
+    moved_hint = run("check")
+    assert "sshcontrol.E040" in moved_hint.stderr and "move the database" in moved_hint.stderr, (
+        moved_hint.stderr
+    )
+    assert f"chmod 700 {shared}" not in moved_hint.stderr
