@@ -1,8 +1,9 @@
 """A command that needs an admin's approval: ask, wait a while, then run it once or say why not.
 
 Runs in the call's thread. The wait is bounded by ``SSHCONTROL_APPROVAL_WAIT_SECONDS``;
-past it the call returns the request id and ``ssh_approval_status`` runs the command
-later, once, if an admin approved it before it expired.
+past it the call returns a normal result in state ``pending`` with the request id, and
+``ssh_approval_status`` runs the command later, once, if an admin approved it before it
+expired. Not having a decision yet is not an error: a program reads the state and the id.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from audit.models import AuditEvent
 from hosts import approvals
 from hosts.access_models import ApprovalRequest
 from sshcontrol.mcp.calls import HostCall
+from sshcontrol.mcp.schemas import ExecuteResult, PendingApproval
 
 Status = AuditEvent.Status
 State = ApprovalRequest.State
@@ -46,10 +48,11 @@ def await_decision(
     notify: Callable[[str], None],
     cancelled: threading.Event,
 ) -> ApprovalRequest:
-    """Create the request, wait for the decision, and return it claimed for this run.
+    """Create the request, wait for the decision, and return it: claimed for this run, or undecided.
 
-    Every other outcome completes the audit row and raises through ``call.fail``: denied or
-    expired (status denied), still undecided (status pending, with the request id).
+    An undecided request comes back in state pending, its audit row completed as pending
+    (``held_back`` makes the tool's result). Denied or expired requests complete the row as
+    denied and raise through ``call.fail``.
     """
     assert call.host is not None and call.caller.client_id is not None and call.decision is not None
     request = approvals.create(
@@ -78,6 +81,9 @@ def await_decision(
             call.details["approved_by"] = claimed.decided_by
             return claimed
     request.refresh_from_db()  # denied, expired, or still pending: the row says which, and why
+    if request.state == State.PENDING:
+        call.complete(Status.PENDING)
+        return request
     fail_for(call, request)
 
 
@@ -98,16 +104,36 @@ def wait(request_id: int, notify: Callable[[str], None], cancelled: threading.Ev
 
 
 def fail_for(call: HostCall, request: ApprovalRequest) -> NoReturn:
-    """Complete the row for a request that will not run now, with a message the model can act on."""
-    state = request.state
-    if state == State.DENIED:
+    """Complete the row for a request that was refused, with a message the model can act on."""
+    if request.state == State.DENIED:
         comment = f": {request.comment}" if request.comment else ""
         call.fail(f"approval request {request.pk} was denied by {request.decided_by}{comment}", Status.DENIED)
-    if state in (State.EXPIRED, State.EXECUTED):
-        call.fail(f"approval request {request.pk} is {state} and will not run", Status.DENIED)
-    call.fail(
-        f"this command needs an administrator's approval: request {request.pk} is waiting for a decision "
-        f"(expires {request.expires_at.isoformat()}). Call ssh_approval_status with "
-        f"request_id={request.pk} later; once approved, that call runs the command once.",
-        Status.PENDING,
+    call.fail(f"approval request {request.pk} is {request.state} and will not run", Status.DENIED)
+
+
+def held_back(call: HostCall, command: str, request: ApprovalRequest) -> ExecuteResult:
+    """The result of a command still waiting for a decision: state pending and what to call next."""
+    assert call.host is not None
+    return ExecuteResult(
+        state="pending",
+        pending_approval=PendingApproval(
+            request_id=request.pk,
+            expires_at=request.expires_at.isoformat(),
+            next_arguments={"request_id": request.pk},
+        ),
+        session_id=call.session_id or "",
+        host=call.host.name,
+        command=command,
+        exit_status=None,
+        signal=None,
+        stdout="",
+        stderr="",
+        stdout_bytes=0,
+        stderr_bytes=0,
+        stdout_truncated=False,
+        stderr_truncated=False,
+        timed_out=False,
+        duration_ms=0.0,
+        audit_id=call.event_id,
+        approval_request=request.pk,
     )

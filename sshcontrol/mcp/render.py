@@ -24,7 +24,7 @@ def _fence(text: str) -> str:
 
 def host_list(result: HostList) -> str:
     if not result.hosts:
-        return "No hosts are available to you. An admin registers hosts in the sshcontrol admin."
+        return result.note or "No hosts are available to you."
     lines = [
         f"## {result.count} host(s)",
         "",
@@ -63,6 +63,14 @@ def status(result: StatusResult) -> str:
 
 
 def execute(result: ExecuteResult) -> str:
+    if result.pending_approval is not None:
+        held = result.pending_approval
+        return (
+            f"`{result.command}` on **{result.host}** needs an administrator's approval: request "
+            f"{held.request_id} is waiting for a decision (expires {held.expires_at}). Call "
+            f"{held.next_tool} with request_id={held.request_id} later; once approved, that call runs "
+            f"the command once. Audit #{result.audit_id}."
+        )
     if result.timed_out:
         outcome = "timed out; the remote process was killed"
     elif result.exit_status is None:

@@ -23,6 +23,7 @@ class HostInfo(BaseModel):
 class HostList(BaseModel):
     hosts: list[HostInfo]
     count: int
+    note: str = Field(default="", description="why the list is empty, when it is")
 
 
 class ConnectResult(BaseModel):
@@ -53,8 +54,25 @@ class StatusResult(BaseModel):
     count: int
 
 
+class PendingApproval(BaseModel):
+    """A command held back for an administrator's decision, and what to call to pick it up."""
+
+    request_id: int
+    expires_at: str = Field(description="when the request expires undecided (ISO 8601)")
+    next_tool: Literal["ssh_approval_status"] = Field(
+        default="ssh_approval_status", description="call this tool later; once approved it runs the command"
+    )
+    next_arguments: dict[str, int] = Field(description="the arguments for next_tool")
+
+
 class ExecuteResult(BaseModel):
-    session_id: str
+    state: Literal["completed", "pending"] = Field(
+        default="completed",
+        description="'completed' when the command ran; 'pending' when it waits for an administrator's "
+        "approval (see pending_approval; the output fields are then empty)",
+    )
+    pending_approval: PendingApproval | None = Field(default=None, description="set when state is 'pending'")
+    session_id: str = Field(description="the session used; empty while pending and no session is open")
     host: str
     command: str
     exit_status: int | None = Field(description="the command's exit status; null when it was killed")
@@ -69,7 +87,7 @@ class ExecuteResult(BaseModel):
     duration_ms: float
     audit_id: int
     approval_request: int | None = Field(
-        default=None, description="the approval request this run was approved under, if any"
+        default=None, description="the approval request this command waits for or ran under, if any"
     )
 
 

@@ -17,12 +17,26 @@ host key is not trusted yet, tell the user to ask their administrator to approve
 Every call is recorded in an audit log."""
 
 
+# MCPServer serves prompt and resource requests, and the 2026 ``subscriptions/listen`` stream,
+# whether or not it has any; the SDK derives the advertised capabilities from the handlers
+# present, so it announced empty prompts and resources (an unknown prompt failing with error
+# code 0) and, in ``server/discover`` only, ``resources.subscribe`` and ``listChanged``.
+# sshcontrol serves tools, whose list never changes: without these handlers both protocol
+# eras advertise exactly that, and the other methods answer "method not found".
+_NOT_SERVED = ("prompts/list", "prompts/get", "resources/list", "resources/read", "resources/templates/list")
+
+
 def build_server(transport: str = "stdio", client: ClientRef | None = None, **options: Any) -> MCPServer:
     """The server with every tool; ``client`` is the fixed caller of a stdio server.
 
     ``options`` go to ``MCPServer`` (the HTTP transport passes its token verifier, auth
     and transport-security settings); without ``client`` every request must carry a token.
     """
-    server: MCPServer = MCPServer(name="sshcontrol", instructions=INSTRUCTIONS, version="0.1.0", **options)
+    server: MCPServer = MCPServer(
+        name="sshcontrol", instructions=INSTRUCTIONS, version="0.1.0", subscriptions=False, **options
+    )
+    handlers = server._lowlevel_server._request_handlers  # no public way to unregister a method
+    for method in _NOT_SERVED:
+        handlers.pop(method, None)
     tools.register(server, transport, client)
     return server

@@ -12,6 +12,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import inspect
 import secrets
 import threading
 from collections.abc import Awaitable, Callable
@@ -33,9 +34,10 @@ from sshcontrol import localfiles, visible
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.mcp import render
 from sshcontrol.mcp.adhoc import register as register_adhoc
-from sshcontrol.mcp.approval_flow import Pending, await_decision
+from sshcontrol.mcp.approval_flow import Pending, await_decision, held_back
 from sshcontrol.mcp.calls import HostCall, mark_lost, run_host_call
 from sshcontrol.mcp.execution import checked_timeout, execute_on, own_client, run_approved
+from sshcontrol.mcp.hostlist import empty_reason
 from sshcontrol.mcp.identity import Caller, ClientRef, caller_for
 from sshcontrol.mcp.schemas import (
     ApprovalStatusResult,
@@ -157,7 +159,8 @@ class Tools:
         caller = self.caller(ctx)
 
         def work() -> HostList:
-            hosts = visible_hosts(access_for(own_client(caller)), list_hosts(tag=tag, search=search))
+            access = access_for(own_client(caller))
+            hosts = visible_hosts(access, list_hosts(tag=tag, search=search))
             open_by_host: dict[int, list[str]] = {}
             for session_id, host_id in SshSession.objects.filter(
                 client_id=caller.client_id, state=SshSession.State.CONNECTED, host__in=hosts
@@ -176,7 +179,8 @@ class Tools:
                 )
                 for h in hosts
             ]
-            return HostList(hosts=infos, count=len(infos))
+            note = "" if infos else empty_reason(access, filtered=bool(tag or search))
+            return HostList(hosts=infos, count=len(infos), note=note)
 
         return await serve(work, render.host_list, response_format)
 
@@ -202,11 +206,9 @@ class Tools:
         ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ConnectResult]:
-        """Open an SSH session on a host an administrator registered, by name, and return its session_id
-        (or reuse an open session when you pass its session_id). Credentials and host keys are managed
-        by the administrator: do not pass a password or key. The host key is verified against the
-        trusted keys. (address/username/password register a new host only where an administrator
-        enabled ad-hoc connections for you; otherwise they are refused.)"""
+        """Open an SSH session on a registered host by name and return its session_id (or reuse the open
+        session you pass). Credentials and host keys are managed by the administrator; host keys are
+        verified. address/username/password work only where ad-hoc connections are enabled for you."""
         caller = self.caller(ctx)
         adhoc = address is not None or username is not None or password is not None
 
@@ -339,12 +341,10 @@ class Tools:
         ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ExecuteResult]:
-        """Run a shell command on a host (by session_id, or by host name to open/reuse a session) and
-        return its exit status, stdout and stderr. Output is streamed and capped (head and tail kept);
-        the command is killed when the timeout passes; stdin is closed unless you pass text for it.
-        Commands are checked against the administrator's rules: some are refused, some wait for an
-        administrator's approval (progress says so; if the wait runs out you get a request id for
-        ssh_approval_status). Every command is audited."""
+        """Run a shell command on a host (by session_id, or by host name) and return its exit status,
+        stdout and stderr (capped, head and tail kept). The command is killed at the timeout; stdin is
+        closed unless you pass text. Some commands need an administrator's approval: if none comes in
+        time the result has state 'pending' and a request_id for ssh_approval_status. Audited."""
         caller = self.caller(ctx)
         seconds = checked_timeout(timeout)
         if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
@@ -366,6 +366,8 @@ class Tools:
                         command, working_directory or "", timeout, sudo, stdin or "", reason or ""
                     )
                     approval = await_decision(call, pending, notify, cancelled)
+                    if approval.state == ApprovalRequest.State.PENDING:
+                        return held_back(call, command, approval)
                 return execute_on(
                     call, command, working_directory, seconds, stdin, sudo, call_id, progress, approval
                 )
@@ -466,10 +468,9 @@ class Tools:
         overwrite: Annotated[bool, Field(description="Replace an existing remote file.")] = False,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, UploadResult]:
-        """Upload a file to a host, from inline content (utf-8 or base64) or from a file in the server's
-        transfer directory. The file is written to a temporary name and renamed into place, so readers
-        never see a partial file; an existing file is kept unless overwrite is true. Returns the size
-        and SHA-256."""
+        """Upload a file to a host from inline content (utf-8 or base64) or from the server's transfer
+        directory. Written to a temporary name and renamed into place; an existing file is kept unless
+        overwrite is true. Returns the size and SHA-256."""
         caller = self.caller(ctx)
         if (local_path is None) == (content is None):
             raise ToolError("give exactly one of local_path or content")
@@ -540,9 +541,8 @@ class Tools:
         overwrite: Annotated[bool, Field(description="Replace an existing local file.")] = False,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, DownloadResult]:
-        """Download a file from a host, into the server's transfer directory (local_path) or inline: inline
-        content is returned as utf-8 text when it is valid UTF-8, else base64, up to a size cap. Returns
-        bytes and SHA-256."""
+        """Download a file from a host into the server's transfer directory (local_path) or inline (utf-8
+        text when valid, else base64, up to a size cap). Returns the size and SHA-256."""
         caller = self.caller(ctx)
 
         def work() -> DownloadResult:
@@ -686,6 +686,12 @@ class Tools:
         return await serve(work, render.disconnect, response_format)
 
 
+def describe(fn: Callable[..., Any]) -> str:
+    """A docstring as a tool description: no source indentation, wrapped lines joined."""
+    paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
 def hints(read_only: bool, destructive: bool, idempotent: bool, open_world: bool) -> ToolAnnotations:
     return ToolAnnotations(
         read_only_hint=read_only,
@@ -710,4 +716,10 @@ def register(server: MCPServer, transport: str, client: ClientRef | None) -> Non
         (tools.ssh_approval_status, "Check or run an approved command", False, True, False, True),
     ]
     for fn, title, *flags in specs:
-        server.add_tool(refusing_nul(fn), name=fn.__name__, title=title, annotations=hints(*flags))
+        server.add_tool(
+            refusing_nul(fn),
+            name=fn.__name__,
+            title=title,
+            description=describe(fn),
+            annotations=hints(*flags),
+        )

@@ -83,14 +83,14 @@ def test_it_runs_an_approved_command_on_a_worker(workers: WorkerPool, make_host,
     host = make_host("h")
     token = token_for("agent", host, rules=(("approve", r"^echo guarded"),))
 
-    async def ask(client: Client) -> str:
-        refused = await client.call_tool("ssh_execute", {"host": "h", "command": "echo guarded run"})
-        assert refused.is_error
-        return refused.content[0].text  # type: ignore[union-attr]
+    async def ask(client: Client) -> int:
+        held = await ok(client, "ssh_execute", host="h", command="echo guarded run")
+        assert held["state"] == "pending"
+        request_id: int = held["pending_approval"]["request_id"]
+        return request_id
 
     env = {"SSHCONTROL_CLIENT_TOKEN": token, "SSHCONTROL_APPROVAL_WAIT_SECONDS": "0"}
-    message = run(ask, workers.broker_url, **env)
-    request_id = int(message.split("request_id=")[1].split(" ")[0])
+    request_id = run(ask, workers.broker_url, **env)
     approvals.decide(request_id, "bob", approve=True, comment="fine")
 
     async def pick_up(client: Client) -> dict[str, Any]:
