@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import logging
 import socket
 from dataclasses import dataclass, field
 
@@ -27,6 +28,24 @@ from sshcontrol.ssh.errors import (
     SshError,
 )
 from sshcontrol.ssh.keys import PrivateKeyError, fingerprint_of_blob, parse_private_key
+
+log = logging.getLogger(__name__)
+
+# paramiko's transport thread logs every failure it meets at ERROR, with a traceback, and then
+# hands the same exception to the waiting caller, which turns it into an SshError. A host key
+# scan expects refusals (one handshake per algorithm; IncompatiblePeer for each one the server
+# lacks), and connections restricted to the trusted key types meet them too: those tracebacks
+# went to stderr and the server log as if something broke. Our transports log under a child
+# of paramiko's logger (its configuration applies) whose ERROR records are dropped.
+TRANSPORT_LOG = "paramiko.transport.sshcontrol"
+
+
+class _RaisedToCaller(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+logging.getLogger(TRANSPORT_LOG).addFilter(_RaisedToCaller())
 
 # Host key algorithms paramiko can verify, in its own order of preference. RSA keys are
 # named "ssh-rsa" but are only ever verified with the SHA-2 signature algorithms.
@@ -211,6 +230,7 @@ def open_connection(spec: ConnectSpec) -> Connection:
         key for key in (_parse_public_key(kind, blob) for kind, blob in spec.trusted_keys) if key is not None
     ]
     client = paramiko.SSHClient()
+    client.set_log_channel(TRANSPORT_LOG)
     client.set_missing_host_key_policy(
         _HostKeyPolicy(has_trusted_keys=bool(spec.trusted_keys), trust_on_first_use=spec.trust_on_first_use)
     )
@@ -292,11 +312,13 @@ def _fetch_host_key(address: str, port: int, algorithm: str, timeout: float) -> 
     transport = paramiko.Transport(
         sock, disabled_algorithms={"keys": [a for a in HOST_KEY_ALGORITHMS if a != algorithm]}
     )
+    transport.set_log_channel(TRANSPORT_LOG)
     transport.banner_timeout = timeout
     try:
         transport.start_client(timeout=timeout)
         return transport.get_remote_server_key()
     except IncompatiblePeer:
+        log.debug("%s:%s offers no %s host key", address, port, algorithm)
         return None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         raise ConnectFailed(f"SSH handshake with {address}:{port} failed: {_one_line(exc)}") from None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 
 import pytest
@@ -193,6 +194,29 @@ def test_it_scans_and_trusts_the_servers_host_keys(monkeypatch, sshd) -> None:
     run("scan", "real")
     assert HostKey.objects.get(host=host, fingerprint=ed25519).state == HostKey.State.TRUSTED
     assert host.host_keys.count() == 3
+
+
+@pytest.mark.sshd
+def test_it_scans_without_logging_the_key_types_a_server_lacks(
+    monkeypatch, sshd, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from hosts.admin.host import scan_and_record
+
+    # The suite's sshd has no nistp384/521 keys: those handshakes end in IncompatiblePeer,
+    # which paramiko logged at ERROR with a traceback before the scan moved on.
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="sshcontrol")
+    run(
+        "add", "real", "--address", sshd.address, "--port", str(sshd.port), "--username", sshd.user,
+        "--password-stdin", stdin=sshd.password + "\n", monkeypatch=monkeypatch,
+    )  # fmt: skip
+    run("scan", "real")
+    assert scan_and_record(Host.objects.get(name="real")).error == ""  # the admin's Scan action
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == []
+    refused = [r.getMessage() for r in caplog.records if "offers no" in r.getMessage()]
+    assert refused and all("\n" not in line for line in refused)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_it_reports_an_unreachable_server(monkeypatch) -> None:
