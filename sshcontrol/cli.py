@@ -38,9 +38,22 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
     command = args[1] if len(args) > 1 else "help"
+    if args[1:] in ([], ["help"], ["-h"], ["--help"]):
+        from sshcontrol.commandlist import overview
+
+        sys.stdout.write(overview())
+        return 0
     if command not in _NO_AUTO_MIGRATE and not command.startswith("-"):
         from sshcontrol.bootstrap import prepare_database
 
         prepare_database()
-    execute_from_command_line(args)
+    try:
+        execute_from_command_line(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``sshcontrol audit_export ... | head``): stop quietly, as a
+        # shell tool does. stdout points at /dev/null so the interpreter's final flush of
+        # what is still buffered cannot raise again on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -14,6 +15,12 @@ from hosts.clients import TOKEN_PREFIX, ClientAuthError, authenticate, digest
 from hosts.models import Host
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def alice(django_user_model: Any) -> None:
+    """The admin user the clients below are owned by."""
+    django_user_model.objects.create_user("alice", is_staff=True)
 
 
 def run(*args: str) -> tuple[str, str]:
@@ -55,6 +62,12 @@ def test_it_adds_a_client_prints_its_token_once_and_stores_only_the_digest() -> 
     assert token.startswith(client.token_prefix)
     assert_token_in_no_column(token)
     assert authenticate(token) == client
+
+
+def test_it_refuses_an_owner_who_is_not_a_user() -> None:
+    with pytest.raises(CommandError, match="no admin user named 'bob': --owner names the admin account"):
+        run("add", "ci-bot", "--owner", "bob")
+    assert not McpClient.objects.exists()
 
 
 def test_it_lists_clients_without_the_digest() -> None:

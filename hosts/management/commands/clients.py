@@ -12,6 +12,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -139,6 +140,13 @@ class Command(BaseCommand):
         name: str = options["name"]
         if McpClient.objects.filter(name=name).exists():
             raise CommandError(f"a client named '{name}' already exists (a new token: clients token {name})")
+        owner: str = options["owner"]
+        if owner and not get_user_model().objects.filter(username=owner).exists():
+            raise CommandError(
+                f"no admin user named '{owner}': --owner names the admin account responsible for the "
+                "client (it cannot decide the client's approval requests). Create it first "
+                "(sshcontrol createsuperuser) or leave --owner out."
+            )
         groups = self._groups(options["groups"])
         days: int | None = options["expires_in_days"]
         expires_at = timezone.now() + timedelta(days=days) if days else None
