@@ -232,6 +232,33 @@ HTTP_MAX_CONNECTIONS_PER_IP = _guard(
     "sshcontrol.E043", lambda: envint("SSHCONTROL_HTTP_MAX_CONNECTIONS_PER_IP", 100, 0), 100
 )
 
+# Behind a TLS-terminating reverse proxy (docs/deploy.md): secure cookies, HSTS, the redirect to
+# https, and how a request is known to have arrived over https. uvicorn takes X-Forwarded-Proto
+# and X-Forwarded-For only from SSHCONTROL_TRUSTED_PROXIES; SSHCONTROL_PROXY_SSL_HEADER makes
+# Django trust a header from anyone who can reach the port, so use it only when only the proxy can.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _guard(
+    "sshcontrol.E041", lambda: envbool("SSHCONTROL_SECURE_COOKIES", False), False
+)
+SECURE_HSTS_SECONDS = _guard("sshcontrol.E042", lambda: envint("SSHCONTROL_HSTS_SECONDS", 0, 0), 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _guard(
+    "sshcontrol.E043", lambda: envbool("SSHCONTROL_HSTS_INCLUDE_SUBDOMAINS", False), False
+)
+SECURE_HSTS_PRELOAD = _guard("sshcontrol.E044", lambda: envbool("SSHCONTROL_HSTS_PRELOAD", False), False)
+SECURE_SSL_REDIRECT = _guard("sshcontrol.E045", lambda: envbool("SSHCONTROL_SSL_REDIRECT", False), False)
+TRUSTED_PROXIES = envlist("SSHCONTROL_TRUSTED_PROXIES", "127.0.0.1")
+
+
+def _proxy_ssl_header() -> tuple[str, str] | None:
+    """``X-Forwarded-Proto`` (meaning its value is ``https``) or ``Header: value``, as Django's pair."""
+    raw = envstr("SSHCONTROL_PROXY_SSL_HEADER").strip()
+    if not raw:
+        return None
+    name, _, value = raw.partition(":")
+    return "HTTP_" + name.strip().upper().replace("-", "_"), value.strip() or "https"
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header()
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

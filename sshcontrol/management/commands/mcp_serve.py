@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 import anyio
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit import writer
@@ -147,6 +148,7 @@ class Command(BaseCommand):
             log_level="warning",
             lifespan="on",
             server_header=False,
+            forwarded_allow_ips=settings.TRUSTED_PROXIES,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **limits,
         )

@@ -12,6 +12,7 @@ import secrets
 from typing import Any
 
 import uvicorn
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -61,4 +62,12 @@ class Command(BaseCommand):
         from sshcontrol.web import build_app
 
         app, limits = uvicorn_guard(build_app())
-        uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="off", **limits)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            forwarded_allow_ips=settings.TRUSTED_PROXIES,
+            **limits,
+        )
