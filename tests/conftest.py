@@ -12,6 +12,28 @@ import pytest
 from tests.sshd import SshServer
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's own data directory (tests/settings.py), after the test databases are gone."""
+    from django.conf import settings
+
+    made = getattr(settings, "TEST_DATA_DIR_MADE", "")
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test databases; before they are dropped, call threads let go of them.
+
+    Call threads keep their connections between calls; PostgreSQL refuses to drop a database
+    with sessions open, which left ``test_<name>`` behind with a teardown warning.
+    """
+    yield
+    from sshcontrol.mcp.threads import close_thread_connections
+
+    close_thread_connections()
+
+
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[SshServer]:
     """One real OpenSSH server for the whole run (restarted by tests that change its keys)."""
