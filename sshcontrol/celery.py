@@ -103,5 +103,9 @@ def _private_files(**kwargs: object) -> None:
 celeryd_init.connect(_private_files, weak=False)
 
 
+# --metrics-port / --metrics-bind for workers (sshcontrol/worker_metrics.py).
+from sshcontrol.worker_metrics import install as install_worker_metrics  # noqa: E402
+
+install_worker_metrics(app)
 app.autodiscover_tasks(["sshcontrol"], related_name="tasks")
 app.autodiscover_tasks(["sshcontrol"], related_name="worker")

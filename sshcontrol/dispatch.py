@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from django.conf import settings
 from django.db import connection
 
-from sshcontrol import tasks, workers
+from sshcontrol import metrics, tasks, workers
 from sshcontrol.models import SshSession
 
 if TYPE_CHECKING:
@@ -161,6 +161,12 @@ class CeleryDispatcher:
         self, node: str, task: str, kwargs: dict[str, Any], wait: float, progress: ProgressFn | None = None
     ) -> Envelope:
         """Run ``task`` on ``node`` and wait for its envelope, watching the node's heartbeat."""
+        with metrics.broker_round_trip(task):
+            return self._send_and_wait(node, task, kwargs, wait, progress)
+
+    def _send_and_wait(
+        self, node: str, task: str, kwargs: dict[str, Any], wait: float, progress: ProgressFn | None
+    ) -> Envelope:
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         listener = self._results()

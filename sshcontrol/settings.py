@@ -259,11 +259,26 @@ def _proxy_ssl_header() -> tuple[str, str] | None:
 
 SECURE_PROXY_SSL_HEADER = _proxy_ssl_header()
 
+# Operability (docs/operations.md): a token /metrics requires when set, and the log format.
+METRICS_TOKEN = envsecret("SSHCONTROL_METRICS_TOKEN")
+LOG_FORMAT = envstr("SSHCONTROL_LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in ("text", "json"):
+    SETTINGS_ERRORS.append(
+        ("sshcontrol.E046", f"SSHCONTROL_LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "sshcontrol.logformat.JsonFormatter"}},
     # stderr only: over stdio, stdout belongs to the MCP protocol.
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            **({"formatter": "json"} if LOG_FORMAT == "json" else {}),
+        }
+    },
     "root": {"handlers": ["stderr"], "level": envstr("SSHCONTROL_LOG_LEVEL", "WARNING").upper()},
     "loggers": {
         "sshcontrol": {"level": envstr("SSHCONTROL_LOG_LEVEL", "INFO").upper()},

@@ -24,6 +24,7 @@ from hosts.access import ClientAccess, access_for
 from hosts.inventory import HostDisabled, HostNotFound, get_enabled_host
 from hosts.models import Host
 from hosts.policy import Decision
+from sshcontrol import calllog, metrics
 from sshcontrol.dispatch import ProgressFn, get_dispatcher
 from sshcontrol.mcp.identity import Caller
 from sshcontrol.mcp.limits import LimitExceeded, check_limits
@@ -267,17 +268,19 @@ class HostCall:
             problem, status = self.authorize(target.host), Status.DENIED
         if target.host is None and self.host_name:
             self.details["host_requested"] = self.host_name[:100]
-        self.event_id = writer.begin(
-            tool=self.tool,
-            actor=self.caller.actor,
-            client=self.caller.client_name,
-            transport=self.caller.transport,
-            host=target.host,
-            session_id=target.session_id or "",
-            request_id=self.request_id,
-            details=self.details,
-            **self.audit_fields,
-        )
+        with metrics.audit_write("begin"):
+            self.event_id = writer.begin(
+                tool=self.tool,
+                actor=self.caller.actor,
+                client=self.caller.client_name,
+                transport=self.caller.transport,
+                host=target.host,
+                session_id=target.session_id or "",
+                request_id=self.request_id,
+                details=self.details,
+                **self.audit_fields,
+            )
+        calllog.note_audit(self.event_id, target.host.name if target.host else (self.host_name or ""))
         if problem:
             self.fail(problem, status, audit_error=self.audit_error)
 
@@ -355,14 +358,16 @@ class HostCall:
 
         ``audit_error`` is recorded instead of ``message`` where the message hides the reason.
         """
-        writer.complete(
-            self.event_id,
-            status=status,
-            error=audit_error or message,
-            session_id=self.session_id,
-            details=self.details,
-            **fields,
-        )
+        calllog.note_status(status)
+        with metrics.audit_write("complete"):
+            writer.complete(
+                self.event_id,
+                status=status,
+                error=audit_error or message,
+                session_id=self.session_id,
+                details=self.details,
+                **fields,
+            )
         raise ToolError(message)
 
     def connect(self, reuse: bool) -> str:
@@ -436,7 +441,8 @@ class HostCall:
 
     def complete(self, status: str, command_ran: bool = False, **fields: Any) -> int:
         """Complete the audit row and record the session's use, in one transaction (one commit)."""
-        with writelock.serialized(connection), transaction.atomic():
+        calllog.note_status(status)
+        with metrics.audit_write("complete"), writelock.serialized(connection), transaction.atomic():
             writer.complete(
                 self.event_id,
                 status=status,
@@ -485,6 +491,7 @@ def run_guarded(call: HostCall, body: Callable[[HostCall], Any]) -> Any:
     except ToolError:
         raise
     except BaseException as exc:
+        calllog.note_status(Status.ERROR)
         writer.complete(
             call.event_id,
             status=Status.ERROR,

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
 from hosts.clients import ClientAuthError, authenticate
+from sshcontrol.health import routes as operability_routes
 from sshcontrol.mcp.identity import ClientAccessToken
 from sshcontrol.mcp.server import build_server
 from sshcontrol.mcp.threads import in_thread
@@ -87,7 +88,7 @@ def build_app(base_url: str, admin: bool = True) -> Starlette:
     )
     # A Route (not a Mount) keeps the path as is, so the SDK's own router matches /mcp
     # again and no /mcp -> /mcp/ redirect ever reaches a POST.
-    routes: list[BaseRoute] = [Route(MCP_PATH, endpoint=mcp_app)]
+    routes: list[BaseRoute] = [Route(MCP_PATH, endpoint=mcp_app), *operability_routes()]
     if admin:
         from sshcontrol.web import build_app as build_admin_app
 

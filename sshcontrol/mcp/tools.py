@@ -30,7 +30,8 @@ from hosts import approvals
 from hosts.access import access_for, visible_hosts
 from hosts.access_models import ApprovalRequest
 from hosts.inventory import list_hosts
-from sshcontrol import localfiles, visible
+from sshcontrol import calllog, localfiles, visible
+from sshcontrol.calllog import observed
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.mcp import render
 from sshcontrol.mcp.adhoc import register as register_adhoc
@@ -141,7 +142,9 @@ class Tools:
         self.client = client
 
     def caller(self, ctx: Context) -> Caller:
-        return caller_for(ctx, self.transport, self.client)
+        caller = caller_for(ctx, self.transport, self.client)
+        calllog.note_client(caller.client_name or caller.actor)
+        return caller
 
     # -- ssh_list_hosts ------------------------------------------------------------------------
 
@@ -717,7 +720,7 @@ def register(server: MCPServer, transport: str, client: ClientRef | None) -> Non
     ]
     for fn, title, *flags in specs:
         server.add_tool(
-            refusing_nul(fn),
+            observed(refusing_nul(fn)),
             name=fn.__name__,
             title=title,
             description=describe(fn),

@@ -70,7 +70,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], RunningServer]:
+def start_server(tmp: Path, *extra: str, **env_extra: str) -> tuple[subprocess.Popen[bytes], RunningServer]:
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -83,6 +83,7 @@ def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Runni
         "SSHCONTROL_MCP_MAX_BODY_BYTES": str(BODY_LIMIT),
         # INFO so that the refusals are logged, and the no-token-in-the-log check means something.
         "SSHCONTROL_LOG_LEVEL": "INFO",
+        **env_extra,
     }
     log = tmp / "server.log"
     proc = subprocess.Popen(
