@@ -26,9 +26,8 @@ _migrated = False  # once every migration was seen applied, a process need not l
 
 def database_ready() -> str:
     """ "ok", or why the database cannot serve calls."""
-    from django.db import close_old_connections, connection
+    from django.db import connection
 
-    close_old_connections()
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")

@@ -135,14 +135,12 @@ class SharedState(Collector):
     """Gauges read from the database at scrape time: the same on every replica."""
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        from django.db import close_old_connections
         from django.db.models import Count
 
         from hosts.access_models import ApprovalRequest
         from hosts.models import HostKey
         from sshcontrol.models import SshSession
 
-        close_old_connections()
         sessions = GaugeMetricFamily(
             "sshcontrol_sessions", "SSH sessions recorded in the database, by state.", labels=["state"]
         )
