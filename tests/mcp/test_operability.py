@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from audit.models import AuditEvent
-from hosts.models import Grant, Host
+from hosts.models import CommandRule, Grant, Host, HostKey
 from tests.mcp.test_http import RunningServer, issue, mcp_client, start_server, stop_server
 from tests.sshd import SshServer
 
@@ -36,6 +36,7 @@ def ops_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) 
         SSHCONTROL_LOG_LEVEL="DEBUG",
         SSHCONTROL_SSL_REDIRECT="true",
         SSHCONTROL_SECURE_COOKIES="true",
+        SSHCONTROL_APPROVAL_WAIT_SECONDS="0",
     )
     yield running
     stop_server(proc, running)
@@ -75,10 +76,12 @@ def calls_made(
     assert credential is not None
     credential.set_sudo_password(sshd.password)
     credential.save()
-    make_host("ops-other")
+    other: Host = make_host("ops-other")
+    HostKey.objects.create(host=other, key_type="ssh-ed25519", public_key="AAAA", fingerprint="SHA256:new")
     issued = issue("ops-agent")
     grant = Grant.objects.create(client=issued.client, can_sudo=True)
     grant.hosts.set([web])
+    CommandRule.objects.create(grant=grant, action="approve", pattern="^echo guarded")
 
     async def run() -> dict[str, Any]:
         async with mcp_client(ops_server, issued.token) as client:
@@ -86,12 +89,14 @@ def calls_made(
             as_root = {"host": "ops-web", "command": "id -u", "sudo": True}
             root = await client.call_tool("ssh_execute", as_root)
             denied = await client.call_tool("ssh_execute", {"host": "ops-other", "command": "true"})
-            return {"plain": plain, "root": root, "denied": denied}
+            held = await client.call_tool("ssh_execute", {"host": "ops-web", "command": "echo guarded"})
+            return {"plain": plain, "root": root, "denied": denied, "held": held}
 
     results = anyio.run(run)
     assert not results["plain"].is_error and not results["root"].is_error, results
     assert results["root"].structured_content["stdout"] == "0\n"
     assert results["denied"].is_error
+    assert results["held"].structured_content["state"] == "pending"
     return {
         "ok_ids": [results[k].structured_content["audit_id"] for k in ("plain", "root")],
         "denied_id": AuditEvent.objects.get(host_name="ops-other", client="ops-agent").pk,
@@ -111,8 +116,9 @@ def test_it_counts_real_tool_calls_at_metrics(ops_server: RunningServer, calls_m
     assert value(found, "sshcontrol_audit_write_seconds_count", phase="complete") >= 3
     assert value(found, "sshcontrol_sessions", state="connected") >= 1
     assert value(found, "sshcontrol_sessions_held") >= 1  # embedded: this process holds it
-    assert ("sshcontrol_approvals_pending", frozenset()) in found
-    assert ("sshcontrol_host_keys_pending", frozenset()) in found
+    assert value(found, "sshcontrol_tool_calls_total", tool="ssh_execute", status="pending") >= 1
+    assert value(found, "sshcontrol_approvals_pending") == 1
+    assert value(found, "sshcontrol_host_keys_pending") == 1
     assert value(found, "process_cpu_seconds_total") > 0
 
 
