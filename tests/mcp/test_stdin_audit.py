@@ -124,9 +124,9 @@ def test_it_records_the_stdin_of_a_request_held_for_approval_and_of_its_run(
 ) -> None:
     settings.APPROVAL_WAIT_SECONDS = 0.2
     agent = as_client("agent", owner="alice", hosts=[make_host("web1")], rules=[("approve", r"^sh -s")])
-    message = agent.error("ssh_execute", host="web1", command="sh -s", stdin=SCRIPT)
-    assert "needs an administrator's approval" in message
-    request = ApprovalRequest.objects.get()
+    held = agent.ok("ssh_execute", host="web1", command="sh -s", stdin=SCRIPT)
+    assert held["state"] == "pending"
+    request = ApprovalRequest.objects.get(pk=held["pending_approval"]["request_id"])
     pending = AuditEvent.objects.get(status="pending")
     assert (pending.stdin, pending.stdin_sha256) == (SCRIPT, _sha(SCRIPT))
     approvals.decide(request.pk, "bob", approve=True)
