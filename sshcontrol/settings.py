@@ -237,14 +237,14 @@ HTTP_MAX_CONNECTIONS_PER_IP = _guard(
 # and X-Forwarded-For only from SSHCONTROL_TRUSTED_PROXIES; SSHCONTROL_PROXY_SSL_HEADER makes
 # Django trust a header from anyone who can reach the port, so use it only when only the proxy can.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _guard(
-    "sshcontrol.E041", lambda: envbool("SSHCONTROL_SECURE_COOKIES", False), False
+    "sshcontrol.E050", lambda: envbool("SSHCONTROL_SECURE_COOKIES", False), False
 )
-SECURE_HSTS_SECONDS = _guard("sshcontrol.E042", lambda: envint("SSHCONTROL_HSTS_SECONDS", 0, 0), 0)
+SECURE_HSTS_SECONDS = _guard("sshcontrol.E051", lambda: envint("SSHCONTROL_HSTS_SECONDS", 0, 0), 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _guard(
-    "sshcontrol.E043", lambda: envbool("SSHCONTROL_HSTS_INCLUDE_SUBDOMAINS", False), False
+    "sshcontrol.E052", lambda: envbool("SSHCONTROL_HSTS_INCLUDE_SUBDOMAINS", False), False
 )
-SECURE_HSTS_PRELOAD = _guard("sshcontrol.E044", lambda: envbool("SSHCONTROL_HSTS_PRELOAD", False), False)
-SECURE_SSL_REDIRECT = _guard("sshcontrol.E045", lambda: envbool("SSHCONTROL_SSL_REDIRECT", False), False)
+SECURE_HSTS_PRELOAD = _guard("sshcontrol.E053", lambda: envbool("SSHCONTROL_HSTS_PRELOAD", False), False)
+SECURE_SSL_REDIRECT = _guard("sshcontrol.E054", lambda: envbool("SSHCONTROL_SSL_REDIRECT", False), False)
 TRUSTED_PROXIES = envlist("SSHCONTROL_TRUSTED_PROXIES", "127.0.0.1")
 
 
@@ -264,7 +264,7 @@ METRICS_TOKEN = envsecret("SSHCONTROL_METRICS_TOKEN")
 LOG_FORMAT = envstr("SSHCONTROL_LOG_FORMAT", "text").lower()
 if LOG_FORMAT not in ("text", "json"):
     SETTINGS_ERRORS.append(
-        ("sshcontrol.E046", f"SSHCONTROL_LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+        ("sshcontrol.E055", f"SSHCONTROL_LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
     )
 
 LOGGING = {

@@ -45,7 +45,7 @@ def test_it_passes_the_deploy_check_behind_a_tls_proxy(tmp_path: Path) -> None:
 
 def test_it_reports_a_malformed_proxy_setting(tmp_path: Path) -> None:
     report = deploy_check(tmp_path, **{**BEHIND_TLS_PROXY, "SSHCONTROL_HSTS_SECONDS": "a year"})
-    assert "sshcontrol.E042" in report and "SSHCONTROL_HSTS_SECONDS must be an integer" in report
+    assert "sshcontrol.E051" in report and "SSHCONTROL_HSTS_SECONDS must be an integer" in report
 
 
 def test_it_reads_the_proxy_ssl_header_as_django_expects_it(tmp_path: Path) -> None:
