@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 from django.db import connection
 
 
@@ -14,3 +17,15 @@ def database_url() -> str:
     password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
     where = f"{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}"
     return f"postgres://{user}{password}@{where}/{conf['NAME']}"
+
+
+def raw_sqlite_bytes(name: str) -> bytes:
+    """The raw bytes of a SQLite database file and its side files, read by another process.
+
+    Opening and closing the database file in this process would drop every POSIX lock SQLite
+    holds on it here (fcntl locks belong to the process, not the descriptor). An ``mcp_serve``
+    sharing the file would then believe it is the last connection, delete the WAL and SHM
+    files on exit, and leave this process's connections with "disk I/O error".
+    """
+    files = [str(p) for p in sorted(Path(name).parent.glob(Path(name).name + "*"))]
+    return subprocess.run(["cat", *files], capture_output=True, check=True).stdout

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.db import connection
 
 from hosts import crypto
 from hosts.models import Credential
+from tests.database import raw_sqlite_bytes
 
 SECRET = "Plain-Text-Password-4711"
 
@@ -60,6 +59,6 @@ def test_it_never_writes_the_plaintext_to_the_database_file() -> None:
     credential.set_secret(SECRET)
     credential.save()
     # Committed (transaction=True); with WAL the row may still be in the -wal file, so read both.
-    data = b"".join(Path(p).read_bytes() for p in (name, name + "-wal") if Path(p).exists())
+    data = raw_sqlite_bytes(name)
     assert credential.secret_encrypted.encode() in data
     assert SECRET.encode() not in data

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -13,6 +12,7 @@ from django.conf import settings
 from audit.models import AuditEvent
 from hosts.models import HostKey
 from sshcontrol.models import SshSession
+from tests.database import raw_sqlite_bytes
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
 
@@ -322,8 +322,7 @@ def test_it_keeps_secrets_out_of_results_and_the_database_file(
     assert sshd.password not in "".join(dumped) and key_body not in "".join(dumped)
     # ...and, on SQLite, the raw bytes of the database file and its write-ahead log.
     if connection.vendor == "sqlite":
-        database = Path(connection.settings_dict["NAME"])
-        raw = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+        raw = raw_sqlite_bytes(str(connection.settings_dict["NAME"]))
         assert sshd.password.encode() not in raw
         assert key_body.encode() not in raw
 
