@@ -17,6 +17,7 @@ from mcp.types import CallToolResult
 from audit.models import AuditEvent
 from sshcontrol.models import SshSession
 from tests.distributed.conftest import REPO, WorkerPool, service_env
+from tests.polling import eventually
 from tests.sshd import SshServer, free_port
 
 pytestmark = [pytest.mark.sshd]
@@ -88,7 +89,7 @@ def test_it_survives_a_killed_worker(workers: WorkerPool, make_host, sshd: SshSe
         long_call = asyncio.create_task(
             client.call_tool("ssh_execute", {"session_id": session_id, "command": "sleep 45", "timeout": 120})
         )
-        await asyncio.sleep(1.5)
+        await eventually(lambda: sshd.user_processes("sleep 45"), 15, "the command is running")
         workers.kill(holder, signal.SIGKILL)
         interrupted = await asyncio.wait_for(long_call, 60)
         after = await ok(client, "ssh_execute", session_id=session_id, command="echo elsewhere")
@@ -117,8 +118,7 @@ def test_it_kills_the_remote_process_when_the_client_cancels(
     async def body(client: Client) -> None:
         await ok(client, "ssh_execute", host="h", command="true")
         call = asyncio.create_task(client.call_tool("ssh_execute", {"host": "h", "command": "sleep 321"}))
-        await asyncio.sleep(2)
-        assert sshd.user_processes("sleep 321"), "the command should be running"
+        await eventually(lambda: sshd.user_processes("sleep 321"), 15, "the command is running")
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call

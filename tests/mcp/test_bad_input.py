@@ -62,6 +62,7 @@ from tests.mcp.badinput import (
     weighted,
 )
 from tests.mcp.conftest import McpHarness
+from tests.polling import wait_until
 from tests.sshd import SshServer
 
 pytestmark = [pytest.mark.sshd]
@@ -760,7 +761,7 @@ def test_it_refuses_a_nul_in_the_working_directory_without_dropping_the_connecti
     """
     world.mcp.ok("ssh_execute", host="h", command="true")
     slow: Future[CallToolResult] = world.mcp.submit("ssh_execute", host="h", command="sleep 2; echo done")
-    time.sleep(0.5)
+    wait_until(lambda: world.sshd.user_processes("sleep 2"), 10, "the slow command is running")
     message = world.mcp.error("ssh_execute", host="h", command="pwd", working_directory="/tmp\x00/x")
     other = slow.result(30)
     assert not other.is_error, (

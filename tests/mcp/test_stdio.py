@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
+from tests.polling import eventually
 from tests.sshd import SshServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sshd]
@@ -154,17 +154,21 @@ async def test_it_marks_the_calls_of_a_killed_server_interrupted(
         await ok(client, "ssh_execute", host="box", command="true")
         pid = _server_pid(registered["SSHCONTROL_DATA_DIR"])
 
+        ended = anyio.Event()
+
         async def long_call() -> None:
             # The server dies under this call; the client sees the transport close.
             with contextlib.suppress(Exception):
                 await client.call_tool("ssh_execute", {"host": "box", "command": "sleep 77"})
+            ended.set()
 
         async with anyio.create_task_group() as group:
             group.start_soon(long_call)
-            await anyio.sleep(1.5)
+            await eventually(lambda: sshd.user_processes("sleep 77"), 15, "the command is running")
             os.kill(pid, signal.SIGKILL)
+            # The client may not notice a dead stdio peer by itself: give it a bounded chance.
             with anyio.move_on_after(5):
-                await anyio.sleep(5)
+                await ended.wait()
             group.cancel_scope.cancel()
     # The next start of any command notices the dead process's running row.
     async with Client(server_params(registered)) as client:
@@ -173,7 +177,7 @@ async def test_it_marks_the_calls_of_a_killed_server_interrupted(
     rows = {json.loads(line)["command"]: json.loads(line) for line in exported.stdout.splitlines()}
     assert rows["sleep 77"]["status"] == "interrupted"
     subprocess.run(["pkill", "-KILL", "-u", sshd.user, "-f", "sleep 77"], check=False)
-    time.sleep(0.1)
+    await eventually(lambda: not sshd.user_processes("sleep 77"), 10, "the leftover command is gone")
 
 
 async def test_it_acts_as_the_client_whose_token_it_was_given(registered: dict[str, str]) -> None:

@@ -12,8 +12,10 @@ from django.conf import settings
 from audit.models import AuditEvent
 from hosts.models import HostKey
 from sshcontrol.models import SshSession
+from sshcontrol.ssh.sessions import registry
 from tests.database import raw_sqlite_bytes
 from tests.mcp.conftest import McpHarness
+from tests.polling import wait_until
 from tests.sshd import SshServer
 
 pytestmark = [pytest.mark.sshd]
@@ -27,6 +29,12 @@ def wait_until_gone(sshd: SshServer, pattern: str, seconds: float = 5.0) -> list
             return []
         time.sleep(0.1)
     return sshd.user_processes(pattern)
+
+
+def connection_dropped(session_id: str) -> bool:
+    """Whether this process's connection of the session has noticed that its server side is gone."""
+    session = registry.get(session_id)
+    return session is not None and not session.connection.is_active()
 
 
 def test_it_lists_registered_hosts_with_tags_and_key_state(mcp: McpHarness, make_host) -> None:
@@ -202,11 +210,13 @@ def test_it_quotes_the_working_directory(mcp: McpHarness, make_host, sshd: SshSe
     mcp.ok("ssh_execute", host="h", command=f"rm -rf '{base}'")
 
 
-def test_it_answers_other_calls_while_a_long_command_runs(mcp: McpHarness, make_host) -> None:
+def test_it_answers_other_calls_while_a_long_command_runs(
+    mcp: McpHarness, make_host, sshd: SshServer
+) -> None:
     make_host("h")
     mcp.ok("ssh_execute", host="h", command="true")
     slow = mcp.submit("ssh_execute", host="h", command="sleep 4")
-    time.sleep(0.5)
+    wait_until(lambda: sshd.user_processes("sleep 4"), 10, "the slow command is running")
     quick = mcp.ok("ssh_execute", host="h", command="echo quick")
     mcp.ok("ssh_list_hosts")
     assert quick["stdout"] == "quick\n"
@@ -220,7 +230,7 @@ def test_it_kills_the_remote_command_when_the_client_cancels(
     make_host("h")
     mcp.ok("ssh_execute", host="h", command="true")
     pending = mcp.submit("ssh_execute", host="h", command="sleep 234")
-    time.sleep(1.5)
+    wait_until(lambda: sshd.user_processes("sleep 234"), 10, "the command is running")
     pending.cancel()
     assert wait_until_gone(sshd, "sleep 234", seconds=8) == []
     deadline = time.monotonic() + 8
@@ -239,7 +249,7 @@ def test_it_reconnects_a_dropped_connection_and_audits_it(
     first = mcp.ok("ssh_execute", host="h", command="true")
     # Kill the server side of the connection, as a network drop or sshd restart would.
     subprocess.run(["pkill", "-KILL", "-f", f"sshd: {sshd.user}"], check=False)
-    time.sleep(0.3)
+    wait_until(lambda: connection_dropped(first["session_id"]), 10, "the client saw the connection drop")
     second = mcp.ok("ssh_execute", session_id=first["session_id"], command="echo back")
     assert second["stdout"] == "back\n" and second["session_id"] == first["session_id"]
     assert AuditEvent.objects.get(pk=second["audit_id"]).reconnected is True
@@ -263,7 +273,7 @@ def test_it_shows_a_dead_connection_as_lost(mcp: McpHarness, make_host, sshd: Ss
     make_host("h")
     opened = mcp.ok("ssh_connect", host="h")
     subprocess.run(["pkill", "-KILL", "-f", f"sshd: {sshd.user}"], check=False)
-    time.sleep(0.3)
+    wait_until(lambda: connection_dropped(opened["session_id"]), 10, "the client saw the connection drop")
     status = mcp.ok("ssh_status", session_id=opened["session_id"])
     assert status["sessions"][0]["state"] == "lost"
     assert SshSession.objects.get(session_id=opened["session_id"]).state == "lost"

@@ -1,0 +1,41 @@
+"""Waiting for a condition in tests: poll it under a deadline, never sleep a fixed time.
+
+A fixed sleep is either too short on a loaded machine (the test flakes) or too long on a
+quiet one (the suite crawls). Polling returns as soon as the condition holds and fails
+with a message that says what did not happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+INTERVAL = 0.05
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "") -> T:
+    """Return the first truthy value of ``predicate()``; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout:g} s: {message or predicate}")
+        time.sleep(INTERVAL)
+
+
+async def eventually(predicate: Callable[[], T], timeout: float = 10.0, message: str = "") -> T:
+    """``wait_until`` for async tests: the predicate runs in a thread (it may use the ORM or pgrep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout:g} s: {message or predicate}")
+        await asyncio.sleep(INTERVAL)
