@@ -104,11 +104,15 @@ def decide(request_id: int, admin_username: str, approve: bool, comment: str = "
     return request
 
 
-def claim(request_id: int, client_id: int) -> ApprovalRequest | None:
-    """Take an approved request of this client to run it, exactly once (None when it cannot run)."""
+def claim(request_id: int, client_id: int, event_id: int | None = None) -> ApprovalRequest | None:
+    """Take an approved request of this client to run it, exactly once (None when it cannot run).
+
+    ``event_id`` (the audit row of the call that will run it) is stored in the same UPDATE, so
+    a caller whose reply was lost can tell its own claim from another's.
+    """
     changed = ApprovalRequest.objects.filter(
         pk=request_id, client_id=client_id, state=State.APPROVED, expires_at__gt=timezone.now()
-    ).update(state=State.EXECUTED)
+    ).update(state=State.EXECUTED, **({"executed_event_id": event_id} if event_id is not None else {}))
     if not changed:
         return None
     return ApprovalRequest.objects.select_related("host").get(pk=request_id)

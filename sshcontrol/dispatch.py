@@ -17,6 +17,7 @@ Results come back through the process's shared listener when they are stored in 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.db import connection
 
 from sshcontrol import metrics, tasks, workers
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.models import SshSession
 
 if TYPE_CHECKING:
@@ -126,6 +128,9 @@ class CeleryDispatcher:
 
     def pick_worker(self) -> str | None:
         """The live worker holding the fewest connected sessions (ties: by name, for determinism)."""
+        return retrying(self._pick_worker, "choosing a worker")
+
+    def _pick_worker(self) -> str | None:
         live = workers.live_workers()
         if not live:
             return None
@@ -140,11 +145,14 @@ class CeleryDispatcher:
         """Whether a worker's heartbeat is fresh; cached briefly so each call does not pay a query."""
         now = time.monotonic()
         if now - self._live_at > LIVE_CACHE_SECONDS:
-            self._live = set(workers.live_workers())
+            self._live = set(retrying(workers.live_workers, "reading the worker heartbeats"))
             self._live_at = now
         return node in self._live
 
     def holder(self, session_id: str) -> str | None:
+        return retrying(lambda: self._holder(session_id), "finding the session's worker")
+
+    def _holder(self, session_id: str) -> str | None:
         # Plain SQL: this runs on every distributed call, and the ORM's compiling costs ~0.3 ms.
         q = connection.ops.quote_name
         with connection.cursor() as cursor:
@@ -290,7 +298,7 @@ class CeleryDispatcher:
             try:
                 value = result(1.0)
             except CeleryTimeout:
-                if workers.worker_alive(node) is False:
+                if holder_alive(node) is False:
                     return failure("worker_lost", f"the worker holding the session ({node}) stopped")
                 if time.monotonic() > deadline:
                     return failure("worker_timeout", f"worker {node} did not answer within {wait:g} s")
@@ -319,7 +327,10 @@ class CeleryDispatcher:
         node = self.holder(session_id)
         if node is None:
             return failure("session_not_found", f"unknown session '{session_id}'")
-        if task == "disconnect" and workers.worker_alive(node) is False:
+        if (
+            task == "disconnect"
+            and retrying(lambda: workers.worker_alive(node), "reading heartbeats") is False
+        ):
             return tasks.disconnect(**kwargs)  # nothing left to close remotely: just record it
         wait = float(kwargs.get("timeout") or settings.DEFAULT_TIMEOUT) + margin
         extra = {"call_id": call_id} if task == "execute" else {}
@@ -338,8 +349,11 @@ class CeleryDispatcher:
             elif task in _SESSION_TASKS and not envelope["ok"] and envelope["kind"] == "worker_lost":
                 # The holder died under this call: its command may have partly run, so it is not
                 # re-run; the session is re-opened elsewhere on its next call.
-                SshSession.objects.filter(session_id=session_id, worker=node).update(
-                    state=SshSession.State.LOST, close_reason=f"worker {node} stopped"
+                retrying(
+                    lambda: SshSession.objects.filter(session_id=session_id, worker=node).update(
+                        state=SshSession.State.LOST, close_reason=f"worker {node} stopped"
+                    ),
+                    "marking the session lost",
                 )
             return envelope
         finally:
@@ -357,7 +371,10 @@ class CeleryDispatcher:
         call_id: str,
     ) -> Envelope:
         """The holder no longer has the session (died or restarted): re-open it on a live worker."""
-        row = SshSession.objects.filter(session_id=session_id).values("host_id", "opened_by").first()
+        row = retrying(
+            lambda: SshSession.objects.filter(session_id=session_id).values("host_id", "opened_by").first(),
+            "reading the session",
+        )
         node = self.pick_worker()
         if row is None or row["host_id"] is None or node is None:
             return failure("session_not_found", f"session '{session_id}' was lost and cannot be re-opened")
@@ -391,7 +408,7 @@ class CeleryDispatcher:
         for sid, worker in sessions:
             by_node.setdefault(worker, []).append(sid)
         for node, sids in by_node.items():
-            if workers.worker_alive(node) is False:
+            if retrying(functools.partial(workers.worker_alive, node), "reading heartbeats") is False:
                 result.update(dict.fromkeys(sids, False))
                 continue
             envelope = self.send(node, "probe", {"session_ids": sids}, wait=5.0)
@@ -400,6 +417,18 @@ class CeleryDispatcher:
             else:
                 result.update(dict.fromkeys(sids, None))
         return result
+
+
+def holder_alive(node: str) -> bool | None:
+    """The holder's heartbeat while a call waits on it; None (keep waiting) if the database is away.
+
+    The wait goes on in one-second steps: a database outage must neither end a call whose
+    command runs fine nor hold up the result that arrives meanwhile.
+    """
+    try:
+        return retrying(lambda: workers.worker_alive(node), "reading the worker heartbeat", seconds=1.0)
+    except DatabaseUnavailable:
+        return None
 
 
 _dispatcher: Dispatcher | None = None

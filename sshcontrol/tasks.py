@@ -26,6 +26,7 @@ from hosts import hostkeys
 from hosts.models import Host
 from sshcontrol import connspec, localfiles, workers
 from sshcontrol.connspec import NoCredential, build_spec
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.models import SshSession
 from sshcontrol.ssh import transfer
 from sshcontrol.ssh.errors import (
@@ -83,6 +84,8 @@ def envelope(fn: Callable[P, dict[str, Any]]) -> Callable[P, Envelope]:
             return {"ok": False, "kind": kind, "message": str(exc)}
         except NoCredential as exc:
             return {"ok": False, "kind": "no_credential", "message": str(exc)}
+        except DatabaseUnavailable as exc:
+            return {"ok": False, "kind": "database_unavailable", "message": str(exc)}
         except Exception:
             # The traceback goes to this process's log; the caller gets no internals.
             log.exception("task %s failed unexpectedly", fn.__name__)
@@ -100,7 +103,7 @@ def new_session_id(host_name: str) -> str:
 
 def _host(host_id: int) -> Host:
     try:
-        return Host.objects.select_related("credential").get(pk=host_id)
+        return retrying(lambda: Host.objects.select_related("credential").get(pk=host_id), "reading the host")
     except Host.DoesNotExist:
         raise TaskFailure("host_not_found", "the host was removed") from None
 
@@ -133,7 +136,10 @@ def _open(host: Host, session_id: str) -> Session:
     seen = session.connection.host_key
     if not spec.trusted_keys and spec.trust_on_first_use:
         hostkeys.record_seen(host, seen.key_type, seen.public_key, seen.fingerprint, trusted=True)
-    Host.objects.filter(pk=host.pk).update(last_connected_at=timezone.now())
+    retrying(
+        lambda: Host.objects.filter(pk=host.pk).update(last_connected_at=timezone.now()),
+        "recording the connection",
+    )
     return session
 
 
@@ -156,13 +162,16 @@ def connect(
     host = _host(host_id)
     if session_id and reopen:
         session = _open(host, session_id)
-        SshSession.objects.filter(session_id=session_id).update(
-            worker=workers.current_worker(),
-            state=SshSession.State.CONNECTED,
-            closed_at=None,
-            close_reason="",
-            last_used_at=timezone.now(),
-            host_key_fingerprint=session.connection.host_key.fingerprint,
+        retrying(
+            lambda: SshSession.objects.filter(session_id=session_id).update(
+                worker=workers.current_worker(),
+                state=SshSession.State.CONNECTED,
+                closed_at=None,
+                close_reason="",
+                last_used_at=timezone.now(),
+                host_key_fingerprint=session.connection.host_key.fingerprint,
+            ),
+            "recording the re-opened session",
         )
         return {
             "session_id": session_id,
@@ -188,17 +197,24 @@ def connect(
             "session_not_found",
             f"session '{session_id}' is not open for host '{host.name}'; omit session_id to open a new one",
         )
-    session_id = new_session_id(host.name)
-    session = _open(host, session_id)
-    SshSession.objects.create(
-        session_id=session_id,
-        host=host,
-        host_name=host.name,
-        worker=workers.current_worker(),
-        opened_by=actor,
-        client_id=client_id,
-        host_key_fingerprint=session.connection.host_key.fingerprint,
+    new_id = new_session_id(host.name)
+    session = _open(host, new_id)
+    # A retried INSERT whose first reply was lost must not insert the session twice.
+    retrying(
+        lambda: SshSession.objects.get_or_create(
+            session_id=new_id,
+            defaults={
+                "host": host,
+                "host_name": host.name,
+                "worker": workers.current_worker(),
+                "opened_by": actor,
+                "client_id": client_id,
+                "host_key_fingerprint": session.connection.host_key.fingerprint,
+            },
+        ),
+        "recording the new session",
     )
+    session_id = new_id
     return {
         "session_id": session_id,
         "reused": False,
@@ -262,7 +278,9 @@ def execute(
     if sudo:
         # Decrypted here, where the connection is, and only for this run: first line of stdin.
         try:
-            password = connspec.sudo_password(int(session.host_ref))
+            password = retrying(
+                lambda: connspec.sudo_password(int(session.host_ref)), "reading the sudo password"
+            )
         except connspec.NoSudoPassword as exc:
             raise TaskFailure("no_sudo_password", str(exc)) from None
         stdin = password.encode() + b"\n" + (stdin or b"")
@@ -361,8 +379,13 @@ def list_files(
 @envelope
 def disconnect(session_id: str, reason: str = "closed by the client") -> dict[str, Any]:
     closed = registry.close(session_id)
-    SshSession.objects.filter(session_id=session_id).exclude(state=SshSession.State.CLOSED).update(
-        state=SshSession.State.CLOSED, closed_at=timezone.now(), close_reason=reason
+    retrying(
+        lambda: (
+            SshSession.objects.filter(session_id=session_id)
+            .exclude(state=SshSession.State.CLOSED)
+            .update(state=SshSession.State.CLOSED, closed_at=timezone.now(), close_reason=reason)
+        ),
+        "recording the closed session",
     )
     return {"session_id": session_id, "was_open": closed}
 

@@ -19,6 +19,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from sshcontrol import tasks
+from sshcontrol.dbretry import retrying
 from sshcontrol.idle import start_idle_reaper
 from sshcontrol.models import SshSession, WorkerHeartbeat
 from sshcontrol.ssh.sessions import registry
@@ -54,7 +55,8 @@ def _heartbeat_loop() -> None:
     while not _stop.wait(float(settings.WORKER_HEARTBEAT_SECONDS)):
         try:
             close_old_connections()
-            beat()
+            # A killed database connection must not make this worker look dead: reconnect and retry.
+            retrying(beat, "writing the heartbeat", seconds=float(settings.WORKER_HEARTBEAT_SECONDS))
         except Exception:  # a missed beat is retried; a stale heartbeat is what marks us dead
             log.exception("heartbeat failed")
 

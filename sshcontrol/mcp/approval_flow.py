@@ -19,6 +19,7 @@ from django.conf import settings
 from audit.models import AuditEvent
 from hosts import approvals
 from hosts.access_models import ApprovalRequest
+from sshcontrol.dbretry import retrying
 from sshcontrol.mcp.calls import HostCall
 from sshcontrol.mcp.schemas import ExecuteResult, PendingApproval
 
@@ -55,19 +56,31 @@ def await_decision(
     denied and raise through ``call.fail``.
     """
     assert call.host is not None and call.caller.client_id is not None and call.decision is not None
-    request = approvals.create(
-        client_id=call.caller.client_id,
-        host=call.host,
-        command=pending.command,
-        working_directory=pending.working_directory,
-        timeout=pending.timeout,
-        sudo=pending.sudo,
-        stdin=pending.stdin,
-        reason=pending.reason,
-        rule=call.decision.rule.pattern if call.decision.rule else "",
-        session_id=call.session_id or "",
-        audit_event_id=call.event_id,
-    )
+    client_id, host, rule = call.caller.client_id, call.host, call.decision.rule
+    created = False
+
+    def create() -> ApprovalRequest:
+        nonlocal created
+        if created:  # a lost reply may hide a committed INSERT: one request per call, never two
+            existing = ApprovalRequest.objects.filter(audit_event_id=call.event_id).first()
+            if existing is not None:
+                return existing
+        created = True
+        return approvals.create(
+            client_id=client_id,
+            host=host,
+            command=pending.command,
+            working_directory=pending.working_directory,
+            timeout=pending.timeout,
+            sudo=pending.sudo,
+            stdin=pending.stdin,
+            reason=pending.reason,
+            rule=rule.pattern if rule else "",
+            session_id=call.session_id or "",
+            audit_event_id=call.event_id,
+        )
+
+    request = retrying(create, "creating the approval request")
     call.details["approval_request"] = request.pk
     if wait(request.pk, notify, cancelled) == State.APPROVED:
         # Grants may have changed while it waited: a client given execute meanwhile could have
@@ -76,24 +89,46 @@ def await_decision(
         exposed = call.sudo_exposure(call.host) if pending.sudo else ""
         if exposed:
             call.fail(exposed, Status.DENIED)
-        claimed = approvals.claim(request.pk, call.caller.client_id)
+        claimed = claim_once(request.pk, client_id, call.event_id)
         if claimed is not None:
             call.details["approved_by"] = claimed.decided_by
             return claimed
-    request.refresh_from_db()  # denied, expired, or still pending: the row says which, and why
+    retrying(request.refresh_from_db, "reading the approval request")  # denied, expired or pending: why
     if request.state == State.PENDING:
         call.complete(Status.PENDING)
         return request
     fail_for(call, request)
 
 
+def claim_once(request_id: int, client_id: int, event_id: int) -> ApprovalRequest | None:
+    """``approvals.claim``, retried: a claim committed before its reply was lost is still ours."""
+    tried = False
+
+    def attempt() -> ApprovalRequest | None:
+        nonlocal tried
+        if tried:
+            mine = ApprovalRequest.objects.select_related("host").filter(
+                pk=request_id, state=State.EXECUTED, executed_event_id=event_id
+            )
+            if (found := mine.first()) is not None:
+                return found
+        tried = True
+        return approvals.claim(request_id, client_id, event_id)
+
+    return retrying(attempt, "claiming the approved request")
+
+
 def wait(request_id: int, notify: Callable[[str], None], cancelled: threading.Event) -> str:
     """Poll the request until it is decided, the wait is over, or the client cancels."""
     deadline = time.monotonic() + float(settings.APPROVAL_WAIT_SECONDS)
     last_notice = 0.0
-    while True:
+
+    def read() -> str | None:
         approvals.expire_overdue(request_id)
-        state = ApprovalRequest.objects.filter(pk=request_id).values_list("state", flat=True).first()
+        return ApprovalRequest.objects.filter(pk=request_id).values_list("state", flat=True).first()
+
+    while True:
+        state = retrying(read, "reading the approval request")
         now = time.monotonic()
         if state != State.PENDING or now >= deadline or cancelled.is_set():
             return str(state)

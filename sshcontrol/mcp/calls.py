@@ -25,7 +25,9 @@ from hosts.inventory import HostDisabled, HostNotFound, get_enabled_host
 from hosts.models import Host
 from hosts.policy import Decision
 from sshcontrol import calllog, metrics
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import ProgressFn, get_dispatcher
+from sshcontrol.mcp import durable
 from sshcontrol.mcp.identity import Caller
 from sshcontrol.mcp.limits import LimitExceeded, check_limits
 from sshcontrol.models import SshSession
@@ -258,28 +260,30 @@ class HostCall:
 
     def begin(self) -> None:
         by_host_name = bool(self.host_name) and not self.session_id
-        target = resolve(self.session_id, self.host_name, self.caller.client_id)
-        self.host = target.host
-        self.session_id = target.session_id
-        problem, status = target.problem, target.problem_status
-        if by_host_name and self.caller.client_id is not None:
-            problem, status = self.hide_unavailable(target, problem, status)
-        if not problem and target.host is not None:
-            problem, status = self.authorize(target.host), Status.DENIED
+        try:
+            target = retrying(
+                lambda: resolve(self.session_id, self.host_name, self.caller.client_id), "finding the host"
+            )
+            self.host = target.host
+            self.session_id = target.session_id
+            problem, status = target.problem, target.problem_status
+            if by_host_name and self.caller.client_id is not None:
+                shown, shown_status = problem, status
+                problem, status = retrying(
+                    lambda: self.hide_unavailable(target, shown, shown_status), "checking the grants"
+                )
+            if not problem and target.host is not None:
+                host = target.host
+                problem, status = retrying(lambda: self.authorize(host), "checking the grants"), Status.DENIED
+        except DatabaseUnavailable as exc:
+            if self.host_name:
+                self.details["host_requested"] = self.host_name[:100]
+            durable.refuse(exc, **self.row_fields())  # recorded once the database is back
+            raise
         if target.host is None and self.host_name:
             self.details["host_requested"] = self.host_name[:100]
         with metrics.audit_write("begin"):
-            self.event_id = writer.begin(
-                tool=self.tool,
-                actor=self.caller.actor,
-                client=self.caller.client_name,
-                transport=self.caller.transport,
-                host=target.host,
-                session_id=target.session_id or "",
-                request_id=self.request_id,
-                details=self.details,
-                **self.audit_fields,
-            )
+            self.event_id = durable.begin(**self.row_fields())
         calllog.note_audit(self.event_id, target.host.name if target.host else (self.host_name or ""))
         if problem:
             self.fail(problem, status, audit_error=self.audit_error)
@@ -299,6 +303,20 @@ class HostCall:
         self.audit_error = reason
         # The audit status stays true too: an unknown name is an error, an ungranted host a denial.
         return unavailable(self.host_name, access.name), status if target.host is None else Status.DENIED
+
+    def row_fields(self) -> dict[str, Any]:
+        """What the call's audit row opens with."""
+        return {
+            "tool": self.tool,
+            "actor": self.caller.actor,
+            "client": self.caller.client_name,
+            "transport": self.caller.transport,
+            "host": self.host,
+            "session_id": self.session_id or "",
+            "request_id": self.request_id,
+            "details": self.details,
+            **self.audit_fields,
+        }
 
     def authorize(self, host: Host) -> str:
         """Why the caller may not make this call on ``host`` ("" when it may).
@@ -360,13 +378,16 @@ class HostCall:
         """
         calllog.note_status(status)
         with metrics.audit_write("complete"):
-            writer.complete(
+            durable.complete(
                 self.event_id,
-                status=status,
-                error=audit_error or message,
-                session_id=self.session_id,
-                details=self.details,
-                **fields,
+                lambda: writer.complete(
+                    self.event_id,
+                    status=status,
+                    error=audit_error or message,
+                    session_id=self.session_id,
+                    details=self.details,
+                    **fields,
+                ),
             )
         raise ToolError(message)
 
@@ -375,7 +396,8 @@ class HostCall:
         assert self.host is not None
         dispatcher = get_dispatcher()
         if reuse:
-            candidate = reusable_session(self.host, self.caller)
+            host = self.host
+            candidate = retrying(lambda: reusable_session(host, self.caller), "finding a session to reuse")
             if candidate:
                 return candidate
         envelope = dispatcher.call(
@@ -406,7 +428,9 @@ class HostCall:
             task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress
         )
         if not envelope["ok"] and envelope["kind"] in _SESSION_GONE:
-            mark_lost(session_id, "not held by any live process")
+            retrying(
+                lambda: mark_lost(session_id, "not held by any live process"), "marking the session lost"
+            )
             if not auto:
                 self.fail(envelope["message"])
             # A host-addressed call never fails because a reusable session went stale: open a new one.
@@ -442,17 +466,22 @@ class HostCall:
     def complete(self, status: str, command_ran: bool = False, **fields: Any) -> int:
         """Complete the audit row and record the session's use, in one transaction (one commit)."""
         calllog.note_status(status)
-        with metrics.audit_write("complete"), writelock.serialized(connection), transaction.atomic():
-            writer.complete(
-                self.event_id,
-                status=status,
-                session_id=self.session_id,
-                reconnected=bool(self.details.get("reconnected")),
-                details=self.details,
-                **fields,
-            )
-            if self.session_id:
-                touch_session(self.session_id, command_ran)
+
+        def write() -> None:
+            with writelock.serialized(connection), transaction.atomic():
+                writer.complete(
+                    self.event_id,
+                    status=status,
+                    session_id=self.session_id,
+                    reconnected=bool(self.details.get("reconnected")),
+                    details=self.details,
+                    **fields,
+                )
+                if self.session_id:
+                    touch_session(self.session_id, command_ran)
+
+        with metrics.audit_write("complete"):
+            durable.complete(self.event_id, write)
         return self.event_id
 
 
@@ -485,17 +514,26 @@ def run_host_call(
 
 def run_guarded(call: HostCall, body: Callable[[HostCall], Any]) -> Any:
     """Run ``body`` after opening the audit row; any unexpected error still completes the row."""
-    call.begin()
+    try:
+        call.begin()
+    except DatabaseUnavailable as exc:
+        raise ToolError(f"{exc}; nothing was run") from None  # fail closed: no row, no action
     try:
         return body(call)
     except ToolError:
         raise
     except BaseException as exc:
         calllog.note_status(Status.ERROR)
-        writer.complete(
+        # The database staying away on the call's path (before its command started) is no
+        # internal error: say so, to the client and in the row.
+        unavailable = isinstance(exc, DatabaseUnavailable)
+        error = str(exc) if unavailable else f"internal error: {type(exc).__name__}"
+        durable.complete(
             call.event_id,
-            status=Status.ERROR,
-            session_id=call.session_id,
-            error=f"internal error: {type(exc).__name__}",
+            lambda: writer.complete(
+                call.event_id, status=Status.ERROR, session_id=call.session_id, error=error
+            ),
         )
+        if unavailable:
+            raise ToolError(error) from None
         raise

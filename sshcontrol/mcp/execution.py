@@ -13,6 +13,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from hosts import approvals
 from hosts.access_models import ApprovalRequest
+from sshcontrol.dbretry import complete_eventually
+from sshcontrol.mcp.approval_flow import claim_once
 from sshcontrol.mcp.calls import EXECUTION_FIELDS, HostCall, run_host_call
 from sshcontrol.mcp.identity import Caller
 from sshcontrol.mcp.schemas import ExecuteResult
@@ -61,7 +63,10 @@ def execute_on(
     )
     audit_id = call.complete_execution(r)
     if approval is not None:
-        approvals.finish(approval, audit_id)
+        done = approval
+        complete_eventually(
+            lambda: approvals.finish(done, audit_id), f"recording approval request {done.pk} as run"
+        )
     assert call.session_id is not None
     return ExecuteResult(
         session_id=call.session_id,
@@ -83,7 +88,7 @@ def run_approved(
     seconds = checked_timeout(request.timeout)
 
     def body(call: HostCall) -> ExecuteResult:
-        claimed = approvals.claim(request.pk, own_client(caller))
+        claimed = claim_once(request.pk, own_client(caller), call.event_id)
         if claimed is None:
             call.fail(f"approval request {request.pk} is no longer approved (it ran or expired)")
         assert claimed is not None

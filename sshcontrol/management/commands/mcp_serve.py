@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit import writer
 from hosts.clients import ClientAuthError
+from sshcontrol.dbretry import flush_pending, pending_writes, retrying
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.httplimits import uvicorn_guard
 from sshcontrol.idle import start_idle_reaper
@@ -39,6 +40,8 @@ SWITCH_INTERVAL_SECONDS = 0.0005
 DEFAULT_BIND = "127.0.0.1:8000"
 # Open SSE streams would otherwise hold a stopping HTTP server up until clients hang up.
 GRACEFUL_SHUTDOWN_SECONDS = 5
+# How long a stopping server waits for audit completions postponed while the database was away.
+PENDING_WRITES_SECONDS = 10.0
 
 
 def base_url(host: str, port: int) -> str:
@@ -89,8 +92,8 @@ class Command(BaseCommand):
         if transport != "stdio":
             signal.signal(signal.SIGINT, stop)  # Ctrl-C in a terminal: the same clean stop, no traceback
 
-        interrupted = writer.mark_interrupted()
-        lost = mark_dead_embedded_sessions()
+        interrupted = retrying(writer.mark_interrupted, "marking rows of stopped processes interrupted")
+        lost = retrying(mark_dead_embedded_sessions, "marking sessions of stopped processes lost")
         if interrupted or lost:
             log.warning(
                 "previous run left %d running audit rows (now interrupted) and %d sessions (now lost)",
@@ -108,6 +111,10 @@ class Command(BaseCommand):
             run()
         finally:
             stop_reaper.set()
+            if not flush_pending(PENDING_WRITES_SECONDS):
+                log.error(
+                    "%d audit completions could not be written: the database is still away", pending_writes()
+                )
             closed = registry.close_all()
             close_sessions_of_this_process("the server stopped")
             if closed:
