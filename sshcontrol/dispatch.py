@@ -301,12 +301,21 @@ class CeleryDispatcher:
                 if holder_alive(node) is False:
                     return failure("worker_lost", f"the worker holding the session ({node}) stopped")
                 if time.monotonic() > deadline:
-                    return failure("worker_timeout", f"worker {node} did not answer within {wait:g} s")
+                    return failure(
+                        "outcome_unknown",
+                        f"worker {node} did not answer within {wait:g} s; the outcome is unknown "
+                        "(the call may have run in part)",
+                    )
                 continue
             except (OperationalError, OSError, RuntimeError, ResultsUnreachable) as exc:
                 # Celery reports an unreachable result store as RuntimeError("Retry limit exceeded...").
                 log.warning("result backend unreachable: %s", exc)
-                return failure("broker_unreachable", "the message broker or result store is unreachable")
+                # The task was sent: it may have run, in part or in full. Nobody can say which.
+                return failure(
+                    "outcome_unknown",
+                    "the message broker or result store became unreachable after the call was sent; "
+                    "the outcome is unknown (the call may have run in part). An admin must check the broker",
+                )
             if isinstance(value, dict) and "ok" in value:
                 return value
             log.error("task %s on %s failed: %r", task, node, value)

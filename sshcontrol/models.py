@@ -66,3 +66,27 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.node
+
+
+class RemoteCommand(models.Model):
+    """A command a worker is running on a host, with the remote process group that runs it.
+
+    Written when the remote shell reports its process group and deleted when the command
+    ends. A row left behind belongs to a worker that died (kill -9, lost machine) while the
+    command ran; closing a non-pty channel does not stop a remote command, so a surviving
+    worker kills the group (``sshcontrol.orphans``) and audits it.
+    """
+
+    worker = models.CharField(max_length=200, db_index=True, help_text="Node running the command.")
+    worker_process = models.CharField(max_length=200, help_text="machine:pid:start of that node's process.")
+    session_id = models.CharField(max_length=64)
+    host = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="+")
+    pgid = models.IntegerField(help_text="Remote process group (the command's session leader).")
+    audit_event_id = models.BigIntegerField(null=True, blank=True, help_text="The call's audit row.")
+    started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["started_at"]
+
+    def __str__(self) -> str:
+        return f"pgid {self.pgid} on {self.session_id} ({self.worker})"

@@ -24,7 +24,7 @@ from django.utils import timezone
 from audit.redaction import redact
 from hosts import hostkeys
 from hosts.models import Host
-from sshcontrol import connspec, localfiles, workers
+from sshcontrol import connspec, localfiles, orphans, workers
 from sshcontrol.connspec import NoCredential, build_spec
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.models import SshSession
@@ -271,6 +271,7 @@ def execute(
     call_id: str = "",
     progress: ProgressFn | None = None,
     sudo: bool = False,
+    audit_event_id: int | None = None,
 ) -> dict[str, Any]:
     session = _held(session_id)
     secrets = session.secrets
@@ -294,18 +295,29 @@ def execute(
         max_output_bytes=settings.MAX_OUTPUT_BYTES,
         sudo=sudo,
     )
+    # A worker records the remote process group, so a survivor can kill it if this worker dies.
+    tracker = (
+        orphans.Tracker(session_id, int(session.host_ref), audit_event_id) if orphans.recording() else None
+    )
+    started = tracker.started if tracker is not None else None
     with registry.running_call(call_id or pysecrets.token_hex(8)) as cancel:
         try:
-            result: ExecResult = run_command(client, request, cancel=cancel, on_progress=progress)
+            result: ExecResult = run_command(
+                client, request, cancel=cancel, on_progress=progress, on_started=started
+            )
         except ChannelFailed:
             # The transport died between the liveness check and the channel open: reconnect once.
             client, reconnected = _client_for(session)
-            result = run_command(client, request, cancel=cancel, on_progress=progress)
+            result = run_command(client, request, cancel=cancel, on_progress=progress, on_started=started)
+        finally:
+            if tracker is not None:
+                tracker.done()
     session.touch(command=True)
     out = asdict(result)
     out["stdout"] = redact(result.stdout, secrets)
     out["stderr"] = redact(result.stderr, secrets)
     out["reconnected"] = reconnected
+    out["cancel_reason"] = cancel.reason if result.cancelled else ""
     return out
 
 

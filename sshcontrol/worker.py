@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from sshcontrol import tasks
+from sshcontrol import orphans, tasks
 from sshcontrol.dbretry import retrying
 from sshcontrol.idle import start_idle_reaper
 from sshcontrol.models import SshSession, WorkerHeartbeat
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 _stop = threading.Event()
 # How long a stopping worker lets running commands finish before it cancels them.
 SHUTDOWN_GRACE_SECONDS = 10.0
+SHUTDOWN_CANCEL = (
+    f"cancelled by sshcontrol: the worker running it was stopped (SIGTERM) and the command did not "
+    f"finish within {SHUTDOWN_GRACE_SECONDS:g} s"
+)
 
 
 @celeryd_after_setup.connect
@@ -61,6 +65,18 @@ def _heartbeat_loop() -> None:
             log.exception("heartbeat failed")
 
 
+def _orphan_sweeper() -> None:
+    """Kill remote commands left running by dead workers (its own thread: connecting may block)."""
+    while True:
+        try:
+            close_old_connections()
+            orphans.sweep()
+        except Exception:
+            log.exception("orphan sweep failed")
+        if _stop.wait(float(settings.WORKER_HEARTBEAT_SECONDS)):
+            return
+
+
 @worker_ready.connect
 def _start(sender: Any = None, **kwargs: Any) -> None:
     node = current_worker()
@@ -80,6 +96,7 @@ def _start(sender: Any = None, **kwargs: Any) -> None:
         },
     )
     threading.Thread(target=_heartbeat_loop, name="sshcontrol-heartbeat", daemon=True).start()
+    threading.Thread(target=_orphan_sweeper, name="sshcontrol-orphans", daemon=True).start()
     start_idle_reaper(_stop)
     log.info("worker %s ready", node)
 
@@ -91,13 +108,18 @@ def _stop_worker(sig: str = "", how: str = "", exitcode: int = 0, **kwargs: Any)
     def finish() -> None:
         close_old_connections()
         registry.wait_for_calls(SHUTDOWN_GRACE_SECONDS)
-        registry.cancel_all()
+        registry.cancel_all(SHUTDOWN_CANCEL)
         registry.wait_for_calls(3.0)
         _stop.set()
         node = current_worker()
         registry.close_all()
-        SshSession.objects.filter(worker=node, state=SshSession.State.CONNECTED).update(
-            state=SshSession.State.CLOSED, closed_at=timezone.now(), close_reason="its worker stopped"
+        # Lost, not closed: like after a crash, the next call re-opens each on a live worker
+        # under the same id, instead of telling the client to connect again.
+        retrying(
+            lambda: SshSession.objects.filter(worker=node, state=SshSession.State.CONNECTED).update(
+                state=SshSession.State.LOST, closed_at=timezone.now(), close_reason="its worker stopped"
+            ),
+            "marking the worker's sessions lost",
         )
         WorkerHeartbeat.objects.filter(node=node).update(stopped_at=timezone.now())
 

@@ -31,6 +31,7 @@ from sshcontrol.mcp import durable
 from sshcontrol.mcp.identity import Caller
 from sshcontrol.mcp.limits import LimitExceeded, check_limits
 from sshcontrol.models import SshSession
+from sshcontrol.ssh.sessions import CLIENT_CANCEL
 from sshcontrol.workers import EMBEDDED_PREFIX, current_worker, worker_alive
 
 Status = AuditEvent.Status
@@ -38,6 +39,8 @@ T = TypeVar("T")
 
 # Failures a model can act on get their own wording; these kinds mean "the session is gone".
 _SESSION_GONE = {"session_not_found"}
+# Failures after the work was handed over: it may have run.
+_OUTCOME_UNKNOWN = {"worker_lost", "outcome_unknown"}
 
 
 # The host fields a call needs (audit row, result); loading only these keeps the hot query cheap.
@@ -439,8 +442,9 @@ class HostCall:
                 task, {**kwargs, "session_id": session_id}, call_id=call_id, progress=progress
             )
         if not envelope["ok"]:
-            # A worker that died mid-call leaves the outcome unknown: that is an interruption.
-            status = Status.INTERRUPTED if envelope["kind"] == "worker_lost" else Status.ERROR
+            # A worker that died mid-call, or a broker that vanished once the call was sent,
+            # leaves the outcome unknown: that is an interruption, not an error.
+            status = Status.INTERRUPTED if envelope["kind"] in _OUTCOME_UNKNOWN else Status.ERROR
             self.fail(envelope["message"], status)
         result: dict[str, Any] = envelope["result"]
         if result.get("reconnected"):
@@ -459,7 +463,7 @@ class HostCall:
             status,
             command_ran=True,
             signal=r["signal"] or "",
-            error="cancelled by the client" if r["cancelled"] else "",
+            error=(r.get("cancel_reason") or CLIENT_CANCEL) if r["cancelled"] else "",
             **{key: r[key] for key in EXECUTION_FIELDS},
         )
 

@@ -18,6 +18,7 @@ from sshcontrol.mcp.approval_flow import claim_once
 from sshcontrol.mcp.calls import EXECUTION_FIELDS, HostCall, run_host_call
 from sshcontrol.mcp.identity import Caller
 from sshcontrol.mcp.schemas import ExecuteResult
+from sshcontrol.ssh.sessions import CLIENT_CANCEL
 
 
 def checked_timeout(timeout: float | None) -> float:
@@ -57,6 +58,7 @@ def execute_on(
             "timeout": seconds,
             "stdin_b64": base64.b64encode(stdin.encode()).decode() if stdin is not None else None,
             "sudo": sudo,
+            "audit_event_id": call.event_id,
         },
         call_id=call_id,
         progress=progress,
@@ -66,6 +68,12 @@ def execute_on(
         done = approval
         complete_eventually(
             lambda: approvals.finish(done, audit_id), f"recording approval request {done.pk} as run"
+        )
+    if r["cancelled"] and r.get("cancel_reason", CLIENT_CANCEL) != CLIENT_CANCEL:
+        # Not the client's doing (a worker shutting down): say so instead of a normal-looking result.
+        raise ToolError(
+            f"{r['cancel_reason']} (audit row {audit_id}); the next call on the session re-opens it "
+            "on a live worker"
         )
     assert call.session_id is not None
     return ExecuteResult(

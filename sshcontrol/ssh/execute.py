@@ -297,11 +297,23 @@ def _kill_process_group(transport: paramiko.Transport, pgid: int) -> str | None:
         channel.close()
 
 
+def kill_process_group(client: paramiko.SSHClient, pgid: int) -> str | None:
+    """Stop a remote process group over a new channel of ``client`` (TERM, then KILL); the signal used.
+
+    For a command whose own channel is gone: one started by a process that died.
+    """
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise ChannelFailed("the SSH connection is closed")
+    return _kill_process_group(transport, pgid)
+
+
 def run_command(
     client: paramiko.SSHClient,
     request: ExecRequest,
     cancel: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
+    on_started: Callable[[int], None] | None = None,
 ) -> ExecResult:
     """Run ``request.command`` on a new channel of ``client``'s transport.
 
@@ -309,6 +321,7 @@ def run_command(
     On timeout or ``cancel``, the remote process group is killed and the result has
     ``exit_status=None``. Raises ChannelFailed if no channel can be opened or the
     connection is gone. Raises ConnectionLost if it drops while the command runs.
+    ``on_started`` gets the remote process group as soon as the shell reports it.
     """
     started = time.perf_counter()
     deadline = started + max(0.0, request.timeout)
@@ -341,6 +354,9 @@ def run_command(
             if channel.recv_ready():
                 stdout.add(channel.recv(_READ_SIZE))
                 got = True
+                if on_started is not None and stdout.pgid is not None:
+                    on_started(stdout.pgid)
+                    on_started = None
             if channel.recv_stderr_ready():
                 stderr.add(channel.recv_stderr(_READ_SIZE))
                 got = True

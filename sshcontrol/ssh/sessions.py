@@ -63,12 +63,28 @@ class Session:
         return True
 
 
+CLIENT_CANCEL = "cancelled by the client"
+
+
+class CancelEvent(threading.Event):
+    """A running call's cancel flag, with who cancelled it (the client, or a stopping process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+        self.set()
+
+
 class SessionRegistry:
     """Sessions and running calls of this process. Thread-safe."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
-        self._calls: dict[str, threading.Event] = {}
+        self._calls: dict[str, CancelEvent] = {}
         self._lock = threading.Lock()
 
     def open(self, session_id: str, host_ref: str, spec: ConnectSpec) -> Session:
@@ -108,9 +124,9 @@ class SessionRegistry:
         return len(sessions)
 
     @contextmanager
-    def running_call(self, call_id: str) -> Iterator[threading.Event]:
+    def running_call(self, call_id: str) -> Iterator[CancelEvent]:
         """Register a call so ``cancel(call_id)`` can stop it from another thread."""
-        event = threading.Event()
+        event = CancelEvent()
         with self._lock:
             self._calls[call_id] = event
         try:
@@ -132,19 +148,19 @@ class SessionRegistry:
             time.sleep(0.05)
         return not self.running_count()
 
-    def cancel_all(self) -> int:
+    def cancel_all(self, reason: str) -> int:
         with self._lock:
             events = list(self._calls.values())
         for event in events:
-            event.set()
+            event.cancel(reason)
         return len(events)
 
-    def cancel(self, call_id: str) -> bool:
+    def cancel(self, call_id: str, reason: str = CLIENT_CANCEL) -> bool:
         with self._lock:
             event = self._calls.get(call_id)
         if event is None:
             return False
-        event.set()
+        event.cancel(reason)
         return True
 
 

@@ -1,0 +1,157 @@
+"""Remote commands left running by a worker that died, and the surviving worker that ends them.
+
+Closing a non-pty channel does not stop a remote command, and a worker killed with
+``kill -9`` (or a lost machine) cannot kill the process groups of the commands it ran. So
+each worker records every running command's remote process group (``RemoteCommand``) as
+soon as the remote shell reports it, and deletes the row when the command ends. A row left
+behind is an orphan when its worker is dead (stale heartbeat) or is a new life of the same
+node name (another process). Every worker sweeps for orphans with its heartbeat: it claims
+a row (one conditional DELETE, so two sweepers never both act), connects to the host with
+the host's pinned key and credential, kills the group (TERM, then KILL) and writes an audit
+row ``orphan_kill`` that names the original call's audit row.
+
+On the embedded default the process holding the sessions is ``mcp_serve`` itself; nothing
+is recorded there (a killed ``mcp_serve`` leaves its commands running, see docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from django.utils import timezone
+
+from audit import writer
+from audit.models import AuditEvent
+from audit.process import current_process_key
+from hosts.models import Host
+from sshcontrol import workers
+from sshcontrol.connspec import build_spec
+from sshcontrol.dbretry import retrying
+from sshcontrol.models import RemoteCommand
+from sshcontrol.ssh.connect import open_connection
+from sshcontrol.ssh.execute import kill_process_group
+
+log = logging.getLogger(__name__)
+
+TOOL = "orphan_kill"
+
+
+def recording() -> bool:
+    """Only Celery workers record their commands: they are the processes that may die under them."""
+    return not workers.current_worker().startswith(workers.EMBEDDED_PREFIX)
+
+
+class Tracker:
+    """The ``RemoteCommand`` row of one running command: written on start, deleted at the end."""
+
+    def __init__(self, session_id: str, host_id: int, audit_event_id: int | None) -> None:
+        self.session_id = session_id
+        self.host_id = host_id
+        self.audit_event_id = audit_event_id
+        self.row_id: int | None = None
+
+    def started(self, pgid: int) -> None:
+        try:
+            self.row_id = retrying(
+                lambda: (
+                    RemoteCommand.objects.create(
+                        worker=workers.current_worker(),
+                        worker_process=current_process_key(),
+                        session_id=self.session_id,
+                        host_id=self.host_id,
+                        pgid=pgid,
+                        audit_event_id=self.audit_event_id,
+                    ).pk
+                ),
+                "recording the remote process group",
+                seconds=2.0,
+            )
+        except Exception:  # the command runs regardless; only its clean-up after a crash is lost
+            log.exception("could not record process group %s of session %s", pgid, self.session_id)
+
+    def done(self) -> None:
+        row_id = self.row_id
+        if row_id is None:
+            return
+        try:
+            retrying(lambda: RemoteCommand.objects.filter(pk=row_id).delete(), "forgetting the process group")
+        except Exception:
+            log.exception("could not forget process group row %s", row_id)
+
+
+def orphans() -> list[RemoteCommand]:
+    """Rows of commands whose worker is gone: dead nodes, and this node's previous lives."""
+    me = workers.current_worker()
+    live = set(workers.live_workers())
+    rows = RemoteCommand.objects.exclude(worker__in=live - {me}).order_by("id")
+    return [row for row in rows if row.worker != me or row.worker_process != current_process_key()]
+
+
+def sweep() -> int:
+    """Kill the process groups of orphaned commands; return how many were handled."""
+    handled = 0
+    for row in retrying(orphans, "looking for orphaned commands"):
+        # Claim it: of two sweepers, only the one whose DELETE removed the row acts.
+        if retrying(functools.partial(_claim, row.pk), "claiming an orphan") != 1:
+            continue
+        try:
+            kill_orphan(row)
+        except Exception:
+            log.exception("could not kill orphaned process group %s on session %s", row.pgid, row.session_id)
+            row.save(force_insert=True)  # put it back for the next sweep
+            continue
+        handled += 1
+    return handled
+
+
+def _claim(row_id: int) -> int:
+    return RemoteCommand.objects.filter(pk=row_id).delete()[0]
+
+
+def kill_orphan(row: RemoteCommand) -> None:
+    """Connect to the row's host, kill the process group, and audit it."""
+    host = Host.objects.select_related("credential").filter(pk=row.host_id).first() if row.host_id else None
+    details: dict[str, Any] = {
+        "audit_event": row.audit_event_id,
+        "pgid": row.pgid,
+        "dead_worker": row.worker,
+        "started_at": row.started_at.isoformat(),
+    }
+
+    def audit_row() -> int:
+        return writer.begin(
+            tool=TOOL,
+            actor=f"worker {workers.current_worker()}",
+            transport="worker",
+            host=host,
+            session_id=row.session_id,
+            command=f"kill -TERM -- -{row.pgid} (then -KILL)",
+            details=details,
+        )
+
+    if host is None:
+        writer.complete(audit_row(), status=AuditEvent.Status.ERROR, error="the host was removed")
+        return
+    # Unreachable: raised, and the row is put back for the next sweep (audited once it works).
+    connection = open_connection(build_spec(host))
+    event_id = audit_row()
+    try:
+        signal = kill_process_group(connection.client, row.pgid)
+    finally:
+        connection.close()
+    writer.complete(
+        event_id,
+        status=AuditEvent.Status.OK,
+        signal=signal or "",
+        error="" if signal else "the process group had already ended",
+        details={"killed_at": timezone.now().isoformat()},
+    )
+    log.warning(
+        "killed orphaned process group %s (%s) left by %s on session %s",
+        row.pgid,
+        signal or "already gone",
+        row.worker,
+        row.session_id,
+    )
