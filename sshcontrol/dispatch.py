@@ -52,6 +52,9 @@ TASKS: dict[str, Callable[..., Envelope]] = {
 # A broker that is down gives a clear error within seconds instead of a hang.
 SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
 
+# How long a worker whose heartbeat is stale gets to answer a ping before its calls are given up.
+PING_SECONDS = 0.5
+
 # How long the set of live workers is reused before the heartbeat table is read again.
 LIVE_CACHE_SECONDS = 0.5
 
@@ -298,7 +301,7 @@ class CeleryDispatcher:
             try:
                 value = result(1.0)
             except CeleryTimeout:
-                if holder_alive(node) is False:
+                if holder_alive(node) is False and not self.answers_ping(node):
                     return failure("worker_lost", f"the worker holding the session ({node}) stopped")
                 if time.monotonic() > deadline:
                     return failure(
@@ -320,6 +323,14 @@ class CeleryDispatcher:
                 return value
             log.error("task %s on %s failed: %r", task, node, value)
             return failure("internal_error", "the worker failed to run the call; see its log")
+
+    def answers_ping(self, node: str) -> bool:
+        """A second opinion before a stale heartbeat ends a call: a worker whose heartbeat writes
+        fail (its database connections killed) still answers over the broker; a dead one does not."""
+        try:
+            return bool(self.app.control.ping(destination=[node], timeout=PING_SECONDS))
+        except Exception:  # the broker itself is away: the heartbeat's verdict stands
+            return False
 
     # -- the Dispatcher interface ---------------------------------------------------------------
 

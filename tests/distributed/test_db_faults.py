@@ -32,11 +32,16 @@ def traces(sshd: SshServer) -> Iterator[str]:
         path.unlink()
 
 
-def test_it_loses_no_call_while_postgres_backends_are_killed(
-    workers: WorkerPool, make_host: Any, sshd: SshServer, traces: str
-) -> None:
+@pytest.fixture
+def postgres(django_db_setup: None) -> None:
+    """Skip before the workers start: this fault needs PostgreSQL."""
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL fault test (DATABASE_URL=postgres://...)")
+
+
+def test_it_loses_no_call_while_postgres_backends_are_killed(
+    postgres: None, workers: WorkerPool, make_host: Any, sshd: SshServer, traces: str
+) -> None:
     make_host("h")
 
     async def body(client: Client) -> dict[int, CallToolResult]:
