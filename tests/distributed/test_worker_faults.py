@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client as DjangoClient
+from django.urls import reverse
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -143,6 +145,7 @@ def test_it_records_a_call_whose_broker_vanished_as_outcome_unknown(
     make_host: Any,
     sshd: SshServer,
     tmp_path: Path,
+    admin_client: DjangoClient,
 ) -> None:
     url, redis_server = private_redis
     make_host("h")
@@ -181,3 +184,6 @@ def test_it_records_a_call_whose_broker_vanished_as_outcome_unknown(
     row = AuditEvent.objects.get(command="sleep 303")
     assert row.status == "interrupted", (row.status, row.error)
     assert "outcome is unknown" in row.error and "broker" in row.error
+    # The admin's audit detail says so too.
+    detail = admin_client.get(reverse("admin:audit_auditevent_change", args=[row.pk]))
+    assert detail.status_code == 200 and "the outcome is unknown" in detail.content.decode()
