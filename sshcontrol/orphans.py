@@ -4,8 +4,9 @@ Closing a non-pty channel does not stop a remote command, and a worker killed wi
 ``kill -9`` (or a lost machine) cannot kill the process groups of the commands it ran. So
 each worker records every running command's remote process group (``RemoteCommand``) as
 soon as the remote shell reports it, and deletes the row when the command ends. A row left
-behind is an orphan when its worker is dead (stale heartbeat) or is a new life of the same
-node name (another process). Every worker sweeps for orphans with its heartbeat: it claims
+behind is an orphan when its worker is dead (stale heartbeat, and no answer to a ping over
+the broker: a worker whose database writes fail only looks dead) or is a new life of the
+same node name (another process). Every worker sweeps for orphans with its heartbeat: it claims
 a row (one conditional DELETE, so two sweepers never both act), connects to the host with
 the host's pinned key and credential, kills the group (TERM, then KILL) and writes an audit
 row ``orphan_kill`` that names the original call's audit row.
@@ -36,6 +37,7 @@ from sshcontrol.ssh.execute import kill_process_group
 log = logging.getLogger(__name__)
 
 TOOL = "orphan_kill"
+PING_SECONDS = 1.0
 
 
 def recording() -> bool:
@@ -89,10 +91,28 @@ def orphans() -> list[RemoteCommand]:
     return [row for row in rows if row.worker != me or row.worker_process != current_process_key()]
 
 
+def answers_ping(node: str) -> bool:
+    """Whether ``node`` answers over the broker: a worker whose heartbeat only looks stale
+    (its database writes failing) is alive, and its running commands are not orphans."""
+    from sshcontrol.celery import app
+
+    try:
+        return bool(app.control.ping(destination=[node], timeout=PING_SECONDS))
+    except Exception:
+        return True  # cannot tell: never kill on a guess
+
+
 def sweep() -> int:
     """Kill the process groups of orphaned commands; return how many were handled."""
     handled = 0
+    me = workers.current_worker()
+    alive: dict[str, bool] = {}
     for row in retrying(orphans, "looking for orphaned commands"):
+        if row.worker != me:
+            if row.worker not in alive:
+                alive[row.worker] = answers_ping(row.worker)
+            if alive[row.worker]:
+                continue
         # Claim it: of two sweepers, only the one whose DELETE removed the row acts.
         if retrying(functools.partial(_claim, row.pk), "claiming an orphan") != 1:
             continue
