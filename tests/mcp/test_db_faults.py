@@ -103,6 +103,25 @@ def test_it_refuses_to_run_while_postgres_is_down_and_records_it_later(
     assert_rows_match_the_host(traces, {0: CallToolResult(content=[])})
 
 
+def test_it_returns_a_result_while_postgres_is_down_and_records_it_once_back(
+    postgres: None, mcp: McpHarness, make_host: Any, traces: str, settings: Any, sshd: SshServer
+) -> None:
+    make_host("h")
+    mcp.ok("ssh_execute", host="h", command="true")
+    settings.DB_RETRY_SECONDS = 1.0
+    pending = mcp.submit("ssh_execute", host="h", command=traced(traces, 0, before="sleep 1; "))
+    wait_until(lambda: sshd.user_processes(f"sshc-trace-{traces}-0"), 15, "the command is running")
+    with refusing_connections():
+        # The command finishes while the database is away: the client still gets its result.
+        result = pending.result(60)
+        assert not result.is_error, text(result)
+        assert result.structured_content is not None
+        assert result.structured_content["stdout"] == "done-0\n" and ran(traces, 0)
+    row = wait_until(lambda: finished_row(f"sshc-trace-{traces}-0"), 30, "the row, once the database is back")
+    assert row is not None and row.status == "ok" and row.stdout == "done-0\n"
+    assert_rows_match_the_host(traces, {0: result})
+
+
 def retried(caplog: pytest.LogCaptureFixture) -> bool:
     return any("retrying" in record.getMessage() for record in caplog.records)
 
