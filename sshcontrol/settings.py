@@ -187,7 +187,7 @@ DISPATCH_MARGIN_SECONDS = _guard(
 )
 # How long a call rides out a database that went away (restart, failover, a killed backend,
 # SQLite locked by another process): reconnect and retry for this long, then fail closed.
-DB_RETRY_SECONDS = _guard("sshcontrol.E050", lambda: envfloat("SSHCONTROL_DB_RETRY_SECONDS", 30.0, 0.0), 30.0)
+DB_RETRY_SECONDS = _guard("sshcontrol.E056", lambda: envfloat("SSHCONTROL_DB_RETRY_SECONDS", 30.0, 0.0), 30.0)
 SESSION_IDLE_TIMEOUT = _guard(
     "sshcontrol.E015", lambda: envfloat("SSHCONTROL_SESSION_IDLE_TIMEOUT", 900.0, 1.0), 900.0
 )
