@@ -40,6 +40,14 @@ class AuditEvent(models.Model):
         editable=False,
         help_text="The MCP client (its name) that called.",
     )
+    # The identity provider and subject of an OAuth caller (NULL for static tokens and stdio,
+    # which the hash chain leaves out like any NULL column).
+    oauth_issuer = models.CharField(
+        max_length=255, null=True, blank=True, editable=False, help_text="OAuth issuer of the caller."
+    )
+    oauth_subject = models.CharField(
+        max_length=255, null=True, blank=True, editable=False, help_text="OAuth subject of the caller."
+    )
     transport = models.CharField(max_length=30, editable=False)
     process = models.CharField(
         max_length=200,

@@ -51,6 +51,18 @@ class McpClient(models.Model):
         default="",
         help_text="Set for the local client of an OS user (stdio with no token); such a client has no token.",
     )
+    # Set for a person or service the OAuth identity provider vouches for (docs/http.md): the
+    # client is theirs, made on first use; its groups follow the token's group claim.
+    oauth_issuer = models.CharField(
+        max_length=255, blank=True, default="", editable=False, help_text="The identity provider (issuer)."
+    )
+    oauth_subject = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="The token subject (sub) at that issuer: the identity this client is bound to.",
+    )
     token_digest = models.CharField(max_length=64, blank=True, default="", editable=False, db_index=True)
     token_prefix = models.CharField(
         max_length=16, blank=True, default="", editable=False, help_text="The token's first characters."
@@ -71,6 +83,14 @@ class McpClient(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "MCP client"
+        constraints = [
+            # One client per identity: the subject is unique only per issuer (RFC 9068).
+            models.UniqueConstraint(
+                fields=["oauth_issuer", "oauth_subject"],
+                condition=~models.Q(oauth_subject=""),
+                name="hosts_mcpclient_one_per_oauth_identity",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -90,6 +110,10 @@ class McpClient(models.Model):
 
     def token_refusal(self) -> str:
         """Why this client cannot be given a new token, or "" when it can."""
+        if self.oauth_subject:
+            return (
+                f"'{self.name}' signs in through the identity provider {self.oauth_issuer}; it has no token."
+            )
         if self.local_user:
             return f"'{self.name}' is the local client of OS user '{self.local_user}'; it has no token."
         if self.revoked_at is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Model, Q
 from django.utils import timezone
@@ -138,6 +139,24 @@ def pending() -> list[ApprovalRequest]:
     )
 
 
+def is_owner(owner: str, admin_username: str) -> bool:
+    """Whether this admin is the person named as a client's owner: by username, or by e-mail.
+
+    A client bound to an identity provider's subject has that person's name claim (usually
+    their e-mail address) as owner (``hosts.idp``), so an admin account with that e-mail
+    cannot decide what their own agent asked for.
+    """
+    owner = owner.strip()
+    if not owner or not admin_username:
+        return False
+    if owner == admin_username:
+        return True
+    users = get_user_model().objects
+    email = users.filter(**{get_user_model().USERNAME_FIELD: admin_username}).values_list("email", flat=True)
+    found = email.first()
+    return bool(found) and str(found).strip().lower() == owner.lower()
+
+
 def refusal(request: ApprovalRequest, admin_username: str) -> str:
     """Why ``admin_username`` may not decide ``request`` ("" when they may).
 
@@ -145,9 +164,9 @@ def refusal(request: ApprovalRequest, admin_username: str) -> str:
     the client's owner or groups, or one of its grants, while the request was pending.
     """
     name = request.client.name
-    if admin_username and admin_username == request.client.owner:
+    if is_owner(request.client.owner, admin_username):
         return f"{admin_username} owns client '{name}' and cannot decide its requests"
-    if admin_username and admin_username == request.client_owner:
+    if is_owner(request.client_owner, admin_username):
         return f"{admin_username} owned client '{name}' when it made this request and cannot decide it"
     if admin_username in request.barred:
         return (

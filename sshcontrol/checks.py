@@ -42,6 +42,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="sshcontrol.E012",
             )
         )
+    from sshcontrol.mcp.oauth import config_problems  # here: it imports the models
+
+    messages += [Error(problem, id="sshcontrol.E034") for problem in config_problems()]
     return messages
 
 

@@ -270,6 +270,31 @@ if LOG_FORMAT not in ("text", "json"):
         ("sshcontrol.E055", f"SSHCONTROL_LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
     )
 
+# OAuth 2.1 resource server (docs/http.md): with an issuer set, /mcp also accepts access tokens
+# that identity provider issued for OAUTH_RESOURCE (the canonical URL of /mcp, the audience).
+OAUTH_ISSUER = envstr("SSHCONTROL_OAUTH_ISSUER")
+OAUTH_RESOURCE = envstr("SSHCONTROL_OAUTH_RESOURCE")
+OAUTH_SCOPES = envlist("SSHCONTROL_OAUTH_SCOPES")
+# Never "none" or HMAC: sshcontrol only ever holds the provider's public keys.
+OAUTH_ALGORITHMS = envlist("SSHCONTROL_OAUTH_ALGORITHMS", "RS256,ES256,EdDSA,PS256")
+OAUTH_JWKS_URL = envstr("SSHCONTROL_OAUTH_JWKS_URL")  # default: from the issuer's discovery document
+OAUTH_INTROSPECTION_URL = envstr("SSHCONTROL_OAUTH_INTROSPECTION_URL")
+OAUTH_CLIENT_ID = envstr("SSHCONTROL_OAUTH_CLIENT_ID")
+OAUTH_CLIENT_SECRET = _guard("sshcontrol.E030", lambda: envsecret("SSHCONTROL_OAUTH_CLIENT_SECRET"), "")
+OAUTH_NAME_CLAIM = envstr("SSHCONTROL_OAUTH_NAME_CLAIM", "email")
+OAUTH_GROUPS_CLAIM = envstr("SSHCONTROL_OAUTH_GROUPS_CLAIM", "groups")
+OAUTH_CREATE_GROUPS = _guard(
+    "sshcontrol.E031", lambda: envbool("SSHCONTROL_OAUTH_CREATE_GROUPS", False), False
+)
+# An unknown key id refetches the key set at most this often; the set is refetched anyway
+# once it is this old, so a key removed from it stops being accepted.
+OAUTH_JWKS_MIN_REFRESH_SECONDS = _guard(
+    "sshcontrol.E032", lambda: envfloat("SSHCONTROL_OAUTH_JWKS_MIN_REFRESH_SECONDS", 10.0, 0.0), 10.0
+)
+OAUTH_JWKS_MAX_AGE_SECONDS = _guard(
+    "sshcontrol.E033", lambda: envfloat("SSHCONTROL_OAUTH_JWKS_MAX_AGE_SECONDS", 300.0, 1.0), 300.0
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -103,7 +103,7 @@ class McpClientAdmin(InventoryAdmin[McpClient]):
     )
     list_filter = (ClientStateFilter, "groups")
     # token_prefix is searchable on purpose: it is what a leaked token is recognised by.
-    search_fields = ("name", "owner", "description", "token_prefix")
+    search_fields = ("name", "owner", "description", "token_prefix", "oauth_subject")
     ordering = ("name",)
     filter_horizontal = ("groups",)
     inlines = (GrantInline,)
@@ -118,6 +118,8 @@ class McpClientAdmin(InventoryAdmin[McpClient]):
     fieldsets = (
         (None, {"fields": ("name", "owner", "description", "groups")}),
         ("Token", {"fields": ("state_display", "token_status", "enabled", "expires_at", "local_user")}),
+        # Set for a person the OAuth identity provider vouches for; groups then follow the token.
+        ("Identity provider", {"fields": ("oauth_issuer", "oauth_subject")}),
         (
             "Limits",
             {"fields": ("max_concurrent_calls", "max_calls_per_minute", "max_open_sessions")},
@@ -129,6 +131,8 @@ class McpClientAdmin(InventoryAdmin[McpClient]):
         "state_display",
         "token_status",
         "local_user",
+        "oauth_issuer",
+        "oauth_subject",
         "grant_links",
         "created_at",
         "last_used_at",

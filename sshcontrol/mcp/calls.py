@@ -313,6 +313,8 @@ class HostCall:
             "tool": self.tool,
             "actor": self.caller.actor,
             "client": self.caller.client_name,
+            "oauth_issuer": self.caller.oauth_issuer,
+            "oauth_subject": self.caller.oauth_subject,
             "transport": self.caller.transport,
             "host": self.host,
             "session_id": self.session_id or "",

@@ -17,14 +17,14 @@ from contextlib import asynccontextmanager
 
 from django.conf import settings
 from mcp.server import MCPServer
-from mcp.server.auth.settings import AuthSettings
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.transport_security import TransportSecuritySettings
-from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
 from hosts.clients import ClientAuthError, authenticate
 from sshcontrol.health import routes as operability_routes
+from sshcontrol.mcp import oauth
 from sshcontrol.mcp.identity import ClientAccessToken
 from sshcontrol.mcp.server import build_server
 from sshcontrol.mcp.threads import in_thread
@@ -66,15 +66,17 @@ def transport_security() -> TransportSecuritySettings:
 
 
 def build_mcp_server(base_url: str) -> MCPServer:
-    """The MCP server requiring a client token on every request.
+    """The MCP server requiring a client token (or, with an OAuth issuer, an IdP's token) on every request.
 
-    ``base_url`` only fills the SDK's mandatory ``issuer_url``: tokens are issued by the
-    admin, not by an OAuth server, so no OAuth metadata endpoints are published.
+    Without ``SSHCONTROL_OAUTH_ISSUER``, ``base_url`` only fills the SDK's mandatory
+    ``issuer_url`` and no OAuth metadata is published (``sshcontrol.mcp.oauth``).
     """
+    config = oauth.OAuthConfig.from_settings()
+    verifier: TokenVerifier = ClientTokenVerifier()
+    if config is not None:
+        verifier = oauth.OAuthTokenVerifier(config, verifier)
     return build_server(
-        transport=TRANSPORT,
-        token_verifier=ClientTokenVerifier(),
-        auth=AuthSettings(issuer_url=AnyHttpUrl(base_url), resource_server_url=None),
+        transport=TRANSPORT, token_verifier=verifier, auth=oauth.auth_settings(base_url, config)
     )
 
 
@@ -89,6 +91,10 @@ def build_app(base_url: str, admin: bool = True) -> Starlette:
     # A Route (not a Mount) keeps the path as is, so the SDK's own router matches /mcp
     # again and no /mcp -> /mcp/ redirect ever reaches a POST.
     routes: list[BaseRoute] = [Route(MCP_PATH, endpoint=mcp_app), *operability_routes()]
+    # The SDK's other routes (the RFC 9728 protected resource metadata, with OAuth on) likewise.
+    routes += [
+        Route(r.path, endpoint=mcp_app) for r in mcp_app.routes if isinstance(r, Route) and r.path != MCP_PATH
+    ]
     if admin:
         from sshcontrol.web import build_app as build_admin_app
 

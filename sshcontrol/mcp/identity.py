@@ -43,6 +43,9 @@ class Caller:
     # no client policy binds. Nothing reachable over MCP builds a Caller without a client.
     client_id: int | None = None
     client_name: str | None = None
+    # Set when an identity provider's access token authenticated the request (mcp/oauth.py).
+    oauth_issuer: str | None = None
+    oauth_subject: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -90,4 +93,6 @@ def caller_for(ctx: Any, transport: str, fixed: ClientRef | None) -> Caller:
         transport=transport,
         client_id=ref.id,
         client_name=ref.name,
+        oauth_issuer=getattr(token, "oauth_issuer", None),
+        oauth_subject=getattr(token, "oauth_subject", None),
     )

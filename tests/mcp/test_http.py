@@ -70,8 +70,10 @@ def free_port() -> int:
         return port
 
 
-def start_server(tmp: Path, *extra: str, **env_extra: str) -> tuple[subprocess.Popen[bytes], RunningServer]:
-    port = free_port()
+def start_server(
+    tmp: Path, *extra: str, port: int | None = None, **env_extra: str
+) -> tuple[subprocess.Popen[bytes], RunningServer]:
+    port = port or free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp),
