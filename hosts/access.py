@@ -217,6 +217,14 @@ def access_for(client_id: int) -> ClientAccess:
     return fresh
 
 
+def cached(client_id: int) -> ClientAccess | None:
+    """The client's snapshot if this process holds a fresh one (no database query), else None."""
+    snapshot = _cache.get(client_id)
+    if snapshot is not None and time.monotonic() - snapshot.loaded_at < CACHE_SECONDS:
+        return snapshot
+    return None
+
+
 def forget(*args: object, **kwargs: object) -> None:
     """Drop every cached snapshot (connected to the models' save and delete signals)."""
     with _cache_lock:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.types import Tool
 
 from sshcontrol.mcp import tools
 from sshcontrol.mcp.identity import ClientRef
+from sshcontrol.mcp.visibility import Offer, shown
 
 INSTRUCTIONS = """\
 sshcontrol runs commands and moves files on SSH hosts that an administrator registered.
@@ -26,17 +29,29 @@ Every call is recorded in an audit log."""
 _NOT_SERVED = ("prompts/list", "prompts/get", "resources/list", "resources/read", "resources/templates/list")
 
 
+class SshcontrolServer(MCPServer):
+    """``tools/list`` answers each caller with the tools its grants allow (``mcp/visibility.py``)."""
+
+    offer: Callable[[], Awaitable[Offer]] | None = None
+
+    async def list_tools(self) -> list[Tool]:
+        listed = await super().list_tools()
+        if self.offer is None:
+            return listed
+        return shown(listed, await self.offer())
+
+
 def build_server(transport: str = "stdio", client: ClientRef | None = None, **options: Any) -> MCPServer:
     """The server with every tool; ``client`` is the fixed caller of a stdio server.
 
     ``options`` go to ``MCPServer`` (the HTTP transport passes its token verifier, auth
     and transport-security settings); without ``client`` every request must carry a token.
     """
-    server: MCPServer = MCPServer(
+    server = SshcontrolServer(
         name="sshcontrol", instructions=INSTRUCTIONS, version="0.1.0", subscriptions=False, **options
     )
     handlers = server._lowlevel_server._request_handlers  # no public way to unregister a method
     for method in _NOT_SERVED:
         handlers.pop(method, None)
-    tools.register(server, transport, client)
+    server.offer = tools.register(server, transport, client).current_offer
     return server

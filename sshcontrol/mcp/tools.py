@@ -25,15 +25,18 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from audit import writer
 from audit.models import AuditEvent
 from hosts import approvals
 from hosts.access import access_for, visible_hosts
+from hosts.access import cached as cached_access
 from hosts.access_models import ApprovalRequest
 from hosts.inventory import list_hosts
+from hosts.models import Host
 from sshcontrol import calllog, localfiles, visible
 from sshcontrol.calllog import observed
 from sshcontrol.dispatch import get_dispatcher
-from sshcontrol.mcp import render
+from sshcontrol.mcp import render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import Pending, await_decision, held_back
 from sshcontrol.mcp.calls import HostCall, mark_lost, run_host_call
@@ -56,6 +59,7 @@ from sshcontrol.mcp.schemas import (
     UploadResult,
 )
 from sshcontrol.mcp.threads import in_thread
+from sshcontrol.mcp.visibility import Offer
 from sshcontrol.models import SshSession
 
 Status = AuditEvent.Status
@@ -141,10 +145,14 @@ class Tools:
         self.transport = transport
         self.client = client
 
-    def caller(self, ctx: Context) -> Caller:
+    def caller(self, ctx: Context | None) -> Caller:
         caller = caller_for(ctx, self.transport, self.client)
         calllog.note_client(caller.client_name or caller.actor)
         return caller
+
+    async def current_offer(self) -> Offer:
+        """What the caller of the request being served may be shown (``mcp/visibility.py``)."""
+        return await offer_for(caller_for(None, self.transport, self.client))
 
     # -- ssh_list_hosts ------------------------------------------------------------------------
 
@@ -704,7 +712,63 @@ def hints(read_only: bool, destructive: bool, idempotent: bool, open_world: bool
     )
 
 
-def register(server: MCPServer, transport: str, client: ClientRef | None) -> None:
+async def offer_for(caller: Caller) -> Offer:
+    client_id = own_client(caller)
+    # The fresh snapshot without a thread hop when this process has one (most calls).
+    access = cached_access(client_id)
+    if access is None:
+        access = await in_thread(lambda: access_for(client_id))
+    return visibility.offer(access)
+
+
+def offered_only(
+    tools: Tools, name: str, tool: Callable[..., Awaitable[CallToolResult]]
+) -> Callable[..., Awaitable[CallToolResult]]:
+    """Refuse, and audit as denied, a call to a tool this caller's grants do not offer."""
+
+    @functools.wraps(tool)
+    async def checked(*args: Any, **kwargs: Any) -> CallToolResult:
+        ctx = next((a for a in (*args, *kwargs.values()) if isinstance(a, Context)), None)
+        caller = tools.caller(ctx)
+        problem = visibility.refusal(name, caller.client_name or "?", await offer_for(caller))
+        if problem:
+            await in_thread(lambda: audit_refusal(caller, name, problem, kwargs))
+            raise ToolError(problem)
+        return await tool(*args, **kwargs)
+
+    return checked
+
+
+def audit_refusal(caller: Caller, tool: str, problem: str, arguments: dict[str, Any]) -> None:
+    """The denied row of a refused call, with what it asked for, as ``HostCall`` records a denial."""
+
+    def text(name: str) -> str:
+        value = arguments.get(name)
+        return value if isinstance(value, str) else ""
+
+    host = Host.objects.filter(name=text("host")).first() if text("host") else None
+    event_id = writer.begin(
+        tool=tool,
+        actor=caller.actor,
+        client=caller.client_name,
+        oauth_issuer=caller.oauth_issuer,
+        oauth_subject=caller.oauth_subject,
+        transport=caller.transport,
+        host=host,
+        session_id=text("session_id")[:64],
+        command=text("command"),
+        working_directory=text("working_directory"),
+        remote_path=text("remote_path"),
+        local_path=text("local_path"),
+        details={
+            "tool_not_offered": True,
+            **({"host_requested": text("host")[:100]} if text("host") else {}),
+        },
+    )
+    writer.complete(event_id, status=Status.DENIED, error=problem)
+
+
+def register(server: MCPServer, transport: str, client: ClientRef | None) -> Tools:
     tools = Tools(transport, client)
     # (tool, title, read-only, destructive, idempotent, reaches the outside world)
     specs: list[tuple[Any, str, bool, bool, bool, bool]] = [
@@ -720,9 +784,10 @@ def register(server: MCPServer, transport: str, client: ClientRef | None) -> Non
     ]
     for fn, title, *flags in specs:
         server.add_tool(
-            observed(refusing_nul(fn)),
+            observed(offered_only(tools, fn.__name__, refusing_nul(fn))),
             name=fn.__name__,
             title=title,
             description=describe(fn),
             annotations=hints(*flags),
         )
+    return tools

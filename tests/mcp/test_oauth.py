@@ -445,3 +445,40 @@ def test_it_never_logs_a_token(oauth: OAuthServer) -> None:
     post(oauth.server.mcp, token)
     ISSUED.append(token)  # stop_server checks the log for every issued token
     assert token not in oauth.server.log.read_text()
+
+
+def tool_names_with(oauth: OAuthServer, token: str) -> dict[str, set[str]]:
+    """Each listed tool with its argument names, as this caller sees them."""
+
+    async def run() -> dict[str, set[str]]:
+        async with bearer_client(oauth, token) as client:
+            listed = (await client.list_tools()).tools
+            return {t.name: set(t.input_schema["properties"]) for t in listed}
+
+    return anyio.run(run)
+
+
+def test_it_lists_different_tools_to_different_callers(oauth: OAuthServer, transactional_db: None) -> None:
+    web = make_host("tl-web")
+    group_grant("deployers", web, can_write_files=True, can_sudo=True)
+    viewer = issue("tl-viewer")
+    Grant.objects.create(client=viewer.client, can_execute=False, can_read_files=False).hosts.set([web])
+    oauth.idp.set_account("bot", email="bot@example.com", groups=["deployers"])
+    deployer = tool_names_with(oauth, oauth.idp.client_credentials(resource=oauth.resource))
+    assert "ssh_upload_file" in deployer and "sudo" in deployer["ssh_execute"]
+    assert set(tool_names_with(oauth, viewer.token)) == {"ssh_list_hosts", "ssh_status"}
+    # Out of the group at the IdP: the next token's caller is offered only the listing tools.
+    oauth.idp.set_account("bot", email="bot@example.com", groups=[])
+    token = oauth.idp.client_credentials(resource=oauth.resource)
+    assert set(tool_names_with(oauth, token)) == {"ssh_list_hosts", "ssh_status"}
+
+    async def hidden_call() -> CallToolResult:
+        async with bearer_client(oauth, token) as client:
+            return await client.call_tool(
+                "ssh_upload_file", {"host": "tl-web", "remote_path": "x", "content": "x"}
+            )
+
+    refused = anyio.run(hidden_call)
+    assert refused.is_error
+    event = AuditEvent.objects.filter(tool="ssh_upload_file", client="bot-example-com").get()
+    assert (event.status, event.oauth_subject) == (AuditEvent.Status.DENIED, "bot")
