@@ -419,6 +419,10 @@ class OAuthTokenVerifier:
             raise TokenRefused(f"introspection failed: {exc}") from exc
         if not isinstance(answer, dict) or answer.get("active") is not True:
             raise TokenRefused("introspection says the token is not active")
+        if "sub" not in answer and isinstance(answer.get("client_id"), str):
+            # A client-credentials token acts for the client itself: its subject is the client
+            # id, as RFC 9068 has JWT access tokens say (introspection may leave sub out).
+            answer["sub"] = answer["client_id"]
         self._check_claims(answer)
         return answer
 

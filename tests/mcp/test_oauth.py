@@ -482,3 +482,35 @@ def test_it_lists_different_tools_to_different_callers(oauth: OAuthServer, trans
     assert refused.is_error
     event = AuditEvent.objects.filter(tool="ssh_upload_file", client="bot-example-com").get()
     assert (event.status, event.oauth_subject) == (AuditEvent.Status.DENIED, "bot")
+
+
+def test_it_accepts_opaque_tokens_through_introspection(
+    django_db_setup: None, tmp_path: Path, transactional_db: None
+) -> None:
+    idp = Idp(tmp_path, opaque=True)
+    idp.start([rsa_key()])
+    secret = tmp_path / "introspection-secret"
+    secret.write_text("introspect-secret\n")
+    proc, server = start_oauth_server(
+        tmp_path,
+        idp,
+        SSHCONTROL_OAUTH_INTROSPECTION_URL=f"{idp.issuer}/token/introspection",
+        SSHCONTROL_OAUTH_CLIENT_ID="sshcontrol",
+        SSHCONTROL_OAUTH_CLIENT_SECRET_FILE=str(secret),
+    )
+    try:
+        opaque = OAuthServer(idp, server)
+        group_grant("ops", make_host("op-web"))
+        idp.set_account("bot", email="bot@example.com", groups=["ops"])
+        token = idp.client_credentials(resource=opaque.resource)
+        assert token.count(".") == 0  # not a JWT: only introspection can tell what it is
+        assert names_with(opaque, token) == ["op-web"]
+        assert McpClient.objects.get(oauth_subject="bot").oauth_issuer == idp.issuer
+        assert_401_with_metadata(
+            post(server.mcp, idp.client_credentials(resource="http://127.0.0.1:1/x")), opaque
+        )
+        assert_401_with_metadata(post(server.mcp, "made-up-opaque-token"), opaque)
+        ISSUED.append(token)
+    finally:
+        stop_server(proc, server)
+        idp.stop()
