@@ -83,7 +83,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     # Short enough to fit beside the sidebar at 1280 px; a row's page shows every field.
     list_display = ("time", "caller", "host_name", "short_command", "colored_status", "duration")
     list_filter = (filters.StatusFilter, "tool", filters.HostNameFilter, filters.ClientFilter, "started_at")
-    search_fields = ("command", "host_name", "client", "actor", "session_id", "request_id")
+    search_fields = ("command", "host_name", "client", "oauth_subject", "actor", "session_id", "request_id")
     date_hierarchy = "started_at"
     show_facets = admin.ShowFacets.ALWAYS
     # The table only grows; counting all of it on every page view is what makes big logs slow.
@@ -93,7 +93,19 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     fieldsets = (
         (
             None,
-            {"fields": ("tool", "colored_status", "client", "actor", "transport", "request_id", "process")},
+            {
+                "fields": (
+                    "tool",
+                    "colored_status",
+                    "client",
+                    "oauth_issuer",
+                    "oauth_subject",
+                    "actor",
+                    "transport",
+                    "request_id",
+                    "process",
+                )
+            },
         ),
         ("Time", {"fields": ("started_at", "finished_at", "duration")}),
         ("Host", {"fields": ("host", "host_ref", "host_name", "host_address", "session_id", "reconnected")}),

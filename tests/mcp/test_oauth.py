@@ -13,6 +13,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -514,3 +516,23 @@ def test_it_accepts_opaque_tokens_through_introspection(
     finally:
         stop_server(proc, server)
         idp.stop()
+
+
+def test_it_completes_the_flow_with_the_typescript_sdk(oauth: OAuthServer, transactional_db: None) -> None:
+    """Another implementation of the MCP authorization flow: discovery from the 401 and the metadata."""
+    group_grant("ts-team", make_host("ts-web"))
+    oauth.idp.set_account("bot2", email="bot2@example.com", groups=["ts-team"])
+    script = Path(__file__).resolve().parents[1] / "oidc" / "ts_client.mjs"
+    done = subprocess.run(
+        ["node", str(script), oauth.server.mcp, oauth.idp.issuer, "bot2", "bot2-secret", SCOPE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=script.parent,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NODE_NO_WARNINGS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["hosts"] == ["ts-web"]
+    assert "ssh_execute" in result["tools"] and "ssh_upload_file" not in result["tools"]
+    assert McpClient.objects.get(oauth_subject="bot2").name == "bot2-example-com"
