@@ -295,6 +295,30 @@ OAUTH_JWKS_MAX_AGE_SECONDS = _guard(
     "sshcontrol.E033", lambda: envfloat("SSHCONTROL_OAUTH_JWKS_MAX_AGE_SECONDS", 300.0, 1.0), 300.0
 )
 
+# OpenID Connect sign-in for the admin (sshcontrol/admin_sso.py); off unless an issuer is set.
+# Local accounts keep working beside it (break-glass).
+ADMIN_OIDC_ISSUER = envstr("SSHCONTROL_ADMIN_OIDC_ISSUER")
+ADMIN_OIDC_STAFF_GROUPS = envlist("SSHCONTROL_ADMIN_OIDC_STAFF_GROUPS")
+ADMIN_OIDC_SUPERUSER_GROUPS = envlist("SSHCONTROL_ADMIN_OIDC_SUPERUSER_GROUPS")
+ADMIN_OIDC_GROUPS_CLAIM = envstr("SSHCONTROL_ADMIN_OIDC_GROUPS_CLAIM", "groups")
+ADMIN_OIDC_NAME_CLAIM = envstr("SSHCONTROL_ADMIN_OIDC_NAME_CLAIM", "email")
+if ADMIN_OIDC_ISSUER:
+    AUTHENTICATION_BACKENDS = [
+        "django.contrib.auth.backends.ModelBackend",
+        "sshcontrol.admin_sso.AdminOidcBackend",
+    ]
+    OIDC_RP_CLIENT_ID = envstr("SSHCONTROL_ADMIN_OIDC_CLIENT_ID")
+    OIDC_RP_CLIENT_SECRET = _guard(
+        "sshcontrol.E036", lambda: envsecret("SSHCONTROL_ADMIN_OIDC_CLIENT_SECRET"), ""
+    )
+    OIDC_RP_SCOPES = envstr("SSHCONTROL_ADMIN_OIDC_SCOPES", "openid email")
+    OIDC_RP_SIGN_ALGO = envstr("SSHCONTROL_ADMIN_OIDC_SIGN_ALGO", "RS256")
+    OIDC_USE_PKCE = True
+    OIDC_AUTHENTICATE_CLASS = "sshcontrol.admin_sso.AuthenticationRequestView"
+    LOGIN_REDIRECT_URL = "/admin/"
+    LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sso=failed"
+    LOGOUT_REDIRECT_URL = "/admin/"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

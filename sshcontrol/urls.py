@@ -1,5 +1,6 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from sshcontrol.favicon import favicon
@@ -17,3 +18,8 @@ urlpatterns = [
     path("favicon.svg", favicon, name="favicon"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
+
+if settings.ADMIN_OIDC_ISSUER:
+    # Sign-in through the identity provider (sshcontrol/admin_sso.py); the login page links to it.
+    urlpatterns.insert(0, path("oidc/", include("mozilla_django_oidc.urls")))
+    admin.site.login_template = "admin/sso_login.html"

@@ -114,7 +114,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _url_problem(name: str, url: str) -> str:
+def url_problem(name: str, url: str) -> str:
     """Why ``url`` is not an acceptable https URL ("" when it is); plain http only on loopback."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -138,17 +138,17 @@ def config_problems() -> list[str]:
             if v
         ]
         return [f"{n} is set but SSHCONTROL_OAUTH_ISSUER is not" for n in stray]
-    problems = [_url_problem("SSHCONTROL_OAUTH_ISSUER", settings.OAUTH_ISSUER)]
+    problems = [url_problem("SSHCONTROL_OAUTH_ISSUER", settings.OAUTH_ISSUER)]
     if not settings.OAUTH_RESOURCE:
         problems.append("SSHCONTROL_OAUTH_RESOURCE (the canonical URL of /mcp, the audience) is required")
     else:
-        problems.append(_url_problem("SSHCONTROL_OAUTH_RESOURCE", settings.OAUTH_RESOURCE))
+        problems.append(url_problem("SSHCONTROL_OAUTH_RESOURCE", settings.OAUTH_RESOURCE))
     for name, url in (
         ("SSHCONTROL_OAUTH_JWKS_URL", settings.OAUTH_JWKS_URL),
         ("SSHCONTROL_OAUTH_INTROSPECTION_URL", settings.OAUTH_INTROSPECTION_URL),
     ):
         if url:
-            problems.append(_url_problem(name, url))
+            problems.append(url_problem(name, url))
     bad = [a for a in settings.OAUTH_ALGORITHMS if a not in SUPPORTED_ALGORITHMS]
     if bad or not settings.OAUTH_ALGORITHMS:
         problems.append(
@@ -357,7 +357,7 @@ class OAuthTokenVerifier:
         url = self.config.jwks_url
         if not url:
             found = (await self.discovery()).get("jwks_uri")
-            if not isinstance(found, str) or _url_problem("jwks_uri", found):
+            if not isinstance(found, str) or url_problem("jwks_uri", found):
                 raise TokenRefused(f"the issuer's jwks_uri is not a usable URL: {found!r}")
             url = found
         return await self._get_json(url)

@@ -67,6 +67,7 @@ class Idp:
     keys: list[dict[str, Any]] = field(default_factory=list)
     sign_kid: str = ""
     opaque: bool = False
+    admin_redirect: str = ""  # sshcontrol's /oidc/callback/ URL: adds the admin sign-in client
 
     def __post_init__(self) -> None:
         self.issuer = self.issuer or f"http://127.0.0.1:{self.port}"
@@ -85,6 +86,7 @@ class Idp:
             "OIDC_JWKS": str(jwks_file),
             "OIDC_SIGN_KID": self.sign_kid,
             "OIDC_OPAQUE": "1" if self.opaque else "0",
+            "OIDC_ADMIN_REDIRECT": self.admin_redirect,
             "NODE_NO_WARNINGS": "1",
         }
         self.proc = subprocess.Popen(

@@ -7,6 +7,7 @@
 //                  their public halves at /jwks. Rotation = restart with another file.
 //   OIDC_SIGN_KID  kid of the key that signs access tokens (default: the first key)
 //   OIDC_OPAQUE    "1": access tokens are opaque (for token introspection) instead of JWTs
+//   OIDC_ADMIN_REDIRECT  callback URL of sshcontrol's admin sign-in (adds the "admin-ui" client)
 //
 // Test controls (loopback only, no authentication: this is a test fixture):
 //   POST /admin/account {"sub", "email", "groups"}  who a subject is; read at every token
@@ -60,12 +61,18 @@ const provider = new Provider(issuer, {
       client_id: 'sshcontrol', client_secret: 'introspect-secret', grant_types: [],
       redirect_uris: [], response_types: [],
     },
+    // The admin's OpenID Connect sign-in (confidential web client); its callback is sshcontrol's.
+    ...(process.env.OIDC_ADMIN_REDIRECT ? [{
+      client_id: 'admin-ui', client_secret: 'admin-ui-secret', grant_types: ['authorization_code'],
+      response_types: ['code'], redirect_uris: [process.env.OIDC_ADMIN_REDIRECT],
+      scope: 'openid email groups',
+    }] : []),
   ],
-  scopes: ['openid', 'email', 'offline_access', 'mcp:tools', 'mcp:read'],
-  claims: { openid: ['sub'], email: ['email'] },
+  scopes: ['openid', 'email', 'groups', 'offline_access', 'mcp:tools', 'mcp:read'],
+  claims: { openid: ['sub'], email: ['email'], groups: ['groups'] },
   findAccount: async (_ctx, sub) => ({
     accountId: sub,
-    claims: async () => ({ sub, email: profile(sub).email }),
+    claims: async () => ({ sub, email: profile(sub).email, groups: profile(sub).groups }),
   }),
   features: {
     devInteractions: { enabled: false },
