@@ -6,6 +6,8 @@ every request (one indexed query, in a worker thread), so a revoked, disabled or
 client gets 401 on its very next request. The SDK then checks the Host and Origin headers
 (DNS-rebinding protection, from ``MCP_ALLOWED_HOSTS`` / ``MCP_ALLOWED_ORIGINS``) and the
 body size (``MCP_MAX_BODY_BYTES``, 413 for a declared or streamed body over the limit).
+With ``SSHCONTROL_OAUTH_ISSUER`` set, the verifier also accepts that identity provider's
+access tokens and the protected resource metadata is served (``sshcontrol.mcp.oauth``).
 Everything else on the port goes to the Django admin when it is served here.
 """
 
