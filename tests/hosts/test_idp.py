@@ -91,7 +91,7 @@ def test_it_keeps_the_person_behind_a_client_from_approving_its_requests(db: Non
     users = get_user_model()
     users.objects.create_user("alice", email="alice@example.com")
     users.objects.create_user("bob", email="bob@example.com")
-    assert approvals.is_owner(client, "alice")
+    assert approvals.is_owner(client.owner, "alice")
     with pytest.raises(approvals.ApprovalError, match="cannot decide"):
         approvals.decide(request.pk, "alice", approve=True)
     assert approvals.decide(request.pk, "bob", approve=True).state == ApprovalRequest.State.APPROVED
