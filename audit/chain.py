@@ -82,6 +82,7 @@ V1_FIELDS: tuple[str, ...] = (
 # nullable, by adding it here (NULL columns are left out, so old rows keep their hash).
 V2_FIELDS: tuple[str, ...] = (
     "id", "request_id", "started_at", "finished_at", "duration_ms", "status", "actor", "client",
+    "oauth_issuer", "oauth_subject",  # nullable (OAuth callers only), added with audit 0006
     "transport", "process", "host_ref", "host_name", "host_address", "session_id", "tool", "command",
     "working_directory", "exit_status", "signal", "stdout", "stderr", "stdout_bytes", "stderr_bytes",
     "stdout_truncated", "stderr_truncated", "stdin", "stdin_bytes", "stdin_sha256", "stdin_truncated",

@@ -40,6 +40,7 @@ from mcp.shared.auth import (
 )
 from mcp.types import CallToolResult
 
+from audit import chain
 from audit.models import AuditEvent
 from hosts.access_models import ClientGroup, Grant, McpClient
 from hosts.models import Host
@@ -233,6 +234,10 @@ def test_it_runs_tools_for_a_client_credentials_token_from_the_sdk_client(
     event = AuditEvent.objects.filter(client=client.name, tool="ssh_execute").get()
     assert event.status == AuditEvent.Status.DENIED
     assert (event.oauth_issuer, event.oauth_subject) == (oauth.idp.issuer, "bot")
+    # The hash chain covers who called: changing the recorded subject breaks it.
+    assert chain.verify().ok
+    AuditEvent.objects.filter(pk=event.pk).update(oauth_subject="somebody-else")
+    assert not chain.verify().ok
 
 
 def authorize_in_browser(authorization_url: str) -> AuthorizationCodeResult:
