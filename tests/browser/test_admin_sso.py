@@ -28,21 +28,23 @@ def sso(
     port = free_port()
     idp = Idp(tmp, admin_redirect=f"http://127.0.0.1:{port}/oidc/callback/")
     idp.start([rsa_key()])
-    proc, server = start_server(
-        tmp,
-        port=port,
-        env_extra={
-            "SSHCONTROL_ADMIN_OIDC_ISSUER": idp.issuer,
-            "SSHCONTROL_ADMIN_OIDC_CLIENT_ID": "admin-ui",
-            "SSHCONTROL_ADMIN_OIDC_CLIENT_SECRET": "admin-ui-secret",
-            "SSHCONTROL_ADMIN_OIDC_SCOPES": "openid email groups",
-            "SSHCONTROL_ADMIN_OIDC_STAFF_GROUPS": "operators",
-            "SSHCONTROL_ADMIN_OIDC_SUPERUSER_GROUPS": "Platform Admins",
-        },
-    )
-    yield idp, server
-    stop_server(proc, server)
-    idp.stop()
+    try:
+        proc, server = start_server(
+            tmp,
+            port=port,
+            env_extra={
+                "SSHCONTROL_ADMIN_OIDC_ISSUER": idp.issuer,
+                "SSHCONTROL_ADMIN_OIDC_CLIENT_ID": "admin-ui",
+                "SSHCONTROL_ADMIN_OIDC_CLIENT_SECRET": "admin-ui-secret",
+                "SSHCONTROL_ADMIN_OIDC_SCOPES": "openid email groups",
+                "SSHCONTROL_ADMIN_OIDC_STAFF_GROUPS": "operators",
+                "SSHCONTROL_ADMIN_OIDC_SUPERUSER_GROUPS": "Platform Admins",
+            },
+        )
+        yield idp, server
+        stop_server(proc, server)
+    finally:
+        idp.stop()  # also when the server did not start: no provider is left running
 
 
 def sign_in(page: Any, server: RunningServer) -> None:

@@ -100,10 +100,12 @@ def oauth(
     tmp = tmp_path_factory.mktemp("oauth")
     idp = Idp(tmp)
     idp.start(signing_keys)
-    proc, server = start_oauth_server(tmp, idp)
-    yield OAuthServer(idp, server)
-    stop_server(proc, server)
-    idp.stop()
+    try:
+        proc, server = start_oauth_server(tmp, idp)
+        yield OAuthServer(idp, server)
+        stop_server(proc, server)
+    finally:
+        idp.stop()  # also when the server did not start: no provider is left running
 
 
 def post(url: str, token: str | None = None, body: Any = INITIALIZE) -> httpx2.Response:
@@ -420,7 +422,11 @@ def test_it_accepts_a_rotated_key_and_drops_a_removed_one(
     old, new, newer = rsa_key("old"), ec_key("new"), rsa_key("newer")
     idp = Idp(tmp_path)
     idp.start([old])
-    proc, server = start_oauth_server(tmp_path, idp)
+    try:
+        proc, server = start_oauth_server(tmp_path, idp)
+    except BaseException:
+        idp.stop()
+        raise
     try:
         rotating = OAuthServer(idp, server)
         old_token = idp.client_credentials(resource=rotating.resource)
@@ -498,13 +504,17 @@ def test_it_accepts_opaque_tokens_through_introspection(
     idp.start([rsa_key()])
     secret = tmp_path / "introspection-secret"
     secret.write_text("introspect-secret\n")
-    proc, server = start_oauth_server(
-        tmp_path,
-        idp,
-        SSHCONTROL_OAUTH_INTROSPECTION_URL=f"{idp.issuer}/token/introspection",
-        SSHCONTROL_OAUTH_CLIENT_ID="sshcontrol",
-        SSHCONTROL_OAUTH_CLIENT_SECRET_FILE=str(secret),
-    )
+    try:
+        proc, server = start_oauth_server(
+            tmp_path,
+            idp,
+            SSHCONTROL_OAUTH_INTROSPECTION_URL=f"{idp.issuer}/token/introspection",
+            SSHCONTROL_OAUTH_CLIENT_ID="sshcontrol",
+            SSHCONTROL_OAUTH_CLIENT_SECRET_FILE=str(secret),
+        )
+    except BaseException:
+        idp.stop()
+        raise
     try:
         opaque = OAuthServer(idp, server)
         group_grant("ops", make_host("op-web"))
