@@ -42,7 +42,9 @@ def test_it_answers_byte_for_byte_alike_for_an_unregistered_and_an_ungranted_hos
     as_client: AsClient, make_host: Callable[..., Host]
 ) -> None:
     web = make_host("web1")
-    alpha = as_client("alpha", hosts=[web])
+    # Write too, so that every tool here is offered to alpha (mcp/visibility.py refuses the others
+    # before any host is looked up, alike for every name).
+    alpha = as_client("alpha", hosts=[web], can_write_files=True)
     unregistered = answers(alpha, "db1")
     make_host("db1")  # registered now, and granted to another client only
     as_client("beta", all_hosts=True)
