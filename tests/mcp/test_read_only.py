@@ -236,7 +236,8 @@ def test_it_keeps_the_allow_list_of_a_read_only_grant(
     )
     # Uploads stay refused, and audited.
     message = reader.error("ssh_upload_file", host="web1", remote_path=".bashrc", content="sudo() { :; }")
-    assert "may not write files on host 'web1'" in message
+    # No grant writes anywhere: ssh_upload_file is not even offered (mcp/visibility.py).
+    assert "may not write files on any host" in message
     statuses = AuditEvent.objects.filter(client="reader").order_by("-id").values_list("status", flat=True)
     assert statuses[0] == "denied"
 
