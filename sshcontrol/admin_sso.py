@@ -66,7 +66,7 @@ def discovery() -> dict[str, Any]:
 
 
 def config_problems() -> list[str]:
-    """Configuration mistakes, for ``manage.py check`` (sshcontrol.E035)."""
+    """Configuration mistakes, for ``manage.py check`` (sshcontrol.E065)."""
     if not settings.ADMIN_OIDC_ISSUER:
         return []
     from sshcontrol.mcp.oauth import url_problem

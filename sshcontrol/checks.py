@@ -44,10 +44,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     from sshcontrol.mcp.oauth import config_problems  # here: it imports the models
 
-    messages += [Error(problem, id="sshcontrol.E034") for problem in config_problems()]
+    messages += [Error(problem, id="sshcontrol.E064") for problem in config_problems()]
     from sshcontrol.admin_sso import config_problems as sso_problems
 
-    messages += [Error(problem, id="sshcontrol.E035") for problem in sso_problems()]
+    messages += [Error(problem, id="sshcontrol.E065") for problem in sso_problems()]
     return messages
 
 

@@ -280,19 +280,19 @@ OAUTH_ALGORITHMS = envlist("SSHCONTROL_OAUTH_ALGORITHMS", "RS256,ES256,EdDSA,PS2
 OAUTH_JWKS_URL = envstr("SSHCONTROL_OAUTH_JWKS_URL")  # default: from the issuer's discovery document
 OAUTH_INTROSPECTION_URL = envstr("SSHCONTROL_OAUTH_INTROSPECTION_URL")
 OAUTH_CLIENT_ID = envstr("SSHCONTROL_OAUTH_CLIENT_ID")
-OAUTH_CLIENT_SECRET = _guard("sshcontrol.E030", lambda: envsecret("SSHCONTROL_OAUTH_CLIENT_SECRET"), "")
+OAUTH_CLIENT_SECRET = _guard("sshcontrol.E060", lambda: envsecret("SSHCONTROL_OAUTH_CLIENT_SECRET"), "")
 OAUTH_NAME_CLAIM = envstr("SSHCONTROL_OAUTH_NAME_CLAIM", "email")
 OAUTH_GROUPS_CLAIM = envstr("SSHCONTROL_OAUTH_GROUPS_CLAIM", "groups")
 OAUTH_CREATE_GROUPS = _guard(
-    "sshcontrol.E031", lambda: envbool("SSHCONTROL_OAUTH_CREATE_GROUPS", False), False
+    "sshcontrol.E061", lambda: envbool("SSHCONTROL_OAUTH_CREATE_GROUPS", False), False
 )
 # An unknown key id refetches the key set at most this often; the set is refetched anyway
 # once it is this old, so a key removed from it stops being accepted.
 OAUTH_JWKS_MIN_REFRESH_SECONDS = _guard(
-    "sshcontrol.E032", lambda: envfloat("SSHCONTROL_OAUTH_JWKS_MIN_REFRESH_SECONDS", 10.0, 0.0), 10.0
+    "sshcontrol.E062", lambda: envfloat("SSHCONTROL_OAUTH_JWKS_MIN_REFRESH_SECONDS", 10.0, 0.0), 10.0
 )
 OAUTH_JWKS_MAX_AGE_SECONDS = _guard(
-    "sshcontrol.E033", lambda: envfloat("SSHCONTROL_OAUTH_JWKS_MAX_AGE_SECONDS", 300.0, 1.0), 300.0
+    "sshcontrol.E063", lambda: envfloat("SSHCONTROL_OAUTH_JWKS_MAX_AGE_SECONDS", 300.0, 1.0), 300.0
 )
 
 # OpenID Connect sign-in for the admin (sshcontrol/admin_sso.py); off unless an issuer is set.
@@ -309,7 +309,7 @@ if ADMIN_OIDC_ISSUER:
     ]
     OIDC_RP_CLIENT_ID = envstr("SSHCONTROL_ADMIN_OIDC_CLIENT_ID")
     OIDC_RP_CLIENT_SECRET = _guard(
-        "sshcontrol.E036", lambda: envsecret("SSHCONTROL_ADMIN_OIDC_CLIENT_SECRET"), ""
+        "sshcontrol.E066", lambda: envsecret("SSHCONTROL_ADMIN_OIDC_CLIENT_SECRET"), ""
     )
     OIDC_RP_SCOPES = envstr("SSHCONTROL_ADMIN_OIDC_SCOPES", "openid email")
     OIDC_RP_SIGN_ALGO = envstr("SSHCONTROL_ADMIN_OIDC_SIGN_ALGO", "RS256")

@@ -127,7 +127,7 @@ def url_problem(name: str, url: str) -> str:
 
 
 def config_problems() -> list[str]:
-    """Configuration mistakes, for ``manage.py check`` (sshcontrol.E034)."""
+    """Configuration mistakes, for ``manage.py check`` (sshcontrol.E064)."""
     if not settings.OAUTH_ISSUER:
         stray = [
             n

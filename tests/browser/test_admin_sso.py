@@ -32,7 +32,7 @@ def sso(
         proc, server = start_server(
             tmp,
             port=port,
-            env_extra={
+            **{
                 "SSHCONTROL_ADMIN_OIDC_ISSUER": idp.issuer,
                 "SSHCONTROL_ADMIN_OIDC_CLIENT_ID": "admin-ui",
                 "SSHCONTROL_ADMIN_OIDC_CLIENT_SECRET": "admin-ui-secret",

@@ -78,7 +78,7 @@ def start_oauth_server(tmp: Path, idp: Idp, **env: str) -> tuple[Any, RunningSer
     return start_server(
         tmp,
         port=port,
-        env_extra={
+        **{
             "SSHCONTROL_OAUTH_ISSUER": idp.issuer,
             "SSHCONTROL_OAUTH_RESOURCE": f"http://127.0.0.1:{port}/mcp",
             "SSHCONTROL_OAUTH_SCOPES": SCOPE,
