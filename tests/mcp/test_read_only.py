@@ -115,7 +115,7 @@ HARMLESS = [
     ("cat f0 missing 2>/dev/null", "zero\n"),
     ("cat missing 2>&1 >/dev/null | wc -l", "1\n"),
     ("ls", "f0\n"),
-    ("ls -la | grep -c f0", "1\n"),
+    ("ls -la | grep -c ' f0$'", "1\n"),  # the owner column may contain f0 (random user)
     ('echo "it\'s $HOME" | wc -l', "1\n"),
     ("echo 'a > b'", "a > b\n"),
     ("echo a # > f", "a\n"),
