@@ -15,9 +15,10 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.polling import wait_until
 
 BENIGN = b"benign payload\n"
 
@@ -36,14 +37,14 @@ while time.monotonic() < end:
         os.rename(name + ".lnk", name)
     os.symlink(os.path.join(secrets_dir, "payload.txt"), "f.lnk")
     os.rename("f.lnk", "f.txt")
-    time.sleep(0.001)
+    time.sleep(0.001)  # hold the hostile state a moment: the race's pace, not a wait
     for name in ("up", "down"):
         os.unlink(name)
         os.rename(name + ".real", name)
     with open("f.reg", "wb") as handle:
         handle.write(b"benign payload\n")
     os.rename("f.reg", "f.txt")
-    time.sleep(0.001)
+    time.sleep(0.001)  # and the benign state
     swaps += 1
 print(swaps)
 """
@@ -92,11 +93,12 @@ class FenceRace:
             ],
             stdout=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 10
-        while not (self.race / "ready").exists():
+
+        def started() -> bool:
             assert proc.poll() is None, "the swapper exited early"
-            assert time.monotonic() < deadline, "the swapper did not start"
-            time.sleep(0.01)
+            return (self.race / "ready").exists()
+
+        wait_until(started, 10, "the swapper did not start")
         return proc
 
     def finish(self, proc: subprocess.Popen[bytes]) -> int:

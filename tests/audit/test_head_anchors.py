@@ -25,6 +25,7 @@ from django.utils import timezone
 from audit import chain, head_anchors, writer
 from audit.models import AuditAnchor, AuditEvent, ChainHead
 from tests.audit import forge
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -239,11 +240,14 @@ def test_it_anchors_each_new_head_until_sigterm(anchor_file):
     failures: list[str] = []
 
     def wait_for_lines(count: int, deadline: float) -> bool:
-        while time.monotonic() < deadline:
-            if anchor_file.exists() and len(anchor_file.read_text().splitlines()) >= count:
-                return True
-            time.sleep(0.02)
-        return False
+        def written() -> bool:
+            return anchor_file.exists() and len(anchor_file.read_text().splitlines()) >= count
+
+        try:
+            wait_until(written, max(deadline - time.monotonic(), 0.0))
+        except AssertionError:
+            return False
+        return True
 
     def drive() -> None:
         deadline = time.monotonic() + 30
@@ -251,7 +255,9 @@ def test_it_anchors_each_new_head_until_sigterm(anchor_file):
             if not wait_for_lines(1, deadline):
                 failures.append("no first anchor")
                 return
-            time.sleep(0.3)  # several intervals with an unchanged head: no new line
+            # Not a wait for a condition: an observation window of several --every intervals
+            # in which the head does not change, so no new line may appear.
+            time.sleep(0.3)
             if len(anchor_file.read_text().splitlines()) != 1:
                 failures.append("an unchanged head was anchored again")
             _row(1)

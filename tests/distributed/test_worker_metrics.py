@@ -6,7 +6,6 @@ import os
 import secrets
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from celery.utils.nodenames import worker_direct
 
 from tests.celery_worker import worker_command
 from tests.distributed.conftest import BROKERS, REPO, reachable, service_env
+from tests.polling import wait_until
 from tests.sshd import free_port
 
 TOKEN = "scrape-" + secrets.token_urlsafe(12)
@@ -42,15 +42,16 @@ def metered_worker(transactional_db: None, tmp_path: Path) -> Iterator[tuple[str
     )
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answers() -> bool:
             assert proc.poll() is None, (tmp_path / "worker.log").read_text()
             try:
                 httpx2.get(metrics_url, timeout=1)
-                break
             except httpx2.TransportError:
-                assert time.monotonic() < deadline, "the worker's metrics endpoint did not answer"
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_until(answers, 60, "the worker's metrics endpoint did not answer")
         yield name, metrics_url, url
     finally:
         proc.terminate()
@@ -69,12 +70,10 @@ def test_it_serves_the_workers_task_counts_behind_the_token(metered_worker: tupl
     sender = Celery("test-sender", broker=broker_url)
     sender.send_task("sshcontrol.probe", kwargs={"session_ids": []}, queue=worker_direct(name), expires=30)
     wanted = 'sshcontrol_worker_tasks_total{outcome="ok",task="probe"} 1.0'
-    deadline = time.monotonic() + 30
-    text = ""
-    while time.monotonic() < deadline:
-        text = scrape(metrics_url, authorization=f"Bearer {TOKEN}").text
-        if wanted in text:
-            break
-        time.sleep(0.1)
-    assert wanted in text, text
+
+    def counted() -> str:
+        page = scrape(metrics_url, authorization=f"Bearer {TOKEN}").text
+        return page if wanted in page else ""
+
+    text = wait_until(counted, 30, f"the worker never counted the probe task ({wanted})")
     assert "sshcontrol_sessions_held 0.0" in text and "process_cpu_seconds_total" in text

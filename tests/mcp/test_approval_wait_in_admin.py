@@ -6,7 +6,6 @@ approval" and the "Awaiting approval" filter counts it, then the decision shows 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +15,7 @@ from audit.models import AuditEvent
 from hosts import approvals
 from hosts.models import ApprovalRequest
 from tests.mcp.conftest import McpHarness
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.sshd]
 
@@ -23,13 +23,13 @@ LIST = "admin:audit_auditevent_changelist"
 
 
 def pending_request(seconds: float = 15) -> ApprovalRequest:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        request = ApprovalRequest.objects.filter(state="pending").first()
-        if request is not None:
-            return request
-        time.sleep(0.05)
-    pytest.fail("the call never asked for an approval")
+    request = wait_until(
+        lambda: ApprovalRequest.objects.filter(state="pending").first(),
+        seconds,
+        "the call never asked for an approval",
+    )
+    assert request is not None
+    return request
 
 
 def test_a_waiting_call_is_awaiting_approval_in_the_audit_list(
