@@ -17,7 +17,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from hosts import approvals
 from hosts.models import ApprovalRequest, Grant, Host, McpClient
 from tests.leaks import recoverable
 from tests.mcp.conftest import McpHarness
+from tests.polling import wait_until
 from tests.sshd import SshServer
 
 pytestmark = [pytest.mark.sshd]
@@ -351,12 +351,12 @@ def test_it_checks_the_rule_again_when_a_waiting_sudo_call_is_approved(
     attacker = as_client("attacker", grant=False)
     victim = as_client("victim", hosts=[web], can_sudo=True, rules=[("approve", r"id( .*)?")])
     waiting = victim.submit("ssh_execute", host="web1", command="id -u", sudo=True)
-    deadline = time.monotonic() + 30
-    request = None
-    while request is None and time.monotonic() < deadline:
-        request = ApprovalRequest.objects.filter(state="pending").first()
-        time.sleep(0.05)
-    assert request is not None, "the victim's call did not wait for approval"
+    request = wait_until(
+        lambda: ApprovalRequest.objects.filter(state="pending").first(),
+        30,
+        "the victim's call did not wait for approval",
+    )
+    assert request is not None
     Grant.objects.create(client=McpClient.objects.get(name="attacker"), all_hosts=True)  # execute, read files
     outputs: list[Any] = [
         attacker.ok("ssh_execute", host="web1", command="cat > ~/.bashrc", stdin=EXEC_FUNCTION)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from hosts.models import Host
 from tests.mcp.conftest import McpHarness
+from tests.polling import wait_until
 from tests.sshd import SshServer
 
 pytestmark = [pytest.mark.sshd]
@@ -28,15 +28,6 @@ def root_processes(marker: str) -> list[str]:
         ["pgrep", "-u", "root", "-f", f"^{marker}$"], capture_output=True, text=True, check=False
     )
     return found.stdout.split()
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 @pytest.fixture
@@ -62,13 +53,13 @@ def sudo_agent(
 def test_it_leaves_no_root_process_after_a_sudo_timeout(sudo_agent: McpHarness, marker: str) -> None:
     result = sudo_agent.ok("ssh_execute", host="web1", command=f"{marker}; echo done", sudo=True, timeout=2)
     assert result["timed_out"] and result["exit_status"] is None and "done" not in result["stdout"]
-    assert wait_until(lambda: not root_processes(marker)), root_processes(marker)
+    wait_until(lambda: not root_processes(marker), 20, "a root process outlived its deadline")
 
 
 def test_it_leaves_no_root_process_after_a_cancelled_sudo_call(sudo_agent: McpHarness, marker: str) -> None:
     call = sudo_agent.submit(
         "ssh_execute", host="web1", command=f"{marker}; echo done", sudo=True, timeout=60
     )
-    assert wait_until(lambda: bool(root_processes(marker))), "the command never started as root"
+    wait_until(lambda: root_processes(marker), 20, "the command never started as root")
     call.cancel()
-    assert wait_until(lambda: not root_processes(marker)), root_processes(marker)
+    wait_until(lambda: not root_processes(marker), 20, "a root process outlived its deadline")
