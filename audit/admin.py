@@ -23,7 +23,7 @@ from django.utils.safestring import SafeString
 
 from audit import chain, export, filters
 from audit.models import AuditAnchor, AuditEvent
-from sshcontrol.visible import visible_html
+from hosts.visible import visible_html
 
 # Readable on the admin's light and dark themes alike.
 _STATUS_COLORS: dict[str, str] = {

@@ -126,7 +126,7 @@ class Deployment:
         return self
 
     def _wait_for_workers(self, count: int) -> None:
-        query = "from sshcontrol.workers import live_workers; print(len(live_workers()))"
+        query = "from sshcontrol.holders import live_workers; print(len(live_workers()))"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if int(self.cli("shell", "--no-imports", "-c", query).strip().splitlines()[-1] or 0) >= count:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from sshcontrol.ssh.keys import PrivateKeyError, SupportedKey, fingerprint_of_blob, parse_private_key
+from sshlib.private_keys import PrivateKeyError, SupportedKey, fingerprint_of_blob, parse_private_key
 
 GENERATED_COMMENT = "sshcontrol-generated"
 

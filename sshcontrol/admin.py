@@ -23,8 +23,8 @@ from audit.models import AuditEvent
 from hosts.admin.host import HostAdmin
 from sshcontrol.admin_actions import test_connection
 from sshcontrol.dispatch import get_dispatcher
+from sshcontrol.holders import current_worker, worker_alive
 from sshcontrol.models import SshSession
-from sshcontrol.workers import current_worker, worker_alive
 
 ADMIN_TRANSPORT = "admin"
 DISCONNECT_TOOL = "ssh_disconnect"

@@ -26,8 +26,8 @@ _broker = os.environ.get("SSHCONTROL_BROKER_URL") or "memory://"
 _REDIS = ("redis://", "rediss://")
 
 # Celery's "<class>+<url>" form: Redis result stores use sshcontrol's leaner subclass, which
-# the senders' shared result listener relies on (see sshcontrol/results.py).
-_REDIS_RESULTS = "sshcontrol.results:RedisResults+"
+# the senders' shared result listener relies on (see sshcontrol/redis_results.py).
+_REDIS_RESULTS = "sshcontrol.redis_results:RedisResults+"
 
 
 def _result_backend() -> str | None:

@@ -24,8 +24,8 @@ from django.utils.text import Truncator
 from audit.models import AuditEvent
 from hosts import approvals
 from hosts.models import Host, HostKey, key_state_of
+from hosts.visible import one_line
 from sshcontrol.models import SshSession
-from sshcontrol.visible import one_line
 
 log = logging.getLogger(__name__)
 

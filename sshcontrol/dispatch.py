@@ -10,7 +10,7 @@ queued for a dead worker never runs late; a dead holder (stale heartbeat) has it
 re-opened on a live worker under the same id, audited as a reconnect.
 
 Results come back through the process's shared listener when they are stored in Redis
-(``sshcontrol/results.py``): the calling thread only waits on a future. With ``rpc://``
+(``sshcontrol/redis_results.py``): the calling thread only waits on a future. With ``rpc://``
 (RabbitMQ) Celery already delivers them to a reply queue of the calling thread, and
 ``AsyncResult.get`` is kept.
 """
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from django.conf import settings
 from django.db import connection
 
-from sshcontrol import metrics, tasks, workers
+from sshcontrol import holders, metrics, tasks
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.models import SshSession
 
 if TYPE_CHECKING:
-    from sshcontrol.results import ResultListener
+    from sshcontrol.redis_results import ResultListener
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class EmbeddedDispatcher:
         tasks.cancel(call_id)
 
     def alive(self, sessions: list[tuple[str, str]]) -> dict[str, bool | None]:
-        here = workers.current_worker()
+        here = holders.current_worker()
         result: dict[str, bool | None] = {}
         mine = [sid for sid, worker in sessions if worker == here]
         if mine:
@@ -105,7 +105,7 @@ class EmbeddedDispatcher:
             result.update(envelope["result"]["alive"] if envelope["ok"] else {})
         for sid, worker in sessions:
             if worker != here:
-                result[sid] = workers.worker_alive(worker)
+                result[sid] = holders.worker_alive(worker)
         return result
 
 
@@ -134,7 +134,7 @@ class CeleryDispatcher:
         return retrying(self._pick_worker, "choosing a worker")
 
     def _pick_worker(self) -> str | None:
-        live = workers.live_workers()
+        live = holders.live_workers()
         if not live:
             return None
         counts = {node: 0 for node in live}
@@ -148,7 +148,7 @@ class CeleryDispatcher:
         """Whether a worker's heartbeat is fresh; cached briefly so each call does not pay a query."""
         now = time.monotonic()
         if now - self._live_at > LIVE_CACHE_SECONDS:
-            self._live = set(retrying(workers.live_workers, "reading the worker heartbeats"))
+            self._live = set(retrying(holders.live_workers, "reading the worker heartbeats"))
             self._live_at = now
         return node in self._live
 
@@ -213,7 +213,7 @@ class CeleryDispatcher:
     def _results(self) -> ResultListener | None:
         """The process's shared result listener (Redis results), else None (polling per call)."""
         if not self._listener_checked:
-            from sshcontrol.results import listener_for
+            from sshcontrol.redis_results import listener_for
 
             self._listener = listener_for(self.app)
             self._listener_checked = True
@@ -229,7 +229,7 @@ class CeleryDispatcher:
         """
         from kombu.exceptions import OperationalError
 
-        from sshcontrol.results import SentTask
+        from sshcontrol.redis_results import SentTask
 
         queue, declared = self._queue(node)
         try:
@@ -294,7 +294,7 @@ class CeleryDispatcher:
         from celery.exceptions import TimeoutError as CeleryTimeout
         from kombu.exceptions import OperationalError
 
-        from sshcontrol.results import ResultsUnreachable
+        from sshcontrol.redis_results import ResultsUnreachable
 
         deadline = time.monotonic() + wait
         while True:
@@ -349,7 +349,7 @@ class CeleryDispatcher:
             return failure("session_not_found", f"unknown session '{session_id}'")
         if (
             task == "disconnect"
-            and retrying(lambda: workers.worker_alive(node), "reading heartbeats") is False
+            and retrying(lambda: holders.worker_alive(node), "reading heartbeats") is False
         ):
             return tasks.disconnect(**kwargs)  # nothing left to close remotely: just record it
         wait = float(kwargs.get("timeout") or settings.DEFAULT_TIMEOUT) + margin
@@ -428,7 +428,7 @@ class CeleryDispatcher:
         for sid, worker in sessions:
             by_node.setdefault(worker, []).append(sid)
         for node, sids in by_node.items():
-            if retrying(functools.partial(workers.worker_alive, node), "reading heartbeats") is False:
+            if retrying(functools.partial(holders.worker_alive, node), "reading heartbeats") is False:
                 result.update(dict.fromkeys(sids, False))
                 continue
             envelope = self.send(node, "probe", {"session_ids": sids}, wait=5.0)
@@ -446,7 +446,7 @@ def holder_alive(node: str) -> bool | None:
     command runs fine nor hold up the result that arrives meanwhile.
     """
     try:
-        return retrying(lambda: workers.worker_alive(node), "reading the worker heartbeat", seconds=1.0)
+        return retrying(lambda: holders.worker_alive(node), "reading the worker heartbeat", seconds=1.0)
     except DatabaseUnavailable:
         return None
 

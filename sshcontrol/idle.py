@@ -15,7 +15,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from sshcontrol.models import SshSession
-from sshcontrol.ssh.sessions import registry
+from sshlib.sessions import registry
 
 log = logging.getLogger(__name__)
 

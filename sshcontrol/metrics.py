@@ -93,13 +93,13 @@ CALLS_RUNNING = Gauge(
 
 
 def _held() -> float:
-    from sshcontrol.ssh.sessions import registry
+    from sshlib.sessions import registry
 
     return float(len(registry.all()))
 
 
 def _running() -> float:
-    from sshcontrol.ssh.sessions import registry
+    from sshlib.sessions import registry
 
     return float(registry.running_count())
 

@@ -27,12 +27,12 @@ from audit import writer
 from audit.models import AuditEvent
 from audit.process import current_process_key
 from hosts.models import Host
-from sshcontrol import workers
-from sshcontrol.connspec import build_spec
+from sshcontrol import holders
+from sshcontrol.credentials import build_spec
 from sshcontrol.dbretry import retrying
 from sshcontrol.models import RemoteCommand
-from sshcontrol.ssh.connect import open_connection
-from sshcontrol.ssh.execute import kill_process_group
+from sshlib.connect import open_connection
+from sshlib.execute import kill_process_group
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ PING_SECONDS = 1.0
 
 def recording() -> bool:
     """Only Celery workers record their commands: they are the processes that may die under them."""
-    return not workers.current_worker().startswith(workers.EMBEDDED_PREFIX)
+    return not holders.current_worker().startswith(holders.EMBEDDED_PREFIX)
 
 
 class Tracker:
@@ -59,7 +59,7 @@ class Tracker:
             self.row_id = retrying(
                 lambda: (
                     RemoteCommand.objects.create(
-                        worker=workers.current_worker(),
+                        worker=holders.current_worker(),
                         worker_process=current_process_key(),
                         session_id=self.session_id,
                         host_id=self.host_id,
@@ -85,8 +85,8 @@ class Tracker:
 
 def orphans() -> list[RemoteCommand]:
     """Rows of commands whose worker is gone: dead nodes, and this node's previous lives."""
-    me = workers.current_worker()
-    live = set(workers.live_workers())
+    me = holders.current_worker()
+    live = set(holders.live_workers())
     rows = RemoteCommand.objects.exclude(worker__in=live - {me}).order_by("id")
     return [row for row in rows if row.worker != me or row.worker_process != current_process_key()]
 
@@ -105,7 +105,7 @@ def answers_ping(node: str) -> bool:
 def sweep() -> int:
     """Kill the process groups of orphaned commands; return how many were handled."""
     handled = 0
-    me = workers.current_worker()
+    me = holders.current_worker()
     alive: dict[str, bool] = {}
     for row in retrying(orphans, "looking for orphaned commands"):
         if row.worker != me:
@@ -143,7 +143,7 @@ def kill_orphan(row: RemoteCommand) -> None:
     def audit_row() -> int:
         return writer.begin(
             tool=TOOL,
-            actor=f"worker {workers.current_worker()}",
+            actor=f"worker {holders.current_worker()}",
             transport="worker",
             host=host,
             session_id=row.session_id,

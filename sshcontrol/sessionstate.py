@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from sshcontrol.holders import EMBEDDED_PREFIX, current_worker, worker_alive
 from sshcontrol.models import SshSession
-from sshcontrol.workers import EMBEDDED_PREFIX, current_worker, worker_alive
 
 
 def mark_dead_embedded_sessions() -> int:

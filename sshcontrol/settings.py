@@ -209,7 +209,7 @@ ALLOW_ADHOC_CONNECT = _guard(
     "sshcontrol.E018", lambda: envbool("SSHCONTROL_ALLOW_ADHOC_CONNECT", False), False
 )
 # Commands with invisible, reordering or control characters (bidi controls, zero-width
-# characters, unusual spaces; sshcontrol.visible) are refused unless this is on: an admin
+# characters, unusual spaces; hosts.visible) are refused unless this is on: an admin
 # reading such a command may see something other than what runs.
 ALLOW_INVISIBLE_CHARACTERS = _guard(
     "sshcontrol.E030", lambda: envbool("SSHCONTROL_ALLOW_INVISIBLE_CHARACTERS", False), False

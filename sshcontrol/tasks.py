@@ -24,12 +24,12 @@ from django.utils import timezone
 from audit.redaction import redact
 from hosts import hostkeys
 from hosts.models import Host
-from sshcontrol import connspec, localfiles, orphans, workers
-from sshcontrol.connspec import NoCredential, build_spec
+from sshcontrol import credentials, holders, localfiles, orphans
+from sshcontrol.credentials import NoCredential, build_spec
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.models import SshSession
-from sshcontrol.ssh import transfer
-from sshcontrol.ssh.errors import (
+from sshlib import transfer
+from sshlib.errors import (
     AuthenticationFailed,
     ChannelFailed,
     ConnectFailed,
@@ -40,8 +40,8 @@ from sshcontrol.ssh.errors import (
     SeenKey,
     SshError,
 )
-from sshcontrol.ssh.execute import ExecRequest, ExecResult, run_command
-from sshcontrol.ssh.sessions import Session, registry
+from sshlib.execute import ExecRequest, ExecResult, run_command
+from sshlib.sessions import Session, registry
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def connect(
         session = _open(host, session_id)
         retrying(
             lambda: SshSession.objects.filter(session_id=session_id).update(
-                worker=workers.current_worker(),
+                worker=holders.current_worker(),
                 state=SshSession.State.CONNECTED,
                 closed_at=None,
                 close_reason="",
@@ -206,7 +206,7 @@ def connect(
             defaults={
                 "host": host,
                 "host_name": host.name,
-                "worker": workers.current_worker(),
+                "worker": holders.current_worker(),
                 "opened_by": actor,
                 "client_id": client_id,
                 "host_key_fingerprint": session.connection.host_key.fingerprint,
@@ -280,9 +280,9 @@ def execute(
         # Decrypted here, where the connection is, and only for this run: first line of stdin.
         try:
             password = retrying(
-                lambda: connspec.sudo_password(int(session.host_ref)), "reading the sudo password"
+                lambda: credentials.sudo_password(int(session.host_ref)), "reading the sudo password"
             )
-        except connspec.NoSudoPassword as exc:
+        except credentials.NoSudoPassword as exc:
             raise TaskFailure("no_sudo_password", str(exc)) from None
         stdin = password.encode() + b"\n" + (stdin or b"")
         secrets = (*secrets, password)

@@ -46,7 +46,7 @@ def sshd() -> Iterator[SshServer]:
 def make_host(db: None, sshd: SshServer) -> Callable[..., object]:
     """Register the suite's sshd as a host: ``make_host("web1", auth="password"|"ed25519"|"rsa"|"ecdsa")``."""
     from hosts.models import Credential, Host, HostKey
-    from sshcontrol.ssh.connect import fingerprint
+    from sshlib.connect import fingerprint
 
     def factory(
         name: str = "testhost",

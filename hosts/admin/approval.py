@@ -22,7 +22,7 @@ from django.utils.safestring import SafeString
 from hosts import approvals
 from hosts.access_models import ApprovalRequest
 from hosts.admin.base import InventoryAdmin, admin_url, csrf_protect_m, state_badge
-from sshcontrol.visible import one_line, visible_html
+from hosts.visible import one_line, visible_html
 
 SHORT_COMMAND_LENGTH = 80
 MAX_COMMENT_LENGTH = 2000

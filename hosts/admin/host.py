@@ -142,8 +142,8 @@ class ScanOutcome:
 def scan_and_record(host: Host) -> ScanOutcome:
     """Fetch the host keys the server offers and store new ones as pending (known keys keep their state)."""
     # Imported here: the SSH runtime (paramiko) is not needed to render admin pages.
-    from sshcontrol.ssh.connect import scan_host_keys
-    from sshcontrol.ssh.errors import SshError
+    from sshlib.connect import scan_host_keys
+    from sshlib.errors import SshError
 
     try:
         seen = scan_host_keys(host.address, host.port, timeout=float(settings.CONNECT_TIMEOUT))

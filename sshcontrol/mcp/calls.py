@@ -27,12 +27,12 @@ from hosts.policy import Decision
 from sshcontrol import calllog, metrics
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import ProgressFn, get_dispatcher
+from sshcontrol.holders import EMBEDDED_PREFIX, current_worker, worker_alive
 from sshcontrol.mcp import durable
 from sshcontrol.mcp.identity import Caller
 from sshcontrol.mcp.limits import LimitExceeded, check_limits
 from sshcontrol.models import SshSession
-from sshcontrol.ssh.sessions import CLIENT_CANCEL
-from sshcontrol.workers import EMBEDDED_PREFIX, current_worker, worker_alive
+from sshlib.sessions import CLIENT_CANCEL
 
 Status = AuditEvent.Status
 T = TypeVar("T")

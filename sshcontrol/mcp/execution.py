@@ -18,7 +18,7 @@ from sshcontrol.mcp.approval_flow import claim_once
 from sshcontrol.mcp.calls import EXECUTION_FIELDS, HostCall, run_host_call
 from sshcontrol.mcp.identity import Caller
 from sshcontrol.mcp.schemas import ExecuteResult
-from sshcontrol.ssh.sessions import CLIENT_CANCEL
+from sshlib.sessions import CLIENT_CANCEL
 
 
 def checked_timeout(timeout: float | None) -> float:

@@ -98,7 +98,7 @@ def build_app(base_url: str, admin: bool = True) -> Starlette:
         Route(r.path, endpoint=mcp_app) for r in mcp_app.routes if isinstance(r, Route) and r.path != MCP_PATH
     ]
     if admin:
-        from sshcontrol.web import build_app as build_admin_app
+        from sshcontrol.admin_asgi import build_app as build_admin_app
 
         routes.append(Mount("/", app=build_admin_app()))
 

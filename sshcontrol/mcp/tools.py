@@ -27,13 +27,13 @@ from pydantic import BaseModel, Field
 
 from audit import writer
 from audit.models import AuditEvent
-from hosts import approvals
+from hosts import approvals, visible
 from hosts.access import access_for, visible_hosts
 from hosts.access import cached as cached_access
 from hosts.access_models import ApprovalRequest
 from hosts.inventory import list_hosts
 from hosts.models import Host
-from sshcontrol import calllog, localfiles, visible
+from sshcontrol import calllog, localfiles
 from sshcontrol.calllog import observed
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.mcp import render, visibility

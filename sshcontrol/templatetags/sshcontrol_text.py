@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import template
 from django.utils.safestring import SafeString
 
-from sshcontrol import visible as visible_text
+from hosts import visible as visible_text
 
 register = template.Library()
 

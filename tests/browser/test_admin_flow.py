@@ -23,7 +23,7 @@ from audit import writer
 from audit.chain import reset_chain_state
 from hosts.models import Host, HostKey
 from sshcontrol.models import SshSession
-from sshcontrol.ssh.sessions import registry
+from sshlib.sessions import registry
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
 

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 from hosts.clients import create_client
 from hosts.models import Grant
 from sshcontrol.mcp.identity import ClientRef
-from sshcontrol.ssh.sessions import registry
+from sshlib.sessions import registry
 from tests.browser.test_admin_flow import ADMIN, ADMIN_PASSWORD, Admin, log_in
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer

@@ -85,7 +85,7 @@ class WorkerPool:
         self.wait_live(self.names)
 
     def wait_live(self, names: list[str], seconds: float = 60) -> None:
-        from sshcontrol.workers import live_workers
+        from sshcontrol.holders import live_workers
 
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:

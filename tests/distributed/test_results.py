@@ -1,4 +1,4 @@
-"""The shared result listener (sshcontrol/results.py) against a real Redis.
+"""The shared result listener (sshcontrol/redis_results.py) against a real Redis.
 
 Results are written exactly as a worker writes them (the same backend class), and read by a
 listener of its own Celery app, so these tests need no worker.
@@ -18,7 +18,7 @@ import pytest
 import redis
 from celery import Celery
 
-from sshcontrol.results import RECONNECT_SECONDS, ResultListener, ResultsUnreachable
+from sshcontrol.redis_results import RECONNECT_SECONDS, ResultListener, ResultsUnreachable
 from tests.distributed.conftest import BROKERS, reachable
 from tests.sshd import free_port
 
@@ -28,7 +28,7 @@ REDIS = BROKERS["redis"]
 def make_app(url: str, client_name: str = "") -> Celery:
     app = Celery(f"results-test-{secrets.token_hex(3)}")
     app.conf.update(
-        result_backend=f"sshcontrol.results:RedisResults+{url}",
+        result_backend=f"sshcontrol.redis_results:RedisResults+{url}",
         result_serializer="json",
         accept_content=["json"],
         redis_socket_connect_timeout=1,

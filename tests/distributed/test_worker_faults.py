@@ -27,8 +27,8 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from audit.models import AuditEvent
+from sshcontrol.holders import live_workers
 from sshcontrol.models import RemoteCommand, SshSession, WorkerHeartbeat
-from sshcontrol.workers import live_workers
 from tests.distributed.conftest import WorkerPool, reachable
 from tests.distributed.test_workers import ok, run
 from tests.polling import eventually, wait_until

@@ -168,7 +168,7 @@ def test_it_lists_hosts_as_a_table(monkeypatch) -> None:
 
 @pytest.mark.sshd
 def test_it_scans_and_trusts_the_servers_host_keys(monkeypatch, sshd) -> None:
-    from sshcontrol.ssh.connect import fingerprint
+    from sshlib.connect import fingerprint
 
     run(
         "add", "real", "--address", sshd.address, "--port", str(sshd.port), "--username", sshd.user,

@@ -84,7 +84,7 @@ def mcp(transactional_db: None) -> Iterator[McpHarness]:
     harness = McpHarness()
     yield harness
     harness.close()
-    from sshcontrol.ssh.sessions import registry
+    from sshlib.sessions import registry
 
     registry.close_all()
 
@@ -120,6 +120,6 @@ def as_client(transactional_db: None) -> Iterator[Callable[..., McpHarness]]:
     yield make
     for harness in harnesses:
         harness.close()
-    from sshcontrol.ssh.sessions import registry
+    from sshlib.sessions import registry
 
     registry.close_all()

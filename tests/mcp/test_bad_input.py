@@ -812,7 +812,7 @@ def test_it_answers_unresolvable_local_paths_with_a_clear_error(world: World, lo
 
 
 def stop_sessions() -> None:
-    from sshcontrol.ssh.sessions import registry
+    from sshlib.sessions import registry
 
     registry.close_all()
 

@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from sshcontrol.idle import close_idle_sessions
 from sshcontrol.models import SshSession
-from sshcontrol.ssh.sessions import registry
+from sshlib.sessions import registry
 from tests.mcp.conftest import McpHarness
 
 pytestmark = [pytest.mark.sshd]

@@ -12,7 +12,7 @@ from django.conf import settings
 from audit.models import AuditEvent
 from hosts.models import HostKey
 from sshcontrol.models import SshSession
-from sshcontrol.ssh.sessions import registry
+from sshlib.sessions import registry
 from tests.database import raw_sqlite_bytes
 from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
@@ -110,7 +110,7 @@ def test_it_refuses_an_unknown_host_key_and_stores_it_pending(
 def test_it_refuses_a_changed_host_key_and_keeps_the_trusted_one(mcp: McpHarness, make_host) -> None:
     import paramiko
 
-    from sshcontrol.ssh.connect import fingerprint
+    from sshlib.connect import fingerprint
 
     host = make_host("moved", trusted=False)
     impostor = paramiko.Ed25519Key.from_private_key_file  # noqa: F841 - only the public half matters below

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sshcontrol.ssh.connect import Connection, ConnectSpec, open_connection
+from sshlib.connect import Connection, ConnectSpec, open_connection
 from tests.sshd import SshServer
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import paramiko
 import pytest
 
-from sshcontrol.ssh.connect import ConnectSpec, fingerprint, open_connection, scan_host_keys, seen_key
-from sshcontrol.ssh.errors import AuthenticationFailed, ConnectFailed, HostKeyChanged, HostKeyUnknown
-from sshcontrol.ssh.execute import ExecRequest, run_command
+from sshlib.connect import ConnectSpec, fingerprint, open_connection, scan_host_keys, seen_key
+from sshlib.errors import AuthenticationFailed, ConnectFailed, HostKeyChanged, HostKeyUnknown
+from sshlib.execute import ExecRequest, run_command
 from tests.polling import wait_until
 from tests.ssh.conftest import password_spec, trusted
 from tests.sshd import SshServer, free_port

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sshcontrol.ssh.connect import Connection, open_connection
-from sshcontrol.ssh.errors import ChannelFailed, ConnectionLost
-from sshcontrol.ssh.execute import ExecRequest, ExecResult, run_command
+from sshlib.connect import Connection, open_connection
+from sshlib.errors import ChannelFailed, ConnectionLost
+from sshlib.execute import ExecRequest, ExecResult, run_command
 from tests.ssh.conftest import password_spec
 from tests.sshd import SshServer
 

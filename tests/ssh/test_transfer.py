@@ -12,10 +12,10 @@ from typing import BinaryIO
 
 import pytest
 
-from sshcontrol.ssh.connect import Connection
-from sshcontrol.ssh.errors import RemoteFileError
-from sshcontrol.ssh.execute import ExecRequest, run_command
-from sshcontrol.ssh.transfer import download, list_dir, upload
+from sshlib.connect import Connection
+from sshlib.errors import RemoteFileError
+from sshlib.execute import ExecRequest, run_command
+from sshlib.transfer import download, list_dir, upload
 
 
 def sh(connection: Connection, command: str) -> str:

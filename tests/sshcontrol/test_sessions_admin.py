@@ -17,10 +17,10 @@ from mcp.types import CallToolResult
 from audit.models import AuditEvent
 from hosts.models import Host
 from sshcontrol.dispatch import get_dispatcher
+from sshcontrol.holders import current_worker
 from sshcontrol.mcp.calls import resolve
 from sshcontrol.models import SshSession
-from sshcontrol.ssh.sessions import registry
-from sshcontrol.workers import current_worker
+from sshlib.sessions import registry
 from tests.database import database_url
 
 REPO = Path(__file__).resolve().parents[2]

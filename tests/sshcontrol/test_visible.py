@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sshcontrol.visible import hidden_characters, is_hidden, one_line, visible_html
+from hosts.visible import hidden_characters, is_hidden, one_line, visible_html
 
 
 @pytest.mark.parametrize(

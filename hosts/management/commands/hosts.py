@@ -299,8 +299,8 @@ class Command(BaseCommand):
 
     def scan_action(self, options: dict[str, Any]) -> None:
         # Imported here: the SSH runtime (paramiko) is only needed by this subcommand.
-        from sshcontrol.ssh.connect import scan_host_keys
-        from sshcontrol.ssh.errors import SshError
+        from sshlib.connect import scan_host_keys
+        from sshlib.errors import SshError
 
         host = self._host(options["name"])
         try:

@@ -32,7 +32,7 @@ from sshcontrol.mcp import stdio
 from sshcontrol.mcp.identity import process_client
 from sshcontrol.mcp.server import build_server
 from sshcontrol.sessionstate import close_sessions_of_this_process, mark_dead_embedded_sessions
-from sshcontrol.ssh.sessions import registry
+from sshlib.sessions import registry
 
 log = logging.getLogger("sshcontrol.mcp_serve")
 

@@ -59,7 +59,7 @@ class Command(BaseCommand):
         self.stderr.write(
             f"sshcontrol admin on http://{host}:{port}/admin/ ; MCP clients run `sshcontrol mcp_serve`\n"
         )
-        from sshcontrol.web import build_app
+        from sshcontrol.admin_asgi import build_app
 
         app, limits = uvicorn_guard(build_app())
         uvicorn.run(

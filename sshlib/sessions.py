@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from sshcontrol.ssh.connect import Connection, ConnectSpec, open_connection
-from sshcontrol.ssh.errors import SshError
+from sshlib.connect import Connection, ConnectSpec, open_connection
+from sshlib.errors import SshError
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import BinaryIO, Protocol
 
 import paramiko
 
-from sshcontrol.ssh.errors import ChannelFailed, ConnectionLost, RemoteFileError
+from sshlib.errors import ChannelFailed, ConnectionLost, RemoteFileError
 
 _CHUNK = 1 << 20
 

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from hosts import hostkeys
 from hosts.models import Credential, Host
-from sshcontrol.ssh.connect import ConnectSpec
+from sshlib.connect import ConnectSpec
 
 
 class NoCredential(LookupError):

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from paramiko.ssh_exception import IncompatiblePeer
 
-from sshcontrol.ssh.errors import (
+from sshlib.errors import (
     AuthenticationFailed,
     ConnectFailed,
     HostKeyChanged,
@@ -27,7 +27,7 @@ from sshcontrol.ssh.errors import (
     SeenKey,
     SshError,
 )
-from sshcontrol.ssh.keys import PrivateKeyError, fingerprint_of_blob, parse_private_key
+from sshlib.private_keys import PrivateKeyError, fingerprint_of_blob, parse_private_key
 
 log = logging.getLogger(__name__)
 

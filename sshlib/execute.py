@@ -27,7 +27,7 @@ from typing import Any
 import paramiko
 from paramiko.common import MSG_CHANNEL_REQUEST
 
-from sshcontrol.ssh.errors import ChannelFailed, ConnectionLost
+from sshlib.errors import ChannelFailed, ConnectionLost
 
 
 @dataclass(frozen=True)

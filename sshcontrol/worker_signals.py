@@ -20,10 +20,10 @@ from django.utils import timezone
 
 from sshcontrol import orphans, tasks
 from sshcontrol.dbretry import retrying
+from sshcontrol.holders import current_worker, set_node_name
 from sshcontrol.idle import start_idle_reaper
 from sshcontrol.models import SshSession, WorkerHeartbeat
-from sshcontrol.ssh.sessions import registry
-from sshcontrol.workers import current_worker, set_node_name
+from sshlib.sessions import registry
 
 log = logging.getLogger(__name__)
 
