@@ -108,4 +108,4 @@ from sshcontrol.worker_metrics import install as install_worker_metrics  # noqa:
 
 install_worker_metrics(app)
 app.autodiscover_tasks(["sshcontrol"], related_name="tasks")
-app.autodiscover_tasks(["sshcontrol"], related_name="worker")
+app.autodiscover_tasks(["sshcontrol"], related_name="worker_signals")
