@@ -36,6 +36,7 @@ from audit.models import AuditAnchor, AuditEvent, ChainHead
 from audit.redaction import cap, redact
 from audit.statements import Insert, SelectForUpdate, Update
 from hosts.models import Host
+from sshlib.execute import ExecResult
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +306,35 @@ def complete(
 
     if not _finish(event_id, changes):
         logger.warning(_NOT_RUNNING, event_id, status)
+
+
+def complete_command(
+    event_id: int,
+    run: ExecResult,
+    *,
+    status: str,
+    error: str = "",
+    session_id: str | None = None,
+    reconnected: bool = False,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Finish the row of a command that ran, from the SSH runtime's result field for field."""
+    complete(
+        event_id,
+        status=status,
+        session_id=session_id,
+        exit_status=run.exit_status,
+        signal=run.signal or "",
+        stdout=run.stdout,
+        stderr=run.stderr,
+        stdout_bytes=run.stdout_bytes,
+        stderr_bytes=run.stderr_bytes,
+        stdout_truncated=run.stdout_truncated,
+        stderr_truncated=run.stderr_truncated,
+        reconnected=reconnected,
+        error=error,
+        details=details,
+    )
 
 
 def _finish(event_id: int, changes: Mapping[str, Any]) -> bool:

@@ -16,19 +16,21 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from django.db.models import Q
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from hosts import sudo_rule
 from hosts.access_models import ClientGroup, CommandRule, Grant, McpClient
 from hosts.clients import mark_used
 from hosts.models import Host
-from hosts.policy import Decision, Rule, decide
+from hosts.policy import Decision, Rule, Verdict, decide
 from hosts.readonly import refusal as read_only_refusal
 
 CACHE_SECONDS = 1.0
 
-VERDICT_RANK = {"allow": 2, "approve": 1, "deny": 0}
+VERDICT_RANK = {Verdict.ALLOW: 2, Verdict.APPROVE: 1, Verdict.DENY: 0}
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,11 @@ class ClientAccess:
         """Whether ``command`` may run on ``host`` now, after approval, or not at all."""
         covering = [g for g in self.grants_for(host) if g.can_execute]
         if not covering:
-            return Decision("deny", f"client '{self.name}' may not run commands on host '{host.name}'")
+            return Decision(Verdict.DENY, f"client '{self.name}' may not run commands on host '{host.name}'")
         if sudo:
             covering = [g for g in covering if g.can_sudo]
             if not covering:
-                return Decision("deny", f"client '{self.name}' may not use sudo on host '{host.name}'")
+                return Decision(Verdict.DENY, f"client '{self.name}' may not use sudo on host '{host.name}'")
         shared = self.shared_rules(host)
         # Deny and approve rules of every covering grant bind all of them; allow rules only their own.
         binding = tuple(r for g in covering for r in g.rules if r.action != "allow")
@@ -117,8 +119,8 @@ class ClientAccess:
             decision = decide(command, binding + own_allow + shared, allow_list_required=grant.read_only)
             # A read-only grant also refuses what could write, whatever its allow rules say.
             refused = grant.read_only and read_only_refusal(command, [r.pattern for r in own_allow])
-            if refused and decision.verdict != "deny":
-                decision = Decision("deny", f"{refused} (grant {grant.id})")
+            if refused and decision.verdict != Verdict.DENY:
+                decision = Decision(Verdict.DENY, f"{refused} (grant {grant.id})")
             if best is None or VERDICT_RANK[decision.verdict] > VERDICT_RANK[best.verdict]:
                 best = decision
         assert best is not None
@@ -244,3 +246,96 @@ def visible_hosts(access: ClientAccess, hosts: Sequence[Host]) -> list[Host]:
     if access.problem:
         return []
     return [h for h in hosts if access.can_list(h)]
+
+
+# -- authorization --------------------------------------------------------------------------------
+
+
+class Permission(StrEnum):
+    """What a call needs on its host."""
+
+    CONNECT = "connect"
+    EXECUTE = "execute"
+    READ = "read"
+    WRITE = "write"
+    DISCONNECT = "disconnect"
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """Whether a client may make a call on a host, and what the audit row keeps of the answer."""
+
+    refusal: str = ""  # one line for the client; "" when the call may go on
+    audit_error: str = ""  # the true reason, where ``refusal`` hides it from the client
+    decision: Decision | None = None  # for commands: the policy's verdict (it may ask for approval)
+    sudo_exposed_to: tuple[str, ...] = ()  # who could catch the sudo password, when that refused it
+
+    @property
+    def allowed(self) -> bool:
+        return not self.refusal
+
+
+def unavailable(host_name: str, client_name: str) -> str:
+    """The one answer for a host the client may not see, whether registered or not.
+
+    An unregistered host and one registered but not granted must read the same, byte for
+    byte, or a client could probe the inventory; the audit row keeps the true reason.
+    """
+    return (
+        f"host '{host_name}' is not available to client '{client_name}' "
+        "(not registered, or not granted to it); ssh_list_hosts shows yours"
+    )
+
+
+def hidden_reason(access: ClientAccess, host_name: str, host: Host | None) -> str:
+    """For the audit row: why ``host_name`` is unavailable to the client ("" when it is available)."""
+    if host is None:
+        return f"no host named {host_name!r} is registered"
+    if not access.grants_for(host):
+        state = "registered" if host.enabled else "registered (and disabled)"
+        return f"host '{host.name}' is {state} but no grant of client '{access.name}' covers it"
+    return ""
+
+
+def sudo_exposure(host: Host) -> tuple[str, tuple[str, ...]]:
+    """Why the sudo password rule refuses sudo on ``host`` ("" when it allows it), and to whom.
+
+    Checked on every sudo call (and again when an approved one runs): a grant changed
+    since is taken into account. Without a sudo password there is nothing to expose.
+    """
+    credential = host.credential
+    if credential is None or not credential.has_sudo_password:
+        return "", ()
+    exposures = sudo_rule.exposures_for_host(host.pk)
+    if not exposures:
+        return "", ()
+    return sudo_rule.refusal(host.name, exposures), tuple(e.describe() for e in exposures)
+
+
+def authorize(
+    access: ClientAccess, host: Host, permission: Permission, *, command: str = "", sudo: bool = False
+) -> Authorization:
+    """Whether the client may make a ``permission`` call on ``host`` (with ``command`` for EXECUTE)."""
+    if access.problem:
+        return Authorization(access.problem)
+    if permission is Permission.DISCONNECT:
+        return Authorization()  # closing one's own session is always allowed
+    who = f"client '{access.name}'"
+    if not access.grants_for(host):
+        return Authorization(unavailable(host.name, access.name), hidden_reason(access, host.name, host))
+    if permission is Permission.EXECUTE:
+        decision = access.command(host, command, sudo)
+        if decision.verdict == Verdict.DENY:
+            return Authorization(decision.reason, decision=decision)
+        if sudo:
+            exposed, to = sudo_exposure(host)
+            if exposed:
+                return Authorization(exposed, decision=decision, sudo_exposed_to=to)
+        return Authorization(decision=decision)
+    refused = {
+        Permission.READ: not access.can_read(host) and f"{who} may not read files on host '{host.name}'",
+        Permission.WRITE: not access.can_write(host) and f"{who} may not write files on host '{host.name}'",
+        Permission.CONNECT: not access.can_connect(host)
+        and f"{who} may not open sessions on host '{host.name}'",
+    }[permission]
+    return Authorization(refused or "")

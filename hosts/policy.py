@@ -44,13 +44,21 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 
 MAX_PATTERN_LENGTH = 2000
 
-ALLOW = "allow"
-DENY = "deny"
-APPROVE = "approve"
+
+class Verdict(StrEnum):
+    """What the policy says of a command (a rule's action takes the same three values)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    APPROVE = "approve"
+
+
+ALLOW, DENY, APPROVE = Verdict.ALLOW, Verdict.DENY, Verdict.APPROVE
 
 
 class PatternError(ValueError):
@@ -247,7 +255,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Decision:
-    verdict: str  # "allow" | "deny" | "approve"
+    verdict: Verdict
     reason: str  # one line a model can act on
     rule: Rule | None = None
 

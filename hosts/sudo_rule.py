@@ -18,7 +18,7 @@ hosts counts. Only enabled grants of clients that may act now count; a client th
 before it lost its grants is not seen (see docs/security.md).
 
 The evaluation (``find_exposures``) is a pure function over plain facts, loaded from the
-database in six queries by ``load_facts``; callers: ``sshcontrol.mcp.calls`` (refuses
+database in six queries by ``load_facts``; callers: ``sshcontrol.hostcall`` (refuses
 the call), ``sshcontrol.checks`` (``sshcontrol check``) and the host, credential and grant
 admin pages (warnings).
 """

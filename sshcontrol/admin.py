@@ -14,19 +14,19 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from audit import writer
-from audit.models import AuditEvent
+from hosts.access import Permission
 from hosts.admin.host import HostAdmin
 from sshcontrol.admin_actions import test_connection
+from sshcontrol.caller import Caller
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.holders import current_worker, worker_alive
+from sshcontrol.hostcall import CallRefused, host_call
 from sshcontrol.models import SshSession
+from sshcontrol.targets import Target
 
-ADMIN_TRANSPORT = "admin"
 DISCONNECT_TOOL = "ssh_disconnect"
 
 _STATE_COLORS: dict[str, str] = {
@@ -61,43 +61,32 @@ def terminate_session(row: SshSession, username: str, report: TerminateReport) -
         report.already_closed.append(row.session_id)
         return
     reason = f"terminated by admin {username}"
-    reachable = _holder_is_reachable(row)
-    event_id = writer.begin(
-        tool=DISCONNECT_TOOL,
-        actor=f"admin:{username}",
-        transport=ADMIN_TRANSPORT,
-        host=row.host,
-        session_id=row.session_id,
-        details={"reason": reason, "worker": row.worker},
-    )
-    if reachable:
-        envelope = get_dispatcher().call("disconnect", {"session_id": row.session_id, "reason": reason})
-        if not envelope["ok"]:
-            writer.complete(event_id, status=AuditEvent.Status.ERROR, error=envelope["message"])
-            report.failed.append((row.session_id, envelope["message"]))
-            return
-        writer.complete(
-            event_id, status=AuditEvent.Status.OK, details={"was_open": envelope["result"]["was_open"]}
-        )
-        report.closed.append(row.session_id)
-        return
-    # The connection is in another process's memory, out of reach from here. A closed row is
-    # refused by every later call (sshcontrol.mcp.calls.resolve), so the session is unusable
-    # from now on; the holding process drops the connection itself when it exits.
-    SshSession.objects.filter(pk=row.pk).exclude(state=SshSession.State.CLOSED).update(
-        state=SshSession.State.CLOSED, closed_at=timezone.now(), close_reason=reason
-    )
-    alive = worker_alive(row.worker)
-    writer.complete(
-        event_id,
-        status=AuditEvent.Status.OK,
-        details={
-            "was_open": None,
-            "marked_closed": True,
-            "holder": "stopped" if alive is False else "another process",
-        },
-    )
-    report.marked.append(row.session_id)
+    try:
+        with host_call(
+            DISCONNECT_TOOL,
+            Caller.admin(username),
+            session_id=row.session_id,
+            permission=Permission.DISCONNECT,
+            details={"reason": reason, "worker": row.worker},
+            target=Target(row.host, row.session_id),
+        ) as call:
+            if _holder_is_reachable(row):
+                call.details["was_open"] = call.disconnect(reason).was_open
+                call.complete()
+                report.closed.append(row.session_id)
+                return
+            # The connection is in another process's memory, out of reach from here. A closed row
+            # is refused by every later call (sshcontrol.targets.resolve), so the session is
+            # unusable from now on; the holding process drops the connection itself when it exits.
+            SshSession.objects.filter(pk=row.pk).close(reason)
+            alive = worker_alive(row.worker)
+            call.details.update(
+                was_open=None, marked_closed=True, holder="stopped" if alive is False else "another process"
+            )
+            call.complete()
+            report.marked.append(row.session_id)
+    except CallRefused as exc:
+        report.failed.append((row.session_id, exc.message))
 
 
 def terminate_sessions(rows: QuerySet[SshSession], username: str) -> TerminateReport:

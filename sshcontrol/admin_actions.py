@@ -9,22 +9,23 @@ transport (``admin``). The session it opens is closed again right after.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from mcp.server.mcpserver.exceptions import ToolError
 
 from audit.models import AuditEvent
+from hosts.access import Permission
 from hosts.models import Host
+from sshcontrol.caller import Caller
 from sshcontrol.dispatch import get_dispatcher
-from sshcontrol.mcp.calls import HostCall, run_guarded
-from sshcontrol.mcp.identity import Caller
+from sshcontrol.hostcall import AuditFields, CallRefused, HostCall, host_call
+from sshcontrol.taskspec import CommandSpec, DispatchError
 
 Status = AuditEvent.Status
 
 TEST_COMMAND = "true"
-TRANSPORT = "admin"
 
 
 @dataclass(frozen=True)
@@ -54,50 +55,39 @@ class TestResult:
         return f"{self.host}: {self.error}"
 
 
-def admin_caller(username: str) -> Caller:
-    return Caller(actor=f"admin:{username}", transport=TRANSPORT)
-
-
 def test_connection(host: Host, username: str) -> TestResult:
     """Open a new session on ``host``, run ``true``, close the session; audited as ``ssh_execute``."""
     started = time.monotonic()
-    call = HostCall(
-        "ssh_execute",
-        admin_caller(username),
-        session_id=None,
-        host_name=host.name,
-        audit_fields={"command": TEST_COMMAND, "working_directory": ""},
-    )
-
-    def body(call: HostCall) -> int:
-        # A fresh session, never one the admin left open: the test is of connecting.
-        call.connect(reuse=False)
-        r = call.dispatch(
-            "execute",
-            {
-                "command": TEST_COMMAND,
-                "working_directory": None,
-                "timeout": float(settings.DEFAULT_TIMEOUT),
-                "stdin_b64": None,
-            },
-        )
-        call.complete_execution(r)
-        exit_status: int = r["exit_status"]
-        if r["timed_out"]:
-            raise ToolError(f"'{TEST_COMMAND}' did not finish within {settings.DEFAULT_TIMEOUT} s")
-        return exit_status
-
+    spec = CommandSpec(TEST_COMMAND, None, float(settings.DEFAULT_TIMEOUT))
+    event_id = 0
     try:
-        try:
-            exit_status = run_guarded(call, body)
-        finally:
-            if call.details.get("session_opened") and call.session_id:
-                get_dispatcher().call(
-                    "disconnect", {"session_id": call.session_id, "reason": "closed after the admin's test"}
-                )
-    except ToolError as exc:
-        return TestResult(host.name, False, None, _ms(started), str(exc), call.event_id)
-    return TestResult(host.name, exit_status == 0, exit_status, _ms(started), "", call.event_id)
+        with host_call(
+            "ssh_execute",
+            Caller.admin(username),
+            host_name=host.name,
+            permission=Permission.EXECUTE,
+            audit=AuditFields.of(spec),
+        ) as call:
+            event_id = call.event_id
+            try:
+                # A fresh session, never one the admin left open: the test is of connecting.
+                call.open_new()
+                executed = call.execute(spec)
+                call.complete_execution(executed)
+            finally:
+                _close_opened(call)
+            if executed.run.timed_out:
+                raise CallRefused(f"'{TEST_COMMAND}' did not finish within {settings.DEFAULT_TIMEOUT} s")
+    except CallRefused as exc:
+        return TestResult(host.name, False, None, _ms(started), exc.message, exc.event_id or event_id)
+    exit_status = executed.run.exit_status
+    return TestResult(host.name, exit_status == 0, exit_status, _ms(started), "", event_id)
+
+
+def _close_opened(call: HostCall) -> None:
+    if call.details.get("session_opened"):
+        with contextlib.suppress(DispatchError):  # the test's own result is what the admin needs
+            get_dispatcher().disconnect(call.open_session_id, "closed after the admin's test")
 
 
 def _ms(started: float) -> int:

@@ -107,5 +107,5 @@ celeryd_init.connect(_private_files, weak=False)
 from sshcontrol.worker_metrics import install as install_worker_metrics  # noqa: E402
 
 install_worker_metrics(app)
-app.autodiscover_tasks(["sshcontrol"], related_name="tasks")
+app.autodiscover_tasks(["sshcontrol"], related_name="celery_tasks")
 app.autodiscover_tasks(["sshcontrol"], related_name="worker_signals")

@@ -57,3 +57,25 @@ def live_workers() -> list[str]:
             "node", flat=True
         )
     )
+
+
+def mark_dead_embedded_sessions() -> int:
+    """Sessions of embedded server processes that are gone can never be used again: mark them lost."""
+    from sshcontrol.models import SshSession
+
+    here = current_worker()
+    dead = [
+        row.session_id
+        for row in SshSession.objects.connected()
+        .filter(worker__startswith=EMBEDDED_PREFIX)
+        .exclude(worker=here)
+        .only("session_id", "worker")
+        if worker_alive(row.worker) is False
+    ]
+    return SshSession.objects.filter(session_id__in=dead).mark_lost("its server process stopped")
+
+
+def close_sessions_of_this_process(reason: str) -> int:
+    from sshcontrol.models import SshSession
+
+    return SshSession.objects.filter(worker=current_worker()).connected().close(reason)

@@ -12,7 +12,6 @@ import time
 
 from django.conf import settings
 from django.db import close_old_connections
-from django.utils import timezone
 
 from sshcontrol.models import SshSession
 from sshlib.sessions import registry
@@ -29,9 +28,7 @@ def close_idle_sessions(now: float | None = None) -> list[str]:
         if now - session.last_used_at > limit and registry.close(session.session_id):
             closed.append(session.session_id)
     if closed:
-        SshSession.objects.filter(session_id__in=closed).exclude(state=SshSession.State.CLOSED).update(
-            state=SshSession.State.CLOSED, closed_at=timezone.now(), close_reason=f"idle for over {limit:g} s"
-        )
+        SshSession.objects.filter(session_id__in=closed).close(f"idle for over {limit:g} s")
         log.info("closed %d idle sessions", len(closed))
     return closed
 

@@ -2,8 +2,90 @@
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
+
+
+class SshSessionQuerySet(models.QuerySet["SshSession"]):
+    """Every change of a session's state goes through here, so none forgets a column."""
+
+    def connected(self) -> SshSessionQuerySet:
+        return self.filter(state=SshSession.State.CONNECTED)
+
+    def record_opened(
+        self,
+        session_id: str,
+        *,
+        host_id: int,
+        host_name: str,
+        worker: str,
+        actor: str,
+        client_id: int | None,
+        fingerprint: str,
+    ) -> None:
+        """A new session. A retried INSERT whose first reply was lost must not insert it twice."""
+        self.get_or_create(
+            session_id=session_id,
+            defaults={
+                "host_id": host_id,
+                "host_name": host_name,
+                "worker": worker,
+                "opened_by": actor,
+                "client_id": client_id,
+                "host_key_fingerprint": fingerprint,
+            },
+        )
+
+    def record_reopened(self, session_id: str, *, worker: str, fingerprint: str) -> int:
+        """A known session re-created by ``worker`` after the process that held it died."""
+        return self.filter(session_id=session_id).update(
+            worker=worker,
+            state=SshSession.State.CONNECTED,
+            closed_at=None,
+            close_reason="",
+            last_used_at=timezone.now(),
+            host_key_fingerprint=fingerprint,
+        )
+
+    def record_reused(self, session_id: str) -> int:
+        return self.filter(session_id=session_id).update(
+            last_used_at=timezone.now(), state=SshSession.State.CONNECTED
+        )
+
+    def mark_lost(self, reason: str) -> int:
+        """These sessions' connections are gone (their holder stopped, or the link is dead)."""
+        return self.connected().update(
+            state=SshSession.State.LOST, closed_at=timezone.now(), close_reason=reason
+        )
+
+    def close(self, reason: str) -> int:
+        return self.exclude(state=SshSession.State.CLOSED).update(
+            state=SshSession.State.CLOSED, closed_at=timezone.now(), close_reason=reason
+        )
+
+    def touch(self, session_id: str, *, command_ran: bool) -> None:
+        """Record a session's use: one UPDATE on every call, so written as plain SQL.
+
+        The ORM would spend ten times the statement's cost compiling it (measured ~0.3 ms of
+        a call's budget); the SQL is one table's columns, quoted by the backend.
+        """
+        ops = connection.ops
+        table = ops.quote_name(SshSession._meta.db_table)
+        last_used, state, count, sid = (
+            ops.quote_name(c) for c in ("last_used_at", "state", "commands_run", "session_id")
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {last_used} = %s, {state} = %s, {count} = {count} + %s "  # noqa: S608
+                f"WHERE {sid} = %s AND {state} <> %s",
+                [
+                    ops.adapt_datetimefield_value(timezone.now()),
+                    SshSession.State.CONNECTED,
+                    int(command_ran),
+                    session_id,
+                    SshSession.State.CLOSED,
+                ],
+            )
 
 
 class SshSession(models.Model):
@@ -35,6 +117,8 @@ class SshSession(models.Model):
     close_reason = models.CharField(max_length=200, blank=True, default="")
     commands_run = models.PositiveIntegerField(default=0)
     host_key_fingerprint = models.CharField(max_length=100, blank=True, default="")
+
+    objects = SshSessionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-opened_at"]

@@ -1,23 +1,23 @@
 """The work a tool call needs done where the SSH session lives.
 
-Each task takes ids and plain values and returns a JSON-safe envelope
-(``{"ok": True, "result": {...}}`` or ``{"ok": False, "kind": ..., "message": ...}``), so the
-same functions run in-process on the embedded default and as Celery tasks on workers.
-They load what they need from the database themselves: credentials never travel in a
-message.
+Each task takes ids and typed requests (``sshcontrol/taskspec.py``) and returns a typed
+reply or raises ``DispatchError``. On the embedded default they run in the calling
+thread with the very objects the tool built; in distributed mode ``sshcontrol/celery_tasks.py``
+runs them in a Celery worker and turns the objects into JSON at that edge. They load what
+they need from the database themselves: credentials never travel in a message.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import secrets as pysecrets
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import replace
 from functools import wraps
-from typing import Any, ParamSpec
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
+import paramiko
 from django.conf import settings
 from django.utils import timezone
 
@@ -28,6 +28,22 @@ from sshcontrol import credentials, holders, localfiles, orphans
 from sshcontrol.credentials import NoCredential, build_spec
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.models import SshSession
+from sshcontrol.taskspec import (
+    CommandSpec,
+    Connected,
+    Disconnected,
+    DispatchError,
+    Downloaded,
+    DownloadSpec,
+    Executed,
+    Failure,
+    Listed,
+    ListSpec,
+    Owner,
+    ProgressFn,
+    Uploaded,
+    UploadSpec,
+)
 from sshlib import transfer
 from sshlib.errors import (
     AuthenticationFailed,
@@ -45,51 +61,40 @@ from sshlib.sessions import Session, registry
 
 log = logging.getLogger(__name__)
 
-Envelope = dict[str, Any]
-ProgressFn = Callable[[int, int], None]
 P = ParamSpec("P")
+R = TypeVar("R")
 
-
-class TaskFailure(Exception):
-    """A failure to report to the caller as ``kind`` + one-line ``message``."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
-
-
-_KINDS: dict[type[Exception], str] = {
-    HostKeyUnknown: "host_key_unknown",
-    HostKeyChanged: "host_key_changed",
-    AuthenticationFailed: "authentication_failed",
-    ConnectFailed: "connect_failed",
-    ChannelFailed: "connection_lost",
-    ConnectionLost: "connection_lost",
-    RemoteFileError: "remote_file_error",
-    NoCredential: "no_credential",
+_KINDS: dict[type[Exception], Failure] = {
+    HostKeyUnknown: Failure.HOST_KEY_UNKNOWN,
+    HostKeyChanged: Failure.HOST_KEY_CHANGED,
+    AuthenticationFailed: Failure.AUTHENTICATION_FAILED,
+    ConnectFailed: Failure.CONNECT_FAILED,
+    ChannelFailed: Failure.CONNECTION_LOST,
+    ConnectionLost: Failure.CONNECTION_LOST,
+    RemoteFileError: Failure.REMOTE_FILE_ERROR,
 }
 
 
-def envelope(fn: Callable[P, dict[str, Any]]) -> Callable[P, Envelope]:
-    """Turn a task's result or expected failure into the JSON envelope; log anything unexpected."""
+def task(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a task's expected failures into ``DispatchError``; log anything unexpected."""
 
     @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Envelope:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return {"ok": True, "result": fn(*args, **kwargs)}
-        except TaskFailure as exc:
-            return {"ok": False, "kind": exc.kind, "message": str(exc)}
+            return fn(*args, **kwargs)
+        except DispatchError:
+            raise
         except SshError as exc:
-            kind = next((k for cls, k in _KINDS.items() if isinstance(exc, cls)), "ssh_error")
-            return {"ok": False, "kind": kind, "message": str(exc)}
+            kind = next((k for cls, k in _KINDS.items() if isinstance(exc, cls)), Failure.SSH_ERROR)
+            raise DispatchError(kind, str(exc)) from None
         except NoCredential as exc:
-            return {"ok": False, "kind": "no_credential", "message": str(exc)}
+            raise DispatchError(Failure.NO_CREDENTIAL, str(exc)) from None
         except DatabaseUnavailable as exc:
-            return {"ok": False, "kind": "database_unavailable", "message": str(exc)}
+            raise DispatchError(Failure.DATABASE_UNAVAILABLE, str(exc)) from None
         except Exception:
             # The traceback goes to this process's log; the caller gets no internals.
             log.exception("task %s failed unexpectedly", fn.__name__)
-            return {"ok": False, "kind": "internal_error", "message": "internal error; see the server log"}
+            raise DispatchError(Failure.INTERNAL_ERROR, "internal error; see the server log") from None
 
     return wrapper
 
@@ -105,7 +110,7 @@ def _host(host_id: int) -> Host:
     try:
         return retrying(lambda: Host.objects.select_related("credential").get(pk=host_id), "reading the host")
     except Host.DoesNotExist:
-        raise TaskFailure("host_not_found", "the host was removed") from None
+        raise DispatchError(Failure.HOST_NOT_FOUND, "the host was removed") from None
 
 
 def _host_key_message(host: Host, seen: SeenKey, changed: bool) -> str:
@@ -123,16 +128,22 @@ def _host_key_message(host: Host, seen: SeenKey, changed: bool) -> str:
     )
 
 
+def _host_key_refusal(host: Host, exc: HostKeyUnknown | HostKeyChanged) -> NoReturn:
+    """Store the key the server presented as pending, and refuse the connection."""
+    changed = isinstance(exc, HostKeyChanged)
+    hostkeys.record_seen(host, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
+    raise DispatchError(
+        Failure.HOST_KEY_CHANGED if changed else Failure.HOST_KEY_UNKNOWN,
+        _host_key_message(host, exc.seen, changed),
+    ) from None
+
+
 def _open(host: Host, session_id: str) -> Session:
     spec = build_spec(host)
     try:
         session = registry.open(session_id, str(host.pk), spec)
     except (HostKeyUnknown, HostKeyChanged) as exc:
-        changed = isinstance(exc, HostKeyChanged)
-        hostkeys.record_seen(host, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
-        raise TaskFailure(
-            "host_key_changed" if changed else "host_key_unknown", _host_key_message(host, exc.seen, changed)
-        ) from None
+        _host_key_refusal(host, exc)
     seen = session.connection.host_key
     if not spec.trusted_keys and spec.trust_on_first_use:
         hostkeys.record_seen(host, seen.key_type, seen.public_key, seen.fingerprint, trusted=True)
@@ -143,17 +154,9 @@ def _open(host: Host, session_id: str) -> Session:
     return session
 
 
-@envelope
-def connect(
-    host_id: int,
-    actor: str,
-    session_id: str | None = None,
-    reopen: bool = False,
-    client_id: int | None = None,
-) -> dict[str, Any]:
-    """Open a session on the host, or reuse ``session_id`` when this process holds it for that host.
-
-    ``client_id`` is the MCP client that will own a new session (None for the admin's own tests).
+@task
+def connect(host_id: int, owner: Owner, session_id: str | None = None, reopen: bool = False) -> Connected:
+    """Open a session on the host for ``owner``, or reuse ``session_id`` when this process holds it.
 
     ``reopen`` re-creates a known session here after the process that held it died, so the
     caller keeps its session id (the distributed dispatcher uses it; the call is audited as
@@ -162,79 +165,60 @@ def connect(
     host = _host(host_id)
     if session_id and reopen:
         session = _open(host, session_id)
+        fingerprint = session.connection.host_key.fingerprint
         retrying(
-            lambda: SshSession.objects.filter(session_id=session_id).update(
-                worker=holders.current_worker(),
-                state=SshSession.State.CONNECTED,
-                closed_at=None,
-                close_reason="",
-                last_used_at=timezone.now(),
-                host_key_fingerprint=session.connection.host_key.fingerprint,
+            lambda: SshSession.objects.record_reopened(
+                session_id, worker=holders.current_worker(), fingerprint=fingerprint
             ),
             "recording the re-opened session",
         )
-        return {
-            "session_id": session_id,
-            "reused": True,
-            "reconnected": True,
-            "host_key_fingerprint": session.connection.host_key.fingerprint,
-        }
+        return Connected(session_id, reused=True, reconnected=True, host_key_fingerprint=fingerprint)
     if session_id:
         held = registry.get(session_id)
         if held is not None and held.host_ref == str(host.pk):
             _client, reconnected = held.client(lambda: build_spec(host))
             held.touch()
-            SshSession.objects.filter(session_id=session_id).update(
-                last_used_at=timezone.now(), state=SshSession.State.CONNECTED
+            SshSession.objects.record_reused(session_id)
+            return Connected(
+                session_id,
+                reused=True,
+                reconnected=reconnected,
+                host_key_fingerprint=held.connection.host_key.fingerprint,
             )
-            return {
-                "session_id": session_id,
-                "reused": True,
-                "reconnected": reconnected,
-                "host_key_fingerprint": held.connection.host_key.fingerprint,
-            }
-        raise TaskFailure(
-            "session_not_found",
+        raise DispatchError(
+            Failure.SESSION_NOT_FOUND,
             f"session '{session_id}' is not open for host '{host.name}'; omit session_id to open a new one",
         )
     new_id = new_session_id(host.name)
     session = _open(host, new_id)
-    # A retried INSERT whose first reply was lost must not insert the session twice.
+    fingerprint = session.connection.host_key.fingerprint
     retrying(
-        lambda: SshSession.objects.get_or_create(
-            session_id=new_id,
-            defaults={
-                "host": host,
-                "host_name": host.name,
-                "worker": holders.current_worker(),
-                "opened_by": actor,
-                "client_id": client_id,
-                "host_key_fingerprint": session.connection.host_key.fingerprint,
-            },
+        lambda: SshSession.objects.record_opened(
+            new_id,
+            host_id=host.pk,
+            host_name=host.name,
+            worker=holders.current_worker(),
+            actor=owner.actor,
+            client_id=owner.client_id,
+            fingerprint=fingerprint,
         ),
         "recording the new session",
     )
-    session_id = new_id
-    return {
-        "session_id": session_id,
-        "reused": False,
-        "reconnected": False,
-        "host_key_fingerprint": session.connection.host_key.fingerprint,
-    }
+    return Connected(new_id, reused=False, reconnected=False, host_key_fingerprint=fingerprint)
 
 
 def _held(session_id: str) -> Session:
     session = registry.get(session_id)
     if session is None:
-        raise TaskFailure(
-            "session_not_found",
+        raise DispatchError(
+            Failure.SESSION_NOT_FOUND,
             f"session '{session_id}' is not open (closed, idle-expired, or its server restarted); "
             "call ssh_connect again",
         )
     return session
 
 
-def _client_for(session: Session) -> tuple[Any, bool]:
+def _client_for(session: Session) -> tuple[paramiko.SSHClient, bool]:
     """The session's client, reconnected (the caller audits the flag) if the link dropped.
 
     The host row is read only to reconnect: the caller already checked that the host is
@@ -244,58 +228,50 @@ def _client_for(session: Session) -> tuple[Any, bool]:
     def respec() -> Any:
         host = _host(int(session.host_ref))
         if not host.enabled:
-            raise TaskFailure("host_disabled", f"host '{host.name}' is disabled by an administrator")
+            raise DispatchError(Failure.HOST_DISABLED, f"host '{host.name}' is disabled by an administrator")
         return build_spec(host)
 
     try:
         client, reconnected = session.client(respec)
     except (HostKeyUnknown, HostKeyChanged) as exc:
-        host = _host(int(session.host_ref))
-        changed = isinstance(exc, HostKeyChanged)
-        hostkeys.record_seen(host, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
-        raise TaskFailure(
-            "host_key_changed" if changed else "host_key_unknown", _host_key_message(host, exc.seen, changed)
-        ) from None
+        _host_key_refusal(_host(int(session.host_ref)), exc)
     if reconnected:
         log.info("session %s reconnected", session.session_id)
     return client, reconnected
 
 
-@envelope
+@task
 def execute(
     session_id: str,
-    command: str,
-    working_directory: str | None = None,
-    timeout: float = 60.0,
-    stdin_b64: str | None = None,
+    spec: CommandSpec,
+    *,
     call_id: str = "",
     progress: ProgressFn | None = None,
-    sudo: bool = False,
     audit_event_id: int | None = None,
-) -> dict[str, Any]:
+) -> Executed:
     session = _held(session_id)
     secrets = session.secrets
-    stdin = base64.b64decode(stdin_b64) if stdin_b64 is not None else None
-    if sudo:
+    stdin = spec.stdin.encode() if spec.stdin is not None else None
+    if spec.sudo:
         # Decrypted here, where the connection is, and only for this run: first line of stdin.
         try:
             password = retrying(
                 lambda: credentials.sudo_password(int(session.host_ref)), "reading the sudo password"
             )
         except credentials.NoSudoPassword as exc:
-            raise TaskFailure("no_sudo_password", str(exc)) from None
+            raise DispatchError(Failure.NO_SUDO_PASSWORD, str(exc)) from None
         stdin = password.encode() + b"\n" + (stdin or b"")
         secrets = (*secrets, password)
     client, reconnected = _client_for(session)
     request = ExecRequest(
-        command=command,
-        working_directory=working_directory,
-        timeout=timeout,
+        command=spec.command,
+        working_directory=spec.working_directory,
+        timeout=spec.timeout,
         stdin=stdin,
         max_output_bytes=settings.MAX_OUTPUT_BYTES,
-        sudo=sudo,
+        sudo=spec.sudo,
     )
-    # A worker records the remote process group, so a survivor can kill it if this worker dies.
+    # The remote process group is recorded, so a survivor can kill it if this process dies.
     tracker = (
         orphans.Tracker(session_id, int(session.host_ref), audit_event_id) if orphans.recording() else None
     )
@@ -313,12 +289,8 @@ def execute(
             if tracker is not None:
                 tracker.done()
     session.touch(command=True)
-    out = asdict(result)
-    out["stdout"] = redact(result.stdout, secrets)
-    out["stderr"] = redact(result.stderr, secrets)
-    out["reconnected"] = reconnected
-    out["cancel_reason"] = cancel.reason if result.cancelled else ""
-    return out
+    shown = replace(result, stdout=redact(result.stdout, secrets), stderr=redact(result.stderr, secrets))
+    return Executed(shown, reconnected, cancel.reason if result.cancelled else "")
 
 
 @contextlib.contextmanager
@@ -326,112 +298,75 @@ def _local_fence() -> Iterator[None]:
     try:
         yield
     except localfiles.LocalPathError as exc:
-        raise TaskFailure("local_path", str(exc)) from None
+        raise DispatchError(Failure.LOCAL_PATH, str(exc)) from None
 
 
-@envelope
-def upload(
-    session_id: str,
-    remote_path: str,
-    content_b64: str | None = None,
-    local_path: str | None = None,
-    mode: int | None = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
+@task
+def upload(session_id: str, spec: UploadSpec) -> Uploaded:
     session = _held(session_id)
     client, reconnected = _client_for(session)
     with _local_fence():
-        if local_path is None:
+        if spec.local_path is None:
             result = transfer.upload(
-                client, remote_path, base64.b64decode(content_b64 or ""), mode=mode, overwrite=overwrite
+                client, spec.remote_path, spec.content or b"", mode=spec.mode, overwrite=spec.overwrite
             )
         else:
             # Opened here, where the bytes are read (a worker in distributed mode), below this
             # process's own root; the open file is what is sent.
-            with localfiles.open_source(local_path) as source:
-                result = transfer.upload(client, remote_path, source, mode=mode, overwrite=overwrite)
+            with localfiles.open_source(spec.local_path) as source:
+                result = transfer.upload(
+                    client, spec.remote_path, source, mode=spec.mode, overwrite=spec.overwrite
+                )
     session.touch()
-    return {**asdict(result), "reconnected": reconnected}
+    return Uploaded(result.remote_path, result.size, result.sha256, reconnected)
 
 
-@envelope
-def download(
-    session_id: str,
-    remote_path: str,
-    local_path: str | None = None,
-    overwrite: bool = False,
-    max_inline_bytes: int = 1 << 20,
-) -> dict[str, Any]:
+@task
+def download(session_id: str, spec: DownloadSpec) -> Downloaded:
     session = _held(session_id)
     client, reconnected = _client_for(session)
     with _local_fence():
-        if local_path is None:
-            result = transfer.download(client, remote_path, None, max_inline_bytes=max_inline_bytes)
+        if spec.local_path is None:
+            result = transfer.download(client, spec.remote_path, None, max_inline_bytes=spec.max_inline_bytes)
         else:
-            with localfiles.Destination(local_path, overwrite) as dest:
-                result = transfer.download(client, remote_path, dest, max_inline_bytes=max_inline_bytes)
+            with localfiles.Destination(spec.local_path, spec.overwrite) as dest:
+                result = transfer.download(
+                    client, spec.remote_path, dest, max_inline_bytes=spec.max_inline_bytes
+                )
     session.touch()
-    out = asdict(result)
-    out["content"] = base64.b64encode(result.content).decode() if result.content is not None else None
-    out["reconnected"] = reconnected
-    return out
+    return Downloaded(result.remote_path, result.size, result.sha256, result.content, reconnected)
 
 
-@envelope
-def list_files(
-    session_id: str, remote_path: str, show_hidden: bool = False, max_entries: int = 1000
-) -> dict[str, Any]:
+@task
+def list_files(session_id: str, spec: ListSpec) -> Listed:
     session = _held(session_id)
     client, reconnected = _client_for(session)
-    result = transfer.list_dir(client, remote_path, show_hidden=show_hidden, max_entries=max_entries)
+    result = transfer.list_dir(
+        client, spec.remote_path, show_hidden=spec.show_hidden, max_entries=spec.max_entries
+    )
     session.touch()
-    return {**asdict(result), "reconnected": reconnected}
+    return Listed(result.path, result.entries, result.truncated, reconnected)
 
 
-@envelope
-def disconnect(session_id: str, reason: str = "closed by the client") -> dict[str, Any]:
+@task
+def disconnect(session_id: str, reason: str = "closed by the client") -> Disconnected:
     closed = registry.close(session_id)
     retrying(
-        lambda: (
-            SshSession.objects.filter(session_id=session_id)
-            .exclude(state=SshSession.State.CLOSED)
-            .update(state=SshSession.State.CLOSED, closed_at=timezone.now(), close_reason=reason)
-        ),
-        "recording the closed session",
+        lambda: SshSession.objects.filter(session_id=session_id).close(reason), "recording the closed session"
     )
-    return {"session_id": session_id, "was_open": closed}
+    return Disconnected(session_id, closed)
 
 
-@envelope
-def probe(session_ids: list[str]) -> dict[str, Any]:
+@task
+def probe(session_ids: list[str]) -> dict[str, bool | None]:
     """Liveness of the given sessions held here: True / False, or None when not held by this process."""
     states: dict[str, bool | None] = {}
     for session_id in session_ids:
         session = registry.get(session_id)
         states[session_id] = None if session is None else session.probe()
-    return {"alive": states}
+    return states
 
 
 def cancel(call_id: str) -> bool:
     """Stop a running ``execute`` call (kills the remote process group)."""
     return registry.cancel(call_id)
-
-
-# -- Celery ---------------------------------------------------------------------------------------
-# The same functions as Celery tasks, for workers in distributed mode. Names are stable
-# strings so a sender never needs to import this module's objects.
-
-from sshcontrol.celery import app  # noqa: E402  (the app imports this module lazily)
-
-for _fn in (connect, upload, download, list_files, disconnect, probe):
-    app.task(name=f"sshcontrol.{_fn.__name__}")(_fn)
-
-
-@app.task(name="sshcontrol.execute", bind=True)
-def execute_task(self: Any, **kwargs: Any) -> Envelope:
-    """``execute`` with progress published through the result backend (state PROGRESS)."""
-
-    def progress(out_bytes: int, err_bytes: int) -> None:
-        self.update_state(state="PROGRESS", meta={"stdout_bytes": out_bytes, "stderr_bytes": err_bytes})
-
-    return execute(**kwargs, progress=progress)

@@ -81,9 +81,7 @@ def _orphan_sweeper() -> None:
 def _start(sender: Any = None, **kwargs: Any) -> None:
     node = current_worker()
     # Sessions recorded for this node name belong to a previous life of the worker: gone.
-    SshSession.objects.filter(worker=node, state=SshSession.State.CONNECTED).update(
-        state=SshSession.State.LOST, closed_at=timezone.now(), close_reason="its worker restarted"
-    )
+    SshSession.objects.filter(worker=node).mark_lost("its worker restarted")
     now = timezone.now()
     WorkerHeartbeat.objects.update_or_create(
         node=node,
@@ -116,9 +114,7 @@ def _stop_worker(sig: str = "", how: str = "", exitcode: int = 0, **kwargs: Any)
         # Lost, not closed: like after a crash, the next call re-opens each on a live worker
         # under the same id, instead of telling the client to connect again.
         retrying(
-            lambda: SshSession.objects.filter(worker=node, state=SshSession.State.CONNECTED).update(
-                state=SshSession.State.LOST, closed_at=timezone.now(), close_reason="its worker stopped"
-            ),
+            lambda: SshSession.objects.filter(worker=node).mark_lost("its worker stopped"),
             "marking the worker's sessions lost",
         )
         WorkerHeartbeat.objects.filter(node=node).update(stopped_at=timezone.now())

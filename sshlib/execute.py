@@ -56,7 +56,8 @@ class ExecResult:
     duration_ms: float
 
 
-ProgressCallback = Callable[[int, int], None]  # (stdout_bytes so far, stderr_bytes so far)
+ProgressFn = Callable[[int, int], None]  # (stdout_bytes so far, stderr_bytes so far)
+ProgressCallback = ProgressFn
 
 PROGRESS_INTERVAL = 0.5
 _READ_SIZE = 1 << 20

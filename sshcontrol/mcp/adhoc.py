@@ -15,11 +15,10 @@ from django.conf import settings
 from django.db import transaction
 from mcp.server.mcpserver.exceptions import ToolError
 
-from audit import writer
-from audit.models import AuditEvent
 from hosts.access import access_for
 from hosts.models import Credential, Grant, Host
-from sshcontrol.mcp.identity import Caller
+from sshcontrol import hostcall
+from sshcontrol.caller import Caller
 
 _NAME = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.:\[\]_-]{1,255}$")
@@ -33,15 +32,7 @@ REFUSED = (
 
 def refuse(caller: Caller, tool: str, host: str, message: str) -> NoReturn:
     """Audit the refused attempt (status denied) and stop the call."""
-    event_id = writer.begin(
-        tool=tool,
-        actor=caller.actor,
-        client=caller.client_name,
-        transport=caller.transport,
-        details={"host_requested": host[:100], "adhoc": True},
-    )
-    writer.complete(event_id, status=AuditEvent.Status.DENIED, error=message)
-    raise ToolError(message)
+    hostcall.refuse(tool, caller, message, details={"host_requested": host[:100], "adhoc": True})
 
 
 def register(caller: Caller, name: str, address: str, port: int, username: str, password: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NoReturn
 
 from django.conf import settings
@@ -20,8 +19,9 @@ from audit.models import AuditEvent
 from hosts import approvals
 from hosts.access_models import ApprovalRequest
 from sshcontrol.dbretry import retrying
-from sshcontrol.mcp.calls import HostCall
-from sshcontrol.mcp.schemas import ExecuteResult, PendingApproval
+from sshcontrol.hostcall import HostCall, recheck_sudo
+from sshcontrol.mcp.schemas import ExecuteResult
+from sshcontrol.taskspec import CommandSpec
 
 Status = AuditEvent.Status
 State = ApprovalRequest.State
@@ -31,21 +31,10 @@ POLL_SECONDS = 0.25
 NOTIFY_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class Pending:
-    """What the request records of the command it holds back."""
-
-    command: str
-    working_directory: str
-    timeout: float | None
-    sudo: bool
-    stdin: str
-    reason: str
-
-
 def await_decision(
     call: HostCall,
-    pending: Pending,
+    spec: CommandSpec,
+    reason: str,
     notify: Callable[[str], None],
     cancelled: threading.Event,
 ) -> ApprovalRequest:
@@ -55,7 +44,7 @@ def await_decision(
     (``held_back`` makes the tool's result). Denied or expired requests complete the row as
     denied and raise through ``call.fail``.
     """
-    assert call.host is not None and call.caller.client_id is not None and call.decision is not None
+    assert call.caller.client_id is not None and call.decision is not None  # a client's command
     client_id, host, rule = call.caller.client_id, call.host, call.decision.rule
     created = False
 
@@ -69,14 +58,14 @@ def await_decision(
         return approvals.create(
             client_id=client_id,
             host=host,
-            command=pending.command,
-            working_directory=pending.working_directory,
-            timeout=pending.timeout,
-            sudo=pending.sudo,
-            stdin=pending.stdin,
-            reason=pending.reason,
+            command=spec.command,
+            working_directory=spec.working_directory or "",
+            timeout=spec.timeout,
+            sudo=spec.sudo,
+            stdin=spec.stdin or "",
+            reason=reason,
             rule=rule.pattern if rule else "",
-            session_id=call.session_id or "",
+            session_id=call.open_session_id,
             audit_event_id=call.event_id,
         )
 
@@ -86,9 +75,8 @@ def await_decision(
         # Grants may have changed while it waited: a client given execute meanwhile could have
         # planted code to catch the sudo password. Checked before the claim, so the request
         # stays approved and ssh_approval_status can run it (checked again) once that is fixed.
-        exposed = call.sudo_exposure(call.host) if pending.sudo else ""
-        if exposed:
-            call.fail(exposed, Status.DENIED)
+        if spec.sudo:
+            recheck_sudo(call)
         claimed = claim_once(request.pk, client_id, call.event_id)
         if claimed is not None:
             call.details["approved_by"] = claimed.decided_by
@@ -146,29 +134,6 @@ def fail_for(call: HostCall, request: ApprovalRequest) -> NoReturn:
     call.fail(f"approval request {request.pk} is {request.state} and will not run", Status.DENIED)
 
 
-def held_back(call: HostCall, command: str, request: ApprovalRequest) -> ExecuteResult:
+def held_back(call: HostCall, spec: CommandSpec, request: ApprovalRequest) -> ExecuteResult:
     """The result of a command still waiting for a decision: state pending and what to call next."""
-    assert call.host is not None
-    return ExecuteResult(
-        state="pending",
-        pending_approval=PendingApproval(
-            request_id=request.pk,
-            expires_at=request.expires_at.isoformat(),
-            next_arguments={"request_id": request.pk},
-        ),
-        session_id=call.session_id or "",
-        host=call.host.name,
-        command=command,
-        exit_status=None,
-        signal=None,
-        stdout="",
-        stderr="",
-        stdout_bytes=0,
-        stderr_bytes=0,
-        stdout_truncated=False,
-        stderr_truncated=False,
-        timed_out=False,
-        duration_ms=0.0,
-        audit_id=call.event_id,
-        approval_request=request.pk,
-    )
+    return ExecuteResult.held_back(call.open_session_id, call.host.name, spec.command, request, call.event_id)

@@ -21,6 +21,7 @@ from mcp.server.auth.provider import AccessToken
 
 from hosts.access_models import McpClient
 from hosts.clients import authenticate, local_client
+from sshcontrol.caller import Caller
 
 
 class ClientAccessToken(AccessToken):
@@ -33,19 +34,6 @@ class ClientAccessToken(AccessToken):
 class ClientRef:
     id: int
     name: str
-
-
-@dataclass(frozen=True)
-class Caller:
-    actor: str  # e.g. "ci-bot (claude-code)"
-    transport: str  # "stdio", "streamable-http", "memory", "admin"
-    # The MCP client; None only for actions of a signed-in admin (Test connection), which
-    # no client policy binds. Nothing reachable over MCP builds a Caller without a client.
-    client_id: int | None = None
-    client_name: str | None = None
-    # Set when an identity provider's access token authenticated the request (mcp/oauth.py).
-    oauth_issuer: str | None = None
-    oauth_subject: str | None = None
 
 
 @lru_cache(maxsize=1)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+
+from sshlib.execute import ExecResult
+
+if TYPE_CHECKING:
+    from hosts.access_models import ApprovalRequest
 
 ResponseFormat = Literal["markdown", "json"]
 
@@ -89,6 +94,64 @@ class ExecuteResult(BaseModel):
     approval_request: int | None = Field(
         default=None, description="the approval request this command waits for or ran under, if any"
     )
+
+    @classmethod
+    def of(
+        cls,
+        session_id: str,
+        host: str,
+        command: str,
+        run: ExecResult,
+        audit_id: int,
+        approval: ApprovalRequest | None = None,
+    ) -> ExecuteResult:
+        """The result of a command that ran, from the SSH runtime's result (as its audit row is)."""
+        return cls(
+            session_id=session_id,
+            host=host,
+            command=command,
+            exit_status=run.exit_status,
+            signal=run.signal,
+            stdout=run.stdout,
+            stderr=run.stderr,
+            stdout_bytes=run.stdout_bytes,
+            stderr_bytes=run.stderr_bytes,
+            stdout_truncated=run.stdout_truncated,
+            stderr_truncated=run.stderr_truncated,
+            timed_out=run.timed_out,
+            duration_ms=run.duration_ms,
+            audit_id=audit_id,
+            approval_request=approval.pk if approval is not None else None,
+        )
+
+    @classmethod
+    def held_back(
+        cls, session_id: str, host: str, command: str, request: ApprovalRequest, audit_id: int
+    ) -> ExecuteResult:
+        """The result of a command still waiting for a decision: state pending and what to call next."""
+        return cls(
+            state="pending",
+            pending_approval=PendingApproval(
+                request_id=request.pk,
+                expires_at=request.expires_at.isoformat(),
+                next_arguments={"request_id": request.pk},
+            ),
+            session_id=session_id,
+            host=host,
+            command=command,
+            exit_status=None,
+            signal=None,
+            stdout="",
+            stderr="",
+            stdout_bytes=0,
+            stderr_bytes=0,
+            stdout_truncated=False,
+            stderr_truncated=False,
+            timed_out=False,
+            duration_ms=0.0,
+            audit_id=audit_id,
+            approval_request=request.pk,
+        )
 
 
 class UploadResult(BaseModel):

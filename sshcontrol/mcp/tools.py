@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import inspect
 import secrets
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from django.conf import settings
 from mcp.server import MCPServer
@@ -25,24 +26,26 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from audit import writer
 from audit.models import AuditEvent
 from hosts import approvals, visible
-from hosts.access import access_for, visible_hosts
+from hosts.access import Permission, access_for, visible_hosts
 from hosts.access import cached as cached_access
 from hosts.access_models import ApprovalRequest
 from hosts.inventory import list_hosts
 from hosts.models import Host
+from hosts.policy import Verdict
 from sshcontrol import calllog, localfiles
+from sshcontrol.caller import Caller
 from sshcontrol.calllog import observed
+from sshcontrol.dbretry import retrying
 from sshcontrol.dispatch import get_dispatcher
+from sshcontrol.hostcall import AuditFields, CallRefused, host_call, refuse
 from sshcontrol.mcp import render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
-from sshcontrol.mcp.approval_flow import Pending, await_decision, held_back
-from sshcontrol.mcp.calls import HostCall, mark_lost, run_host_call
-from sshcontrol.mcp.execution import checked_timeout, execute_on, own_client, run_approved
+from sshcontrol.mcp.approval_flow import await_decision, held_back
 from sshcontrol.mcp.hostlist import empty_reason
-from sshcontrol.mcp.identity import Caller, ClientRef, caller_for
+from sshcontrol.mcp.identity import ClientRef, caller_for
+from sshcontrol.mcp.runs import checked_timeout, own_client, run_approved, run_command
 from sshcontrol.mcp.schemas import (
     ApprovalStatusResult,
     ConnectResult,
@@ -61,6 +64,7 @@ from sshcontrol.mcp.schemas import (
 from sshcontrol.mcp.threads import in_thread
 from sshcontrol.mcp.visibility import Offer
 from sshcontrol.models import SshSession
+from sshcontrol.taskspec import CommandSpec, DownloadSpec, ListSpec, UploadSpec
 
 Status = AuditEvent.Status
 M = TypeVar("M", bound=BaseModel)
@@ -103,7 +107,10 @@ async def serve(
     on_cancel: Callable[[], None] | None = None,
 ) -> CallToolResult:
     """Run a tool's synchronous ``work`` off the event loop and render its result."""
-    result = await in_thread(work, on_cancel=on_cancel)
+    try:
+        result = await in_thread(work, on_cancel=on_cancel)
+    except CallRefused as exc:
+        raise ToolError(exc.message) from None
     return respond(result, markdown(result), response_format)
 
 
@@ -173,9 +180,11 @@ class Tools:
             access = access_for(own_client(caller))
             hosts = visible_hosts(access, list_hosts(tag=tag, search=search))
             open_by_host: dict[int, list[str]] = {}
-            for session_id, host_id in SshSession.objects.filter(
-                client_id=caller.client_id, state=SshSession.State.CONNECTED, host__in=hosts
-            ).values_list("session_id", "host_id"):
+            for session_id, host_id in (
+                SshSession.objects.connected()
+                .filter(client_id=caller.client_id, host__in=hosts)
+                .values_list("session_id", "host_id")
+            ):
                 open_by_host.setdefault(host_id, []).append(session_id)
             infos = [
                 HostInfo(
@@ -227,53 +236,30 @@ class Tools:
             if adhoc:
                 register_adhoc(caller, host, address or "", port, username or "", password or "")
 
-            def body(call: HostCall) -> ConnectResult:
-                assert call.host is not None
+            with host_call(
+                "ssh_connect",
+                caller,
+                host_name=host,
+                permission=Permission.CONNECT,
+                details={"adhoc_registered": True} if adhoc else None,
+            ) as call:
                 if session_id:
                     row = SshSession.objects.filter(session_id=session_id, client_id=caller.client_id).first()
                     if row is None or row.host_id != call.host.pk:
                         call.fail(f"session {session_id!r} is not a session of host '{host}'")
-                    envelope = get_dispatcher().call(
-                        "connect",
-                        {
-                            "host_id": call.host.pk,
-                            "actor": caller.actor,
-                            "session_id": session_id,
-                            "client_id": caller.client_id,
-                        },
-                    )
-                    if not envelope["ok"]:
-                        call.fail(envelope["message"])
-                    call.session_id = session_id
-                    fingerprint = envelope["result"]["host_key_fingerprint"]
-                    reused = True
+                    connected = call.reuse(session_id)
                 else:
-                    call.connect(reuse=False)
-                    fingerprint = call.details["host_key_fingerprint"]
-                    reused = False
-                audit_id = call.complete(Status.OK)
-                assert call.session_id is not None
+                    connected = call.open_new()
                 return ConnectResult(
-                    session_id=call.session_id,
+                    session_id=connected.session_id,
                     host=call.host.name,
                     address=call.host.address,
                     port=call.host.port,
                     username=call.host.username,
-                    host_key_fingerprint=fingerprint,
-                    reused=reused,
-                    audit_id=audit_id,
+                    host_key_fingerprint=connected.host_key_fingerprint,
+                    reused=bool(session_id),
+                    audit_id=call.complete(),
                 )
-
-            return run_host_call(
-                "ssh_connect",
-                caller,
-                body,
-                session_id=None,
-                host_name=host,
-                audit_fields={},
-                permission="connect",
-                details={"adhoc_registered": True} if adhoc else None,
-            )
 
         return await serve(work, render.connect, response_format)
 
@@ -293,16 +279,20 @@ class Tools:
         def work() -> StatusResult:
             own = SshSession.objects.filter(client_id=caller.client_id)
             if session_id:
-                rows = list(own.filter(session_id=session_id))
+                rows = retrying(lambda: list(own.filter(session_id=session_id)), "reading your sessions")
                 if not rows:
                     raise ToolError(f"unknown session_id {session_id!r}")
             else:
-                rows = list(own.exclude(state=SshSession.State.CLOSED)[:200])
+                rows = retrying(
+                    lambda: list(own.exclude(state=SshSession.State.CLOSED)[:200]), "reading your sessions"
+                )
             connected = [(r.session_id, r.worker) for r in rows if r.state == SshSession.State.CONNECTED]
             alive = get_dispatcher().alive(connected) if connected else {}
             for row in rows:
                 if row.state == SshSession.State.CONNECTED and alive.get(row.session_id) is False:
-                    mark_lost(row.session_id, "connection found dead by ssh_status")
+                    SshSession.objects.filter(session_id=row.session_id).mark_lost(
+                        "connection found dead by ssh_status"
+                    )
                     row.state = SshSession.State.LOST
             infos = [
                 SessionInfo(
@@ -369,35 +359,24 @@ class Tools:
         cancelled = threading.Event()
         notify, progress = self.notifiers(ctx)
 
-        def work() -> ExecuteResult:
-            def body(call: HostCall) -> ExecuteResult:
-                approval = None
-                if call.decision is not None and call.decision.verdict == "approve":
-                    pending = Pending(
-                        command, working_directory or "", timeout, sudo, stdin or "", reason or ""
-                    )
-                    approval = await_decision(call, pending, notify, cancelled)
-                    if approval.state == ApprovalRequest.State.PENDING:
-                        return held_back(call, command, approval)
-                return execute_on(
-                    call, command, working_directory, seconds, stdin, sudo, call_id, progress, approval
-                )
+        spec = CommandSpec(command, working_directory, seconds, stdin, sudo)
 
-            return run_host_call(
+        def work() -> ExecuteResult:
+            with host_call(
                 "ssh_execute",
                 caller,
-                body,
                 session_id=session_id,
                 host_name=host,
-                audit_fields={
-                    "command": command,
-                    "working_directory": working_directory or "",
-                    # Only the caller's stdin: a sudo password is added later, by the worker.
-                    **({"stdin": stdin} if stdin is not None else {}),
-                },
-                permission="execute",
+                permission=Permission.EXECUTE,
+                audit=AuditFields.of(spec),
                 sudo=sudo,
-            )
+            ) as call:
+                approval = None
+                if call.decision is not None and call.decision.verdict is Verdict.APPROVE:
+                    approval = await_decision(call, spec, reason or "", notify, cancelled)
+                    if approval.state == ApprovalRequest.State.PENDING:
+                        return held_back(call, spec, approval)
+                return run_command(call, spec, call_id=call_id, progress=progress, approval=approval)
 
         def on_cancel() -> None:
             cancelled.set()
@@ -434,7 +413,10 @@ class Tools:
         _notify, progress = self.notifiers(ctx)
 
         def work() -> ApprovalStatusResult:
-            request = approvals.get_for_client(request_id, own_client(caller))
+            client_id = own_client(caller)
+            request = retrying(
+                lambda: approvals.get_for_client(request_id, client_id), "reading the approval request"
+            )
             if request is None:
                 raise ToolError(f"unknown approval request {request_id}")
             execution = None
@@ -505,38 +487,31 @@ class Tools:
                 raise ToolError(str(exc)) from None
             source = located.shown if located is not None else None
 
-            def body(call: HostCall) -> UploadResult:
-                assert call.host is not None
-                r = call.dispatch(
-                    "upload",
-                    {
-                        "remote_path": remote_path,
-                        "local_path": located.relative if located is not None else None,
-                        "content_b64": base64.b64encode(data).decode() if data is not None else None,
-                        "mode": mode,
-                        "overwrite": overwrite,
-                    },
-                )
-                audit_id = call.complete(Status.OK, file_size=r["size"], file_sha256=r["sha256"])
-                assert call.session_id is not None
+            upload = UploadSpec(
+                remote_path,
+                content=data,
+                local_path=located.relative if located is not None else None,
+                mode=mode,
+                overwrite=overwrite,
+            )
+            with host_call(
+                "ssh_upload_file",
+                caller,
+                session_id=session_id,
+                host_name=host,
+                permission=Permission.WRITE,
+                audit=AuditFields(remote_path=remote_path, local_path=source or ""),
+            ) as call:
+                r = call.upload(upload)
+                audit_id = call.complete(file_size=r.size, file_sha256=r.sha256)
                 return UploadResult(
                     session_id=call.session_id,
                     host=call.host.name,
-                    remote_path=r["remote_path"],
-                    bytes=r["size"],
-                    sha256=r["sha256"],
+                    remote_path=r.remote_path,
+                    bytes=r.size,
+                    sha256=r.sha256,
                     audit_id=audit_id,
                 )
-
-            return run_host_call(
-                "ssh_upload_file",
-                caller,
-                body,
-                session_id=session_id,
-                host_name=host,
-                audit_fields={"remote_path": remote_path, "local_path": source or ""},
-                permission="write",
-            )
 
         return await serve(work, render.upload, response_format)
 
@@ -566,51 +541,43 @@ class Tools:
                 raise ToolError(str(exc)) from None
             dest = located.shown if located is not None else None
 
-            def body(call: HostCall) -> DownloadResult:
-                assert call.host is not None
-                r = call.dispatch(
-                    "download",
-                    {
-                        "remote_path": remote_path,
-                        "local_path": located.relative if located is not None else None,
-                        "overwrite": overwrite,
-                        "max_inline_bytes": settings.MAX_INLINE_DOWNLOAD_BYTES,
-                    },
-                )
+            download = DownloadSpec(
+                remote_path,
+                local_path=located.relative if located is not None else None,
+                overwrite=overwrite,
+                max_inline_bytes=settings.MAX_INLINE_DOWNLOAD_BYTES,
+            )
+            with host_call(
+                "ssh_download_file",
+                caller,
+                session_id=session_id,
+                host_name=host,
+                permission=Permission.READ,
+                audit=AuditFields(remote_path=remote_path, local_path=dest or ""),
+            ) as call:
+                r = call.download(download)
                 content: str | None = None
-                encoding: str | None = None
-                if r["content"] is not None:
-                    raw = base64.b64decode(r["content"])
+                encoding: Literal["utf-8", "base64"] | None = None
+                if r.content is not None:
                     try:
-                        content, encoding = raw.decode("utf-8"), "utf-8"
+                        content, encoding = r.content.decode("utf-8"), "utf-8"
                     except UnicodeDecodeError:
-                        content, encoding = r["content"], "base64"
-                    # The worker hashed the bytes it read; check nothing was lost on the way.
-                    if hashlib.sha256(raw).hexdigest() != r["sha256"]:
+                        content, encoding = base64.b64encode(r.content).decode(), "base64"
+                    # The holder hashed the bytes it read; check nothing was lost on the way.
+                    if hashlib.sha256(r.content).hexdigest() != r.sha256:
                         call.fail("downloaded content does not match its SHA-256; try again")
-                audit_id = call.complete(Status.OK, file_size=r["size"], file_sha256=r["sha256"])
-                assert call.session_id is not None
+                audit_id = call.complete(file_size=r.size, file_sha256=r.sha256)
                 return DownloadResult(
                     session_id=call.session_id,
                     host=call.host.name,
-                    remote_path=r["remote_path"],
-                    bytes=r["size"],
-                    sha256=r["sha256"],
+                    remote_path=r.remote_path,
+                    bytes=r.size,
+                    sha256=r.sha256,
                     local_path=dest,
                     content=content,
-                    content_encoding=encoding,  # type: ignore[arg-type]
+                    content_encoding=encoding,
                     audit_id=audit_id,
                 )
-
-            return run_host_call(
-                "ssh_download_file",
-                caller,
-                body,
-                session_id=session_id,
-                host_name=host,
-                audit_fields={"remote_path": remote_path, "local_path": dest or ""},
-                permission="read",
-            )
 
         return await serve(work, render.download, response_format)
 
@@ -630,37 +597,26 @@ class Tools:
         caller = self.caller(ctx)
 
         def work() -> ListFilesResult:
-            def body(call: HostCall) -> ListFilesResult:
-                assert call.host is not None
-                r = call.dispatch(
-                    "list_files",
-                    {
-                        "remote_path": remote_path,
-                        "show_hidden": show_hidden,
-                        "max_entries": settings.MAX_LIST_ENTRIES,
-                    },
-                )
-                call.details["entries"] = len(r["entries"])
-                audit_id = call.complete(Status.OK)
-                assert call.session_id is not None
+            listing = ListSpec(remote_path, show_hidden=show_hidden, max_entries=settings.MAX_LIST_ENTRIES)
+            with host_call(
+                "ssh_list_files",
+                caller,
+                session_id=session_id,
+                host_name=host,
+                permission=Permission.READ,
+                audit=AuditFields(remote_path=remote_path),
+            ) as call:
+                r = call.list_files(listing)
+                call.details["entries"] = len(r.entries)
+                audit_id = call.complete()
                 return ListFilesResult(
                     session_id=call.session_id,
                     host=call.host.name,
-                    path=r["path"],
-                    entries=[FileEntryInfo(**e) for e in r["entries"]],
-                    truncated=r["truncated"],
+                    path=r.path,
+                    entries=[FileEntryInfo.model_validate(e, from_attributes=True) for e in r.entries],
+                    truncated=r.truncated,
                     audit_id=audit_id,
                 )
-
-            return run_host_call(
-                "ssh_list_files",
-                caller,
-                body,
-                session_id=session_id,
-                host_name=host,
-                audit_fields={"remote_path": remote_path},
-                permission="read",
-            )
 
         return await serve(work, render.list_files, response_format)
 
@@ -677,22 +633,13 @@ class Tools:
         caller = self.caller(ctx)
 
         def work() -> DisconnectResult:
-            def body(call: HostCall) -> DisconnectResult:
-                assert call.host is not None
-                envelope = get_dispatcher().call("disconnect", {"session_id": session_id})
-                if not envelope["ok"]:
-                    call.fail(envelope["message"])
-                audit_id = call.complete(Status.OK)
+            with host_call(
+                "ssh_disconnect", caller, session_id=session_id, permission=Permission.DISCONNECT
+            ) as call:
+                r = call.disconnect()
                 return DisconnectResult(
-                    session_id=session_id,
-                    host=call.host.name,
-                    was_open=envelope["result"]["was_open"],
-                    audit_id=audit_id,
+                    session_id=session_id, host=call.host.name, was_open=r.was_open, audit_id=call.complete()
                 )
-
-            return run_host_call(
-                "ssh_disconnect", caller, body, session_id=session_id, host_name=None, permission="disconnect"
-            )
 
         return await serve(work, render.disconnect, response_format)
 
@@ -740,32 +687,31 @@ def offered_only(
 
 
 def audit_refusal(caller: Caller, tool: str, problem: str, arguments: dict[str, Any]) -> None:
-    """The denied row of a refused call, with what it asked for, as ``HostCall`` records a denial."""
+    """The denied row of a refused call, with what it asked for, as ``host_call`` records a denial."""
 
     def text(name: str) -> str:
         value = arguments.get(name)
         return value if isinstance(value, str) else ""
 
     host = Host.objects.filter(name=text("host")).first() if text("host") else None
-    event_id = writer.begin(
-        tool=tool,
-        actor=caller.actor,
-        client=caller.client_name,
-        oauth_issuer=caller.oauth_issuer,
-        oauth_subject=caller.oauth_subject,
-        transport=caller.transport,
-        host=host,
-        session_id=text("session_id")[:64],
-        command=text("command"),
-        working_directory=text("working_directory"),
-        remote_path=text("remote_path"),
-        local_path=text("local_path"),
-        details={
-            "tool_not_offered": True,
-            **({"host_requested": text("host")[:100]} if text("host") else {}),
-        },
-    )
-    writer.complete(event_id, status=Status.DENIED, error=problem)
+    with contextlib.suppress(CallRefused):  # the caller raises the refusal itself
+        refuse(
+            tool,
+            caller,
+            problem,
+            host=host,
+            session_id=text("session_id")[:64],
+            audit=AuditFields(
+                command=text("command"),
+                working_directory=text("working_directory"),
+                remote_path=text("remote_path"),
+                local_path=text("local_path"),
+            ),
+            details={
+                "tool_not_offered": True,
+                **({"host_requested": text("host")[:100]} if text("host") else {}),
+            },
+        )
 
 
 def register(server: MCPServer, transport: str, client: ClientRef | None) -> Tools:

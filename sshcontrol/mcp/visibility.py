@@ -7,7 +7,7 @@ write grant anywhere, no ``ssh_upload_file``; no sudo anywhere, no ``sudo`` argu
 granted. A call to a tool not offered is refused and audited as ``denied`` (``refuse``).
 
 This only narrows what a caller is shown; every call is still authorized in full per host
-by ``HostCall`` (``sshcontrol.mcp.calls``), so a list out of date by the access cache's
+by ``host_call`` (``sshcontrol.hostcall``), so a list out of date by the access cache's
 second can show too much or too little, never let through too much. The list varies by the
 authorization on the request, as the MCP specification allows; its results are marked
 private to that authorization (the SDK's default cache scope).

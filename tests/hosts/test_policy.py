@@ -12,6 +12,7 @@ from hosts.policy import (
     Decision,
     PatternError,
     Rule,
+    Verdict,
     allow_listed,
     compile_pattern,
     decide,
@@ -106,13 +107,15 @@ def test_it_splits_commands_into_segments(command: str, expected: tuple[str, ...
 
 
 def test_it_allows_an_allow_listed_command() -> None:
-    assert decide("ls -la /tmp", [LS, RM_RF], True) == Decision("allow", "command allowed by the allow-list")
+    assert decide("ls -la /tmp", [LS, RM_RF], True) == Decision(
+        Verdict.ALLOW, "command allowed by the allow-list"
+    )
 
 
 def test_it_lets_deny_beat_allow() -> None:
     allow_everything = Rule("allow", ".*", "grant 1")
     decision = decide("rm -rf /", [allow_everything, RM_RF], True)
-    assert decision == Decision("deny", r"command denied by rule /rm\s+-rf/ (host web1)", RM_RF)
+    assert decision == Decision(Verdict.DENY, r"command denied by rule /rm\s+-rf/ (host web1)", RM_RF)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +197,7 @@ def test_it_names_the_segment_that_is_not_allowed() -> None:
 
 def test_it_asks_for_approval_when_an_approve_rule_matches() -> None:
     assert decide("sudo reboot", [REBOOT], False) == Decision(
-        "approve", "command requires an admin's approval by rule /reboot|shutdown/ (tag prod)", REBOOT
+        Verdict.APPROVE, "command requires an admin's approval by rule /reboot|shutdown/ (tag prod)", REBOOT
     )
     assert verdict("uptime; reboot", [REBOOT], allow_list_required=False) == "approve"
     assert verdict("uptime $(reboot)", [REBOOT], allow_list_required=False) == "approve"
@@ -210,20 +213,20 @@ def test_it_lets_deny_beat_approve() -> None:
 
 
 def test_it_allows_anything_not_denied_without_an_allow_list() -> None:
-    assert decide("uptime", [RM_RF], False) == Decision("allow", "command allowed")
+    assert decide("uptime", [RM_RF], False) == Decision(Verdict.ALLOW, "command allowed")
     assert verdict("uptime", [], allow_list_required=False) == "allow"
 
 
 def test_it_denies_everything_when_an_allow_list_is_required_but_empty() -> None:
     assert decide("ls", [RM_RF], True) == Decision(
-        "deny", "command is not on the allow-list: no allow rules apply here"
+        Verdict.DENY, "command is not on the allow-list: no allow rules apply here"
     )
     assert not allow_listed([], "ls")
 
 
 @pytest.mark.parametrize("command", ["", "   ", "\n\r\n\t", "\x00\x01", "\\\n"])
 def test_it_denies_an_empty_command(command: str) -> None:
-    assert decide(command, [Rule("allow", ".*", "grant 1")], False) == Decision("deny", "empty command")
+    assert decide(command, [Rule("allow", ".*", "grant 1")], False) == Decision(Verdict.DENY, "empty command")
 
 
 def test_it_fails_closed_on_a_pattern_that_no_longer_compiles() -> None:

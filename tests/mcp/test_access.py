@@ -202,7 +202,7 @@ def test_it_loads_the_host_of_a_session_in_one_query(as_client: AsClient, make_h
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from sshcontrol.mcp.calls import session_row
+    from sshcontrol.targets import session_row
 
     web = make_host("web1", tags=["prod", "web"])
     session = as_client("agent", tags=["prod"]).ok("ssh_connect", host="web1")["session_id"]

@@ -18,8 +18,9 @@ from audit.models import AuditEvent
 from hosts.models import Host
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.holders import current_worker
-from sshcontrol.mcp.calls import resolve
 from sshcontrol.models import SshSession
+from sshcontrol.targets import resolve
+from sshcontrol.taskspec import Owner
 from sshlib.sessions import registry
 from tests.database import database_url
 
@@ -61,8 +62,7 @@ def other_process_row(session_id: str = "box-0ther") -> SshSession:
 @pytest.mark.django_db
 def test_it_terminates_a_session_held_by_this_process_through_dispatch(admin_client, make_host):
     host = make_host("box")
-    envelope = get_dispatcher().call("connect", {"host_id": host.pk, "actor": "claude"})
-    session_id = envelope["result"]["session_id"]
+    session_id = get_dispatcher().connect(host.pk, Owner("claude")).session_id
     assert registry.get(session_id) is not None
     assert SshSession.objects.get(session_id=session_id).worker == current_worker()
 

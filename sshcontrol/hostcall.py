@@ -1,0 +1,490 @@
+"""One audited call that touches a host, from its audit row's opening to its completion.
+
+``host_call`` resolves the host or session the call names, authorizes it
+(``hosts.access.authorize``), opens the audit row before anything reaches the host, and
+yields a :class:`HostCall` whose methods dispatch the work (``sshcontrol/dispatch.py``) and
+complete the row. However the block ends, the row is completed: a refusal or a failure
+raises :class:`CallRefused` with one line for the caller (only the MCP layer turns it into
+a ``ToolError``); anything unexpected is recorded as an internal error and re-raised.
+
+Used by the MCP tools, the admin's Test connection and Terminate, and the ad-hoc refusal.
+The row is written before acting and completed after, so a crash in between leaves a
+``running`` row that the next start marks interrupted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+from django.db import connection, transaction
+
+from audit import writelock, writer
+from audit.models import AuditEvent
+from hosts.access import (
+    Authorization,
+    ClientAccess,
+    Permission,
+    access_for,
+    authorize,
+    hidden_reason,
+    sudo_exposure,
+    unavailable,
+)
+from hosts.models import Host
+from hosts.policy import Decision
+from sshcontrol import calllog, durable, metrics
+from sshcontrol.caller import Caller
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
+from sshcontrol.dispatch import Dispatcher, get_dispatcher
+from sshcontrol.limits import LimitExceeded, check_limits
+from sshcontrol.models import SshSession
+from sshcontrol.targets import Target, resolve, reusable_session
+from sshcontrol.taskspec import (
+    CommandSpec,
+    Connected,
+    Disconnected,
+    DispatchError,
+    Downloaded,
+    DownloadSpec,
+    Executed,
+    Failure,
+    Listed,
+    ListSpec,
+    Owner,
+    ProgressFn,
+    Uploaded,
+    UploadSpec,
+)
+from sshlib.sessions import CLIENT_CANCEL
+
+Status = AuditEvent.Status
+R = TypeVar("R", Executed, Uploaded, Downloaded, Listed)
+
+
+class CallRefused(Exception):
+    """The call stopped before or instead of its work; its audit row is complete."""
+
+    def __init__(self, message: str, status: str = Status.ERROR, event_id: int = 0) -> None:
+        self.message = message
+        self.status = status
+        self.event_id = event_id  # the call's audit row (0 when none could be written)
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class AuditFields:
+    """What the call's audit row opens with, besides who and where."""
+
+    command: str = ""
+    working_directory: str = ""
+    stdin: str | None = None  # only the caller's: a sudo password is added later, by the holder
+    remote_path: str = ""
+    local_path: str = ""
+
+    @classmethod
+    def of(cls, spec: CommandSpec) -> AuditFields:
+        return cls(command=spec.command, working_directory=spec.working_directory or "", stdin=spec.stdin)
+
+
+@dataclass
+class HostCall:
+    """One audited call inside ``host_call``: ``host`` is known; the session is opened on demand."""
+
+    tool: str
+    caller: Caller
+    host: Host
+    event_id: int
+    authorization: Authorization
+    _session_id: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+    completed: bool = False
+
+    @property
+    def decision(self) -> Decision | None:
+        """For commands: the policy's verdict (allow, or approve: a denial never gets here)."""
+        return self.authorization.decision
+
+    @property
+    def session_id(self) -> str:
+        """The call's session: the one it names, else the caller's reusable one, else a new one."""
+        if self._session_id is None:
+            self._session_id = self._reuse_or_open()
+        return self._session_id
+
+    @property
+    def open_session_id(self) -> str:
+        """The session the call has so far, without opening one ("" when none yet)."""
+        return self._session_id or ""
+
+    # -- dispatching ---------------------------------------------------------------------------
+
+    def open_new(self) -> Connected:
+        """Open a fresh session for the call (never one the caller left open)."""
+        try:
+            connected = _dispatcher().connect(self.host.pk, self._owner())
+        except DispatchError as exc:
+            self.fail(exc.message)
+        self._session_id = connected.session_id
+        self.details["session_opened"] = True
+        self.details["host_key_fingerprint"] = connected.host_key_fingerprint
+        return connected
+
+    def reuse(self, session_id: str) -> Connected:
+        """Re-attach to the caller's open session ``session_id`` of this host."""
+        try:
+            connected = _dispatcher().connect(self.host.pk, self._owner(), session_id=session_id)
+        except DispatchError as exc:
+            self.fail(exc.message)
+        self._session_id = session_id
+        return connected
+
+    def execute(
+        self, spec: CommandSpec, *, call_id: str = "", progress: ProgressFn | None = None
+    ) -> Executed:
+        return self._on_session(
+            lambda d, sid: d.execute(
+                sid, spec, call_id=call_id, progress=progress, audit_event_id=self.event_id
+            )
+        )
+
+    def upload(self, spec: UploadSpec) -> Uploaded:
+        return self._on_session(lambda d, sid: d.upload(sid, spec))
+
+    def download(self, spec: DownloadSpec) -> Downloaded:
+        return self._on_session(lambda d, sid: d.download(sid, spec))
+
+    def list_files(self, spec: ListSpec) -> Listed:
+        return self._on_session(lambda d, sid: d.list_files(sid, spec))
+
+    def disconnect(self, reason: str = "closed by the client") -> Disconnected:
+        try:
+            return _dispatcher().disconnect(self.session_id, reason)
+        except DispatchError as exc:
+            self.fail(exc.message)
+
+    def _owner(self) -> Owner:
+        return Owner(self.caller.actor, self.caller.client_id)
+
+    def _reuse_or_open(self) -> str:
+        host, caller = self.host, self.caller
+        candidate = retrying(lambda: reusable_session(host, caller), "finding a session to reuse")
+        return candidate or self.open_new().session_id
+
+    def _on_session(self, run: Callable[[Dispatcher, str], R]) -> R:
+        """Run on the call's session; a host-named call whose reusable session went stale opens a new one."""
+        auto = self._session_id is None
+        session_id = self.session_id
+        try:
+            done = run(_dispatcher(), session_id)
+        except DispatchError as exc:
+            if exc.kind is not Failure.SESSION_NOT_FOUND:
+                self._dispatch_failed(exc)
+            retrying(
+                lambda: SshSession.objects.filter(session_id=session_id).mark_lost(
+                    "not held by any live process"
+                ),
+                "marking the session lost",
+            )
+            if not auto:
+                self.fail(exc.message)
+            try:
+                done = run(_dispatcher(), self.open_new().session_id)
+            except DispatchError as again:
+                self._dispatch_failed(again)
+        if done.reconnected:
+            self.details["reconnected"] = True
+        return done
+
+    def _dispatch_failed(self, exc: DispatchError) -> NoReturn:
+        # A worker that died mid-call, or a broker that vanished once the call was sent,
+        # leaves the outcome unknown: that is an interruption, not an error.
+        self.fail(exc.message, Status.INTERRUPTED if exc.kind.outcome_unknown else Status.ERROR)
+
+    # -- completing ----------------------------------------------------------------------------
+
+    def fail(self, message: str, status: str = Status.ERROR, *, audit_error: str = "") -> NoReturn:
+        """Complete the audit row as failed and stop the call with a one-line error.
+
+        ``audit_error`` is recorded instead of ``message`` where the message hides the reason.
+        """
+        calllog.note_status(status)
+        error = audit_error or message
+        event_id, details = self.event_id, self.details
+        session_id = self._session_id
+        with metrics.audit_write("complete"):
+            durable.complete(
+                event_id,
+                lambda: writer.complete(
+                    event_id, status=status, error=error, session_id=session_id, details=details
+                ),
+            )
+        self.completed = True
+        raise CallRefused(message, status, event_id)
+
+    def complete(
+        self, status: str = Status.OK, *, file_size: int | None = None, file_sha256: str = ""
+    ) -> int:
+        """Complete the audit row of a call that did its work; returns the row's id."""
+        return self._complete(
+            status,
+            lambda: writer.complete(
+                self.event_id,
+                status=status,
+                session_id=self._session_id,
+                reconnected=bool(self.details.get("reconnected")),
+                details=self.details,
+                file_size=file_size,
+                file_sha256=file_sha256,
+            ),
+            command_ran=False,
+        )
+
+    def complete_execution(self, executed: Executed) -> int:
+        """Complete the row of a command that ran, from what the holder returned."""
+        run = executed.run
+        status = Status.TIMEOUT if run.timed_out else Status.INTERRUPTED if run.cancelled else Status.OK
+        return self._complete(
+            status,
+            lambda: writer.complete_command(
+                self.event_id,
+                run,
+                status=status,
+                error=(executed.cancel_reason or CLIENT_CANCEL) if run.cancelled else "",
+                session_id=self._session_id,
+                reconnected=bool(self.details.get("reconnected")),
+                details=self.details,
+            ),
+            command_ran=True,
+        )
+
+    def _complete(self, status: str, write_row: Callable[[], None], *, command_ran: bool) -> int:
+        """Complete the audit row and record the session's use, in one transaction (one commit)."""
+        calllog.note_status(status)
+        session_id = self._session_id
+
+        def write() -> None:
+            with writelock.serialized(connection), transaction.atomic():
+                write_row()
+                if session_id:
+                    SshSession.objects.touch(session_id, command_ran=command_ran)
+
+        with metrics.audit_write("complete"):
+            durable.complete(self.event_id, write)
+        self.completed = True
+        return self.event_id
+
+    def crash(self, exc: BaseException) -> None:
+        """Complete the row of a call that stopped on something unexpected (or the database)."""
+        calllog.note_status(Status.ERROR)
+        # The database staying away on the call's path (before its command started) is no
+        # internal error: say so, to the client and in the row.
+        error = str(exc) if isinstance(exc, DatabaseUnavailable) else f"internal error: {type(exc).__name__}"
+        event_id, session_id = self.event_id, self._session_id
+        durable.complete(
+            event_id,
+            lambda: writer.complete(event_id, status=Status.ERROR, session_id=session_id, error=error),
+        )
+        self.completed = True
+
+
+@contextmanager
+def host_call(
+    tool: str,
+    caller: Caller,
+    *,
+    session_id: str | None = None,
+    host_name: str | None = None,
+    permission: Permission = Permission.CONNECT,
+    audit: AuditFields = AuditFields(),
+    sudo: bool = False,
+    details: dict[str, Any] | None = None,
+    target: Target | None = None,
+) -> Iterator[HostCall]:
+    """Open the audited call (refused calls raise ``CallRefused``, row completed) and complete it after.
+
+    ``target`` is given by callers that found the session themselves (the admin's Terminate).
+
+    A block that returns without completing the row has a bug: the row is completed as an
+    internal error rather than left running.
+    """
+    opening = _Opening(tool, caller, session_id, host_name, permission, audit, sudo, dict(details or {}))
+    call = opening.begin(target)
+    try:
+        yield call
+    except CallRefused as exc:
+        if not call.completed:
+            call.fail(exc.message, exc.status)
+        raise
+    except BaseException as exc:
+        if not call.completed:
+            call.crash(exc)
+        if isinstance(exc, DatabaseUnavailable):
+            raise CallRefused(str(exc)) from None
+        raise
+    if not call.completed:
+        call.crash(RuntimeError("the call ended without completing its audit row"))
+
+
+@dataclass
+class _Opening:
+    """Everything before the call's row is open: target, grants, limits, and the row itself."""
+
+    tool: str
+    caller: Caller
+    session_id: str | None
+    host_name: str | None
+    permission: Permission
+    audit: AuditFields
+    sudo: bool
+    details: dict[str, Any]
+    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # The true reason of a refusal whose message hides it from the client (for the audit row).
+    audit_error: str = ""
+
+    def begin(self, target: Target | None) -> HostCall:
+        try:
+            if target is None:
+                target = retrying(
+                    lambda: resolve(self.session_id, self.host_name, self.caller.client_id),
+                    "finding the host",
+                )
+            authorization, problem, status = self.check(target)
+        except DatabaseUnavailable as exc:
+            if self.host_name:
+                self.details["host_requested"] = self.host_name[:100]
+            found = target or Target(None, self.session_id)
+            # Recorded once the database is back; fail closed: nothing ran.
+            durable.refuse(exc, **self.row_fields(found.host, found.session_id))
+            raise CallRefused(f"{exc}; nothing was run") from None
+        if target.host is None and self.host_name:
+            self.details["host_requested"] = self.host_name[:100]
+        if authorization.sudo_exposed_to:
+            self.details["sudo_exposed_to"] = list(authorization.sudo_exposed_to)
+        try:
+            with metrics.audit_write("begin"):
+                event_id = durable.begin(**self.row_fields(target.host, target.session_id))
+        except DatabaseUnavailable as exc:
+            raise CallRefused(f"{exc}; nothing was run") from None
+        calllog.note_audit(event_id, target.host.name if target.host else (self.host_name or ""))
+        call = HostCall(
+            self.tool,
+            self.caller,
+            # A call without a host is refused just below, or is the admin's Terminate of a session
+            # whose host was removed: the stand-in only names it and is never saved or dispatched to.
+            target.host or Host(name=self.host_name or ""),
+            event_id,
+            authorization,
+            target.session_id,
+            self.details,
+        )
+        if problem:
+            call.fail(problem, status, audit_error=self.audit_error)
+        return call
+
+    def check(self, target: Target) -> tuple[Authorization, str, str]:
+        """The authorization, and the refusal (with its audit status) if the call may not go on."""
+        problem, status = target.problem, target.problem_status
+        if self.host_name and not self.session_id and self.caller.client_id is not None:
+            problem, status = retrying(
+                lambda: self.hide_unavailable(target, problem, status), "checking the grants"
+            )
+        if problem or target.host is None:
+            return Authorization(), problem, status
+        host = target.host
+        authorization = retrying(lambda: self.authorize(host, target.session_id), "checking the grants")
+        return authorization, authorization.refusal, Status.DENIED
+
+    def hide_unavailable(self, target: Target, problem: str, status: str) -> tuple[str, str]:
+        """A host-named call: refuse an unregistered and an ungranted host with the same words.
+
+        The client's own state comes first, so a disabled client learns nothing about hosts either.
+        """
+        assert self.caller.client_id is not None and self.host_name is not None
+        access = access_for(self.caller.client_id)
+        if access.problem:
+            return access.problem, Status.DENIED
+        reason = hidden_reason(access, self.host_name, target.host)
+        if not reason:
+            return problem, status  # granted: the client may know it (and that it is disabled)
+        self.audit_error = reason
+        # The audit status stays true too: an unknown name is an error, an ungranted host a denial.
+        return unavailable(self.host_name, access.name), status if target.host is None else Status.DENIED
+
+    def authorize(self, host: Host, session_id: str | None) -> Authorization:
+        if self.caller.client_id is None:
+            return Authorization()  # a signed-in admin's own action (Test connection)
+        access = access_for(self.caller.client_id)
+        decided = authorize(access, host, self.permission, command=self.audit.command, sudo=self.sudo)
+        if decided.audit_error:
+            self.audit_error = decided.audit_error
+        if decided.allowed and self.permission is not Permission.DISCONNECT:
+            return _within_limits(access, decided, opening_session=session_id is None)
+        return decided
+
+    def row_fields(self, host: Host | None, session_id: str | None) -> dict[str, Any]:
+        """What the call's audit row opens with."""
+        fields = asdict(self.audit)
+        if fields["stdin"] is None:
+            del fields["stdin"]
+        return {
+            "tool": self.tool,
+            "actor": self.caller.actor,
+            "client": self.caller.client_name,
+            "oauth_issuer": self.caller.oauth_issuer,
+            "oauth_subject": self.caller.oauth_subject,
+            "transport": self.caller.transport,
+            "host": host,
+            "session_id": session_id or "",
+            "request_id": self.request_id,
+            "details": self.details,
+            **fields,
+        }
+
+
+def refuse(
+    tool: str,
+    caller: Caller,
+    message: str,
+    *,
+    host: Host | None = None,
+    session_id: str = "",
+    audit: AuditFields = AuditFields(),
+    details: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Record a call refused before it was looked at any further (denied), and stop it."""
+    opening = _Opening(
+        tool, caller, session_id or None, None, Permission.CONNECT, audit, False, dict(details or {})
+    )
+    HostCall(
+        tool,
+        caller,
+        host or Host(),
+        durable.begin(**opening.row_fields(host, session_id)),
+        Authorization(message),
+        session_id or None,
+        opening.details,
+    ).fail(message, Status.DENIED)
+
+
+def _within_limits(access: ClientAccess, decided: Authorization, *, opening_session: bool) -> Authorization:
+    try:
+        check_limits(access, opening_session=opening_session)
+    except LimitExceeded as exc:
+        return Authorization(str(exc), decision=decided.decision)
+    return decided
+
+
+def recheck_sudo(call: HostCall) -> None:
+    """Refuse (denied) a sudo command whose password a grant changed meanwhile would expose."""
+    exposed, to = sudo_exposure(call.host)
+    if exposed:
+        call.details["sudo_exposed_to"] = list(to)
+        call.fail(exposed, Status.DENIED)
+
+
+def _dispatcher() -> Dispatcher:
+    return get_dispatcher()
