@@ -24,6 +24,7 @@ from django.db import connection, transaction
 
 from audit import writelock, writer
 from audit.models import AuditEvent
+from hosts import approvals
 from hosts.access import (
     Authorization,
     ClientAccess,
@@ -34,11 +35,12 @@ from hosts.access import (
     sudo_exposure,
     unavailable,
 )
+from hosts.access_models import ApprovalRequest
 from hosts.models import Host
 from hosts.policy import Decision
 from sshcontrol import calllog, durable, metrics
 from sshcontrol.caller import Caller
-from sshcontrol.dbretry import DatabaseUnavailable, retrying
+from sshcontrol.dbretry import DatabaseUnavailable, complete_eventually, retrying
 from sshcontrol.dispatch import Dispatcher, get_dispatcher
 from sshcontrol.limits import LimitExceeded, check_limits
 from sshcontrol.models import SshSession
@@ -150,6 +152,36 @@ class HostCall:
                 sid, spec, call_id=call_id, progress=progress, audit_event_id=self.event_id
             )
         )
+
+    def run_command(
+        self,
+        spec: CommandSpec,
+        *,
+        call_id: str = "",
+        progress: ProgressFn | None = None,
+        approval: ApprovalRequest | None = None,
+    ) -> Executed:
+        """Run the command on the call's session and complete its audit row (row id: ``event_id``).
+
+        ``approval``, the request it ran under, is recorded as run. A run cancelled by
+        anything but the client (a worker shutting down) is refused with that reason
+        rather than returned as a normal-looking result.
+        """
+        executed = self.execute(spec, call_id=call_id, progress=progress)
+        audit_id = self.complete_execution(executed)
+        if approval is not None:
+            done = approval
+            complete_eventually(
+                lambda: approvals.finish(done, audit_id), f"recording approval request {done.pk} as run"
+            )
+        if executed.run.cancelled and executed.cancel_reason not in ("", CLIENT_CANCEL):
+            raise CallRefused(
+                f"{executed.cancel_reason} (audit row {audit_id}); the next call on the session re-opens it "
+                "on a live worker",
+                Status.INTERRUPTED,
+                audit_id,
+            )
+        return executed
 
     def upload(self, spec: UploadSpec) -> Uploaded:
         return self._on_session(lambda d, sid: d.upload(sid, spec))

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
+from mcp.server.mcpserver.exceptions import ToolError
 
 from hosts.access_models import McpClient
 from hosts.clients import authenticate, local_client
@@ -84,3 +85,10 @@ def caller_for(ctx: Any, transport: str, fixed: ClientRef | None) -> Caller:
         oauth_issuer=getattr(token, "oauth_issuer", None),
         oauth_subject=getattr(token, "oauth_subject", None),
     )
+
+
+def own_client(caller: Caller) -> int:
+    """The caller's client id; every MCP caller has one (only admin actions go without)."""
+    if caller.client_id is None:
+        raise ToolError("this call needs an MCP client identity")
+    return caller.client_id

@@ -43,9 +43,9 @@ from sshcontrol.hostcall import AuditFields, CallRefused, host_call, refuse
 from sshcontrol.mcp import render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import await_decision, held_back
+from sshcontrol.mcp.approved_runs import checked_timeout, run_approved
 from sshcontrol.mcp.hostlist import empty_reason
-from sshcontrol.mcp.identity import ClientRef, caller_for
-from sshcontrol.mcp.runs import checked_timeout, own_client, run_approved, run_command
+from sshcontrol.mcp.identity import ClientRef, caller_for, own_client
 from sshcontrol.mcp.schemas import (
     ApprovalStatusResult,
     ConnectResult,
@@ -376,7 +376,10 @@ class Tools:
                     approval = await_decision(call, spec, reason or "", notify, cancelled)
                     if approval.state == ApprovalRequest.State.PENDING:
                         return held_back(call, spec, approval)
-                return run_command(call, spec, call_id=call_id, progress=progress, approval=approval)
+                executed = call.run_command(spec, call_id=call_id, progress=progress, approval=approval)
+                return ExecuteResult.of(
+                    call.session_id, call.host.name, command, executed.run, call.event_id, approval=approval
+                )
 
         def on_cancel() -> None:
             cancelled.set()
