@@ -44,7 +44,7 @@ RECONNECT_SECONDS = 3.0
 # How long a new call waits for the listener's subscription before saying the store is down.
 READY_SECONDS = 3.0
 
-ProgressFn = Callable[[dict[str, Any]], None]
+MetaCallback = Callable[[dict[str, Any]], None]
 Meta = dict[str, Any]
 
 
@@ -98,11 +98,11 @@ class RedisResults(RedisBackend):  # type: ignore[misc]
 
 
 @dataclass(eq=False)
-class Pending:
+class AwaitedResult:
     """A sent task whose result a call is waiting for."""
 
     task_id: str
-    progress: ProgressFn | None = None
+    progress: MetaCallback | None = None
     future: Future[Meta] = field(default_factory=Future)
 
 
@@ -126,7 +126,7 @@ class ResultListener:
         # The key (and channel) of a task id: Celery's prefix, with any global key prefix.
         self._key_prefix = _text(backend.get_key_for_task("x"))[:-1]
         self.pattern = _glob_escape(self._key_prefix + self.prefix) + "*"
-        self._pending: dict[str, Pending] = {}
+        self._pending: dict[str, AwaitedResult] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._stop = threading.Event()
@@ -144,14 +144,14 @@ class ResultListener:
                     self._thread.start()
         return self._subscribed.wait(timeout)
 
-    def expect(self, progress: ProgressFn | None = None) -> Pending:
+    def expect(self, progress: MetaCallback | None = None) -> AwaitedResult:
         """Register a new task id; call before sending the task so its result cannot be missed."""
-        pending = Pending(f"{self.prefix}{next(self._ids)}", progress)
+        pending = AwaitedResult(f"{self.prefix}{next(self._ids)}", progress)
         with self._lock:
             self._pending[pending.task_id] = pending
         return pending
 
-    def discard(self, pending: Pending) -> None:
+    def discard(self, pending: AwaitedResult) -> None:
         """Stop waiting for a task (answered, given up, or never sent)."""
         with self._lock:
             self._pending.pop(pending.task_id, None)
