@@ -37,7 +37,7 @@ from hosts.policy import Verdict
 from sshcontrol import calllog, localfiles
 from sshcontrol.caller import Caller
 from sshcontrol.calllog import observed
-from sshcontrol.dbretry import retrying
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.hostcall import AuditFields, CallRefused, host_call, refuse
 from sshcontrol.mcp import render, visibility
@@ -111,6 +111,8 @@ async def serve(
         result = await in_thread(work, on_cancel=on_cancel)
     except CallRefused as exc:
         raise ToolError(exc.message) from None
+    except DatabaseUnavailable as exc:  # a read outside any host call, given up on
+        raise ToolError(str(exc)) from None
     return respond(result, markdown(result), response_format)
 
 
@@ -176,7 +178,7 @@ class Tools:
         and your open sessions on each. Use a host's name with ssh_connect or directly with ssh_execute."""
         caller = self.caller(ctx)
 
-        def work() -> HostList:
+        def listing() -> HostList:
             access = access_for(own_client(caller))
             hosts = visible_hosts(access, list_hosts(tag=tag, search=search))
             open_by_host: dict[int, list[str]] = {}
@@ -201,6 +203,10 @@ class Tools:
             ]
             note = "" if infos else empty_reason(access, filtered=bool(tag or search))
             return HostList(hosts=infos, count=len(infos), note=note)
+
+        def work() -> HostList:
+            # Read-only from start to end: a database that drops away is ridden out by running it again.
+            return retrying(listing, "listing your hosts")
 
         return await serve(work, render.host_list, response_format)
 
