@@ -2,9 +2,10 @@
 
 Ciphertexts are stock Fernet tokens (AES-128-CBC + HMAC-SHA256) behind a
 self-describing prefix, ``sshc:v1:``, so a stored value says how it was made and a
-plaintext that slipped in can be told apart. Keys come from ``SSHCONTROL_FIELD_KEYS``
-(comma-separated, newest first) or the file named by ``SSHCONTROL_FIELD_KEYS_FILE``;
-on the embedded default a key file is generated in the data directory (mode 0600).
+plaintext that slipped in can be told apart. Keys come from ``settings.FIELD_KEYS``
+(``SSHCONTROL_FIELD_KEYS`` or the file named by ``SSHCONTROL_FIELD_KEYS_FILE``:
+comma-separated, newest first); on the embedded default a key file is generated in
+``settings.DATA_DIR`` (mode 0600).
 MultiFernet decrypts with any listed key and encrypts with the first, which is what
 ``rotate_field_keys`` relies on.
 """
@@ -15,11 +16,12 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-
-from sshcontrol.datadir import ensure_data_dir
-from sshcontrol.env import envsecret
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,10 @@ class DecryptionError(Exception):
 
 
 def key_file_path() -> Path:
-    return ensure_data_dir() / KEY_FILE_NAME
+    directory = Path(settings.DATA_DIR)
+    # Made as the project makes the data directory on first use: owner only.
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return directory / KEY_FILE_NAME
 
 
 def _embedded_keys() -> list[str]:
@@ -54,7 +59,7 @@ def _split(raw: str) -> list[str]:
 
 
 def configured_keys() -> list[str]:
-    raw = envsecret("SSHCONTROL_FIELD_KEYS")
+    raw: str = settings.FIELD_KEYS
     return _split(raw) if raw else _embedded_keys()
 
 
@@ -69,8 +74,15 @@ def _fernet() -> MultiFernet:
 
 
 def reset_keys() -> None:
-    """Forget cached keys (after rotation, or in tests that change the environment)."""
+    """Forget cached keys (after rotation, or in tests that change the keys)."""
     _fernet.cache_clear()
+
+
+@receiver(setting_changed)
+def _forget_keys_on_change(*, setting: str, **kwargs: Any) -> None:
+    # A test's override_settings(FIELD_KEYS=...) must not keep encrypting with the old keys.
+    if setting in ("FIELD_KEYS", "DATA_DIR"):
+        reset_keys()
 
 
 def is_encrypted(value: str) -> bool:

@@ -5,8 +5,10 @@ for a session must reach that memory. Prefork children do not share memory (a se
 opened in one child is invisible to the others) and paramiko transports do not survive
 fork, so each worker is one process with many threads.
 
-Without ``SSHCONTROL_BROKER_URL`` the app is configured for ``memory://`` and never used:
-the embedded dispatcher calls the task functions directly.
+The app is configured from Django settings (``settings.BROKER_URL``,
+``settings.RESULT_BACKEND``), which read the environment; this module reads none itself.
+Without a broker URL the app is configured for ``memory://`` and never used: the embedded
+dispatcher calls the task functions directly.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import os
 
 from celery import Celery, Task
 from celery.signals import celeryd_init
+from django.conf import settings
 
 from sshcontrol.filemodes import restrict_umask
 
+# `celery -A sshcontrol worker` imports this module before anything has configured Django.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sshcontrol.settings")
 
-_broker = os.environ.get("SSHCONTROL_BROKER_URL") or "memory://"
+_broker: str = settings.BROKER_URL or "memory://"
 
 
 _REDIS = ("redis://", "rediss://")
@@ -31,7 +35,7 @@ _REDIS_RESULTS = "sshcontrol.redis_results:RedisResults+"
 
 
 def _result_backend() -> str | None:
-    configured = os.environ.get("SSHCONTROL_RESULT_BACKEND") or ""
+    configured: str = settings.RESULT_BACKEND or ""
     if configured.startswith(_REDIS):
         return _REDIS_RESULTS + configured
     if configured:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,13 +36,13 @@ def ssh_keygen_fingerprint(path: Path) -> str:
 
 
 @pytest.fixture
-def field_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
-    """``field_keys("NEW,OLD")`` switches SSHCONTROL_FIELD_KEYS; the suite's keys come back afterwards."""
+def field_keys(settings: Any) -> Iterator[Callable[[str], None]]:
+    """``field_keys("NEW,OLD")`` switches settings.FIELD_KEYS; the suite's keys come back afterwards."""
 
     def use(keys: str) -> None:
-        monkeypatch.setenv("SSHCONTROL_FIELD_KEYS", keys)
+        settings.FIELD_KEYS = keys
         crypto.reset_keys()
 
     yield use
-    monkeypatch.undo()
+    # pytest-django restores the setting after this fixture ends; forget the keys read meanwhile.
     crypto.reset_keys()
