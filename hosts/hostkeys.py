@@ -2,13 +2,14 @@
 
 Every change of a key's state goes through one of these functions so that who approved
 a key, and when, is always recorded the same way (admin actions and the ``hosts``
-command both call them).
+command both call them). ``scan`` is the one way both fetch the keys a server offers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -58,6 +59,32 @@ def record_seen(
             defaults = {"key_type": key_type, "public_key": public_key, "state": HostKey.State.PENDING}
         key, _created = HostKey.objects.get_or_create(host=host, fingerprint=fingerprint, defaults=defaults)
         return key
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """The keys a scan stored for a host, or why it could not scan."""
+
+    host: Host
+    keys: tuple[HostKey, ...] = ()
+    error: str = ""
+
+
+def scan(host: Host) -> ScanOutcome:
+    """Fetch the host keys the server offers and store new ones as pending (known keys keep their state)."""
+    # Imported here: the SSH library (paramiko) is not needed to render admin pages or run
+    # the other ``hosts`` subcommands.
+    from sshlib.connect import scan_host_keys
+    from sshlib.errors import SshError
+
+    try:
+        seen = scan_host_keys(host.address, host.port, timeout=float(settings.CONNECT_TIMEOUT))
+    except SshError as exc:
+        return ScanOutcome(host, error=f"cannot scan {host.address}:{host.port}: {exc}")
+    if not seen:
+        return ScanOutcome(host, error=f"{host.address}:{host.port} offered no host keys")
+    keys = tuple(record_seen(host, s.key_type, s.public_key, s.fingerprint) for s in seen)
+    return ScanOutcome(host, keys)
 
 
 def _locked_key(host: Host, fingerprint: str) -> HostKey:

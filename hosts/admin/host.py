@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import connections
@@ -128,31 +126,6 @@ def for_each_host(hosts: Sequence[Host], work: Callable[[Host], _R]) -> list[_R]
 
     with ThreadPoolExecutor(max_workers=min(ACTION_THREADS, len(hosts))) as pool:
         return list(pool.map(in_thread, hosts))
-
-
-@dataclass(frozen=True)
-class ScanOutcome:
-    """The keys a scan stored for a host, or why it could not scan."""
-
-    host: Host
-    keys: tuple[HostKey, ...] = ()
-    error: str = ""
-
-
-def scan_and_record(host: Host) -> ScanOutcome:
-    """Fetch the host keys the server offers and store new ones as pending (known keys keep their state)."""
-    # Imported here: the SSH runtime (paramiko) is not needed to render admin pages.
-    from sshlib.connect import scan_host_keys
-    from sshlib.errors import SshError
-
-    try:
-        seen = scan_host_keys(host.address, host.port, timeout=float(settings.CONNECT_TIMEOUT))
-    except SshError as exc:
-        return ScanOutcome(host, error=f"cannot scan {host.address}:{host.port}: {exc}")
-    if not seen:
-        return ScanOutcome(host, error=f"{host.address}:{host.port} offered no host keys")
-    keys = tuple(hostkeys.record_seen(host, s.key_type, s.public_key, s.fingerprint) for s in seen)
-    return ScanOutcome(host, keys)
 
 
 class ConnectionTest(Protocol):
@@ -322,7 +295,7 @@ class HostAdmin(InventoryAdmin[Host]):
         hosts = list(queryset.order_by("name"))
         if self._too_many(request, hosts):
             return
-        for outcome in for_each_host(hosts, scan_and_record):
+        for outcome in for_each_host(hosts, hostkeys.scan):
             if outcome.error:
                 self.message_user(request, f"{outcome.host.name}: {outcome.error}", messages.ERROR)
                 continue

@@ -200,7 +200,7 @@ def test_it_scans_and_trusts_the_servers_host_keys(monkeypatch, sshd) -> None:
 def test_it_scans_without_logging_the_key_types_a_server_lacks(
     monkeypatch, sshd, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from hosts.admin.host import scan_and_record
+    from hosts.hostkeys import scan
 
     # The suite's sshd has no nistp384/521 keys: those handshakes end in IncompatiblePeer,
     # which paramiko logged at ERROR with a traceback before the scan moved on.
@@ -211,7 +211,7 @@ def test_it_scans_without_logging_the_key_types_a_server_lacks(
         "--password-stdin", stdin=sshd.password + "\n", monkeypatch=monkeypatch,
     )  # fmt: skip
     run("scan", "real")
-    assert scan_and_record(Host.objects.get(name="real")).error == ""  # the admin's Scan action
+    assert scan(Host.objects.get(name="real")).error == ""  # the admin's Scan action
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert loud == []
     refused = [r.getMessage() for r in caplog.records if "offers no" in r.getMessage()]

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -298,18 +297,11 @@ class Command(BaseCommand):
     # -- host keys -----------------------------------------------------------------------
 
     def scan_action(self, options: dict[str, Any]) -> None:
-        # Imported here: the SSH runtime (paramiko) is only needed by this subcommand.
-        from sshlib.connect import scan_host_keys
-        from sshlib.errors import SshError
-
         host = self._host(options["name"])
-        try:
-            seen = scan_host_keys(host.address, host.port, timeout=float(settings.CONNECT_TIMEOUT))
-        except SshError as exc:
-            raise CommandError(f"cannot scan {host.address}:{host.port}: {exc}") from None
-        if not seen:
-            raise CommandError(f"{host.address}:{host.port} offered no host keys")
-        stored = [hostkeys.record_seen(host, s.key_type, s.public_key, s.fingerprint) for s in seen]
+        outcome = hostkeys.scan(host)
+        if outcome.error:
+            raise CommandError(outcome.error)
+        stored = outcome.keys
         width = max(len(k.key_type) for k in stored)
         self.stdout.write(f"Host keys offered by {host.address}:{host.port}:")
         for key in stored:
