@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from hosts.access import Permission
-from hosts.admin.host import HostAdmin
+from hosts.admin.base import admin_url
+from hosts.admin.host import HostAdmin, HostListColumn
+from hosts.models import Host
 from sshcontrol.admin_actions import test_connection
 from sshcontrol.caller import Caller
 from sshcontrol.dispatch import get_dispatcher
@@ -216,3 +218,23 @@ class SshSessionAdmin(admin.ModelAdmin[SshSession]):
 # The host list's "Test connection" runs through the audited runtime path; installed from here so
 # that the inventory's admin does not import the runtime.
 HostAdmin.connection_tester = test_connection
+
+
+@admin.display(description="Sessions", ordering="open_sessions")
+def open_sessions_display(obj: Host) -> SafeString | int:
+    count: int = getattr(obj, "open_sessions", 0)
+    url = admin_url(
+        "admin:sshcontrol_sshsession_changelist", query=f"host__id__exact={obj.pk}&state__exact=connected"
+    )
+    if not count or url is None:
+        return count
+    return format_html('<a href="{}">{}</a>', url, count)
+
+
+# The host list's open sessions are the runtime's rows; attached from here for the same reason.
+HostAdmin.extra_columns = (
+    HostListColumn(
+        open_sessions_display,
+        {"open_sessions": Count("sessions", filter=Q(sessions__state=SshSession.State.CONNECTED))},
+    ),
+)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import connections
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -25,7 +26,6 @@ from hosts.importers.ansible import parse_inventory
 from hosts.importers.apply import CREATED, UPDATED, ImportOptions, ImportReport, apply_import
 from hosts.importers.ssh_config import parse_ssh_config
 from hosts.models import Host, HostKey
-from sshcontrol.models import SshSession
 
 
 class HostKeyInline(admin.TabularInline[HostKey, Host]):
@@ -143,6 +143,18 @@ class ConnectionTest(Protocol):
 ConnectionTester = Callable[[Host, str], ConnectionTest]  # (host, admin username) -> outcome
 
 
+@dataclass(frozen=True)
+class HostListColumn:
+    """A column of the host list that another app's admin provides.
+
+    ``display`` is an ``@admin.display`` function of a host; ``annotations`` are added to the
+    list's queryset for it to read (its ordering may name one of them).
+    """
+
+    display: Callable[[Host], Any]  # what a list cell shows: text, a number, safe HTML
+    annotations: Mapping[str, Any] = field(default_factory=dict)
+
+
 @admin.register(Host)
 class HostAdmin(InventoryAdmin[Host]):
     form = HostForm
@@ -152,7 +164,6 @@ class HostAdmin(InventoryAdmin[Host]):
         "tag_list",
         "key_state_badge",
         "last_connected_at",
-        "open_sessions_display",
     )
     list_filter = (TagFilter, KeyStateFilter, "enabled")
     search_fields = ("name", "address", "username", "description")
@@ -163,6 +174,9 @@ class HostAdmin(InventoryAdmin[Host]):
     # Installed by the SSH runtime's admin (sshcontrol/admin.py), so that the inventory does not
     # import the runtime: a host is tested where sessions are made, through the audited path.
     connection_tester: ClassVar[ConnectionTester | None] = None
+    # Appended to the list's columns; installed the same way (the open sessions, from
+    # sshcontrol/admin.py), so that the inventory does not import the runtime's models.
+    extra_columns: ClassVar[tuple[HostListColumn, ...]] = ()
     change_list_template = "admin/hosts/host/change_list.html"
     import_template = "admin/hosts/host/import.html"
     fieldsets = (
@@ -173,13 +187,13 @@ class HostAdmin(InventoryAdmin[Host]):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("credential")
-            .prefetch_related("host_keys")
-            .annotate(open_sessions=Count("sessions", filter=Q(sessions__state=SshSession.State.CONNECTED)))
-        )
+        queryset = super().get_queryset(request).select_related("credential").prefetch_related("host_keys")
+        for column in self.extra_columns:
+            queryset = queryset.annotate(**column.annotations)
+        return queryset
+
+    def get_list_display(self, request: HttpRequest) -> tuple[str | Callable[[Host], Any], ...]:
+        return (*super().get_list_display(request), *(column.display for column in self.extra_columns))
 
     def change_view(
         self,
@@ -241,16 +255,6 @@ class HostAdmin(InventoryAdmin[Host]):
             )
             return format_html('<a href="{}" title="Review the pending keys">{}</a>', url, badge)
         return badge
-
-    @admin.display(description="Sessions", ordering="open_sessions")
-    def open_sessions_display(self, obj: Host) -> SafeString | int:
-        count: int = getattr(obj, "open_sessions", 0)
-        url = admin_url(
-            "admin:sshcontrol_sshsession_changelist", query=f"host__id__exact={obj.pk}&state__exact=connected"
-        )
-        if not count or url is None:
-            return count
-        return format_html('<a href="{}">{}</a>', url, count)
 
     # -- actions -----------------------------------------------------------------------
 
