@@ -22,7 +22,7 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from audit import chain, head_anchors, writer
+from audit import chain, head_anchors, prune, writer
 from audit.models import AuditAnchor, AuditEvent, ChainHead
 from tests.audit import forge
 from tests.polling import wait_until
@@ -199,7 +199,7 @@ def test_it_checks_anchors_across_a_prune(anchor_file):
     _row(1)
     _row(2)
     _call("audit_anchor", "--file", str(anchor_file))
-    pruned = writer.prune(older_than=timedelta(0), pruned_by="admin:alice")
+    pruned = prune.prune(older_than=timedelta(0), pruned_by="admin:alice")
     assert pruned.count == 3
     # The head anchored last is the prune's recorded start; the earlier one was pruned away.
     out = _call("audit_verify", "--anchors", str(anchor_file))

@@ -1,4 +1,5 @@
-"""audit.writer is the only code that creates, updates or deletes AuditEvent rows.
+"""audit.writer is the only code that creates, updates or deletes AuditEvent rows (with
+audit.prune, which deletes the chain's oldest finished rows under the writer's head lock).
 
 A static check over the source tree: calls that write through ``AuditEvent.objects``
 (create, update, bulk_*, delete...), ``AuditEvent(...)`` constructions, and ``.save()`` /
@@ -14,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("sshcontrol", "hosts", "audit")
-ALLOWED = {ROOT / "audit" / "writer.py"}
+ALLOWED = {ROOT / "audit" / "writer.py", ROOT / "audit" / "prune.py"}
 
 WRITE_METHODS = {
     "create",
@@ -102,12 +103,13 @@ def test_it_finds_no_audit_writes_outside_the_writer():
             if "AuditEvent" not in source:
                 continue
             offenders += [f"{path.relative_to(ROOT)}:{line}" for line in audit_writes(ast.parse(source))]
-    assert offenders == [], "only audit.writer may write AuditEvent rows"
+    assert offenders == [], "only audit.writer (and audit.prune) may write AuditEvent rows"
 
 
 def test_it_finds_the_writer_s_own_writes():
-    # The check must see what it is looking for, or an empty result proves nothing.
-    assert audit_writes(ast.parse((ROOT / "audit" / "writer.py").read_text()))
+    # The check must see what it is looking for, or an empty result proves nothing. The writer's
+    # own writes are precompiled SQL (audit.statements); the ORM write it can see is prune's delete.
+    assert audit_writes(ast.parse((ROOT / "audit" / "prune.py").read_text()))
 
 
 def test_it_recognises_each_kind_of_write():

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Browser
 
-from audit import writer
+from audit import prune, writer
 from audit.chain import reset_chain_state
 from hosts.access_models import ApprovalRequest, ClientGroup, CommandRule, Grant
 from hosts.clients import create_client
@@ -60,7 +60,7 @@ def fill_every_list() -> None:
     """A handful of rows per model with the longest values the product really stores."""
     # A pruned first call leaves the anchor row the anchors list shows.
     writer.complete(writer.begin(tool="ssh_list_hosts", actor="a", transport="stdio"), status="ok")
-    writer.prune(older_than=timedelta(0), pruned_by="administrator-with-a-long-name")
+    prune.prune(older_than=timedelta(0), pruned_by="administrator-with-a-long-name")
     credential = Credential(name="deploy-key-production-eu-west-1", kind="password")
     credential.set_secret("not-a-real-secret")
     credential.save()

@@ -11,8 +11,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit import head_anchors, writer
+from audit import head_anchors
 from audit.models import AuditAnchor
+from audit.prune import ChainBrokenError, prune
 
 
 def _days(value: str) -> float:
@@ -51,12 +52,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         actor = options["actor"] or getpass.getuser()
         try:
-            pruned = writer.prune(
+            pruned = prune(
                 older_than=timedelta(days=options["older_than"]),
                 pruned_by=actor,
                 dry_run=options["dry_run"],
             )
-        except writer.ChainBrokenError as exc:
+        except ChainBrokenError as exc:
             raise CommandError(
                 f"refusing to prune: the audit chain is broken at {exc}; run audit_verify", returncode=1
             ) from exc
