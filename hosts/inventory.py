@@ -41,16 +41,12 @@ def list_hosts(tag: str | None = None, search: str | None = None) -> list[Host]:
     # PostgreSQL (JSON containment lookups are not supported on SQLite), and the
     # inventory is small.
     if tag:
-        hosts = [h for h in hosts if tag in _tags(h)]
+        hosts = [h for h in hosts if tag in h.tag_list]
     if search:
         needle = search.strip().casefold()
         hosts = [h for h in hosts if needle in _haystack(h)]
     return hosts
 
 
-def _tags(host: Host) -> list[str]:
-    return [str(t) for t in host.tags] if isinstance(host.tags, list) else []
-
-
 def _haystack(host: Host) -> str:
-    return "\n".join([host.name, host.address, host.description, *_tags(host)]).casefold()
+    return "\n".join([host.name, host.address, host.description, *host.tag_list]).casefold()

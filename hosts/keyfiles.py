@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sshlib.private_keys import PrivateKeyError, SupportedKey, fingerprint_of_blob, parse_private_key
 
 GENERATED_COMMENT = "sshcontrol-generated"
+# A private key file is a few kilobytes; anything much larger is the wrong file.
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 class KeyFileError(ValueError):

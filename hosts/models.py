@@ -132,6 +132,11 @@ class Host(models.Model):
         """
         return key_state_of((k.state, k.key_type) for k in self.host_keys.all())
 
+    @property
+    def tag_list(self) -> list[str]:
+        """The tags as strings; a value that is not a list (never stored by the forms) has none."""
+        return [str(t) for t in self.tags] if isinstance(self.tags, list) else []
+
 
 def key_state_of(keys: Iterable[tuple[str, str]]) -> str:
     """The state of a host's key set, from its keys' (state, key_type) pairs.

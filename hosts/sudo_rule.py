@@ -259,7 +259,6 @@ def involving(facts: Facts, scope: Scope, object_id: int) -> list[ExposedHost]:
 
 def _host_facts(host: Host, keys: dict[int, set[str]]) -> AccountHost:
     credential = host.credential
-    tags = host.tags if isinstance(host.tags, list) else []
     return AccountHost(
         id=host.pk,
         name=host.name,
@@ -270,7 +269,7 @@ def _host_facts(host: Host, keys: dict[int, set[str]]) -> AccountHost:
         address=host.address,
         port=host.port,
         username=host.username,
-        tags=frozenset(str(t) for t in tags),
+        tags=frozenset(host.tag_list),
         host_keys=frozenset(keys.get(host.pk, ())),
     )
 

@@ -19,11 +19,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from hosts.importers import Candidate, ParsedSource
-from hosts.keyfiles import KeyFileError, PassphraseRequired
+from hosts.keyfiles import MAX_KEY_FILE_BYTES, KeyFileError, PassphraseRequired
 from hosts.models import Credential, Host
-
-# A private key file is a few kilobytes; anything much larger is the wrong file.
-MAX_KEY_FILE_BYTES = 64 * 1024
+from hosts.validation import validation_message
 
 CREATED = "created"
 UPDATED = "updated"
@@ -172,12 +170,6 @@ def _unique_credential_name(base: str) -> str:
     return name
 
 
-def _validation_message(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return "; ".join(f"{f}: {' '.join(msgs)}" for f, msgs in exc.message_dict.items())
-    return " ".join(exc.messages)
-
-
 def apply_import(parsed: ParsedSource, options: ImportOptions) -> ImportReport:
     """Create or update a host per candidate; return the per-host report."""
     report = ImportReport(dry_run=options.dry_run, notes=list(parsed.notes))
@@ -236,7 +228,7 @@ def _import_one(
     try:
         host.full_clean(exclude=["credential"])
     except ValidationError as exc:
-        row.detail = _validation_message(exc)
+        row.detail = validation_message(exc)
         return row
     credential = secrets.for_candidate(candidate, name, row.notes)
     if credential is not None and host.credential_id != credential.pk:
@@ -294,7 +286,7 @@ def _update_host(host: Host, candidate: Candidate, username: str, options: Impor
         if getattr(host, attr) != value:
             changes.append(f"{attr} {getattr(host, attr)} -> {value}")
             setattr(host, attr, value)
-    current = [str(t) for t in host.tags] if isinstance(host.tags, list) else []
+    current = host.tag_list
     added = [t for t in dict.fromkeys([*candidate.tags, *options.tags]) if t not in current]
     if added:
         host.tags = current + added

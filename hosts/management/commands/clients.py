@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from hosts import sudo_rule
 from hosts.access_models import ClientGroup, CommandRule, Grant, McpClient
 from hosts.clients import IssuedToken, create_client, issue_token, revoke
+from hosts.management.arguments import int_argument
 from hosts.models import Host
+from hosts.validation import validation_message
 
 # Rule options in the order their rules are stored (the order does not change the
 # outcome: deny wins over approve, approve over allow).
@@ -32,23 +35,7 @@ RULE_OPTIONS = (
 )
 
 
-def _positive_days(raw: str) -> int:
-    try:
-        days = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number of days, not {raw!r}") from None
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"at least 1 day, not {days}")
-    return days
-
-
-def _validation_message(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return "; ".join(
-            f"{'' if field == '__all__' else field + ': '}{' '.join(msgs)}"
-            for field, msgs in exc.message_dict.items()
-        )
-    return " ".join(exc.messages)
+_positive_days = int_argument("a whole number of days", out_of_range="at least 1 day")
 
 
 def _when(value: Any) -> str:
@@ -154,7 +141,7 @@ class Command(BaseCommand):
         try:
             candidate.full_clean(exclude=["expires_at"])
         except ValidationError as exc:
-            raise CommandError(_validation_message(exc)) from None
+            raise CommandError(validation_message(exc)) from None
         with transaction.atomic():
             issued = create_client(
                 name, owner=options["owner"], description=options["description"], expires_at=expires_at
@@ -274,25 +261,25 @@ class Command(BaseCommand):
             raise CommandError(f"no client named '{name}' (see: sshcontrol clients list)") from None
 
     def _groups(self, names: list[str]) -> list[ClientGroup]:
-        groups = list(ClientGroup.objects.filter(name__in=names))
-        missing = sorted(set(names) - {g.name for g in groups})
-        if missing:
-            raise CommandError(
-                f"no client group named {', '.join(repr(n) for n in missing)} (add it in the admin)"
-            )
-        return groups
+        return _named(ClientGroup.objects.all(), names, "client group", "add it in the admin")
 
     def _hosts(self, names: list[str]) -> list[Host]:
-        hosts = list(Host.objects.filter(name__in=names))
-        missing = sorted(set(names) - {h.name for h in hosts})
-        if missing:
-            raise CommandError(
-                f"no host named {', '.join(repr(n) for n in missing)} (see: sshcontrol hosts list)"
-            )
-        return hosts
+        return _named(Host.objects.all(), names, "host", "see: sshcontrol hosts list")
 
     def _validate(self, obj: Grant | CommandRule, what: str) -> None:
         try:
             obj.full_clean()
         except ValidationError as exc:
-            raise CommandError(f"{what}: {_validation_message(exc)}") from None
+            raise CommandError(f"{what}: {validation_message(exc)}") from None
+
+
+_Named = TypeVar("_Named", ClientGroup, Host)
+
+
+def _named(queryset: QuerySet[_Named], names: list[str], what: str, hint: str) -> list[_Named]:
+    """The objects with these names; a CommandError naming every one that does not exist."""
+    found = list(queryset.filter(name__in=names))
+    missing = sorted(set(names) - {obj.name for obj in found})
+    if missing:
+        raise CommandError(f"no {what} named {', '.join(repr(n) for n in missing)} ({hint})")
+    return found

@@ -7,7 +7,6 @@ keep them: a password or passphrase is read from stdin (``--password-stdin``,
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
 import sys
@@ -19,21 +18,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from hosts import hostkeys
-from hosts.keyfiles import KeyFileError
+from hosts.keyfiles import MAX_KEY_FILE_BYTES, KeyFileError
+from hosts.management.arguments import int_argument
 from hosts.models import Credential, Host, HostKey
+from hosts.validation import validation_message
 
-# A private key file is a few kilobytes; anything much larger is the wrong file.
-MAX_KEY_FILE_BYTES = 64 * 1024
-
-
-def _port(raw: str) -> int:
-    try:
-        port = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535, not {raw!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535, not {port}")
-    return port
+_port = int_argument("port must be a number from 1 to 65535", maximum=65535)
 
 
 def _read_stdin_line(what: str) -> str:
@@ -59,12 +49,6 @@ def _read_key_file(path: str) -> str:
         raise CommandError(f"cannot read key file {file}: {exc.strerror or exc.__class__.__name__}") from None
     except UnicodeDecodeError:
         raise CommandError(f"{file} is not a text private key file") from None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
-    return " ".join(exc.messages)
 
 
 class _RedactingParser(CommandParser):
@@ -232,7 +216,7 @@ class Command(BaseCommand):
             obj.full_clean()
         except ValidationError as exc:
             # Field validators report field names and rules, never the encrypted values.
-            raise CommandError(_validation_message(exc)) from None
+            raise CommandError(validation_message(exc)) from None
 
     # -- list --------------------------------------------------------------------------
 
@@ -248,7 +232,7 @@ class Command(BaseCommand):
                     h.name,
                     f"{h.address}:{h.port}",
                     h.username,
-                    ",".join(str(t) for t in h.tags) or "-",
+                    ",".join(h.tag_list) or "-",
                     "yes" if h.enabled else "no",
                     h.key_state,
                     h.credential.kind if h.credential else "-",

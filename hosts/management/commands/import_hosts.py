@@ -7,7 +7,6 @@ passwords are secrets: they are stored (encrypted) only with ``--import-keys`` /
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,10 @@ from hosts.importers import InventoryError, ParsedSource
 from hosts.importers.ansible import read_inventory
 from hosts.importers.apply import SKIPPED, ImportOptions, ImportReport, apply_import
 from hosts.importers.ssh_config import read_ssh_config
+from hosts.management.arguments import int_argument
 from hosts.models import Credential
 
-
-def _positive(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, not {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, not {value}")
-    return value
+_positive = int_argument("expected a positive number")
 
 
 class Command(BaseCommand):
