@@ -176,15 +176,6 @@ def refusal(request: ApprovalRequest, admin_username: str) -> str:
     return ""
 
 
-def decidable_by(admin_username: str) -> Q:
-    """Requests this admin may decide (see ``refusal``), as a filter."""
-    return (
-        ~Q(client_owner=admin_username)
-        & ~Q(client__owner=admin_username)
-        & ~Q(barred_deciders__contains=f"\n{admin_username}\n")
-    )
-
-
 def clients_of_grant(grant: Grant) -> set[int]:
     """The clients a grant gives rights to: its client, or every client of its group."""
     if grant.client_id is not None:
