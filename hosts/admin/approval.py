@@ -21,20 +21,18 @@ from django.utils.safestring import SafeString
 
 from hosts import approvals
 from hosts.access_models import ApprovalRequest
-from hosts.admin.base import InventoryAdmin, admin_url, csrf_protect_m, state_badge
+from hosts.admin.base import InventoryAdmin, admin_url, csrf_protect_m, tone_badge
 from hosts.visible import one_line, visible_html
 
 SHORT_COMMAND_LENGTH = 80
 MAX_COMMENT_LENGTH = 2000
 
-# Approval states in the host key colours: orange waits for an admin, green may run, red
-# was refused, grey is over.
-_STATE_COLORS = {
-    ApprovalRequest.State.PENDING: "pending",
-    ApprovalRequest.State.APPROVED: "trusted",
-    ApprovalRequest.State.DENIED: "changed",
-    ApprovalRequest.State.EXPIRED: "unknown",
-    ApprovalRequest.State.EXECUTED: "revoked",
+_STATE_TONES = {
+    ApprovalRequest.State.PENDING: "waiting",
+    ApprovalRequest.State.APPROVED: "good",
+    ApprovalRequest.State.DENIED: "bad",
+    ApprovalRequest.State.EXPIRED: "muted",
+    ApprovalRequest.State.EXECUTED: "over",
 }
 
 
@@ -213,9 +211,8 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
 
     @admin.display(description="State", ordering="state")
     def state_display(self, obj: ApprovalRequest) -> SafeString:
-        return state_badge(
-            _STATE_COLORS.get(ApprovalRequest.State(obj.state), "unknown"), obj.get_state_display()
-        )
+        tone = _STATE_TONES.get(ApprovalRequest.State(obj.state), "muted")
+        return tone_badge(tone, obj.get_state_display())
 
     @admin.display(description="Command", ordering="command")
     def command_short(self, obj: ApprovalRequest) -> SafeString:

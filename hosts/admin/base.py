@@ -15,6 +15,8 @@ from django.utils.safestring import SafeString
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
+from hosts.access_models import Grant
+
 _M = TypeVar("_M", bound=Model)
 
 SECRET_FIELDS = frozenset(
@@ -31,6 +33,15 @@ KEY_STATE_COLORS = {
     "changed": "#c62828",
     "revoked": "#616161",
     "unknown": "#757575",
+}
+# Badge colours for the states of everything else (clients, approval requests), by what the
+# state means to an admin rather than by a host key state that happens to share the colour.
+TONE_COLORS = {
+    "good": "#2e7d32",  # usable, may run
+    "waiting": "#ef6c00",  # waits for an admin
+    "bad": "#c62828",  # refused, expired
+    "muted": "#757575",  # not in use now
+    "over": "#616161",  # ended for good
 }
 KEY_STATE_LABELS = {
     "changed": "CHANGED - new key pending",
@@ -56,12 +67,21 @@ def short_fingerprint(fingerprint: str, keep: int = 6) -> SafeString:
 
 
 def state_badge(state: str, label: str | None = None) -> SafeString:
-    color = KEY_STATE_COLORS.get(state, "#757575")
+    """A host key state's badge."""
+    return _badge(KEY_STATE_COLORS.get(state, "#757575"), label or state)
+
+
+def tone_badge(tone: str, label: str) -> SafeString:
+    """A badge coloured by ``TONE_COLORS``."""
+    return _badge(TONE_COLORS[tone], label)
+
+
+def _badge(color: str, label: str) -> SafeString:
     return format_html(
         '<span style="color:#fff;background:{};padding:1px 6px;border-radius:8px;white-space:nowrap">'
         "{}</span>",
         color,
-        label or state,
+        label,
     )
 
 
@@ -85,3 +105,15 @@ def admin_url(name: str, *args: object, query: str = "") -> str | None:
     except NoReverseMatch:
         return None
     return f"{url}?{query}" if query else url
+
+
+class GrantColumns:
+    """A grant's hosts and permissions in words: columns of the grant list and of a client's grants."""
+
+    @admin.display(description="Hosts")
+    def scope(self, obj: Grant) -> str:
+        return obj.scope_text()
+
+    @admin.display(description="Permissions")
+    def permissions(self, obj: Grant) -> str:
+        return obj.permissions_text()

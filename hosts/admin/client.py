@@ -23,11 +23,10 @@ from django.utils.safestring import SafeString
 
 from hosts import approvals
 from hosts.access_models import ClientGroup, Grant, McpClient
-from hosts.admin.base import InventoryAdmin, csrf_protect_m, state_badge
+from hosts.admin.base import GrantColumns, InventoryAdmin, csrf_protect_m, tone_badge
 from hosts.clients import IssuedToken, issue_token, revoke
 
-# The colours of the host key states, reused: green is usable, grey and red are not.
-_STATE_COLORS = {"active": "trusted", "expired": "changed", "disabled": "unknown", "revoked": "revoked"}
+_STATE_TONES = {"active": "good", "expired": "bad", "disabled": "muted", "revoked": "over"}
 
 
 def without_add_popup(formfield: FormField | None) -> FormField | None:
@@ -64,7 +63,7 @@ class ClientStateFilter(admin.SimpleListFilter):
         return queryset if wanted is None else queryset.filter(wanted)
 
 
-class GrantInline(admin.TabularInline[Grant, McpClient]):
+class GrantInline(GrantColumns, admin.TabularInline[Grant, McpClient]):
     """The client's grants at a glance; each is edited on its own page (hosts, rules)."""
 
     model = Grant
@@ -80,14 +79,6 @@ class GrantInline(admin.TabularInline[Grant, McpClient]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
         return super().get_queryset(request).prefetch_related("hosts")
-
-    @admin.display(description="Hosts")
-    def scope(self, obj: Grant) -> str:
-        return obj.scope_text()
-
-    @admin.display(description="Permissions")
-    def permissions(self, obj: Grant) -> str:
-        return obj.permissions_text()
 
 
 @admin.register(McpClient)
@@ -278,7 +269,7 @@ class McpClientAdmin(InventoryAdmin[McpClient]):
     @admin.display(description="State")
     def state_display(self, obj: McpClient) -> SafeString:
         state = obj.state()
-        return state_badge(_STATE_COLORS[state], state)
+        return tone_badge(_STATE_TONES[state], state)
 
     @admin.display(description="Grants", ordering="grant_total")
     def grant_count(self, obj: McpClient) -> int:

@@ -36,7 +36,8 @@ from hosts.models import Credential
 
 
 @admin.register(Credential)
-class CredentialAdmin(InventoryAdmin[Credential]):
+class CredentialAdmin(sudo_warnings.SudoWarningsAdmin[Credential], InventoryAdmin[Credential]):
+    sudo_scope = "credential"
     list_display = (
         "name",
         "kind",
@@ -114,7 +115,6 @@ class CredentialAdmin(InventoryAdmin[Credential]):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        sudo_warnings.warn_on_page(request, "credential", object_id)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[URLPattern]:

@@ -19,7 +19,7 @@ from django.urls import reverse
 from hosts import approvals
 from hosts.access_models import CommandRule, Grant
 from hosts.admin import sudo_warnings
-from hosts.admin.base import InventoryAdmin
+from hosts.admin.base import GrantColumns, InventoryAdmin
 from hosts.admin.client import without_add_popup
 from hosts.forms import TagListField
 
@@ -53,8 +53,9 @@ class CommandRuleInline(admin.TabularInline[CommandRule, Grant]):
 
 
 @admin.register(Grant)
-class GrantAdmin(InventoryAdmin[Grant]):
+class GrantAdmin(GrantColumns, sudo_warnings.SudoWarningsAdmin[Grant], InventoryAdmin[Grant]):
     form = GrantForm
+    sudo_scope = "grant"
     # The grant's name says whose it is (client or group): no columns of their own, to fit at 1280 px.
     list_display = ("__str__", "scope", "permissions", "rule_count", "enabled")
     list_filter = ("enabled", "all_hosts", "can_execute", "can_sudo", "can_write_files", "read_only", "group")
@@ -139,26 +140,8 @@ class GrantAdmin(InventoryAdmin[Grant]):
 
     def response_change(self, request: HttpRequest, obj: Grant) -> HttpResponse:
         response = super().response_change(request, obj)
-        sudo_warnings.warn_after_save(request, response, "grant", obj.pk)
+        self.warn_after_save(request, response, obj)
         return response
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        sudo_warnings.warn_on_page(request, "grant", object_id)
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    @admin.display(description="Hosts")
-    def scope(self, obj: Grant) -> str:
-        return obj.scope_text()
-
-    @admin.display(description="Permissions")
-    def permissions(self, obj: Grant) -> str:
-        return obj.permissions_text()
 
     @admin.display(description="Rules", ordering="rule_total")
     def rule_count(self, obj: Grant) -> int:

@@ -146,8 +146,9 @@ class HostListColumn:
 
 
 @admin.register(Host)
-class HostAdmin(HostImportAdmin):
+class HostAdmin(sudo_warnings.SudoWarningsAdmin[Host], HostImportAdmin):
     form = HostForm
+    sudo_scope = "host"
     list_display = (
         "name",
         "address_display",
@@ -184,26 +185,16 @@ class HostAdmin(HostImportAdmin):
     def get_list_display(self, request: HttpRequest) -> tuple[str | Callable[[Host], Any], ...]:
         return (*super().get_list_display(request), *(column.display for column in self.extra_columns))
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        sudo_warnings.warn_on_page(request, "host", object_id)
-        return super().change_view(request, object_id, form_url, extra_context)
-
     def response_add(
         self, request: HttpRequest, obj: Host, post_url_continue: str | None = None
     ) -> HttpResponse:
         response = super().response_add(request, obj, post_url_continue)
-        sudo_warnings.warn_after_save(request, response, "host", obj.pk)
+        self.warn_after_save(request, response, obj)
         return response
 
     def response_change(self, request: HttpRequest, obj: Host) -> HttpResponse:
         response = super().response_change(request, obj)
-        sudo_warnings.warn_after_save(request, response, "host", obj.pk)
+        self.warn_after_save(request, response, obj)
         return response
 
     def get_search_results(

@@ -8,12 +8,17 @@ uses it). ``hosts.sudo_rule`` explains the rule.
 
 from __future__ import annotations
 
-from django.contrib import messages
+from typing import Any, ClassVar, TypeVar
+
+from django.contrib import admin, messages
+from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from hosts import sudo_rule
 
 Scope = sudo_rule.Scope
+
+_M = TypeVar("_M", bound=Model)
 
 
 def warn(request: HttpRequest, scope: Scope, object_id: object) -> None:
@@ -36,3 +41,25 @@ def warn_after_save(request: HttpRequest, response: HttpResponse, scope: Scope, 
     """After a save that leaves the change page (the page shows them itself when it comes back)."""
     if isinstance(response, HttpResponseRedirect) and "_continue" not in request.POST:
         warn(request, scope, object_id)
+
+
+class SudoWarningsAdmin(admin.ModelAdmin[_M]):
+    """Shows the warnings on the change page of an object of ``sudo_scope``.
+
+    The admins that also warn after a save call ``warn_after_save`` from their ``response_*``.
+    """
+
+    sudo_scope: ClassVar[Scope]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        warn_on_page(request, self.sudo_scope, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def warn_after_save(self, request: HttpRequest, response: HttpResponse, obj: _M) -> None:
+        warn_after_save(request, response, self.sudo_scope, obj.pk)
