@@ -76,7 +76,7 @@ class ClientAccess:
     loaded_at: float = 0.0
 
     def grants_for(self, host: Host) -> list[GrantView]:
-        tags = host_tags(host)
+        tags = host.tag_list
         return [g for g in self.grants if g.covers(host.pk, tags)]
 
     def can_list(self, host: Host) -> bool:
@@ -97,7 +97,7 @@ class ClientAccess:
 
     def shared_rules(self, host: Host) -> tuple[Rule, ...]:
         rules = list(self.host_rules.get(host.pk, ()))
-        for tag in host_tags(host):
+        for tag in host.tag_list:
             rules.extend(self.tag_rules.get(tag, ()))
         return tuple(rules)
 
@@ -125,10 +125,6 @@ class ClientAccess:
                 best = decision
         assert best is not None
         return best
-
-
-def host_tags(host: Host) -> list[str]:
-    return [str(t) for t in host.tags] if isinstance(host.tags, list) else []
 
 
 def _rule(rule: CommandRule, source: str) -> Rule:

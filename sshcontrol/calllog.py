@@ -21,14 +21,22 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from mcp.types import CallToolResult
 from opentelemetry import trace
 
 from sshcontrol import metrics
 
 log = logging.getLogger("sshcontrol.calls")
+
+
+class ToolResult(Protocol):
+    """What a tool returns, as far as the log needs it (the MCP SDK's ``CallToolResult``)."""
+
+    is_error: bool
+
+
+R = TypeVar("R", bound=ToolResult)
 
 
 @dataclass
@@ -71,11 +79,11 @@ def note_status(status: str) -> None:
         record.status = str(status)
 
 
-def observed(tool: Callable[..., Awaitable[CallToolResult]]) -> Callable[..., Awaitable[CallToolResult]]:
+def observed(tool: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Wrap a tool: time it, count it by outcome, and log one line when it ends."""
 
     @functools.wraps(tool)
-    async def run(*args: Any, **kwargs: Any) -> CallToolResult:
+    async def run(*args: Any, **kwargs: Any) -> R:
         record = CallRecord(tool=tool.__name__)
         token = _current.set(record)
         started = time.perf_counter()

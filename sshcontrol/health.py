@@ -13,9 +13,12 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+
+from sshcontrol import metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +88,23 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
 
-def routes() -> list[BaseRoute]:
-    from sshcontrol.metrics import asgi_endpoint
+async def scrape(request: Request) -> Response:
+    """``/metrics`` on the HTTP server, behind the metrics token (``sshcontrol/metrics.py``)."""
+    from sshcontrol.mcp.threads import in_thread
 
+    refused = metrics.refusal(request.headers.get("host", ""), request.headers.get("authorization", ""))
+    if refused is not None:
+        status, reason = refused
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return PlainTextResponse(reason, status_code=status, headers=headers)
+    body = await in_thread(metrics.exposition)  # the database gauges use the sync ORM
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def routes() -> list[BaseRoute]:
+    metrics.include_shared_state()
     return [
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
-        Route("/metrics", asgi_endpoint(), methods=["GET"]),
+        Route("/metrics", scrape, methods=["GET"]),
     ]

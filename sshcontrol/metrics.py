@@ -209,29 +209,6 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
-# -- /metrics on the HTTP server (ASGI) -----------------------------------------------------------
-
-
-def asgi_endpoint() -> Callable[..., Any]:
-    from starlette.requests import Request
-    from starlette.responses import PlainTextResponse, Response
-
-    from sshcontrol.mcp.threads import in_thread
-
-    include_shared_state()
-
-    async def metrics(request: Request) -> Response:
-        refused = refusal(request.headers.get("host", ""), request.headers.get("authorization", ""))
-        if refused is not None:
-            status, reason = refused
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return PlainTextResponse(reason, status_code=status, headers=headers)
-        body = await in_thread(exposition)  # the database gauges use the sync ORM
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-    return metrics
-
-
 # -- --metrics-port for workers (WSGI in a thread) ------------------------------------------------
 
 

@@ -194,7 +194,7 @@ class Tools:
                     address=h.address,
                     port=h.port,
                     username=h.username,
-                    tags=[str(t) for t in h.tags or []],
+                    tags=h.tag_list,
                     description=h.description,
                     host_key_state=h.key_state,
                     open_sessions=open_by_host.get(h.pk, []),
