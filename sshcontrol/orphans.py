@@ -1,26 +1,33 @@
-"""Remote commands left running by a worker that died, and the surviving worker that ends them.
+"""Remote commands left running by a holder that died, and the survivor that ends them.
 
-Closing a non-pty channel does not stop a remote command, and a worker killed with
+Closing a non-pty channel does not stop a remote command, and a process killed with
 ``kill -9`` (or a lost machine) cannot kill the process groups of the commands it ran. So
-each worker records every running command's remote process group (``RemoteCommand``) as
-soon as the remote shell reports it, and deletes the row when the command ends. A row left
-behind is an orphan when its worker is dead (stale heartbeat, and no answer to a ping over
-the broker: a worker whose database writes fail only looks dead) or is a new life of the
-same node name (another process). Every worker sweeps for orphans with its heartbeat: it claims
+every process holding sessions (a Celery worker, or ``mcp_serve`` itself on the embedded
+default) records each running command's remote process group (``RemoteCommand``) as soon as
+the remote shell reports it, and deletes the row when the command ends: one INSERT and one
+DELETE per command.
+
+A worker's row left behind is an orphan when its worker is dead (stale heartbeat, and no
+answer to a ping over the broker: a worker whose database writes fail only looks dead) or
+is a new life of the same node name (another process). An embedded holder is named for its
+process run (``embedded:machine:pid:start``), so its row is an orphan once that run is gone
+from this machine (``audit.process.is_alive``); a row of another machine is never guessed at.
+
+Every worker sweeps with its heartbeat; an embedded ``mcp_serve`` sweeps the rows of dead
+embedded holders when it starts and then every ``EMBEDDED_SWEEP_SECONDS``. A sweeper claims
 a row (one conditional DELETE, so two sweepers never both act), connects to the host with
 the host's pinned key and credential, kills the group (TERM, then KILL) and writes an audit
 row ``orphan_kill`` that names the original call's audit row.
-
-On the embedded default the process holding the sessions is ``mcp_serve`` itself; nothing
-is recorded there (a killed ``mcp_serve`` leaves its commands running, see docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any
 
+from django.db import close_old_connections
 from django.utils import timezone
 
 from audit import writer
@@ -38,11 +45,18 @@ log = logging.getLogger(__name__)
 
 TOOL = "orphan_kill"
 PING_SECONDS = 1.0
+# An embedded server sweeps at start, where a killed predecessor's orphans are found; the
+# periodic sweep only catches a sibling server killed meanwhile, so it can be slow.
+EMBEDDED_SWEEP_SECONDS = 30.0
 
 
 def recording() -> bool:
-    """Only Celery workers record their commands: they are the processes that may die under them."""
-    return not holders.current_worker().startswith(holders.EMBEDDED_PREFIX)
+    """Every process that runs commands records them: a worker and an embedded server alike may die."""
+    return True
+
+
+def _embedded(worker: str) -> bool:
+    return worker.startswith(holders.EMBEDDED_PREFIX)
 
 
 class Tracker:
@@ -84,11 +98,25 @@ class Tracker:
 
 
 def orphans() -> list[RemoteCommand]:
-    """Rows of commands whose worker is gone: dead nodes, and this node's previous lives."""
+    """Rows of commands whose holder is gone.
+
+    A worker sees dead nodes (to be confirmed by a ping), its node's previous lives and dead
+    embedded holders of this machine; an embedded server sees only the latter (it has no
+    broker to confirm a worker's death with).
+    """
     me = holders.current_worker()
+    if _embedded(me):
+        rows = RemoteCommand.objects.filter(worker__startswith=holders.EMBEDDED_PREFIX).exclude(worker=me)
+        return [row for row in rows.order_by("id") if holders.worker_alive(row.worker) is False]
     live = set(holders.live_workers())
     rows = RemoteCommand.objects.exclude(worker__in=live - {me}).order_by("id")
-    return [row for row in rows if row.worker != me or row.worker_process != current_process_key()]
+    return [row for row in rows if _orphaned_for_worker(row, me)]
+
+
+def _orphaned_for_worker(row: RemoteCommand, me: str) -> bool:
+    if _embedded(row.worker):
+        return holders.worker_alive(row.worker) is False
+    return row.worker != me or row.worker_process != current_process_key()
 
 
 def answers_ping(node: str) -> bool:
@@ -108,7 +136,7 @@ def sweep() -> int:
     me = holders.current_worker()
     alive: dict[str, bool] = {}
     for row in retrying(orphans, "looking for orphaned commands"):
-        if row.worker != me:
+        if row.worker != me and not _embedded(row.worker):  # an embedded row is known dead already
             if row.worker not in alive:
                 alive[row.worker] = answers_ping(row.worker)
             if alive[row.worker]:
@@ -126,6 +154,25 @@ def sweep() -> int:
     return handled
 
 
+def start_embedded_sweeper(stop: threading.Event) -> threading.Thread:
+    """In an embedded server: sweep now (a killed predecessor's commands), then now and then."""
+
+    def loop() -> None:
+        while True:
+            try:
+                close_old_connections()
+                sweep()
+            except Exception:  # a failed sweep leaves its rows for the next one
+                log.exception("orphan sweep failed")
+            if stop.wait(EMBEDDED_SWEEP_SECONDS):
+                return
+
+    # Its own thread: connecting to a host may block, and must not hold up the server's start.
+    thread = threading.Thread(target=loop, name="sshcontrol-orphans", daemon=True)
+    thread.start()
+    return thread
+
+
 def _claim(row_id: int) -> int:
     return RemoteCommand.objects.filter(pk=row_id).delete()[0]
 
@@ -133,6 +180,7 @@ def _claim(row_id: int) -> int:
 def kill_orphan(row: RemoteCommand) -> None:
     """Connect to the row's host, kill the process group, and audit it."""
     host = Host.objects.select_related("credential").filter(pk=row.host_id).first() if row.host_id else None
+    me = holders.current_worker()
     details: dict[str, Any] = {
         "audit_event": row.audit_event_id,
         "pgid": row.pgid,
@@ -143,8 +191,8 @@ def kill_orphan(row: RemoteCommand) -> None:
     def audit_row() -> int:
         return writer.begin(
             tool=TOOL,
-            actor=f"worker {holders.current_worker()}",
-            transport="worker",
+            actor=f"{'server' if _embedded(me) else 'worker'} {me}",
+            transport="embedded" if _embedded(me) else "worker",
             host=host,
             session_id=row.session_id,
             command=f"kill -TERM -- -{row.pgid} (then -KILL)",

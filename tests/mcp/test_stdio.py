@@ -180,6 +180,55 @@ async def test_it_marks_the_calls_of_a_killed_server_interrupted(
     await eventually(lambda: not sshd.user_processes("sleep 77"), 10, "the leftover command is gone")
 
 
+def exported_rows(env: dict[str, str]) -> list[dict[str, Any]]:
+    exported = cli(env, "audit_export", "--format", "jsonl")
+    assert exported.returncode == 0, exported.stderr
+    return [json.loads(line) for line in exported.stdout.splitlines()]
+
+
+def finished_kill(env: dict[str, str]) -> dict[str, Any] | None:
+    rows = exported_rows(env)
+    return next((r for r in rows if r["tool"] == "orphan_kill" and r["status"] != "running"), None)
+
+
+async def test_the_next_server_kills_the_remote_commands_of_a_killed_one(
+    registered: dict[str, str], sshd: SshServer, tmp_path: Path
+) -> None:
+    trace = f"/tmp/sshc-trace-orphan-{sshd.user}"
+    command = f"sleep 303 && touch {trace}"
+    async with Client(server_params(registered)) as client:
+        await ok(client, "ssh_execute", host="box", command="true")
+        pid = _server_pid(registered["SSHCONTROL_DATA_DIR"])
+        async with anyio.create_task_group() as group:
+
+            async def long_call() -> None:
+                with contextlib.suppress(Exception):  # the server dies under it
+                    await client.call_tool("ssh_execute", {"host": "box", "command": command})
+
+            group.start_soon(long_call)
+            await eventually(lambda: sshd.user_processes("sleep 303"), 15, "the command is running")
+            os.kill(pid, signal.SIGKILL)
+            group.cancel_scope.cancel()
+    assert sshd.user_processes("sleep 303"), "the command ended with its server: nothing to test"
+    # The next server's start sweeps the dead one's recorded process group.
+    async with Client(server_params(registered)) as client:
+        await eventually(lambda: not sshd.user_processes("sleep 303"), 30, "the orphaned command was killed")
+        kill = await eventually(lambda: finished_kill(registered), 15, "the orphan_kill row")
+        await ok(client, "ssh_list_hosts")
+    rows = {r["command"]: r for r in exported_rows(registered)}
+    original = rows[command]
+    assert original["status"] == "interrupted"
+    assert kill is not None
+    assert kill["status"] == "ok" and kill["signal"] in ("TERM", "KILL"), kill
+    assert kill["details"]["audit_event"] == original["id"]
+    dead = kill["details"]["dead_worker"]
+    assert dead.startswith("embedded:") and f":{pid}:" in dead
+    assert kill["actor"].startswith("server embedded:") and kill["transport"] == "embedded"
+    assert not Path(trace).exists()
+    verified = cli(registered, "audit_verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 async def test_it_acts_as_the_client_whose_token_it_was_given(registered: dict[str, str]) -> None:
     added = cli(registered, "clients", "add", "ci-bot")
     assert added.returncode == 0, added.stderr

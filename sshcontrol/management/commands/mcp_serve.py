@@ -23,7 +23,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit import writer
 from hosts.clients import ClientAuthError
-from sshcontrol.dbretry import flush_pending, pending_writes, retrying
+from sshcontrol import orphans
+from sshcontrol.dbretry import DatabaseUnavailable, flush_pending, pending_writes, retrying
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.holders import close_sessions_of_this_process, mark_dead_embedded_sessions
 from sshcontrol.httplimits import uvicorn_guard
@@ -106,7 +107,10 @@ class Command(BaseCommand):
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         stop_reaper = threading.Event()
         if get_dispatcher().embedded:
-            start_idle_reaper(stop_reaper)  # workers run their own reaper in distributed mode
+            # Workers run their own reaper and orphan sweeper in distributed mode.
+            start_idle_reaper(stop_reaper)
+            # After the relabelling above, so an orphan_kill row names an already-finished row.
+            orphans.start_embedded_sweeper(stop_reaper)
         try:
             run()
         finally:
@@ -125,6 +129,8 @@ class Command(BaseCommand):
             client = process_client()
         except ClientAuthError as exc:
             raise CommandError(f"SSHCONTROL_CLIENT_TOKEN: {exc}") from exc
+        except DatabaseUnavailable as exc:
+            raise CommandError(str(exc)) from exc
         server = build_server(transport="stdio", client=client)
         return lambda: anyio.run(stdio.serve, server)
 
