@@ -8,6 +8,8 @@ client gets 401 on its very next request. The SDK then checks the Host and Origi
 body size (``MCP_MAX_BODY_BYTES``, 413 for a declared or streamed body over the limit).
 With ``SSHCONTROL_OAUTH_ISSUER`` set, the verifier also accepts that identity provider's
 access tokens and the protected resource metadata is served (``sshcontrol.mcp.oauth``).
+A token that cannot be checked because the database stays away past the retry bound gets
+503 with a JSON error, not 401 (``sshcontrol.mcp.dbguard``).
 Everything else on the port goes to the Django admin when it is served here.
 """
 
@@ -25,8 +27,9 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
 from hosts.clients import ClientAuthError, authenticate
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.health import routes as operability_routes
-from sshcontrol.mcp import oauth
+from sshcontrol.mcp import dbguard, oauth
 from sshcontrol.mcp.identity import ClientAccessToken
 from sshcontrol.mcp.server import build_server
 from sshcontrol.mcp.threads import in_thread
@@ -43,7 +46,11 @@ class ClientTokenVerifier:
     async def verify_token(self, token: str) -> ClientAccessToken | None:
         try:
             # The ORM is synchronous: look the token up in a call thread, never on the loop.
-            client = await in_thread(lambda: authenticate(token))
+            client = await in_thread(lambda: retrying(lambda: authenticate(token), "checking a client token"))
+        except DatabaseUnavailable as exc:
+            log.warning("could not check a bearer token: %s", exc)
+            dbguard.note(exc)
+            return None
         except ClientAuthError as exc:
             # The message names the client at most, never the token.
             log.info("refused a bearer token: %s", exc)
@@ -92,7 +99,8 @@ def build_app(base_url: str, admin: bool = True) -> Starlette:
     )
     # A Route (not a Mount) keeps the path as is, so the SDK's own router matches /mcp
     # again and no /mcp -> /mcp/ redirect ever reaches a POST.
-    routes: list[BaseRoute] = [Route(MCP_PATH, endpoint=mcp_app), *operability_routes()]
+    guarded = dbguard.UnavailableAs503(mcp_app)
+    routes: list[BaseRoute] = [Route(MCP_PATH, endpoint=guarded), *operability_routes()]
     # The SDK's other routes (the RFC 9728 protected resource metadata, with OAuth on) likewise.
     routes += [
         Route(r.path, endpoint=mcp_app) for r in mcp_app.routes if isinstance(r, Route) and r.path != MCP_PATH

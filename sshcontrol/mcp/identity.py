@@ -23,6 +23,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from hosts.access_models import McpClient
 from hosts.clients import authenticate, local_client
 from sshcontrol.caller import Caller
+from sshcontrol.dbretry import retrying
 
 
 class ClientAccessToken(AccessToken):
@@ -60,11 +61,13 @@ def process_client() -> ClientRef:
     """The caller of a stdio server: the token's client, else the OS user's local client.
 
     Raises ``hosts.clients.ClientAuthError`` for a bad token: the server must not start
-    as somebody else.
+    as somebody else; ``sshcontrol.dbretry.DatabaseUnavailable`` when the database stays away.
     """
-    client: McpClient = (
-        authenticate(settings.CLIENT_TOKEN) if settings.CLIENT_TOKEN else local_client(os_user())
-    )
+
+    def lookup() -> McpClient:
+        return authenticate(settings.CLIENT_TOKEN) if settings.CLIENT_TOKEN else local_client(os_user())
+
+    client = retrying(lookup, "looking up this server's client")
     return ClientRef(client.pk, client.name)
 
 

@@ -43,6 +43,8 @@ from pydantic import AnyHttpUrl
 
 from hosts.clients import TOKEN_PREFIX, ClientAuthError
 from hosts.idp import Identity, bind
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
+from sshcontrol.mcp import dbguard
 from sshcontrol.mcp.identity import ClientAccessToken
 from sshcontrol.mcp.threads import in_thread
 
@@ -451,7 +453,16 @@ class OAuthTokenVerifier:
             groups=groups_of(claims, self.config.groups_claim),
         )
         try:
-            client = await in_thread(lambda: bind(identity, self.config.create_groups))
+            # Safe to repeat: bind finds the client a lost reply may already have created.
+            client = await in_thread(
+                lambda: retrying(
+                    lambda: bind(identity, self.config.create_groups), "binding an OAuth identity"
+                )
+            )
+        except DatabaseUnavailable as exc:
+            log.warning("could not check the OAuth access token of %s: %s", identity.subject, exc)
+            dbguard.note(exc)
+            return None
         except ClientAuthError as exc:
             log.info("refused an OAuth access token of %s: %s", identity.subject, exc)
             return None

@@ -120,7 +120,14 @@ class Command(BaseCommand):
                     "%d audit completions could not be written: the database is still away", pending_writes()
                 )
             closed = registry.close_all()
-            close_sessions_of_this_process("the server stopped")
+            try:
+                # The main thread's connection may have been killed while the server ran.
+                retrying(
+                    lambda: close_sessions_of_this_process("the server stopped"),
+                    "closing this server's sessions",
+                )
+            except DatabaseUnavailable as exc:
+                log.error("%s; the next start marks them lost", exc)
             if closed:
                 log.info("closed %d SSH sessions on exit", closed)
 

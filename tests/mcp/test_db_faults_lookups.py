@@ -1,0 +1,76 @@
+"""Lookups outside a host call through database faults (PostgreSQL): the HTTP bearer-token
+check and ``ssh_list_hosts`` ride out killed connections, and fail clearly (503 with a JSON
+error; a tool error) when the database stays away past the retry bound."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from mcp.server.mcpserver.exceptions import ToolError
+
+from hosts.clients import create_client
+from hosts.models import Grant, Host
+from sshcontrol.mcp.hostlist import host_list
+from sshcontrol.mcp.identity import Caller
+from tests.dbfaults import refusing_connections, terminate_backends
+from tests.mcp.test_http import RunningServer, bearer, post, start_server, stop_server
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def postgres() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL fault test (DATABASE_URL=postgres://...)")
+
+
+@pytest.fixture
+def http_server(postgres: None, tmp_path: Path) -> Iterator[RunningServer]:
+    proc, running = start_server(tmp_path, "--no-admin", SSHCONTROL_DB_RETRY_SECONDS="1")
+    yield running
+    stop_server(proc, running)
+
+
+def test_the_token_check_rides_out_killed_connections_and_answers_503_while_the_database_is_down(
+    http_server: RunningServer,
+) -> None:
+    token = create_client("ci-bot").token
+    assert post(http_server, authorization=bearer(token)["authorization"]).status_code == 200
+    assert terminate_backends() > 0, "the server held no connection: the fault proved nothing"
+    assert post(http_server, authorization=bearer(token)["authorization"]).status_code == 200
+    with refusing_connections():
+        down = post(http_server, authorization=bearer(token)["authorization"])
+    assert down.status_code == 503, down.text
+    assert down.headers["content-type"] == "application/json" and down.headers["retry-after"]
+    body = down.json()
+    assert body["error"] == "database_unavailable"
+    assert "checking a client token" in body["error_description"]
+    assert token not in down.text
+    # Back: the same token is good again (it was never refused as invalid).
+    assert post(http_server, authorization=bearer(token)["authorization"]).status_code == 200
+
+
+def caller_with_one_host() -> Caller:
+    issued = create_client("lister")
+    host = Host.objects.create(name="h1", address="127.0.0.1", port=22, username="nobody")
+    Grant.objects.create(client=issued.client).hosts.set([host])
+    return Caller(actor="lister (test)", transport="memory", client_id=issued.client.pk, client_name="lister")
+
+
+def test_the_host_list_rides_out_killed_connections(postgres: None) -> None:
+    caller = caller_with_one_host()
+    assert [h.name for h in host_list(caller).hosts] == ["h1"]
+    terminate_backends()  # this thread's connection among them
+    assert [h.name for h in host_list(caller).hosts] == ["h1"]
+
+
+def test_the_host_list_fails_clearly_while_the_database_is_down(postgres: None, settings: Any) -> None:
+    caller = caller_with_one_host()
+    settings.DB_RETRY_SECONDS = 0.5
+    with refusing_connections(), pytest.raises(ToolError) as failed:
+        host_list(caller)
+    assert "the database is unavailable: listing the hosts failed" in str(failed.value)
