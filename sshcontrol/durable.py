@@ -11,18 +11,26 @@ reply was lost may have committed all the same, so a retry first asks the databa
 
 An opening that cannot be written stops the call before anything reaches the host (fail
 closed). A completion is never given up: past the bound it waits in the background until
-the database is back, and the client gets its result meanwhile.
+the database is back, and the client gets its result meanwhile. A completion given with its
+``outcome`` (``audit.writer.complete``'s fields) is also spooled to an owner-only file
+(``sshcontrol.mcp.spool``), so a process killed before the database is back does not lose
+it: the next start writes it (``replay_spooled``) before relabelling rows ``interrupted``.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from audit import writer
 from audit.models import AuditEvent
 from sshcontrol import dbretry
+from sshcontrol.mcp import spool
+
+log = logging.getLogger(__name__)
 
 
 def begin(*, request_id: uuid.UUID, **fields: Any) -> int:
@@ -72,8 +80,12 @@ def _postpone_refusal(opening: Callable[[], int], exc: dbretry.DatabaseUnavailab
     dbretry.postpone(write, "recording a call refused while the database was away")
 
 
-def complete(event_id: int, work: Callable[[], None]) -> bool:
-    """Run ``work`` (which completes row ``event_id``) once; True if recorded now, False if postponed."""
+def complete(event_id: int, work: Callable[[], None], *, outcome: Mapping[str, Any] | None = None) -> bool:
+    """Run ``work`` (which completes row ``event_id``) once; True if recorded now, False if postponed.
+
+    ``outcome``: the fields ``work`` gives ``audit.writer.complete``; with it, a postponed
+    completion survives the death of this process (spooled to disk until written).
+    """
     tried = False
 
     def attempt() -> None:
@@ -83,7 +95,36 @@ def complete(event_id: int, work: Callable[[], None]) -> bool:
         tried = True
         work()
 
-    return dbretry.complete_eventually(attempt, f"completing audit row {event_id}")
+    what = f"completing audit row {event_id}"
+    try:
+        dbretry.retrying(attempt, what)
+        return True
+    except dbretry.DatabaseUnavailable:
+        log.error("%s is postponed until the database is back", what)
+    spooled = spool.save(event_id, outcome) if outcome is not None else None
+
+    def later() -> None:
+        attempt()
+        if spooled is not None:
+            spool.discard(spooled)
+
+    dbretry.postpone(later, what)
+    return False
+
+
+def replay_spooled() -> int:
+    """Write the spooled completions of processes that died before the database came back.
+
+    Run at start, before ``audit.writer.mark_interrupted``: a row whose outcome is known
+    gets it, not ``interrupted``. Returns how many files were handled.
+    """
+    handled = 0
+    for path, pending in spool.orphaned():
+        what = f"replaying the completion of audit row {pending.event_id}"
+        dbretry.retrying(functools.partial(spool.replay, pending), what)
+        spool.discard(path)
+        handled += 1
+    return handled
 
 
 def finished(event_id: int) -> bool:

@@ -30,7 +30,7 @@ from sshcontrol.holders import close_sessions_of_this_process, mark_dead_embedde
 from sshcontrol.httplimits import uvicorn_guard
 from sshcontrol.idle import start_idle_reaper
 from sshcontrol.management.commands.serve import ensure_admin_user, parse_bind
-from sshcontrol.mcp import stdio
+from sshcontrol.mcp import durable, stdio
 from sshcontrol.mcp.identity import process_client
 from sshcontrol.mcp.server import build_server
 from sshlib.sessions import registry
@@ -93,6 +93,11 @@ class Command(BaseCommand):
         if transport != "stdio":
             signal.signal(signal.SIGINT, stop)  # Ctrl-C in a terminal: the same clean stop, no traceback
 
+        # First the completions a killed process spooled while the database was away: those
+        # rows get their true outcome, not "interrupted".
+        replayed = durable.replay_spooled()  # retried inside, per row
+        if replayed:
+            log.warning("wrote %d audit completions a stopped process had spooled", replayed)
         interrupted = retrying(writer.mark_interrupted, "marking rows of stopped processes interrupted")
         lost = retrying(mark_dead_embedded_sessions, "marking sessions of stopped processes lost")
         if interrupted or lost:

@@ -1,0 +1,107 @@
+"""A completion postponed while the database is away survives the death of its process
+(real PostgreSQL, real processes): the next ``mcp_serve`` start writes the true outcome
+instead of relabelling the row ``interrupted``."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from audit.models import AuditEvent
+from tests.database import database_url
+from tests.dbfaults import refusing_connections
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Opens a row, waits, then completes it while the test keeps the database away, and waits to be killed.
+CHILD = """
+import sys, uuid
+from audit import writer
+from sshcontrol.mcp import durable
+eid = durable.begin(request_id=uuid.uuid4(), tool="ssh_execute", actor="spool-test", transport="stdio",
+                    command="echo spooled")
+print(eid, flush=True)
+sys.stdin.readline()
+outcome = {"status": "ok", "exit_status": 0, "stdout": "spooled\\n", "details": {"why": "test"}}
+done = durable.complete(eid, lambda: writer.complete(eid, **outcome), outcome=outcome)
+print("written" if done else "postponed", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def postgres() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL fault test (DATABASE_URL=postgres://...)")
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        "SSHCONTROL_DATA_DIR": str(tmp_path / "data"),
+        "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
+        "DATABASE_URL": database_url(),
+        "SSHCONTROL_DB_RETRY_SECONDS": "1",
+        "SSHCONTROL_LOG_LEVEL": "WARNING",
+    }
+
+
+def test_a_killed_process_s_postponed_completion_is_written_by_the_next_start(
+    postgres: None, tmp_path: Path
+) -> None:
+    env = environment(tmp_path)
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", CHILD],
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        event_id = int(child.stdout.readline())
+        with refusing_connections():
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "postponed"
+            spooled = tmp_path / "data" / "pending-completions" / f"{event_id}.json"
+            assert spooled.exists()
+            assert stat.S_IMODE(spooled.stat().st_mode) == 0o600
+            assert stat.S_IMODE(spooled.parent.stat().st_mode) == 0o700
+            child.kill()  # dies with the row still running
+            child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    assert AuditEvent.objects.get(pk=event_id).status == "running"
+    # The next start (stdin an empty pipe: it starts, then stops at once).
+    started = subprocess.run(
+        [sys.executable, "-m", "sshcontrol", "mcp_serve"],
+        env=env,
+        cwd="/",
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    row = AuditEvent.objects.get(pk=event_id)
+    assert row.status == "ok" and row.exit_status == 0 and row.stdout == "spooled\n", row.error
+    assert row.details["why"] == "test"
+    assert not spooled.exists()
+    call_command("audit_verify")
