@@ -27,12 +27,13 @@ import logging
 import threading
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections, router
 from django.utils import timezone
 
 from audit import writer
 from audit.models import AuditEvent
 from audit.process import current_process_key
+from audit.statements import Insert
 from hosts.models import Host
 from sshcontrol import holders
 from sshcontrol.credentials import build_spec
@@ -55,6 +56,41 @@ def recording() -> bool:
     return True
 
 
+# Precompiled (``audit.statements``): every command of an embedded server pays for these two
+# statements, and the ORM's create and delete cost several times the statements themselves.
+_RECORD = Insert(
+    RemoteCommand,
+    ("worker", "worker_process", "session_id", "host_id", "pgid", "audit_event_id", "started_at"),
+    returning=("id",),
+)
+
+
+def _forget_sql(quote: Any) -> str:
+    return f"DELETE FROM {quote(RemoteCommand._meta.db_table)} WHERE {quote('id')} = %s"  # noqa: S608
+
+
+def _record(session_id: str, host_id: int, pgid: int, audit_event_id: int | None) -> int:
+    with connections[router.db_for_write(RemoteCommand)].cursor() as cursor:
+        values = [
+            holders.current_worker(),
+            current_process_key(),
+            session_id,
+            host_id,
+            pgid,
+            audit_event_id,
+            timezone.now(),
+        ]
+        row = _RECORD.execute(cursor, values)
+    assert row is not None
+    return int(row["id"])
+
+
+def _forget(row_id: int) -> None:
+    connection = connections[router.db_for_write(RemoteCommand)]
+    with connection.cursor() as cursor:
+        cursor.execute(_forget_sql(connection.ops.quote_name), [row_id])
+
+
 def _embedded(worker: str) -> bool:
     return worker.startswith(holders.EMBEDDED_PREFIX)
 
@@ -71,16 +107,7 @@ class Tracker:
     def started(self, pgid: int) -> None:
         try:
             self.row_id = retrying(
-                lambda: (
-                    RemoteCommand.objects.create(
-                        worker=holders.current_worker(),
-                        worker_process=current_process_key(),
-                        session_id=self.session_id,
-                        host_id=self.host_id,
-                        pgid=pgid,
-                        audit_event_id=self.audit_event_id,
-                    ).pk
-                ),
+                lambda: _record(self.session_id, self.host_id, pgid, self.audit_event_id),
                 "recording the remote process group",
                 seconds=2.0,
             )
@@ -92,7 +119,7 @@ class Tracker:
         if row_id is None:
             return
         try:
-            retrying(lambda: RemoteCommand.objects.filter(pk=row_id).delete(), "forgetting the process group")
+            retrying(lambda: _forget(row_id), "forgetting the process group")
         except Exception:
             log.exception("could not forget process group row %s", row_id)
 

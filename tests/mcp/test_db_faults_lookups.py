@@ -18,6 +18,8 @@ from sshcontrol.mcp.hostlist import host_list
 from sshcontrol.mcp.identity import Caller
 from tests.dbfaults import refusing_connections, terminate_backends
 from tests.mcp.test_http import RunningServer, bearer, post, start_server, stop_server
+from tests.mcp.test_oauth import start_oauth_server
+from tests.oidc.idp import Idp, available, rsa_key
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -44,14 +46,40 @@ def test_the_token_check_rides_out_killed_connections_and_answers_503_while_the_
     assert post(http_server, authorization=bearer(token)["authorization"]).status_code == 200
     with refusing_connections():
         down = post(http_server, authorization=bearer(token)["authorization"])
-    assert down.status_code == 503, down.text
-    assert down.headers["content-type"] == "application/json" and down.headers["retry-after"]
-    body = down.json()
-    assert body["error"] == "database_unavailable"
-    assert "checking a client token" in body["error_description"]
+    assert_503(down, "checking a client token")
     assert token not in down.text
     # Back: the same token is good again (it was never refused as invalid).
     assert post(http_server, authorization=bearer(token)["authorization"]).status_code == 200
+
+
+def assert_503(response: Any, what: str) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/json" and response.headers["retry-after"]
+    body = response.json()
+    assert body["error"] == "database_unavailable" and what in body["error_description"], body
+
+
+@pytest.mark.skipif(bool(available()), reason=available() or "ok")
+def test_the_oauth_client_check_rides_out_killed_connections_and_answers_503_while_the_database_is_down(
+    postgres: None, tmp_path: Path
+) -> None:
+    idp = Idp(tmp_path)
+    idp.start([rsa_key("key-a")])
+    try:
+        proc, server = start_oauth_server(tmp_path, idp, SSHCONTROL_DB_RETRY_SECONDS="1")
+        try:
+            idp.set_account("bot1", email="bot1@example.com")
+            token = idp.client_credentials("bot1", resource=server.mcp)
+            assert post(server, authorization=f"Bearer {token}").status_code == 200
+            assert terminate_backends() > 0, "the server held no connection: the fault proved nothing"
+            assert post(server, authorization=f"Bearer {token}").status_code == 200
+            with refusing_connections():
+                assert_503(post(server, authorization=f"Bearer {token}"), "binding an OAuth identity")
+            assert post(server, authorization=f"Bearer {token}").status_code == 200
+        finally:
+            stop_server(proc, server)
+    finally:
+        idp.stop()
 
 
 def caller_with_one_host() -> Caller:
