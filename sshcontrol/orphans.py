@@ -37,7 +37,7 @@ from audit.statements import Insert
 from hosts.models import Host
 from sshcontrol import holders
 from sshcontrol.credentials import build_spec
-from sshcontrol.dbretry import retrying
+from sshcontrol.dbretry import DatabaseUnavailable, postpone, retrying
 from sshcontrol.models import RemoteCommand
 from sshlib.connect import open_connection
 from sshlib.execute import kill_process_group
@@ -118,8 +118,13 @@ class Tracker:
         row_id = self.row_id
         if row_id is None:
             return
+        what = f"forgetting process group row {row_id}"
         try:
-            retrying(lambda: _forget(row_id), "forgetting the process group")
+            retrying(lambda: _forget(row_id), what)
+        except DatabaseUnavailable:
+            # Left behind, the row would make a survivor kill a group that has ended (whose id
+            # the host may have reused): delete it once the database is back.
+            postpone(lambda: _forget(row_id), what)
         except Exception:
             log.exception("could not forget process group row %s", row_id)
 

@@ -68,8 +68,8 @@ def test_the_oauth_client_check_rides_out_killed_connections_and_answers_503_whi
     try:
         proc, server = start_oauth_server(tmp_path, idp, SSHCONTROL_DB_RETRY_SECONDS="1")
         try:
-            idp.set_account("bot1", email="bot1@example.com")
-            token = idp.client_credentials("bot1", resource=server.mcp)
+            idp.set_account("bot2", email="bot2@example.com")
+            token = idp.client_credentials("bot2", resource=server.mcp)
             assert post(server, authorization=f"Bearer {token}").status_code == 200
             assert terminate_backends() > 0, "the server held no connection: the fault proved nothing"
             assert post(server, authorization=f"Bearer {token}").status_code == 200

@@ -5,18 +5,25 @@ instead of relabelling the row ``interrupted``."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult
 
 from audit.models import AuditEvent
 from tests.database import database_url
 from tests.dbfaults import refusing_connections
+from tests.polling import eventually
+from tests.sshd import SshServer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -104,4 +111,79 @@ def test_a_killed_process_s_postponed_completion_is_written_by_the_next_start(
     assert row.status == "ok" and row.exit_status == 0 and row.stdout == "spooled\n", row.error
     assert row.details["why"] == "test"
     assert not spooled.exists()
+    call_command("audit_verify")
+
+
+def server_pid(data_dir: Path) -> int:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ, cmdline = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"SSHCONTROL_DATA_DIR={data_dir}".encode() in environ and b"mcp_serve" in cmdline:
+            return int(proc.name)
+    raise AssertionError("mcp_serve process not found")
+
+
+@pytest.mark.sshd
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs sshcontrol/mcp/calls.py to pass outcome= to durable.complete (see the faults report)",
+)
+def test_a_call_completed_while_the_database_is_down_keeps_its_outcome_when_its_server_is_killed(
+    postgres: None, tmp_path: Path, make_host: Any, sshd: SshServer
+) -> None:
+    make_host("h")
+    env = environment(tmp_path)
+    data_dir = tmp_path / "data"
+    command = f"sleep 1; echo done-{sshd.user}"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "sshcontrol", "mcp_serve"], env=env, cwd="/"
+    )
+    outage = refusing_connections()
+
+    async def body() -> CallToolResult:
+        async with Client(params) as client:
+            first = await client.call_tool("ssh_execute", {"host": "h", "command": "true"})
+            assert isinstance(first, CallToolResult) and not first.is_error, first.content
+            pid = server_pid(data_dir)
+            results: list[CallToolResult] = []
+
+            async def call() -> None:
+                result = await client.call_tool("ssh_execute", {"host": "h", "command": command})
+                assert isinstance(result, CallToolResult)
+                results.append(result)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(call)
+                await eventually(lambda: sshd.user_processes("sleep 1"), 15, "the command is running")
+                # The database goes away while the command runs: its completion cannot be written.
+                await anyio.to_thread.run_sync(outage.__enter__)
+                await eventually(lambda: results, 30, "the result, while the database is away")
+                spool = data_dir / "pending-completions"
+                await eventually(lambda: list(spool.glob("*.json")), 15, "the completion spooled")
+                os.kill(pid, signal.SIGKILL)
+                group.cancel_scope.cancel()
+            return results[0]
+
+    try:
+        result = anyio.run(body)
+    finally:
+        outage.__exit__(None, None, None)
+    assert not result.is_error, result.content
+    restarted = subprocess.run(
+        [sys.executable, "-m", "sshcontrol", "mcp_serve"],
+        env=env,
+        cwd="/",
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    row = AuditEvent.objects.get(command=command)
+    assert row.status == "ok" and row.stdout == f"done-{sshd.user}\n", (row.status, row.error)
     call_command("audit_verify")
