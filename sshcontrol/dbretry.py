@@ -10,7 +10,7 @@ unusable, and the work is tried again with backoff until ``SSHCONTROL_DB_RETRY_S
 have passed; then ``DatabaseUnavailable`` says what could not be done.
 
 The retried work must be safe to repeat: reads are; the audit writes are made so by
-their callers (``sshcontrol.mcp.durable``). Inside a transaction nothing is retried (the
+their callers (``sshcontrol.durable``). Inside a transaction nothing is retried (the
 transaction is lost with the connection): the error goes up to the ``retrying`` around
 the whole transaction.
 

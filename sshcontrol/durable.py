@@ -13,7 +13,7 @@ An opening that cannot be written stops the call before anything reaches the hos
 closed). A completion is never given up: past the bound it waits in the background until
 the database is back, and the client gets its result meanwhile. A completion given with its
 ``outcome`` (``audit.writer.complete``'s fields) is also spooled to an owner-only file
-(``sshcontrol.mcp.spool``), so a process killed before the database is back does not lose
+(``sshcontrol.spool``), so a process killed before the database is back does not lose
 it: the next start writes it (``replay_spooled``) before relabelling rows ``interrupted``.
 """
 
@@ -27,8 +27,7 @@ from typing import Any
 
 from audit import writer
 from audit.models import AuditEvent
-from sshcontrol import dbretry
-from sshcontrol.mcp import spool
+from sshcontrol import dbretry, spool
 
 log = logging.getLogger(__name__)
 

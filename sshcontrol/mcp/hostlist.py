@@ -11,8 +11,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from hosts.access import ClientAccess, access_for, visible_hosts
 from hosts.inventory import list_hosts
 from hosts.models import Host
-from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.caller import Caller
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.mcp.schemas import HostInfo, HostList
 from sshcontrol.models import SshSession
 

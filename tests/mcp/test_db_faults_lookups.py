@@ -14,8 +14,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from hosts.clients import create_client
 from hosts.models import Grant, Host
+from sshcontrol.caller import Caller
 from sshcontrol.mcp.hostlist import host_list
-from sshcontrol.mcp.identity import Caller
 from tests.dbfaults import refusing_connections, terminate_backends
 from tests.mcp.test_http import RunningServer, bearer, post, start_server, stop_server
 from tests.mcp.test_oauth import start_oauth_server

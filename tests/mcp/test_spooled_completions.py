@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = """
 import sys, uuid
 from audit import writer
-from sshcontrol.mcp import durable
+from sshcontrol import durable
 eid = durable.begin(request_id=uuid.uuid4(), tool="ssh_execute", actor="spool-test", transport="stdio",
                     command="echo spooled")
 print(eid, flush=True)
@@ -130,7 +130,7 @@ def server_pid(data_dir: Path) -> int:
 @pytest.mark.sshd
 @pytest.mark.xfail(
     strict=True,
-    reason="needs sshcontrol/mcp/calls.py to pass outcome= to durable.complete (see the faults report)",
+    reason="needs sshcontrol/hostcall.py to pass outcome= to durable.complete (see the h/faults report)",
 )
 def test_a_call_completed_while_the_database_is_down_keeps_its_outcome_when_its_server_is_killed(
     postgres: None, tmp_path: Path, make_host: Any, sshd: SshServer

@@ -23,14 +23,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit import writer
 from hosts.clients import ClientAuthError
-from sshcontrol import orphans
+from sshcontrol import durable, orphans
 from sshcontrol.dbretry import DatabaseUnavailable, flush_pending, pending_writes, retrying
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.holders import close_sessions_of_this_process, mark_dead_embedded_sessions
 from sshcontrol.httplimits import uvicorn_guard
 from sshcontrol.idle import start_idle_reaper
 from sshcontrol.management.commands.serve import ensure_admin_user, parse_bind
-from sshcontrol.mcp import durable, stdio
+from sshcontrol.mcp import stdio
 from sshcontrol.mcp.identity import process_client
 from sshcontrol.mcp.server import build_server
 from sshlib.sessions import registry

@@ -33,6 +33,7 @@ from audit.models import AuditEvent
 from audit.process import current_process_key, is_alive
 from audit.redaction import redact
 from sshcontrol import filemodes
+from sshlib.execute import ExecResult
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,21 @@ class Pending:
     event_id: int
     process: str
     fields: dict[str, Any]
+
+
+def command_outcome(run: ExecResult, **fields: Any) -> dict[str, Any]:
+    """The ``outcome`` of a command that ran: what ``writer.complete_command`` hands ``writer.complete``."""
+    return {
+        "exit_status": run.exit_status,
+        "signal": run.signal or "",
+        "stdout": run.stdout,
+        "stderr": run.stderr,
+        "stdout_bytes": run.stdout_bytes,
+        "stderr_bytes": run.stderr_bytes,
+        "stdout_truncated": run.stdout_truncated,
+        "stderr_truncated": run.stderr_truncated,
+        **fields,
+    }
 
 
 def directory() -> Path:
