@@ -1,6 +1,6 @@
-"""Lookups outside a host call through database faults (PostgreSQL): the HTTP bearer-token
-check and ``ssh_list_hosts`` ride out killed connections, and fail clearly (503 with a JSON
-error; a tool error) when the database stays away past the retry bound."""
+"""Lookups outside a host call through database faults (PostgreSQL): the HTTP bearer-token and
+OAuth client checks and ``ssh_list_hosts`` ride out killed connections, and fail clearly (503
+with a JSON error; a tool error) when the database stays away past the retry bound."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from mcp.server.mcpserver.exceptions import ToolError
 
 from hosts.clients import create_client
-from hosts.models import Grant, Host
-from sshcontrol.caller import Caller
-from sshcontrol.mcp.hostlist import host_list
 from tests.dbfaults import refusing_connections, terminate_backends
+from tests.mcp.conftest import McpHarness
 from tests.mcp.test_http import RunningServer, bearer, post, start_server, stop_server
 from tests.mcp.test_oauth import start_oauth_server
 from tests.oidc.idp import Idp, available, rsa_key
@@ -82,23 +79,22 @@ def test_the_oauth_client_check_rides_out_killed_connections_and_answers_503_whi
         idp.stop()
 
 
-def caller_with_one_host() -> Caller:
-    issued = create_client("lister")
-    host = Host.objects.create(name="h1", address="127.0.0.1", port=22, username="nobody")
-    Grant.objects.create(client=issued.client).hosts.set([host])
-    return Caller(actor="lister (test)", transport="memory", client_id=issued.client.pk, client_name="lister")
+@pytest.mark.sshd
+def test_the_host_list_rides_out_killed_connections(postgres: None, mcp: McpHarness, make_host: Any) -> None:
+    make_host("h1")
+    assert [h["name"] for h in mcp.ok("ssh_list_hosts", response_format="json")["hosts"]] == ["h1"]
+    terminate_backends()  # the server's call threads' connections among them
+    connection.close()  # and this thread's, which Django would not notice before the teardown
+    assert [h["name"] for h in mcp.ok("ssh_list_hosts", response_format="json")["hosts"]] == ["h1"]
 
 
-def test_the_host_list_rides_out_killed_connections(postgres: None) -> None:
-    caller = caller_with_one_host()
-    assert [h.name for h in host_list(caller).hosts] == ["h1"]
-    terminate_backends()  # this thread's connection among them
-    assert [h.name for h in host_list(caller).hosts] == ["h1"]
-
-
-def test_the_host_list_fails_clearly_while_the_database_is_down(postgres: None, settings: Any) -> None:
-    caller = caller_with_one_host()
+@pytest.mark.sshd
+def test_the_host_list_fails_clearly_while_the_database_is_down(
+    postgres: None, mcp: McpHarness, make_host: Any, settings: Any
+) -> None:
+    make_host("h1")
+    mcp.ok("ssh_list_hosts")
     settings.DB_RETRY_SECONDS = 0.5
-    with refusing_connections(), pytest.raises(ToolError) as failed:
-        host_list(caller)
-    assert "the database is unavailable: listing the hosts failed" in str(failed.value)
+    with refusing_connections():
+        message = mcp.error("ssh_list_hosts")
+    assert "the database is unavailable: listing your hosts failed" in message, message
