@@ -13,6 +13,7 @@ precompiled SQL (``audit.statements``): they sit on the path of every tool call.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -308,33 +309,47 @@ def complete(
         logger.warning(_NOT_RUNNING, event_id, status)
 
 
-def complete_command(
-    event_id: int,
-    run: ExecResult,
-    *,
-    status: str,
-    error: str = "",
-    session_id: str | None = None,
-    reconnected: bool = False,
-    details: Mapping[str, Any] | None = None,
-) -> None:
-    """Finish the row of a command that ran, from the SSH runtime's result field for field."""
-    complete(
-        event_id,
-        status=status,
-        session_id=session_id,
-        exit_status=run.exit_status,
-        signal=run.signal or "",
-        stdout=run.stdout,
-        stderr=run.stderr,
-        stdout_bytes=run.stdout_bytes,
-        stderr_bytes=run.stderr_bytes,
-        stdout_truncated=run.stdout_truncated,
-        stderr_truncated=run.stderr_truncated,
-        reconnected=reconnected,
-        error=error,
-        details=details,
-    )
+@dataclass(frozen=True)
+class Completion:
+    """How a row is finished: ``complete``'s arguments as one value (kept on disk as JSON by
+    ``sshcontrol/spool.py`` while the database is away)."""
+
+    status: str
+    session_id: str | None = None
+    exit_status: int | None = None
+    signal: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    stdout_bytes: int | None = None
+    stderr_bytes: int | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    file_size: int | None = None
+    file_sha256: str = ""
+    reconnected: bool = False
+    error: str = ""
+    details: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of_command(cls, run: ExecResult, *, status: str, **fields: Any) -> Completion:
+        """A command that ran, from the SSH runtime's result field for field."""
+        return cls(
+            status=status,
+            exit_status=run.exit_status,
+            signal=run.signal or "",
+            stdout=run.stdout,
+            stderr=run.stderr,
+            stdout_bytes=run.stdout_bytes,
+            stderr_bytes=run.stderr_bytes,
+            stdout_truncated=run.stdout_truncated,
+            stderr_truncated=run.stderr_truncated,
+            **fields,
+        )
+
+
+def finish(event_id: int, completion: Completion) -> None:
+    """``complete`` with the arguments held by ``completion``."""
+    complete(event_id, **{f.name: getattr(completion, f.name) for f in dataclasses.fields(completion)})
 
 
 def _finish(event_id: int, changes: Mapping[str, Any]) -> bool:

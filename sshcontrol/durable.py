@@ -12,7 +12,7 @@ reply was lost may have committed all the same, so a retry first asks the databa
 An opening that cannot be written stops the call before anything reaches the host (fail
 closed). A completion is never given up: past the bound it waits in the background until
 the database is back, and the client gets its result meanwhile. A completion given with its
-``outcome`` (``audit.writer.complete``'s fields) is also spooled to an owner-only file
+``outcome`` (the ``audit.writer.Completion`` that ``work`` writes) is also spooled to an owner-only file
 (``sshcontrol.spool``), so a process killed before the database is back does not lose
 it: the next start writes it (``replay_spooled``) before relabelling rows ``interrupted``.
 """
@@ -22,11 +22,12 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from audit import writer
 from audit.models import AuditEvent
+from audit.writer import Completion
 from sshcontrol import dbretry, spool
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,10 @@ def _postpone_refusal(opening: Callable[[], int], exc: dbretry.DatabaseUnavailab
     dbretry.postpone(write, "recording a call refused while the database was away")
 
 
-def complete(event_id: int, work: Callable[[], None], *, outcome: Mapping[str, Any] | None = None) -> bool:
+def complete(event_id: int, work: Callable[[], None], *, outcome: Completion | None = None) -> bool:
     """Run ``work`` (which completes row ``event_id``) once; True if recorded now, False if postponed.
 
-    ``outcome``: the fields ``work`` gives ``audit.writer.complete``; with it, a postponed
+    ``outcome``: the completion ``work`` writes; with it, a postponed
     completion survives the death of this process (spooled to disk until written).
     """
     tried = False

@@ -24,6 +24,7 @@ from django.db import connection, transaction
 
 from audit import writelock, writer
 from audit.models import AuditEvent
+from audit.writer import Completion
 from hosts import approvals
 from hosts.access import (
     Authorization,
@@ -247,13 +248,9 @@ class HostCall:
         error = audit_error or message
         event_id, details = self.event_id, self.details
         session_id = self._session_id
+        outcome = Completion(status, session_id, error=error, details=details)
         with metrics.audit_write("complete"):
-            durable.complete(
-                event_id,
-                lambda: writer.complete(
-                    event_id, status=status, error=error, session_id=session_id, details=details
-                ),
-            )
+            durable.complete(event_id, lambda: writer.finish(event_id, outcome), outcome=outcome)
         self.completed = True
         raise CallRefused(message, status, event_id)
 
@@ -261,51 +258,43 @@ class HostCall:
         self, status: str = Status.OK, *, file_size: int | None = None, file_sha256: str = ""
     ) -> int:
         """Complete the audit row of a call that did its work; returns the row's id."""
-        return self._complete(
+        outcome = Completion(
             status,
-            lambda: writer.complete(
-                self.event_id,
-                status=status,
-                session_id=self._session_id,
-                reconnected=bool(self.details.get("reconnected")),
-                details=self.details,
-                file_size=file_size,
-                file_sha256=file_sha256,
-            ),
-            command_ran=False,
+            self._session_id,
+            reconnected=bool(self.details.get("reconnected")),
+            details=self.details,
+            file_size=file_size,
+            file_sha256=file_sha256,
         )
+        return self._complete(outcome, command_ran=False)
 
     def complete_execution(self, executed: Executed) -> int:
         """Complete the row of a command that ran, from what the holder returned."""
         run = executed.run
         status = Status.TIMEOUT if run.timed_out else Status.INTERRUPTED if run.cancelled else Status.OK
-        return self._complete(
-            status,
-            lambda: writer.complete_command(
-                self.event_id,
-                run,
-                status=status,
-                error=(executed.cancel_reason or CLIENT_CANCEL) if run.cancelled else "",
-                session_id=self._session_id,
-                reconnected=bool(self.details.get("reconnected")),
-                details=self.details,
-            ),
-            command_ran=True,
+        outcome = Completion.of_command(
+            run,
+            status=status,
+            error=(executed.cancel_reason or CLIENT_CANCEL) if run.cancelled else "",
+            session_id=self._session_id,
+            reconnected=bool(self.details.get("reconnected")),
+            details=self.details,
         )
+        return self._complete(outcome, command_ran=True)
 
-    def _complete(self, status: str, write_row: Callable[[], None], *, command_ran: bool) -> int:
+    def _complete(self, outcome: Completion, *, command_ran: bool) -> int:
         """Complete the audit row and record the session's use, in one transaction (one commit)."""
-        calllog.note_status(status)
+        calllog.note_status(outcome.status)
         session_id = self._session_id
 
         def write() -> None:
             with writelock.serialized(connection), transaction.atomic():
-                write_row()
+                writer.finish(self.event_id, outcome)
                 if session_id:
                     SshSession.objects.touch(session_id, command_ran=command_ran)
 
         with metrics.audit_write("complete"):
-            durable.complete(self.event_id, write)
+            durable.complete(self.event_id, write, outcome=outcome)
         self.completed = True
         return self.event_id
 
@@ -316,10 +305,8 @@ class HostCall:
         # internal error: say so, to the client and in the row.
         error = str(exc) if isinstance(exc, DatabaseUnavailable) else f"internal error: {type(exc).__name__}"
         event_id, session_id = self.event_id, self._session_id
-        durable.complete(
-            event_id,
-            lambda: writer.complete(event_id, status=Status.ERROR, session_id=session_id, error=error),
-        )
+        outcome = Completion(Status.ERROR, session_id, error=error)
+        durable.complete(event_id, lambda: writer.finish(event_id, outcome), outcome=outcome)
         self.completed = True
 
 

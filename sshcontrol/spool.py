@@ -9,10 +9,10 @@ So each postponed completion is also written here, one owner-only JSON file per 
 is written. The next ``mcp_serve`` start replays the files of dead processes before the
 interrupted-row relabelling runs.
 
-What is stored is the outcome as ``audit.writer.complete`` receives it, already redacted
-(no secret is ever written to the file; ``secrets`` are applied here and dropped). The
-replayed row's finish time and duration are those of the replay: the command's own end was
-not recorded anywhere durable.
+What is stored is the ``audit.writer.Completion`` the row is finished with: command output
+already redacted of the host's secrets where the session is held (the audit writer caps and
+redacts it again when it writes). The replayed row's finish time and duration are those of
+the replay: the command's own end was not recorded anywhere durable.
 """
 
 from __future__ import annotations
@@ -21,19 +21,16 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 
 from audit import writer
 from audit.models import AuditEvent
 from audit.process import current_process_key, is_alive
-from audit.redaction import redact
+from audit.writer import Completion
 from sshcontrol import filemodes
-from sshlib.execute import ExecResult
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +39,11 @@ DIRECTORY = "pending-completions"
 
 @dataclass(frozen=True)
 class Pending:
-    """One spooled completion: the row, the process that owed it, and ``writer.complete``'s fields."""
+    """One spooled completion: the row, the process that owed it, and how to finish the row."""
 
     event_id: int
     process: str
-    fields: dict[str, Any]
-
-
-def command_outcome(run: ExecResult, **fields: Any) -> dict[str, Any]:
-    """The ``outcome`` of a command that ran: what ``writer.complete_command`` hands ``writer.complete``."""
-    return {
-        "exit_status": run.exit_status,
-        "signal": run.signal or "",
-        "stdout": run.stdout,
-        "stderr": run.stderr,
-        "stdout_bytes": run.stdout_bytes,
-        "stderr_bytes": run.stderr_bytes,
-        "stdout_truncated": run.stdout_truncated,
-        "stderr_truncated": run.stderr_truncated,
-        **fields,
-    }
+    completion: Completion
 
 
 def directory() -> Path:
@@ -72,21 +54,9 @@ def path_of(event_id: int) -> Path:
     return directory() / f"{event_id}.json"
 
 
-def _redacted(value: Any, secrets: Sequence[str]) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets) if secrets else value
-    if isinstance(value, Mapping):
-        return {str(key): _redacted(item, secrets) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted(item, secrets) for item in value]
-    return value
-
-
-def save(event_id: int, fields: Mapping[str, Any]) -> Path | None:
+def save(event_id: int, completion: Completion) -> Path | None:
     """Write the completion of row ``event_id`` to its file; None if it cannot be kept (logged)."""
-    secrets = tuple(fields.get("secrets") or ())
-    kept = {key: _redacted(value, secrets) for key, value in fields.items() if key != "secrets"}
-    record = {"event_id": event_id, "process": current_process_key(), "fields": kept}
+    record = {"event_id": event_id, "process": current_process_key(), "completion": asdict(completion)}
     target = path_of(event_id)
     try:
         target.parent.mkdir(mode=filemodes.DIR_MODE, exist_ok=True)
@@ -116,7 +86,7 @@ def discard(path: Path) -> None:
 def load(path: Path) -> Pending | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        return Pending(int(record["event_id"]), str(record["process"]), dict(record["fields"]))
+        return Pending(int(record["event_id"]), str(record["process"]), Completion(**record["completion"]))
     except (OSError, ValueError, KeyError, TypeError):
         log.exception("unreadable spooled completion %s (kept for an admin to look at)", path)
         return None
@@ -139,4 +109,4 @@ def orphaned() -> list[tuple[Path, Pending]]:
 def replay(pending: Pending) -> None:
     """Complete the row with its spooled outcome, unless something else finished it already."""
     if AuditEvent.objects.filter(pk=pending.event_id, status=AuditEvent.Status.RUNNING).exists():
-        writer.complete(pending.event_id, **pending.fields)
+        writer.finish(pending.event_id, pending.completion)

@@ -38,8 +38,8 @@ eid = durable.begin(request_id=uuid.uuid4(), tool="ssh_execute", actor="spool-te
                     command="echo spooled")
 print(eid, flush=True)
 sys.stdin.readline()
-outcome = {"status": "ok", "exit_status": 0, "stdout": "spooled\\n", "details": {"why": "test"}}
-done = durable.complete(eid, lambda: writer.complete(eid, **outcome), outcome=outcome)
+outcome = writer.Completion("ok", exit_status=0, stdout="spooled\\n", details={"why": "test"})
+done = durable.complete(eid, lambda: writer.finish(eid, outcome), outcome=outcome)
 print("written" if done else "postponed", flush=True)
 sys.stdin.readline()
 """
@@ -128,10 +128,6 @@ def server_pid(data_dir: Path) -> int:
 
 
 @pytest.mark.sshd
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs sshcontrol/hostcall.py to pass outcome= to durable.complete (see the h/faults report)",
-)
 def test_a_call_completed_while_the_database_is_down_keeps_its_outcome_when_its_server_is_killed(
     postgres: None, tmp_path: Path, make_host: Any, sshd: SshServer
 ) -> None:
