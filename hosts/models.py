@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -111,8 +112,18 @@ class Host(models.Model):
         max_length=255,
         blank=True,
         default="",
-        help_text="ProxyJump recorded by an import (user@jumphost:port). "
-        "Recorded only: connections do not go through a jump host yet.",
+        help_text="ProxyJump as an import read it (user@jumphost:port), for reference; "
+        "connections go through the jump host below.",
+    )
+    jump_host = models.ForeignKey(
+        "self",
+        # A jump host that hosts behind it still use cannot be deleted from under them.
+        on_delete=models.PROTECT,
+        related_name="jumped_from",
+        null=True,
+        blank=True,
+        help_text="The host to connect through (its next hop), itself a registered host with its own "
+        "credential and pinned host key. Its own jump host, if any, comes before it.",
     )
     last_connected_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -123,6 +134,36 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        try:
+            self.jump_chain()
+        except JumpLoop as exc:
+            raise ValidationError({"jump_host": str(exc)}) from None
+
+    def jump_chain(self) -> list[Host]:
+        """The jump hosts a connection goes through, outermost first (empty: a direct connection).
+
+        Follows ``jump_host`` links: this host's own (possibly unsaved) value, then what the
+        database says of each hop. Raises ``JumpLoop`` when the links come back to a host
+        already on the chain, this one included. Each hop not already loaded costs a query;
+        lists select the first two levels (``select_related("jump_host__jump_host")``).
+        """
+        if self.jump_host_id is not None and self.jump_host_id == self.pk:
+            raise JumpLoop(f"host '{self.name}' cannot be its own jump host")
+        chain: list[Host] = []
+        on_chain = {self.pk} if self.pk is not None else set()
+        hop = self.jump_host
+        while hop is not None:
+            if hop.pk in on_chain:
+                names = " -> ".join([self.name, *(h.name for h in chain), hop.name])
+                raise JumpLoop(f"the jump hosts make a loop: {names}")
+            on_chain.add(hop.pk)
+            chain.append(hop)
+            hop = hop.jump_host
+        chain.reverse()
+        return chain
 
     @property
     def key_state(self) -> str:
@@ -136,6 +177,10 @@ class Host(models.Model):
     def tag_list(self) -> list[str]:
         """The tags as strings; a value that is not a list (never stored by the forms) has none."""
         return [str(t) for t in self.tags] if isinstance(self.tags, list) else []
+
+
+class JumpLoop(ValueError):
+    """Following the jump host links comes back to a host already on the chain."""
 
 
 def key_state_of(keys: Iterable[tuple[str, str]]) -> str:
@@ -205,6 +250,7 @@ __all__ = [
     "Grant",
     "Host",
     "HostKey",
+    "JumpLoop",
     "McpClient",
     "key_state_of",
 ]

@@ -19,7 +19,7 @@ from hosts.admin import sudo_warnings
 from hosts.admin.base import KEY_STATE_LABELS, admin_url, state_badge
 from hosts.admin.host_import import HostImportAdmin
 from hosts.forms import HostForm
-from hosts.models import Host, HostKey
+from hosts.models import Host, HostKey, JumpLoop
 
 
 class HostKeyInline(admin.TabularInline[HostKey, Host]):
@@ -41,6 +41,14 @@ class HostKeyInline(admin.TabularInline[HostKey, Host]):
             # The host connects with its trusted key; this type may be approved, nothing waits on it.
             return state_badge("offered", KEY_STATE_LABELS["offered"])
         return state_badge(obj.state, obj.get_state_display())
+
+
+def _chain_text(host: Host) -> str:
+    """The jump hosts of ``host``, outermost first (``a -> b``); a loop left in the database is named."""
+    try:
+        return " -> ".join(hop.name for hop in host.jump_chain())
+    except JumpLoop as exc:
+        return f"invalid: {exc}"
 
 
 class TagFilter(admin.SimpleListFilter):
@@ -159,7 +167,7 @@ class HostAdmin(sudo_warnings.SudoWarningsAdmin[Host], HostImportAdmin):
     list_filter = (TagFilter, KeyStateFilter, "enabled")
     search_fields = ("name", "address", "username", "description")
     ordering = ("name",)
-    readonly_fields = ("last_connected_at", "created_at", "updated_at")
+    readonly_fields = ("jump_chain_display", "last_connected_at", "created_at", "updated_at")
     inlines = (HostKeyInline,)
     actions = ("test_connection_action", "scan_host_keys_action")
     # Installed by the SSH runtime's admin (sshcontrol/admin.py), so that the inventory does not
@@ -172,12 +180,21 @@ class HostAdmin(sudo_warnings.SudoWarningsAdmin[Host], HostImportAdmin):
     fieldsets = (
         (None, {"fields": ("name", "address", "port", "username", "credential")}),
         ("Description", {"fields": ("description", "tags")}),
-        ("Access", {"fields": ("enabled", "trust_on_first_use", "proxy_jump")}),
+        (
+            "Access",
+            {"fields": ("enabled", "trust_on_first_use", "jump_host", "jump_chain_display", "proxy_jump")},
+        ),
         ("History", {"fields": ("last_connected_at", "created_at", "updated_at")}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
-        queryset = super().get_queryset(request).select_related("credential").prefetch_related("host_keys")
+        # Two levels of jump hosts come with the row; a deeper chain costs a query per extra hop.
+        queryset = (
+            super()
+            .get_queryset(request)
+            .select_related("credential", "jump_host__jump_host")
+            .prefetch_related("host_keys")
+        )
         for column in self.extra_columns:
             queryset = queryset.annotate(**column.annotations)
         return queryset
@@ -216,7 +233,15 @@ class HostAdmin(sudo_warnings.SudoWarningsAdmin[Host], HostImportAdmin):
     @admin.display(description="Address", ordering="address")
     def address_display(self, obj: Host) -> str:
         text = f"{obj.username}@{obj.address}" + (f":{obj.port}" if obj.port != 22 else "")
-        return text + (f" via {obj.proxy_jump}" if obj.proxy_jump else "")
+        chain = _chain_text(obj)
+        return text + (f" via {chain}" if chain else "")
+
+    @admin.display(description="Chain")
+    def jump_chain_display(self, obj: Host) -> str:
+        if obj.pk is None:
+            return "-"
+        chain = _chain_text(obj)
+        return f"{chain} -> {obj.name}" if chain else "direct (no jump host)"
 
     @admin.display(description="Tags")
     def tag_list(self, obj: Host) -> str:
