@@ -6,6 +6,8 @@ default, a Celery worker in distributed mode), never where a model could see the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.conf import settings
 
 from hosts import hostkeys
@@ -18,8 +20,26 @@ class NoCredential(LookupError):
 
 
 def build_spec(host: Host) -> ConnectSpec:
+    """The spec of ``host``, with the specs of its jump hosts (``host.jump_chain()``) as its hops.
+
+    Raises NoCredential when the host or one of its jump hosts has none, and
+    ``hosts.models.JumpLoop`` when the links stored in the database make a loop.
+    """
+    hops = tuple(_spec_of(hop, jumped_from=host) for hop in host.jump_chain())
+    target = _spec_of(host)
+    # Output of a session is redacted of every secret used to reach it, the hops' included.
+    secrets = tuple(dict.fromkeys((*target.secrets, *(s for hop in hops for s in hop.secrets))))
+    return replace(target, hops=hops, secrets=secrets)
+
+
+def _spec_of(host: Host, jumped_from: Host | None = None) -> ConnectSpec:
     credential = host.credential
     if credential is None or not credential.has_secret:
+        if jumped_from is not None:
+            raise NoCredential(
+                f"jump host '{host.name}' of host '{jumped_from.name}' has no credential; "
+                "an admin must attach one"
+            )
         raise NoCredential(f"host '{host.name}' has no credential; an admin must attach one")
     secret = credential.secret()
     passphrase = credential.passphrase() or None
@@ -32,10 +52,14 @@ def build_spec(host: Host) -> ConnectSpec:
         private_key=None if is_password else secret,
         passphrase=passphrase,
         trusted_keys=hostkeys.trusted_keys(host),
-        trust_on_first_use=host.trust_on_first_use,
+        # The caller pins a first-use key for the target only; a hop accepted on first use would
+        # never be pinned, so a hop's first key waits for an approval like any unknown key.
+        trust_on_first_use=host.trust_on_first_use and jumped_from is None,
         connect_timeout=settings.CONNECT_TIMEOUT,
         keepalive_seconds=settings.KEEPALIVE_SECONDS,
         secrets=tuple(s for s in (secret if is_password else "", passphrase or "") if s),
+        name=host.name,
+        host_ref=str(host.pk),
     )
 
 

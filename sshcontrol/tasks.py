@@ -143,7 +143,7 @@ def _open(host: Host, session_id: str) -> Session:
     try:
         session = registry.open(session_id, str(host.pk), spec)
     except (HostKeyUnknown, HostKeyChanged) as exc:
-        _host_key_refusal(host, exc)
+        _host_key_refusal(host if exc.host_ref in ("", str(host.pk)) else _host(int(exc.host_ref)), exc)
     seen = session.connection.host_key
     if not spec.trusted_keys and spec.trust_on_first_use:
         hostkeys.record_seen(host, seen.key_type, seen.public_key, seen.fingerprint, trusted=True)
@@ -234,7 +234,7 @@ def _client_for(session: Session) -> tuple[paramiko.SSHClient, bool]:
     try:
         client, reconnected = session.client(respec)
     except (HostKeyUnknown, HostKeyChanged) as exc:
-        _host_key_refusal(_host(int(session.host_ref)), exc)
+        _host_key_refusal(_host(int(exc.host_ref or session.host_ref)), exc)
     if reconnected:
         log.info("session %s reconnected", session.session_id)
     return client, reconnected

@@ -1,8 +1,13 @@
-"""Opening SSH connections with pinned host keys.
+"""Opening SSH connections with pinned host keys, directly or through a chain of jump hosts.
 
 Host keys are checked by paramiko before any credential is sent, so a wrong server never
 sees the password. We never consult ``~/.ssh/known_hosts`` or the system host keys: the
 only trusted keys are the ones the caller passes in ``ConnectSpec.trusted_keys``.
+
+A spec with ``hops`` is reached like ``ssh -J``: the first hop over TCP, each next hop (and
+at last the target) over a ``direct-tcpip`` channel of the previous hop's transport. Every
+hop is a full connection of its own, verified against its own trusted keys and logged in
+with its own credential; a key refused on a hop names that hop.
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ class ConnectSpec:
     connect_timeout: float = 10.0
     keepalive_seconds: int = 30
     secrets: tuple[str, ...] = field(default=(), repr=False)  # for redaction: password, passphrase
+    name: str = ""  # the host's name, so that an error on a hop says which host
+    host_ref: str = ""  # whatever identifies the host to the caller; carried by host key errors
+    # The jump hosts to go through, outermost first; each a spec of its own (without hops).
+    hops: tuple[ConnectSpec, ...] = ()
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -96,17 +105,28 @@ def seen_key(key: paramiko.PKey) -> SeenKey:
 
 @dataclass
 class Connection:
-    """A live, authenticated SSH connection and the host key it was verified with."""
+    """A live, authenticated SSH connection and the host key it was verified with.
+
+    ``hops`` are the jump connections it runs through (outermost first); they belong to
+    this connection alone and close with it.
+    """
 
     client: paramiko.SSHClient
     host_key: SeenKey
+    hops: tuple[Connection, ...] = ()
+    name: str = ""
 
     def is_active(self) -> bool:
         transport = self.client.get_transport()
-        return transport is not None and transport.is_active() and transport.is_authenticated()
+        if transport is None or not transport.is_active() or not transport.is_authenticated():
+            return False
+        return all(hop.is_active() for hop in self.hops)
 
     def close(self) -> None:
+        # Innermost first: each channel closes while the transport it runs on is still up.
         self.client.close()
+        for hop in reversed(self.hops):
+            hop.close()
 
 
 class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
@@ -217,10 +237,63 @@ def _disabled_host_key_algorithms(trusted: list[paramiko.PKey]) -> list[str]:
 
 
 def open_connection(spec: ConnectSpec) -> Connection:
-    """Connect over a TCP_NODELAY + SO_KEEPALIVE socket, verify the host key, authenticate.
+    """Connect (through ``spec.hops`` if any), verify every host key, authenticate everywhere.
 
-    Raises ConnectFailed, HostKeyUnknown, HostKeyChanged, AuthenticationFailed.
+    Raises ConnectFailed, HostKeyUnknown, HostKeyChanged, AuthenticationFailed; on a hop the
+    message names the hop and the key errors carry the hop's ``host_ref``. Whatever was
+    opened before a failure is closed.
     """
+    if any(hop.hops for hop in spec.hops):
+        raise ValueError("a hop's spec carries no hops of its own: give the whole chain, outermost first")
+    opened: list[Connection] = []
+    try:
+        for hop in spec.hops:
+            opened.append(_connect_one(hop, via=opened[-1] if opened else None, is_hop=True))
+        connection = _connect_one(spec, via=opened[-1] if opened else None, is_hop=False)
+    except BaseException:
+        for hop_connection in reversed(opened):
+            hop_connection.close()
+        raise
+    connection.hops = tuple(opened)
+    return connection
+
+
+def _hop_label(spec: ConnectSpec) -> str:
+    return f"jump host '{spec.name}'" if spec.name else f"jump host {spec.address}:{spec.port}"
+
+
+def _channel_to(via: Connection, address: str, port: int, timeout: float) -> paramiko.Channel:
+    """A ``direct-tcpip`` channel of ``via`` to address:port: the socket of the next hop."""
+    where = f"{address}:{port}"
+    label = f"jump host '{via.name}'" if via.name else "the jump host"
+    transport = via.client.get_transport()
+    if transport is None or not transport.is_active():
+        raise ConnectFailed(f"{label} is no longer connected")
+    try:
+        # The originator is not ours to tell; OpenSSH's ssh -W sends a loopback address too.
+        return transport.open_channel(
+            "direct-tcpip", dest_addr=(address, port), src_addr=("127.0.0.1", 0), timeout=timeout
+        )
+    except paramiko.ChannelException as exc:
+        raise ConnectFailed(f"{label} could not connect to {where}: {exc.text or 'refused'}") from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise ConnectFailed(f"{label} could not open a channel to {where}: {_one_line(exc)}") from None
+
+
+def _connect_one(spec: ConnectSpec, via: Connection | None, is_hop: bool) -> Connection:
+    try:
+        return _connect_direct(spec, via)
+    except (HostKeyUnknown, HostKeyChanged) as exc:
+        message = f"{_hop_label(spec)}: {exc}" if is_hop else str(exc)
+        raise type(exc)(exc.seen, message, host_ref=spec.host_ref) from None
+    except (ConnectFailed, AuthenticationFailed) as exc:
+        if not is_hop:
+            raise
+        raise type(exc)(f"{_hop_label(spec)}: {exc}") from None
+
+
+def _connect_direct(spec: ConnectSpec, via: Connection | None) -> Connection:
+    """One connection, over TCP or (``via``) over a channel of the previous hop."""
     where = f"{spec.address}:{spec.port}"
     pkey = load_private_key(spec.private_key, spec.passphrase) if spec.private_key else None
     if pkey is None and spec.password is None:
@@ -239,7 +312,12 @@ def open_connection(spec: ConnectSpec) -> Connection:
         host_keys.add(_host_key_name(spec.address, spec.port), key.get_name(), key)
     disabled = {"keys": _disabled_host_key_algorithms(trusted)} if trusted else None
 
-    sock = _tcp_socket(spec.address, spec.port, spec.connect_timeout, spec.keepalive_seconds or 30)
+    via_transport = via.client.get_transport() if via is not None else None
+    sock: socket.socket | paramiko.Channel = (
+        _channel_to(via, spec.address, spec.port, spec.connect_timeout)
+        if via is not None
+        else _tcp_socket(spec.address, spec.port, spec.connect_timeout, spec.keepalive_seconds or 30)
+    )
     try:
         client.connect(
             spec.address,
@@ -260,7 +338,7 @@ def open_connection(spec: ConnectSpec) -> Connection:
             raise AuthenticationFailed(f"authentication failed for user {spec.username}")
         if spec.keepalive_seconds > 0:
             transport.set_keepalive(spec.keepalive_seconds)
-        return Connection(client=client, host_key=seen_key(transport.get_remote_server_key()))
+        return Connection(client=client, host_key=seen_key(transport.get_remote_server_key()), name=spec.name)
     except BaseException as exc:
         client.close()
         sock.close()
@@ -272,7 +350,7 @@ def open_connection(spec: ConnectSpec) -> Connection:
             raise AuthenticationFailed(f"authentication failed for user {spec.username}") from None
         if isinstance(exc, IncompatiblePeer) and trusted and "host key" in str(exc):
             # The server no longer offers any key type we trust: report what it does offer.
-            offered = _scan_quietly(spec.address, spec.port, spec.connect_timeout)
+            offered = _scan_quietly(spec.address, spec.port, spec.connect_timeout, via_transport)
             if offered:
                 raise HostKeyChanged(
                     offered[0],
@@ -300,15 +378,28 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _scan_quietly(address: str, port: int, timeout: float) -> list[SeenKey]:
+def _scan_quietly(
+    address: str, port: int, timeout: float, via: paramiko.Transport | None = None
+) -> list[SeenKey]:
     with contextlib.suppress(SshError):
-        return scan_host_keys(address, port, timeout)
+        return scan_host_keys(address, port, timeout, via=via)
     return []
 
 
-def _fetch_host_key(address: str, port: int, algorithm: str, timeout: float) -> paramiko.PKey | None:
+def _fetch_host_key(
+    address: str, port: int, algorithm: str, timeout: float, via: paramiko.Transport | None
+) -> paramiko.PKey | None:
     """The server's key for one host key algorithm, or None if it does not offer that algorithm."""
-    sock = _tcp_socket(address, port, timeout, 30)
+    sock: socket.socket | paramiko.Channel
+    if via is None:
+        sock = _tcp_socket(address, port, timeout, 30)
+    else:
+        try:
+            sock = via.open_channel(
+                "direct-tcpip", dest_addr=(address, port), src_addr=("127.0.0.1", 0), timeout=timeout
+            )
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectFailed(f"cannot reach {address}:{port} to scan it: {_one_line(exc)}") from None
     transport = paramiko.Transport(
         sock, disabled_algorithms={"keys": [a for a in HOST_KEY_ALGORITHMS if a != algorithm]}
     )
@@ -327,13 +418,15 @@ def _fetch_host_key(address: str, port: int, algorithm: str, timeout: float) -> 
         sock.close()
 
 
-def scan_host_keys(address: str, port: int, timeout: float = 10.0) -> list[SeenKey]:
-    """Fetch every host key type the server offers (no authentication)."""
+def scan_host_keys(
+    address: str, port: int, timeout: float = 10.0, via: paramiko.Transport | None = None
+) -> list[SeenKey]:
+    """Fetch every host key type the server offers (no authentication); ``via``: through a jump host."""
     found: dict[str, SeenKey] = {}
     for algorithm in HOST_KEY_ALGORITHMS:
         if algorithm == "rsa-sha2-256" and any(k.key_type == "ssh-rsa" for k in found.values()):
             continue  # the same RSA key again, signed with another hash
-        key = _fetch_host_key(address, port, algorithm, timeout)
+        key = _fetch_host_key(address, port, algorithm, timeout, via)
         if key is not None:
             seen = seen_key(key)
             found.setdefault(seen.fingerprint, seen)

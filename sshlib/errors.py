@@ -29,16 +29,18 @@ class AuthenticationFailed(SshError):
 class HostKeyUnknown(SshError):
     """The server presented a key that is not trusted for this host (and no trusted key exists)."""
 
-    def __init__(self, seen: SeenKey, message: str | None = None) -> None:
+    def __init__(self, seen: SeenKey, message: str | None = None, *, host_ref: str = "") -> None:
         self.seen = seen
+        self.host_ref = host_ref  # the host that presented it (a jump host's), when the spec named one
         super().__init__(message or f"host key {seen.key_type} {seen.fingerprint} is not trusted")
 
 
 class HostKeyChanged(SshError):
     """The server presented a key different from the trusted one(s): possible man-in-the-middle."""
 
-    def __init__(self, seen: SeenKey, message: str | None = None) -> None:
+    def __init__(self, seen: SeenKey, message: str | None = None, *, host_ref: str = "") -> None:
         self.seen = seen
+        self.host_ref = host_ref  # the host that presented it (a jump host's), when the spec named one
         super().__init__(message or f"host key changed: server presented {seen.key_type} {seen.fingerprint}")
 
 

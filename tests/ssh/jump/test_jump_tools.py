@@ -1,0 +1,98 @@
+"""Registered hosts behind jump hosts, through the MCP tools: the chain, and a refused key on a hop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from audit.models import AuditEvent
+from hosts.models import Credential, Host, HostKey
+from sshlib.connect import fingerprint
+from sshlib.sessions import registry
+from tests.mcp.conftest import McpHarness
+from tests.netns import JumpNet, NetnsSshServer
+from tests.polling import wait_until
+
+
+@pytest.fixture
+def mcp(transactional_db: None) -> Iterator[McpHarness]:
+    harness = McpHarness()
+    yield harness
+    harness.close()
+    registry.close_all()
+
+
+def register(server: NetnsSshServer, name: str, jump: Host | None = None, credential: bool = True) -> Host:
+    """The server as a host (password credential), its current host key trusted."""
+    cred = None
+    if credential:
+        cred = Credential(name=f"{name}-cred")
+        cred.store_password(server.password)
+        cred.save()
+    host = Host.objects.create(
+        name=name,
+        address=server.address,
+        port=server.port,
+        username=server.user,
+        credential=cred,
+        jump_host=jump,
+    )
+    for key in server.host_public_keys():
+        HostKey.objects.create(
+            host=host,
+            key_type=key.get_name(),
+            public_key=key.get_base64(),
+            fingerprint=fingerprint(key),
+            state=HostKey.State.TRUSTED,
+            approved_by="test-suite",
+        )
+    return host
+
+
+def chain(net: JumpNet) -> tuple[Host, Host, Host]:
+    j1 = register(net.servers["j1"], "j1")
+    j2 = register(net.servers["j2"], "j2", jump=j1)
+    return j1, j2, register(net.servers["t2"], "t2", jump=j2)
+
+
+def test_it_runs_a_command_on_a_host_behind_two_jump_hosts(mcp: McpHarness, jump_net: JumpNet) -> None:
+    chain(jump_net)
+    result = mcp.ok("ssh_execute", host="t2", command="echo $SSH_CONNECTION")
+    assert result["exit_status"] == 0
+    assert result["stdout"].split()[0] == jump_net.addr(9)  # j2's end of its link to t2
+    (session,) = registry.all()
+    assert [hop.name for hop in session.connection.hops] == ["j1", "j2"]
+
+    mcp.ok("ssh_disconnect", session_id=result["session_id"])
+    assert not any(hop.is_active() for hop in session.connection.hops)
+    j1 = jump_net.servers["j1"]
+    wait_until(lambda: not j1.user_processes("sshd"), message="j1's connection to end with the session")
+
+
+def test_it_says_which_jump_host_has_no_credential(mcp: McpHarness, jump_net: JumpNet) -> None:
+    j1 = register(jump_net.servers["j1"], "j1", credential=False)
+    register(jump_net.servers["t1"], "t1", jump=j1)
+    message = mcp.error("ssh_connect", host="t1")
+    assert "jump host 'j1' of host 't1' has no credential" in message
+
+
+def test_it_refuses_a_changed_key_on_the_middle_hop_and_stores_it_pending_for_that_hop(
+    mcp: McpHarness, jump_net: JumpNet
+) -> None:
+    j1, j2, t2 = chain(jump_net)
+    mcp.ok("ssh_connect", host="t2")
+    before = {h.name: set(h.host_keys.values_list("fingerprint", "state")) for h in (j1, t2)}
+
+    jump_net.servers["j2"].regenerate_host_keys()
+    new_key = fingerprint(jump_net.servers["j2"].host_key())
+    message = mcp.error("ssh_connect", host="t2")
+
+    assert f"HOST KEY CHANGED for 'j2': the server presented ssh-ed25519 {new_key}" in message
+    assert HostKey.objects.get(host=j2, state=HostKey.State.PENDING).fingerprint == new_key
+    assert HostKey.objects.filter(host=j2, state=HostKey.State.TRUSTED).count() == 1  # the old one, kept
+    # Nothing was recorded against the other hosts of the chain.
+    assert {h.name: set(h.host_keys.values_list("fingerprint", "state")) for h in (j1, t2)} == before
+    row = AuditEvent.objects.filter(tool="ssh_connect").order_by("id").last()
+    assert row is not None and row.status == "error" and row.host_name == "t2"
+    assert "'j2'" in row.error and new_key in row.error
