@@ -38,6 +38,8 @@ PORT_VARS = ("ansible_port", "ansible_ssh_port")
 USER_VARS = ("ansible_user", "ansible_ssh_user", "ansible_remote_user")
 KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 PASSWORD_VARS = ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password")
+# Where ssh arguments (-J, -o ProxyJump=) are found, the first that names a jump host winning.
+JUMP_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
 # Secrets sshcontrol has no use for: never stored, only reported as ignored.
 IGNORED_SECRET_VARS = (
     "ansible_become_password",
@@ -212,9 +214,12 @@ def _candidate(host: str, where: str, variables: dict[str, Any], tags: list[str]
     for name in IGNORED_SECRET_VARS:
         if name in variables:
             candidate.notes.append(f"{name} ignored (sshcontrol does not use it; not stored)")
-    if "ansible_ssh_common_args" in variables:
-        value = _literal("ansible_ssh_common_args", variables["ansible_ssh_common_args"], candidate)
-        candidate.proxy_jump = _proxy_jump_from_args(value or "")
+    for name in JUMP_ARG_VARS:
+        if name in variables:
+            value = _literal(name, variables[name], candidate)
+            candidate.proxy_jump = _proxy_jump_from_args(value or "")
+            if candidate.proxy_jump:
+                break
     return candidate
 
 
@@ -231,8 +236,9 @@ def _proxy_jump_from_args(args: str) -> str:
         if word.startswith("-J") and len(word) > 2:
             return word[2:]
         option = word[2:] if word.startswith("-o") and len(word) > 2 else following if word == "-o" else ""
-        key, _, value = option.partition("=")
-        if key.strip().lower() == "proxyjump":
+        # ssh takes "-o ProxyJump=x" and "-o 'ProxyJump x'" alike.
+        key, _, value = option.strip().replace("=", " ", 1).partition(" ")
+        if key.lower() == "proxyjump":
             return value.strip()
     return ""
 

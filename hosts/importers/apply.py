@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from hosts.importers import Candidate, ParsedSource
+from hosts.importers.jumps import HopResolver, link_chain, parse_proxy_jump
 from hosts.keyfiles import MAX_KEY_FILE_BYTES, KeyFileError, PassphraseRequired
 from hosts.models import Credential, Host
 from hosts.validation import validation_message
@@ -176,12 +177,18 @@ def apply_import(parsed: ParsedSource, options: ImportOptions) -> ImportReport:
     total = len(parsed.candidates)
     secrets = _Secrets(options, parsed.key_base_dir)
     seen: dict[str, str] = {}
+    imported: dict[str, Host] = {}
     try:
         with transaction.atomic():
             for done, candidate in enumerate(parsed.candidates, start=1):
-                report.rows.append(_import_one(candidate, options, secrets, seen))
+                report.rows.append(_import_one(candidate, options, secrets, seen, imported))
                 if options.progress and options.progress_every > 0 and done % options.progress_every == 0:
                     options.progress(done, total)
+            # Once every host exists: a jump host may come later in the source than its users.
+            resolver = HopResolver(imported)
+            for row, candidate in zip(report.rows, parsed.candidates, strict=True):
+                if row.host_id is not None and candidate.proxy_jump:
+                    _link_jump_hosts(row, candidate, imported[candidate.alias], resolver)
             if options.dry_run:
                 raise _Rollback
     except _Rollback:
@@ -193,7 +200,11 @@ def apply_import(parsed: ParsedSource, options: ImportOptions) -> ImportReport:
 
 
 def _import_one(
-    candidate: Candidate, options: ImportOptions, secrets: _Secrets, seen: dict[str, str]
+    candidate: Candidate,
+    options: ImportOptions,
+    secrets: _Secrets,
+    seen: dict[str, str],
+    imported: dict[str, Host],
 ) -> ReportRow:
     name = candidate.name
     row = ReportRow(name=name or candidate.alias, outcome=SKIPPED, detail="", source=candidate.source)
@@ -211,8 +222,6 @@ def _import_one(
         return row
     seen[name] = candidate.source
     username = candidate.username or options.default_user
-    if candidate.proxy_jump:
-        row.notes.append(f"ProxyJump {candidate.proxy_jump} recorded; connections do not use it yet")
 
     existing = Host.objects.select_related("credential").filter(name=name).first()
     if existing is not None and not options.update:
@@ -246,7 +255,33 @@ def _import_one(
     else:
         row.outcome, row.detail = UNCHANGED, "already up to date"
     row.host_id = host.pk
+    imported[candidate.alias] = host
     return row
+
+
+def _link_jump_hosts(row: ReportRow, candidate: Candidate, host: Host, resolver: HopResolver) -> None:
+    """Link the host to the jump hosts of its ProxyJump (see ``hosts.importers.jumps``)."""
+    said = f"ProxyJump {candidate.proxy_jump} recorded"
+    try:
+        hops = parse_proxy_jump(candidate.proxy_jump)
+    except ValueError as exc:
+        row.notes.append(f"{said}; {exc}: not linked")
+        return
+    if not hops:
+        return
+    before = host.jump_host.name if host.jump_host is not None else "none"
+    changed, notes = link_chain(host, hops, resolver)
+    if changed:
+        host.save(update_fields=["jump_host", "updated_at"])
+        change = f"jump host {before} -> {host.jump_host}"
+        if row.outcome == UNCHANGED:
+            row.outcome, row.detail = UPDATED, change
+        elif row.outcome == UPDATED:
+            row.detail += f"; {change}"
+    if host.jump_host is not None and (changed or not notes):
+        chain = " -> ".join(h.name for h in host.jump_chain())
+        notes.insert(0, f"connects through {chain}")
+    row.notes.append("; ".join([said, *notes]))
 
 
 def _describe(host: Host) -> str:

@@ -124,6 +124,7 @@ def test_it_has_no_option_that_takes_a_secret_on_argv() -> None:
     }
     assert valued - django_options == {
         "address", "port", "username", "key_file", "use_credential", "description", "tags", "credential_name",
+        "jump",
     }  # fmt: skip
     assert not any(word in dest for dest in valued for word in ("password", "passphrase", "secret"))
     for attempt in (["--password", PASSWORD], [f"--password={PASSWORD}"], ["--pass", PASSWORD]):

@@ -105,6 +105,11 @@ class Command(BaseCommand):
             help="Trust the first host key seen instead of waiting for an approval.",
         )
         add.add_argument("--credential-name", help="Name of the new credential (default: the host name).")
+        add.add_argument(
+            "--jump",
+            metavar="NAME",
+            help="Connect through this registered host (its jump host: a bastion), like ssh -J.",
+        )
 
         listing = sub.add_parser("list", help="Show registered hosts.")
         listing.add_argument("--json", action="store_true", help="Print a JSON array.")
@@ -154,6 +159,7 @@ class Command(BaseCommand):
             raise CommandError("--passphrase-stdin goes with --key-file")
         if Host.objects.filter(name=name).exists():
             raise CommandError(f"a host named '{name}' already exists")
+        jump = self._host(options["jump"]) if options["jump"] else None
 
         credential = self._credential_for(name, options)
         tags = list(dict.fromkeys(t.strip() for t in options["tags"] if t.strip()))
@@ -165,6 +171,7 @@ class Command(BaseCommand):
             description=options["description"],
             tags=tags,
             trust_on_first_use=options["trust_on_first_use"],
+            jump_host=jump,
         )
         with transaction.atomic():
             if credential.pk is None:
@@ -179,8 +186,16 @@ class Command(BaseCommand):
             f"Registered host '{host.name}' ({host.username}@{host.address}:{host.port}) "
             f"with credential '{credential.name}' ({detail})."
         )
+        if jump is not None:
+            chain = " -> ".join(h.name for h in host.jump_chain())
+            self.stdout.write(f"Connections go through {chain}.")
         if host.trust_on_first_use:
             self.stdout.write("The first host key seen will be trusted (trust-on-first-use).")
+        elif jump is not None:
+            self.stdout.write(
+                "Next: connect to it once (its host key is then stored as pending), compare the key "
+                f'with the server\'s own, then "sshcontrol hosts trust {host.name} SHA256:..."'
+            )
         else:
             self.stdout.write(
                 f'Next: run "sshcontrol hosts scan {host.name}" '
@@ -221,7 +236,11 @@ class Command(BaseCommand):
     # -- list --------------------------------------------------------------------------
 
     def list_action(self, options: dict[str, Any]) -> None:
-        hosts = Host.objects.select_related("credential").prefetch_related("host_keys").order_by("name")
+        hosts = (
+            Host.objects.select_related("credential", "jump_host")
+            .prefetch_related("host_keys")
+            .order_by("name")
+        )
         if options["json"]:
             self.stdout.write(json.dumps([self._as_dict(h) for h in hosts], indent=2))
             return
@@ -230,7 +249,7 @@ class Command(BaseCommand):
             rows.append(
                 (
                     h.name,
-                    f"{h.address}:{h.port}",
+                    f"{h.address}:{h.port}" + (f" via {h.jump_host.name}" if h.jump_host else ""),
                     h.username,
                     ",".join(h.tag_list) or "-",
                     "yes" if h.enabled else "no",
@@ -256,6 +275,7 @@ class Command(BaseCommand):
             "tags": host.tags,
             "enabled": host.enabled,
             "trust_on_first_use": host.trust_on_first_use,
+            "jump_host": host.jump_host.name if host.jump_host else None,
             "key_state": host.key_state,
             "credential": None
             if credential is None
@@ -282,6 +302,12 @@ class Command(BaseCommand):
 
     def scan_action(self, options: dict[str, Any]) -> None:
         host = self._host(options["name"])
+        if host.jump_host is not None:
+            # A scan connects directly: it would not reach the host, or reach another machine.
+            raise CommandError(
+                f"host '{host.name}' is reached through jump host '{host.jump_host.name}', which a scan "
+                "does not use; connect to it once (its key is then stored as pending) and trust that key"
+            )
         outcome = hostkeys.scan(host)
         if outcome.error:
             raise CommandError(outcome.error)
@@ -344,6 +370,12 @@ class Command(BaseCommand):
             answer = input(f"Remove host '{host.name}' and its host keys? [y/N] ")
             if answer.strip().lower() not in {"y", "yes"}:
                 raise CommandError("not removed")
+        users = sorted(host.jumped_from.values_list("name", flat=True))
+        if users:
+            raise CommandError(
+                f"host '{host.name}' is the jump host of {', '.join(users)}; give those another jump "
+                "host (or none) first"
+            )
         with transaction.atomic():
             credential = host.credential
             host.delete()
