@@ -262,22 +262,26 @@ def _hop_label(spec: ConnectSpec) -> str:
     return f"jump host '{spec.name}'" if spec.name else f"jump host {spec.address}:{spec.port}"
 
 
+class _HopCouldNotForward(ConnectFailed):
+    """The previous hop could not reach the next one; the message already names that hop."""
+
+
 def _channel_to(via: Connection, address: str, port: int, timeout: float) -> paramiko.Channel:
     """A ``direct-tcpip`` channel of ``via`` to address:port: the socket of the next hop."""
     where = f"{address}:{port}"
     label = f"jump host '{via.name}'" if via.name else "the jump host"
     transport = via.client.get_transport()
     if transport is None or not transport.is_active():
-        raise ConnectFailed(f"{label} is no longer connected")
+        raise _HopCouldNotForward(f"{label} is no longer connected")
     try:
-        # The originator is not ours to tell; OpenSSH's ssh -W sends a loopback address too.
+        # The originator fields are informational to the server: no address of ours means anything there.
         return transport.open_channel(
             "direct-tcpip", dest_addr=(address, port), src_addr=("127.0.0.1", 0), timeout=timeout
         )
     except paramiko.ChannelException as exc:
-        raise ConnectFailed(f"{label} could not connect to {where}: {exc.text or 'refused'}") from None
+        raise _HopCouldNotForward(f"{label} could not connect to {where}: {exc.text or 'refused'}") from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise ConnectFailed(f"{label} could not open a channel to {where}: {_one_line(exc)}") from None
+        raise _HopCouldNotForward(f"{label} could not open a channel to {where}: {_one_line(exc)}") from None
 
 
 def _connect_one(spec: ConnectSpec, via: Connection | None, is_hop: bool) -> Connection:
@@ -286,6 +290,8 @@ def _connect_one(spec: ConnectSpec, via: Connection | None, is_hop: bool) -> Con
     except (HostKeyUnknown, HostKeyChanged) as exc:
         message = f"{_hop_label(spec)}: {exc}" if is_hop else str(exc)
         raise type(exc)(exc.seen, message, host_ref=spec.host_ref) from None
+    except _HopCouldNotForward:
+        raise
     except (ConnectFailed, AuthenticationFailed) as exc:
         if not is_hop:
             raise

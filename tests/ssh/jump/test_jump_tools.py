@@ -13,6 +13,7 @@ from sshlib.sessions import registry
 from tests.mcp.conftest import McpHarness
 from tests.netns import JumpNet, NetnsSshServer
 from tests.polling import wait_until
+from tests.sshd import reap_user_processes
 
 
 @pytest.fixture
@@ -68,6 +69,21 @@ def test_it_runs_a_command_on_a_host_behind_two_jump_hosts(mcp: McpHarness, jump
     assert not any(hop.is_active() for hop in session.connection.hops)
     j1 = jump_net.servers["j1"]
     wait_until(lambda: not j1.user_processes("sshd"), message="j1's connection to end with the session")
+
+
+def test_it_reconnects_the_whole_chain_when_the_jump_connection_drops(
+    mcp: McpHarness, jump_net: JumpNet
+) -> None:
+    chain(jump_net)
+    first = mcp.ok("ssh_execute", host="t2", command="true")
+    (session,) = registry.all()
+    # The first jump host's side of the connection dies, as a bastion restart would do it.
+    reap_user_processes(jump_net.servers["j1"].user)
+    wait_until(lambda: not session.connection.is_active(), message="the session to see its jump host go")
+    second = mcp.ok("ssh_execute", session_id=first["session_id"], command="echo back")
+    assert second["stdout"] == "back\n"
+    assert AuditEvent.objects.get(pk=second["audit_id"]).reconnected is True
+    assert [hop.name for hop in session.connection.hops] == ["j1", "j2"] and session.connection.is_active()
 
 
 def test_it_says_which_jump_host_has_no_credential(mcp: McpHarness, jump_net: JumpNet) -> None:
