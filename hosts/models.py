@@ -141,6 +141,8 @@ class Host(models.Model):
             self.jump_chain()
         except JumpLoop as exc:
             raise ValidationError({"jump_host": str(exc)}) from None
+        except Host.DoesNotExist:
+            pass  # a jump host that does not exist: clean_fields() has reported it
 
     def jump_chain(self) -> list[Host]:
         """The jump hosts a connection goes through, outermost first (empty: a direct connection).

@@ -64,6 +64,14 @@ def test_it_refuses_a_chain_that_comes_back_to_itself() -> None:
         Host.objects.get(pk=c.pk).jump_chain()
 
 
+def test_it_reports_a_jump_host_that_does_not_exist_as_a_field_error() -> None:
+    host = _host("solo")
+    host.jump_host_id = host.pk + 1000
+    with pytest.raises(ValidationError) as excinfo:
+        host.full_clean()
+    assert list(excinfo.value.message_dict) == ["jump_host"]
+
+
 def test_it_does_not_delete_a_jump_host_that_hosts_still_use() -> None:
     edge = _host("edge")
     _host("target", jump=edge)

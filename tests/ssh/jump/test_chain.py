@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import paramiko
 import pytest
 
-from sshlib.connect import Connection, ConnectSpec, open_connection
+from sshlib.connect import Connection, ConnectSpec, fingerprint, open_connection
 from sshlib.errors import ConnectFailed, HostKeyChanged, HostKeyUnknown
 from sshlib.execute import ExecRequest, run_command
 from tests.netns import JumpNet
@@ -82,4 +83,19 @@ def test_it_refuses_a_changed_key_on_a_hop_and_names_the_hop(jump_net: JumpNet) 
     with pytest.raises(HostKeyChanged) as excinfo:
         open_connection(changed)
     assert str(excinfo.value).startswith("jump host 'j2': host key changed: server presented ssh-ed25519")
+    assert excinfo.value.host_ref == "j2"
+
+
+def test_it_reports_what_a_hop_offers_when_it_has_none_of_the_trusted_key_types(jump_net: JumpNet) -> None:
+    spec = two_hops(jump_net)
+    ecdsa = paramiko.ECDSAKey.generate()
+    only_ecdsa = ((ecdsa.get_name(), ecdsa.get_base64()),)
+    changed = replace(spec, hops=(spec.hops[0], replace(spec.hops[1], trusted_keys=only_ecdsa)))
+    with pytest.raises(HostKeyChanged) as excinfo:
+        open_connection(changed)
+    # The offered key was fetched through j1, the only way to reach j2.
+    assert str(excinfo.value) == (
+        "jump host 'j2': host key changed: server offers none of the trusted key types; "
+        f"it presented ssh-ed25519 {fingerprint(jump_net.servers['j2'].host_key())}"
+    )
     assert excinfo.value.host_ref == "j2"
