@@ -80,9 +80,9 @@ class ConnectSpec:
     address: str
     port: int
     username: str
-    password: str | None = None
-    private_key: str | None = None  # OpenSSH / PEM private key text
-    passphrase: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line or traceback
+    private_key: str | None = field(default=None, repr=False)  # OpenSSH / PEM private key text
+    passphrase: str | None = field(default=None, repr=False)
     trusted_keys: tuple[tuple[str, str], ...] = ()  # (key_type, base64 blob) pairs trusted for this host
     trust_on_first_use: bool = False  # accept any key when trusted_keys is empty
     connect_timeout: float = 10.0

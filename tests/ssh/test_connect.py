@@ -222,3 +222,11 @@ def test_a_server_without_any_trusted_key_type_is_reported_as_changed(sshd: SshS
     with pytest.raises(HostKeyChanged, match="none of the trusted key types") as info:
         open_connection(spec)
     assert info.value.seen in [seen_key(key) for key in sshd.host_public_keys()]
+
+
+def test_it_keeps_secrets_out_of_a_connect_spec_s_repr() -> None:
+    spec = ConnectSpec(
+        "10.0.0.5", 22, "deploy", password="pw-SECRET-1", private_key="KEY-SECRET-2", passphrase="pp-SECRET-3"
+    )
+    shown = repr(spec)
+    assert "SECRET" not in shown and "10.0.0.5" in shown
