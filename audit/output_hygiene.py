@@ -1,0 +1,221 @@
+"""Remote output made fit for a model to read: untrusted text, cleaned and flagged.
+
+Whatever a host prints reaches a language model, which takes text at its word. Output can
+carry what a terminal would hide or act on (escape sequences that retitle the window, draw
+hyperlinks whose target differs from their text, or move the cursor over earlier text),
+characters that read differently than they show (bidi overrides, zero-width characters,
+Unicode tag characters that spell invisible ASCII), lines that pose as another turn of the
+conversation (``Assistant:``, ``<|im_start|>``, a JSON-RPC message, a closing tool-result
+tag), and secrets. :func:`clean` returns what a model may see and a list of what it
+flagged; the audit row keeps the raw bytes (capped and redacted) for the admin.
+
+What is done with each:
+
+- Terminal escape sequences (CSI, OSC including OSC 8 hyperlinks and window titles, DCS,
+  APC, PM, SOS and the short ``ESC x`` forms, 7-bit and 8-bit alike) are removed; one
+  warning says how many and shows the first.
+- ``\\r\\n`` becomes ``\\n``; a lone ``\\r`` (a progress bar rewriting its line, or text
+  written over to hide it from a terminal) also becomes ``\\n``, so nothing a terminal
+  would overwrite is hidden from the model, at the price of one line per rewrite.
+- NUL and the other C0 and C1 control characters, and DEL, are removed (``\\n`` and ``\\t``
+  stay); one warning counts them.
+- Bidirectional controls and other invisible characters (the set ``hosts.visible`` knows,
+  spaces other than U+0020 aside: they show as a space) stay in the text and are flagged
+  per line, written visibly in the excerpt. Unicode tag characters (U+E0000..U+E007F) have
+  no use in output and are read by models as hidden ASCII: they are replaced with their
+  visible ``<U+E0041>`` form.
+- Lines that imitate a conversation role or a tool protocol are flagged, not changed.
+- Secret-shaped strings are replaced with ``[REDACTED]`` by :func:`audit.redaction.redact`
+  and the token formats below; ``redactions`` counts the markers in the result.
+
+Cleaning is idempotent: cleaning cleaned text changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Literal
+
+from audit.redaction import REDACTED, redact
+from hosts.visible import code_point, is_hidden
+
+WarningKind = Literal[
+    "escape_sequences",
+    "control_characters",
+    "bidi_control",
+    "invisible_characters",
+    "role_line",
+    "protocol_marker",
+    "more_warnings",
+]
+
+# Warnings per text beyond which one "more_warnings" stands for the rest: output with a
+# hidden character on every line would otherwise flood the reader the warnings protect.
+MAX_WARNINGS = 20
+EXCERPT_CHARS = 60
+
+# Escape sequences, ECMA-48. String commands (OSC, DCS, SOS, PM, APC) end at BEL or ST; one
+# left open ends at the end of its line, so a stray introducer cannot swallow the rest of the
+# output. The 8-bit forms (U+0090, U+009B...) are the same commands in one code point.
+_STRING = r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+_CSI = r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+_SHORT = r"\x1b[ -/]*[0-~]"
+_ESCAPE = re.compile(f"{_STRING}|{_CSI}|{_SHORT}")
+
+# C0 and C1 controls and DEL, except the newline and tab that lay text out.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+_TAG_CHARACTERS = re.compile("[\U000e0000-\U000e007f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+# Bidirectional formatting characters: embeddings, overrides, isolates and marks.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+# A line that starts (after blanks and markdown decoration) as a transcript turn. Capitalised
+# or upper case only: "user: deploy" is a line of YAML far more often than an impostor.
+_ROLE = re.compile(
+    r"^[ \t>#*_`-]*(?:User|USER|Assistant|ASSISTANT|System|SYSTEM|Human|HUMAN)[ \t]*(?:\*\*)?:"
+)
+_PROTOCOL = re.compile(
+    # Special tokens of chat templates: <|im_start|>, <|endoftext|>, <|eot_id|>.
+    r"<\|[A-Za-z0-9_.:-]{1,40}\|>"
+    # Tags of tool-use transcripts, opening or closing, namespaced or not.
+    r"|</?(?:[a-z]{1,12}:)?(?:function_results|function_calls|function_result|invoke|parameter"
+    r"|tool_use|tool_result|tool_call|tool_response|system|system-reminder)\b[^>\n]{0,80}>"
+    # A JSON-RPC message, as MCP speaks it.
+    r"""|["']jsonrpc["'][ \t]*:[ \t]*["']2\.0["']"""
+)
+
+# Token formats with a recognisable shape, beyond those audit.redaction already hides (AWS
+# access key ids, private keys, password=..., bearer tokens). Exact lengths and prefixes, so
+# that identifiers which merely resemble them are left alone (tests hold the near misses).
+_TOKENS = re.compile(
+    # GitHub: classic personal, OAuth, user-to-server, server-to-server and refresh tokens,
+    # and fine-grained personal tokens.
+    r"\bgh[pousr]_[A-Za-z0-9]{36}\b"
+    r"|\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b"
+    # GitLab personal, project and group access tokens.
+    r"|\bglpat-[A-Za-z0-9_-]{20,64}(?![A-Za-z0-9_-])"
+    # Slack bot, user, app-level and refresh tokens: numeric workspace parts, then a secret.
+    r"|\bxox[abposre]-[0-9]{6,}-[0-9A-Za-z-]{8,}"
+    # JSON Web Tokens: a JSON header and payload (base64url of '{"') and a signature.
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}"
+)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """Something :func:`clean` removed or found suspicious, at a line of the cleaned text."""
+
+    kind: WarningKind
+    line: int
+    # A slice of the text (hidden characters as they are); ``shown`` writes them visibly.
+    excerpt: str
+    # How many occurrences this warning stands for: removed sequences or characters, or
+    # warnings left unlisted; 1 for a flagged line.
+    count: int = 1
+
+    @property
+    def shown(self) -> str:
+        """The excerpt with every hidden or control character written as ``<U+XXXX>``."""
+        return visible_text(self.excerpt)
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """Output as a model may see it, what was flagged, and how many secrets it hides."""
+
+    text: str
+    warnings: list[Flag] = field(default_factory=list)
+    redactions: int = 0
+
+
+def visible_text(text: str) -> str:
+    """``text`` with each hidden or control character replaced by ``<U+XXXX>``, the rest as it is."""
+    return "".join(f"<{code_point(c)}>" if c not in "\n\t" and _hidden_or_control(c) else c for c in text)
+
+
+def _hidden_or_control(char: str) -> bool:
+    return is_hidden(char) or unicodedata.category(char) == "Cc"
+
+
+def _excerpt(text: str, start: int = 0) -> str:
+    return text[max(0, start - 10) : max(0, start - 10) + EXCERPT_CHARS].strip()
+
+
+def _line_at(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def redact_output(text: str) -> str:
+    """Secret-shaped strings hidden: the audit's patterns and the token formats above."""
+    text = redact(text)
+    return _TOKENS.sub(REDACTED, text)
+
+
+def _removed(text: str) -> tuple[str, list[Flag]]:
+    """``text`` without escape sequences and control characters, and one warning for each kind removed."""
+    flags: list[Flag] = []
+    sequences = list(_ESCAPE.finditer(text))
+    if sequences:
+        first = sequences[0]
+        flags.append(
+            Flag(
+                "escape_sequences",
+                _line_at(text, first.start()),
+                redact_output(first.group()[:EXCERPT_CHARS]),
+                len(sequences),
+            )
+        )
+        text = _ESCAPE.sub("", text)
+    controls = list(_CONTROL.finditer(text))
+    if controls:
+        first = controls[0]
+        flags.append(Flag("control_characters", _line_at(text, first.start()), first.group(), len(controls)))
+        text = _CONTROL.sub("", text)
+    return text, flags
+
+
+def _line_flags(number: int, line: str) -> list[Flag]:
+    flags: list[Flag] = []
+    if not line.isascii():
+        bidi = next((m for m in _NON_ASCII.finditer(line) if m.group() in _BIDI), None)
+        if bidi is not None:
+            flags.append(Flag("bidi_control", number, _excerpt(line, bidi.start())))
+        hidden = next(
+            (
+                m
+                for m in _NON_ASCII.finditer(line)
+                if m.group() not in _BIDI and is_hidden(m.group()) and unicodedata.category(m.group()) != "Zs"
+            ),
+            None,
+        )
+        if hidden is not None:
+            flags.append(Flag("invisible_characters", number, _excerpt(line, hidden.start())))
+    # Flagged on the line as a model reads it: "Assis\u200btant:" is still an impostor.
+    plain = line if line.isascii() else "".join(c for c in line if c.isascii() or not is_hidden(c))
+    if _ROLE.match(plain):
+        flags.append(Flag("role_line", number, _excerpt(line)))
+    marker = _PROTOCOL.search(plain)
+    if marker is not None:
+        flags.append(Flag("protocol_marker", number, _excerpt(plain, marker.start())))
+    return flags
+
+
+def clean(raw: str) -> Cleaned:
+    """What of ``raw`` a model may see, the warnings about it, and the count of ``[REDACTED]`` markers."""
+    if not raw:
+        return Cleaned(raw)
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    text, warnings = _removed(text)
+    text = redact_output(text)
+    for number, line in enumerate(text.split("\n"), start=1):
+        warnings.extend(_line_flags(number, line))
+    if len(warnings) > MAX_WARNINGS:
+        left_out = len(warnings) - MAX_WARNINGS
+        last = warnings[MAX_WARNINGS]
+        warnings = [*warnings[:MAX_WARNINGS], Flag("more_warnings", last.line, "", left_out)]
+    text = _TAG_CHARACTERS.sub(lambda m: f"<{code_point(m.group())}>", text)
+    return Cleaned(text, warnings, text.count(REDACTED))
