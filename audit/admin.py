@@ -18,11 +18,12 @@ from django.http import (
 from django.template.defaultfilters import filesizeformat
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from audit import chain, export, filters
 from audit.models import AuditAnchor, AuditEvent
+from audit.output_hygiene import clean
 from hosts.visible import visible_html
 
 # Readable on the admin's light and dark themes alike.
@@ -36,6 +37,7 @@ _STATUS_COLORS: dict[str, str] = {
     AuditEvent.Status.PENDING: "#ef6c00",
 }
 
+_LIST_STYLE = "margin: 0; padding-left: 1.2em; font-family: monospace"
 _PRE_STYLE = "white-space: pre-wrap; word-break: break-all; font-family: monospace; margin: 0"
 
 SHORT_COMMAND_LENGTH = 80
@@ -60,6 +62,37 @@ def _output(text: str, truncated: bool, size: int | None) -> SafeString | str:
         produced,
         _pre(text),
     )
+
+
+_WARNING_LABELS: dict[str, str] = {
+    "escape_sequences": "terminal escape sequences removed",
+    "control_characters": "control characters removed",
+    "bidi_control": "bidirectional control characters",
+    "invisible_characters": "invisible characters",
+    "role_line": "line posing as a conversation turn",
+    "protocol_marker": "line imitating a tool-protocol message",
+    "more_warnings": "more warnings not listed",
+}
+
+
+def output_warnings(event: AuditEvent) -> list[SafeString]:
+    """What the model was warned of in this row's output, one line each, computed from the stored text.
+
+    The model got the output cleaned (docs/security.md, "Output hygiene"); the row keeps it
+    raw, so the same cleaning run here finds the same warnings without a column of its own.
+    Line numbers are those of the cleaned text, as the model saw it.
+    """
+    lines: list[SafeString] = []
+    for stream, text in (("stdout", event.stdout), ("stderr", event.stderr)):
+        for flag in clean(text).warnings:
+            count = f" ({flag.count})" if flag.count > 1 else ""
+            excerpt = format_html(": {}", visible_html(flag.excerpt)) if flag.excerpt else ""
+            lines.append(
+                format_html(
+                    "{} line {}: {}{}{}", stream, flag.line, _WARNING_LABELS[flag.kind], count, excerpt
+                )
+            )
+    return lines
 
 
 def short_command(command: str) -> str:
@@ -112,6 +145,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         ("Command", {"fields": ("command_block", "working_directory", "exit_status", "signal")}),
         ("Stdin", {"fields": ("stdin_size", "stdin_digest", "stdin_block")}),
         ("Output", {"fields": ("stdout_block", "stderr_block")}),
+        ("Output warnings", {"fields": ("output_warnings_block",)}),
         ("Transferred file", {"fields": ("remote_path", "local_path", "file_size_display", "file_sha256")}),
         ("Outcome", {"fields": ("error_block", "approval_link", "details_block")}),
         ("Hash chain", {"fields": ("chain_seq", "prev_hash", "chain_hash", "chain_version")}),
@@ -123,6 +157,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         "command_block",
         "stdout_block",
         "stderr_block",
+        "output_warnings_block",
         "stdin_size",
         "stdin_digest",
         "stdin_block",
@@ -263,6 +298,14 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     @admin.display(description="Stderr")
     def stderr_block(self, obj: AuditEvent) -> SafeString | str:
         return _output(obj.stderr, obj.stderr_truncated, obj.stderr_bytes)
+
+    @admin.display(description="Found")
+    def output_warnings_block(self, obj: AuditEvent) -> SafeString | str:
+        found = output_warnings(obj)
+        if not found:
+            return "none"
+        items = format_html_join("", "<li>{}</li>", ((line,) for line in found))
+        return format_html('<ul class="sc-output-warnings" style="{}">{}</ul>', _LIST_STYLE, items)
 
     @admin.display(description="Size")
     def stdin_size(self, obj: AuditEvent) -> str:

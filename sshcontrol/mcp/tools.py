@@ -27,6 +27,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from audit.models import AuditEvent
+from audit.output_hygiene import Cleaned, clean
 from hosts import approvals, visible
 from hosts.access import Permission, access_for, visible_hosts
 from hosts.access import cached as cached_access
@@ -60,6 +61,7 @@ from sshcontrol.mcp.schemas import (
     SessionInfo,
     StatusResult,
     UploadResult,
+    warnings_of,
 )
 from sshcontrol.mcp.threads import in_thread
 from sshcontrol.mcp.visibility import Offer
@@ -567,9 +569,12 @@ class Tools:
                 r = call.download(download)
                 content: str | None = None
                 encoding: Literal["utf-8", "base64"] | None = None
+                shown = Cleaned("")
                 if r.content is not None:
                     try:
-                        content, encoding = r.content.decode("utf-8"), "utf-8"
+                        # Text reaches the model cleaned like command output; base64 is not read as text.
+                        shown = clean(r.content.decode("utf-8"))
+                        content, encoding = shown.text, "utf-8"
                     except UnicodeDecodeError:
                         content, encoding = base64.b64encode(r.content).decode(), "base64"
                     # The holder hashed the bytes it read; check nothing was lost on the way.
@@ -586,6 +591,8 @@ class Tools:
                     content=content,
                     content_encoding=encoding,
                     audit_id=audit_id,
+                    output_warnings=warnings_of("content", shown),
+                    redactions=shown.redactions,
                 )
 
         return await serve(work, render.download, response_format)
