@@ -71,7 +71,7 @@ _WARNING_LABELS: dict[str, str] = {
     "invisible_characters": "invisible characters",
     "role_line": "line posing as a conversation turn",
     "protocol_marker": "line imitating a tool-protocol message",
-    "more_warnings": "more warnings not listed",
+    "more_warnings": "more warnings, here or further on, not listed",
 }
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,7 +69,6 @@ _ESCAPE = re.compile(f"{_STRING}|{_CSI}|{_SHORT}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 _TAG_CHARACTERS = re.compile("[\U000e0000-\U000e007f]")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 # Bidirectional formatting characters: embeddings, overrides, isolates and marks.
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -76,7 +76,8 @@ _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\
 # A line that starts (after blanks and markdown decoration) as a transcript turn. Capitalised
 # or upper case only: "user: deploy" is a line of YAML far more often than an impostor.
 _ROLE = re.compile(
-    r"^[ \t>#*_`-]*(?:User|USER|Assistant|ASSISTANT|System|SYSTEM|Human|HUMAN)[ \t]*(?:\*\*)?:"
+    r"^[ \t>#*_`-]*(?:User|USER|Assistant|ASSISTANT|System|SYSTEM|Human|HUMAN)[ \t]*(?:\*\*)?:",
+    re.MULTILINE,
 )
 _PROTOCOL = re.compile(
     # Special tokens of chat templates: <|im_start|>, <|endoftext|>, <|eot_id|>.
@@ -103,6 +104,8 @@ _TOKENS = re.compile(
     # JSON Web Tokens: a JSON header and payload (base64url of '{"') and a signature.
     r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}"
 )
+
+_TOKEN_CUES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox", "eyJ")
 
 
 @dataclass(frozen=True)
@@ -152,13 +155,18 @@ def _line_at(text: str, position: int) -> int:
 def redact_output(text: str) -> str:
     """Secret-shaped strings hidden: the audit's patterns and the token formats above."""
     text = redact(text)
-    return _TOKENS.sub(REDACTED, text)
+    # As in audit.redaction: a substring test is far cheaper than a regex scan of 1 MiB.
+    if any(cue in text for cue in _TOKEN_CUES):
+        text = _TOKENS.sub(REDACTED, text)
+    return text
 
 
 def _removed(text: str) -> tuple[str, list[Flag]]:
     """``text`` without escape sequences and control characters, and one warning for each kind removed."""
     flags: list[Flag] = []
-    sequences = list(_ESCAPE.finditer(text))
+    # Without a 7-bit introducer or any non-ASCII character (8-bit ones are), there is no sequence.
+    maybe = "\x1b" in text or not text.isascii()
+    sequences = list(_ESCAPE.finditer(text)) if maybe else []
     if sequences:
         first = sequences[0]
         flags.append(
@@ -178,30 +186,54 @@ def _removed(text: str) -> tuple[str, list[Flag]]:
     return text, flags
 
 
-def _line_flags(number: int, line: str) -> list[Flag]:
+def _by_line(kind: WarningKind, text: str, matches: Iterator[re.Match[str]]) -> tuple[list[Flag], int]:
+    """One flag per line holding a match (the excerpt from that line, around the first), and how
+    many more lines held one past ``MAX_WARNINGS`` (counted, not described: never listed)."""
     flags: list[Flag] = []
-    if not line.isascii():
-        bidi = next((m for m in _NON_ASCII.finditer(line) if m.group() in _BIDI), None)
-        if bidi is not None:
-            flags.append(Flag("bidi_control", number, _excerpt(line, bidi.start())))
-        hidden = next(
-            (
-                m
-                for m in _NON_ASCII.finditer(line)
-                if m.group() not in _BIDI and is_hidden(m.group()) and unicodedata.category(m.group()) != "Zs"
-            ),
-            None,
-        )
-        if hidden is not None:
-            flags.append(Flag("invisible_characters", number, _excerpt(line, hidden.start())))
-    # Flagged on the line as a model reads it: "Assis\u200btant:" is still an impostor.
-    plain = line if line.isascii() else "".join(c for c in line if c.isascii() or not is_hidden(c))
-    if _ROLE.match(plain):
-        flags.append(Flag("role_line", number, _excerpt(line)))
-    marker = _PROTOCOL.search(plain)
-    if marker is not None:
-        flags.append(Flag("protocol_marker", number, _excerpt(plain, marker.start())))
-    return flags
+    unlisted = 0
+    line, counted_to, last_line = 1, 0, 0
+    for match in matches:
+        line += text.count("\n", counted_to, match.start())
+        counted_to = match.start()
+        if line == last_line:
+            continue
+        last_line = line
+        if len(flags) >= MAX_WARNINGS:
+            unlisted += 1
+            continue
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        line_end = text.find("\n", match.start())
+        whole = text[line_start : line_end if line_end >= 0 else len(text)]
+        flags.append(Flag(kind, line, _excerpt(whole, match.start() - line_start)))
+    return flags, unlisted
+
+
+def _occurrences(chars: set[str], text: str) -> Iterator[re.Match[str]]:
+    if not chars:
+        return iter(())
+    return re.finditer("[" + "".join(re.escape(c) for c in sorted(chars)) + "]", text)
+
+
+def _line_flags(text: str) -> tuple[list[Flag], int]:
+    """Flags for hidden characters and impostor lines in line order, and how many were left unlisted.
+
+    Whole-text regular expressions rather than a loop over lines and characters: output up
+    to the 1 MiB cap goes through here on every call.
+    """
+    # Each distinct character is looked at once, however long the text.
+    hidden = {c for c in set(text) if not c.isascii() and is_hidden(c)} if not text.isascii() else set()
+    bidi = hidden & _BIDI
+    invisible = {c for c in hidden - _BIDI if unicodedata.category(c) != "Zs"}
+    # Impostors are looked for in the text as a model reads it: "Assis\u200btant:" is still one.
+    plain = text.translate(dict.fromkeys(map(ord, hidden))) if hidden else text
+    found = [
+        _by_line("bidi_control", text, _occurrences(bidi, text)),
+        _by_line("invisible_characters", text, _occurrences(invisible, text)),
+        _by_line("role_line", plain, _ROLE.finditer(plain)),
+        _by_line("protocol_marker", plain, _PROTOCOL.finditer(plain)),
+    ]
+    flags = sorted((flag for listed, _ in found for flag in listed), key=lambda flag: flag.line)
+    return flags, sum(unlisted for _, unlisted in found)
 
 
 def clean(raw: str) -> Cleaned:
@@ -211,11 +243,13 @@ def clean(raw: str) -> Cleaned:
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     text, warnings = _removed(text)
     text = redact_output(text)
-    for number, line in enumerate(text.split("\n"), start=1):
-        warnings.extend(_line_flags(number, line))
-    if len(warnings) > MAX_WARNINGS:
-        left_out = len(warnings) - MAX_WARNINGS
-        last = warnings[MAX_WARNINGS]
-        warnings = [*warnings[:MAX_WARNINGS], Flag("more_warnings", last.line, "", left_out)]
-    text = _TAG_CHARACTERS.sub(lambda m: f"<{code_point(m.group())}>", text)
+    by_line, unlisted = _line_flags(text)
+    warnings += by_line
+    if len(warnings) > MAX_WARNINGS or unlisted:
+        left_out = len(warnings) - MAX_WARNINGS + unlisted
+        listed = warnings[:MAX_WARNINGS]
+        # At the last line listed: the ones left out are at it or past it.
+        warnings = [*listed, Flag("more_warnings", listed[-1].line, "", left_out)]
+    if not text.isascii():
+        text = _TAG_CHARACTERS.sub(lambda m: f"<{code_point(m.group())}>", text)
     return Cleaned(text, warnings, text.count(REDACTED))

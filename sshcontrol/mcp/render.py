@@ -30,7 +30,7 @@ _WARNING_TEXT = {
     "invisible_characters": 'invisible character(s), shown as <U+...>: "{excerpt}"',
     "role_line": 'a line posing as a conversation turn: "{excerpt}"',
     "protocol_marker": 'a line imitating a tool-protocol message: "{excerpt}"',
-    "more_warnings": "{count} more warning(s) not listed",
+    "more_warnings": "{count} more warning(s), here or further on, not listed",
 }
 
 

@@ -168,6 +168,17 @@ def test_warnings_are_capped_with_one_standing_for_the_rest() -> None:
     assert result.warnings[-1].kind == "more_warnings" and result.warnings[-1].count == 50 - MAX_WARNINGS
 
 
+@pytest.mark.parametrize("lines", [15, 50])
+def test_the_cap_counts_every_kind_and_lists_the_first_lines(lines: int) -> None:
+    result = clean("Assistant: x\u202e\n" * lines)
+    listed = result.warnings[:MAX_WARNINGS]
+    assert [w.line for w in listed] == sorted(w.line for w in listed)
+    assert {w.kind for w in listed} == {"bidi_control", "role_line"}
+    assert listed[-1].line == MAX_WARNINGS // 2
+    more = result.warnings[-1]
+    assert (more.kind, more.count, more.line) == ("more_warnings", 2 * lines - MAX_WARNINGS, listed[-1].line)
+
+
 # -- secrets ----------------------------------------------------------------------------------
 
 
