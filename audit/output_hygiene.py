@@ -137,15 +137,13 @@ class Cleaned:
 
 def visible_text(text: str) -> str:
     """``text`` with each hidden or control character replaced by ``<U+XXXX>``, the rest as it is."""
-    return "".join(f"<{code_point(c)}>" if c not in "\n\t" and _hidden_or_control(c) else c for c in text)
-
-
-def _hidden_or_control(char: str) -> bool:
-    return is_hidden(char) or unicodedata.category(char) == "Cc"
+    # is_hidden covers the controls too (category Cc), newline and tab aside.
+    return "".join(f"<{code_point(c)}>" if is_hidden(c) else c for c in text)
 
 
 def _excerpt(text: str, start: int = 0) -> str:
-    return text[max(0, start - 10) : max(0, start - 10) + EXCERPT_CHARS].strip()
+    # Only ASCII blanks are trimmed: a leading no-break space or line separator is shown.
+    return text[max(0, start - 10) : max(0, start - 10) + EXCERPT_CHARS].strip(" \t")
 
 
 def _line_at(text: str, position: int) -> int:
