@@ -92,6 +92,19 @@ def _keep_quotes(match: re.Match[str]) -> str:
     return f"{match.group(1)}{REDACTED}"
 
 
+_SERVICE_TOKENS = re.compile(
+    # GitHub: classic personal, OAuth, user-to-server, server-to-server and refresh tokens,
+    # and fine-grained personal tokens.
+    r"\bgh[pousr]_[A-Za-z0-9]{36}\b"
+    r"|\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b"
+    # GitLab personal, project and group access tokens.
+    r"|\bglpat-[A-Za-z0-9_-]{20,64}(?![A-Za-z0-9_-])"
+    # Slack bot, user, app-level and refresh tokens: numeric workspace parts, then a secret.
+    r"|\bxox[abposre]-[0-9]{6,}-[0-9A-Za-z-]{8,}"
+    # JSON Web Tokens: a JSON header and payload (base64url of '{"') and a signature.
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}"
+)
+
 # (pattern, replacement, lower-case words one of which any match contains), in order:
 # private keys before key=value so a key body is hidden whole; the Authorization header
 # before the bare bearer form so its scheme word is kept.
@@ -106,6 +119,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], tu
     (_URL_CREDENTIALS, rf"\1{REDACTED}\3", ("://",)),
     (_API_TOKEN, REDACTED, ("sshc_",)),
     (_AWS_ACCESS_KEY, REDACTED, ("akia", "asia")),
+    (
+        _SERVICE_TOKENS,
+        REDACTED,
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox", "eyj"),
+    ),
 )
 
 

@@ -188,3 +188,21 @@ def test_it_caps_keeping_head_and_tail():
 
 def test_it_caps_to_nothing_but_the_marker_at_zero():
     assert cap("abc", 0) == ("\n[... 3 characters truncated ...]\n", True)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "ghp_" + "a1B2" * 9,
+        "github_pat_" + "A" * 22 + "_" + "b" * 59,
+        "glpat-" + "x" * 20,
+        "xoxb-123456789012-abcdefgh1234",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    ],
+)
+def test_it_redacts_service_tokens_in_what_the_audit_row_keeps(token: str) -> None:
+    """The audit row hides what the model's copy hides (audit/output_hygiene.py uses the same patterns)."""
+    assert (
+        redact(f"export TOKEN_X={token}\nnext {token} line")
+        == f"export TOKEN_X={REDACTED}\nnext {REDACTED} line"
+    )
