@@ -31,6 +31,7 @@ from sshlib.errors import (
     HostKeyUnknown,
     SeenKey,
     SshError,
+    one_line,
 )
 from sshlib.private_keys import PrivateKeyError, fingerprint_of_blob, parse_private_key
 
@@ -281,7 +282,7 @@ def _channel_to(via: Connection, address: str, port: int, timeout: float) -> par
     except paramiko.ChannelException as exc:
         raise _HopCouldNotForward(f"{label} could not connect to {where}: {exc.text or 'refused'}") from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise _HopCouldNotForward(f"{label} could not open a channel to {where}: {_one_line(exc)}") from None
+        raise _HopCouldNotForward(f"{label} could not open a channel to {where}: {one_line(exc)}") from None
 
 
 def _connect_one(spec: ConnectSpec, via: Connection | None, is_hop: bool) -> Connection:
@@ -366,7 +367,7 @@ def _connect_direct(spec: ConnectSpec, via: Connection | None) -> Connection:
         if _is_timeout(exc):
             raise ConnectFailed(f"timed out after {spec.connect_timeout:g} s connecting to {where}") from None
         if isinstance(exc, paramiko.SSHException | EOFError | OSError):
-            raise ConnectFailed(f"SSH handshake with {where} failed: {_one_line(exc)}") from None
+            raise ConnectFailed(f"SSH handshake with {where} failed: {one_line(exc)}") from None
         raise
 
 
@@ -377,11 +378,6 @@ def _is_timeout(exc: BaseException) -> bool:
     if isinstance(exc.__cause__ or exc.__context__, TimeoutError):
         return True
     return isinstance(exc, paramiko.SSHException) and "timed out" in str(exc).lower()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def _scan_quietly(
@@ -405,7 +401,7 @@ def _fetch_host_key(
                 "direct-tcpip", dest_addr=(address, port), src_addr=("127.0.0.1", 0), timeout=timeout
             )
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise ConnectFailed(f"cannot reach {address}:{port} to scan it: {_one_line(exc)}") from None
+            raise ConnectFailed(f"cannot reach {address}:{port} to scan it: {one_line(exc)}") from None
     transport = paramiko.Transport(
         sock, disabled_algorithms={"keys": [a for a in HOST_KEY_ALGORITHMS if a != algorithm]}
     )
@@ -418,7 +414,7 @@ def _fetch_host_key(
         log.debug("%s:%s offers no %s host key", address, port, algorithm)
         return None
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise ConnectFailed(f"SSH handshake with {address}:{port} failed: {_one_line(exc)}") from None
+        raise ConnectFailed(f"SSH handshake with {address}:{port} failed: {one_line(exc)}") from None
     finally:
         transport.close()
         sock.close()

@@ -14,6 +14,11 @@ class SeenKey:
     fingerprint: str  # "SHA256:..." as ssh-keygen -l prints it
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a failure message (paramiko's can span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class SshError(Exception):
     """Base class: something prevented the SSH operation."""
 

@@ -6,28 +6,26 @@ with ``setsid()``, so that PID is also the process group of everything the comma
 and killing the group (from a second channel) is how a timeout or cancellation really stops
 the command — closing the channel alone leaves it running.
 
-Exit signals: paramiko ignores the SSH ``exit-signal`` request and only reports exit status
--1. We add a handler for it on each transport we run commands on, so a command whose shell
-died from a signal reports ``exit_status=None`` and ``signal="KILL"`` (or whichever).
+Output capture lives in ``sshlib.capture``; the exit-signal support (paramiko drops the
+request) in ``sshlib.exit_signal``. Here: the wire command, the read loop and the kill.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-import re
 import select
 import shlex
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import paramiko
-from paramiko.common import MSG_CHANNEL_REQUEST
 
-from sshlib.errors import ChannelFailed, ConnectionLost
+from sshlib.capture import PGID_MARKER, Capture, StdoutCapture
+from sshlib.errors import ChannelFailed, ConnectionLost, one_line
+from sshlib.exit_signal import exit_signal, install_exit_signal_handler
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,9 @@ class ExecResult:
     duration_ms: float
 
 
-ProgressFn = Callable[[int, int], None]  # (stdout_bytes so far, stderr_bytes so far)
-ProgressCallback = ProgressFn
+# Told (stdout bytes so far, stderr bytes so far) while a command runs. The one progress
+# callback type of the SSH runtime; the layers above import it from here.
+ProgressFn = Callable[[int, int], None]
 
 PROGRESS_INTERVAL = 0.5
 _READ_SIZE = 1 << 20
@@ -69,9 +68,6 @@ _INLINE_STDIN_LIMIT = 1 << 20
 # How long the remote killer waits for SIGTERM to work before sending SIGKILL.
 _TERM_GRACE_STEPS = 10  # x 0.1 s
 _KILL_WAIT = 5.0
-_PGID_MARKER = b"__sshcontrol_pgid="
-_PGID_LINE = re.compile(rb"__sshcontrol_pgid=(\d+)\n")
-_PGID_SEARCH_LIMIT = 1 << 16
 
 
 def remote_command(request: ExecRequest) -> str:
@@ -80,7 +76,7 @@ def remote_command(request: ExecRequest) -> str:
     Everything user-supplied is single-quoted, so a directory named ``/tmp; id`` is only a
     strange directory name.
     """
-    parts = [f"printf '{_PGID_MARKER.decode()}%s\\n' \"$$\""]
+    parts = [f"printf '{PGID_MARKER.decode()}%s\\n' \"$$\""]
     if request.working_directory:
         parts.append(f"cd -- {shlex.quote(request.working_directory)} || exit 126")
     if request.sudo:
@@ -133,113 +129,6 @@ def sudo_command(command: str, timeout: float) -> str:
     )
 
 
-class _Capture:
-    """Keeps the first and last halves of at most ``limit`` bytes of a stream, counts all of it."""
-
-    def __init__(self, limit: int) -> None:
-        self.head_limit = max(0, limit) // 2
-        self.tail_limit = max(0, limit) - self.head_limit
-        self.head = bytearray()
-        self.tail: deque[bytes] = deque()
-        self.tail_len = 0
-        self.total = 0
-
-    def add(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.head_limit - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if not data or self.tail_limit <= 0:
-            return
-        self.tail.append(data)
-        self.tail_len += len(data)
-        # Drop whole chunks that are no longer needed; the last partial one is cut in text().
-        while self.tail and self.tail_len - len(self.tail[0]) >= self.tail_limit:
-            self.tail_len -= len(self.tail.popleft())
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > self.head_limit + self.tail_limit
-
-    def text(self) -> str:
-        tail = b"".join(self.tail)
-        if len(tail) > self.tail_limit:
-            tail = tail[len(tail) - self.tail_limit :]
-        head = self.head.decode("utf-8", errors="replace")
-        if not self.truncated:
-            return head + tail.decode("utf-8", errors="replace") if tail else head
-        dropped = self.total - len(self.head) - len(tail)
-        return f"{head}\n[... {dropped} bytes truncated ...]\n{tail.decode('utf-8', errors='replace')}"
-
-
-class _Stdout:
-    """stdout with the leading process-group line taken out before it is counted."""
-
-    def __init__(self, limit: int) -> None:
-        self.capture = _Capture(limit)
-        self.pending: bytearray | None = bytearray()
-        self.pgid: int | None = None
-
-    def add(self, data: bytes) -> None:
-        if self.pending is None:
-            self.capture.add(data)
-            return
-        self.pending += data
-        match = _PGID_LINE.search(self.pending)
-        if match is not None:
-            self.pgid = int(match.group(1))
-            # Anything before the marker was printed by the user's shell start-up files.
-            rest = bytes(self.pending[: match.start()] + self.pending[match.end() :])
-        elif len(self.pending) > _PGID_SEARCH_LIMIT:
-            rest = bytes(self.pending)  # not a shell that runs our prefix: give up, keep everything
-        else:
-            return
-        self.pending = None
-        if rest:
-            self.capture.add(rest)
-
-    def finish(self) -> None:
-        if self.pending:
-            data, self.pending = bytes(self.pending), None
-            self.capture.add(data)
-        self.pending = None
-
-
-# -- exit-signal support ---------------------------------------------------------------------
-
-
-def _exit_signal_aware_request_handler(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
-    def handle(channel: paramiko.Channel, message: paramiko.Message) -> None:
-        position = message.packet.tell()
-        if message.get_text() == "exit-signal":
-            message.get_boolean()  # want_reply: never set for exit-signal
-            channel.__dict__["sshcontrol_exit_signal"] = message.get_text()
-            return
-        message.packet.seek(position)
-        original(channel, message)
-
-    return handle
-
-
-def _install_exit_signal_handler(transport: paramiko.Transport) -> None:
-    """Teach this transport to record ``exit-signal`` (paramiko drops it) on the channel."""
-    if transport.__dict__.get("sshcontrol_exit_signal_handler"):
-        return
-    table = getattr(type(transport), "_channel_handler_table", None)
-    if not isinstance(table, dict) or MSG_CHANNEL_REQUEST not in table:
-        return  # a paramiko without this private table: we only lose the signal name
-    patched = dict(table)
-    patched[MSG_CHANNEL_REQUEST] = _exit_signal_aware_request_handler(table[MSG_CHANNEL_REQUEST])
-    transport.__dict__["_channel_handler_table"] = patched
-    transport.__dict__["sshcontrol_exit_signal_handler"] = True
-
-
-def _exit_signal(channel: paramiko.Channel) -> str | None:
-    value = channel.__dict__.get("sshcontrol_exit_signal")
-    return value if isinstance(value, str) else None
-
-
 # -- running -----------------------------------------------------------------------------------
 
 
@@ -247,17 +136,13 @@ def _open_channel(transport: paramiko.Transport, command: str) -> paramiko.Chann
     try:
         channel = transport.open_session(timeout=_OPEN_TIMEOUT)
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise ChannelFailed(f"could not open a channel: {_one_line(exc)}") from None
+        raise ChannelFailed(f"could not open a channel: {one_line(exc)}") from None
     try:
         channel.exec_command(command)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         channel.close()
-        raise ChannelFailed(f"the server refused to run the command: {_one_line(exc)}") from None
+        raise ChannelFailed(f"the server refused to run the command: {one_line(exc)}") from None
     return channel
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _feed_stdin(channel: paramiko.Channel, data: bytes) -> None:
@@ -298,22 +183,128 @@ def _kill_process_group(transport: paramiko.Transport, pgid: int) -> str | None:
         channel.close()
 
 
+def _active_transport(client: paramiko.SSHClient) -> paramiko.Transport:
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise ChannelFailed("the SSH connection is closed")
+    return transport
+
+
 def kill_process_group(client: paramiko.SSHClient, pgid: int) -> str | None:
     """Stop a remote process group over a new channel of ``client`` (TERM, then KILL); the signal used.
 
     For a command whose own channel is gone: one started by a process that died.
     """
-    transport = client.get_transport()
-    if transport is None or not transport.is_active():
-        raise ChannelFailed("the SSH connection is closed")
-    return _kill_process_group(transport, pgid)
+    return _kill_process_group(_active_transport(client), pgid)
+
+
+class _Stop(enum.Enum):
+    """Why the read loop ended."""
+
+    EXITED = "exited"
+    TIMED_OUT = "timed out"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class _Output:
+    """Both streams of one command, and the callbacks told about them as they grow."""
+
+    stdout: StdoutCapture
+    stderr: Capture
+    on_progress: ProgressFn | None
+    on_started: Callable[[int], None] | None
+    last_progress: float
+    reported: tuple[int, int] = (0, 0)
+
+    def pump(self, channel: paramiko.Channel) -> bool:
+        """The one read step: take whatever output is ready; True if there was any."""
+        got = False
+        if channel.recv_ready():
+            self.stdout.add(channel.recv(_READ_SIZE))
+            got = True
+        if channel.recv_stderr_ready():
+            self.stderr.add(channel.recv_stderr(_READ_SIZE))
+            got = True
+        return got
+
+    def tell(self, now: float) -> None:
+        """After new output: report the process group once, and progress at most every interval."""
+        if self.on_started is not None and self.stdout.pgid is not None:
+            self.on_started(self.stdout.pgid)
+            self.on_started = None
+        if self.on_progress is not None and now - self.last_progress >= PROGRESS_INTERVAL:
+            counts = (self.stdout.capture.total, self.stderr.total)
+            if counts != self.reported:
+                self.on_progress(*counts)
+                self.reported, self.last_progress = counts, now
+
+
+def _wait_for_more(channel: paramiko.Channel, fd: int, seconds: float) -> None:
+    if channel.eof_received or channel.closed:
+        # Output is complete; the exit status follows in the next packet.
+        channel.status_event.wait(seconds)
+    else:
+        select.select([fd], [], [], seconds)
+
+
+def _read_until_stopped(
+    channel: paramiko.Channel, output: _Output, deadline: float, cancel: threading.Event | None
+) -> _Stop:
+    fd = channel.fileno()
+    while True:
+        got = output.pump(channel)
+        now = time.perf_counter()
+        if got:
+            output.tell(now)
+        if cancel is not None and cancel.is_set():
+            return _Stop.CANCELLED
+        if now >= deadline:
+            return _Stop.TIMED_OUT
+        if got:
+            continue
+        if (channel.eof_received or channel.closed) and channel.exit_status_ready():
+            return _Stop.EXITED
+        _wait_for_more(channel, fd, deadline - now if cancel is None else min(deadline - now, _CANCEL_POLL))
+
+
+def _drain_until_closed(channel: paramiko.Channel, output: _Output, until: float) -> None:
+    fd = channel.fileno()
+    while (now := time.perf_counter()) < until:
+        if output.pump(channel):
+            continue
+        if channel.closed or (channel.eof_received and channel.exit_status_ready()):
+            return
+        _wait_for_more(channel, fd, until - now)
+
+
+def _start_stdin(channel: paramiko.Channel, stdin: bytes | None) -> threading.Thread | None:
+    """Send the command's input (or its end); a helper thread when it is large. The thread, if any."""
+    if stdin is None:
+        channel.shutdown_write()
+        return None
+    if len(stdin) <= _INLINE_STDIN_LIMIT:
+        _feed_stdin(channel, stdin)
+        return None
+    feeder = threading.Thread(target=_feed_stdin, args=(channel, stdin), name="sshcontrol-stdin", daemon=True)
+    feeder.start()
+    return feeder
+
+
+def _exit_status(channel: paramiko.Channel, transport: paramiko.Transport) -> tuple[int | None, str | None]:
+    """How a command that ended by itself ended: (exit status, signal); exactly one is set."""
+    signal = exit_signal(channel)
+    exit_status = channel.exit_status if channel.exit_status >= 0 and signal is None else None
+    if exit_status is None and signal is None and not transport.is_active():
+        raise ConnectionLost("the SSH connection was lost while the command ran; it may have run in part")
+    return exit_status, signal
 
 
 def run_command(
     client: paramiko.SSHClient,
     request: ExecRequest,
     cancel: threading.Event | None = None,
-    on_progress: ProgressCallback | None = None,
+    on_progress: ProgressFn | None = None,
     on_started: Callable[[int], None] | None = None,
 ) -> ExecResult:
     """Run ``request.command`` on a new channel of ``client``'s transport.
@@ -325,124 +316,53 @@ def run_command(
     ``on_started`` gets the remote process group as soon as the shell reports it.
     """
     started = time.perf_counter()
-    deadline = started + max(0.0, request.timeout)
-    transport = client.get_transport()
-    if transport is None or not transport.is_active():
-        raise ChannelFailed("the SSH connection is closed")
-    _install_exit_signal_handler(transport)
+    transport = _active_transport(client)
+    install_exit_signal_handler(transport)
     channel = _open_channel(transport, remote_command(request))
-    stdout = _Stdout(request.max_output_bytes)
-    stderr = _Capture(request.max_output_bytes)
-    timed_out = cancelled = False
+    output = _Output(
+        StdoutCapture(request.max_output_bytes),
+        Capture(request.max_output_bytes),
+        on_progress,
+        on_started,
+        last_progress=started,
+    )
     killed_with: str | None = None
     feeder: threading.Thread | None = None
     try:
-        if request.stdin is None:
-            channel.shutdown_write()
-        elif len(request.stdin) <= _INLINE_STDIN_LIMIT:
-            _feed_stdin(channel, request.stdin)
+        feeder = _start_stdin(channel, request.stdin)
+        stop = _read_until_stopped(channel, output, started + max(0.0, request.timeout), cancel)
+        output.stdout.finish()
+        if stop is _Stop.EXITED:
+            exit_status, signal = _exit_status(channel, transport)
         else:
-            feeder = threading.Thread(
-                target=_feed_stdin, args=(channel, request.stdin), name="sshcontrol-stdin", daemon=True
-            )
-            feeder.start()
-
-        fd = channel.fileno()
-        last_progress = started
-        reported = (0, 0)
-        while True:
-            got = False
-            if channel.recv_ready():
-                stdout.add(channel.recv(_READ_SIZE))
-                got = True
-                if on_started is not None and stdout.pgid is not None:
-                    on_started(stdout.pgid)
-                    on_started = None
-            if channel.recv_stderr_ready():
-                stderr.add(channel.recv_stderr(_READ_SIZE))
-                got = True
-            now = time.perf_counter()
-            if on_progress is not None and got and now - last_progress >= PROGRESS_INTERVAL:
-                counts = (stdout.capture.total, stderr.total)
-                if counts != reported:
-                    on_progress(*counts)
-                    reported, last_progress = counts, now
-            if cancel is not None and cancel.is_set():
-                cancelled = True
-                break
-            if now >= deadline:
-                timed_out = True
-                break
-            if got:
-                continue
-            if channel.eof_received or channel.closed:
-                if channel.exit_status_ready():
-                    break
-                # Output is complete; the exit status follows in the next packet.
-                wait = min(deadline - now, _CANCEL_POLL if cancel is not None else deadline - now)
-                channel.status_event.wait(wait)
-                continue
-            wait = deadline - now
-            if cancel is not None:
-                wait = min(wait, _CANCEL_POLL)
-            select.select([fd], [], [], wait)
-
-        if timed_out or cancelled:
-            stdout.finish()
-            if stdout.pgid is not None:
-                killed_with = _kill_process_group(transport, stdout.pgid)
-                # Let the dying command's last output and exit-signal arrive before closing.
-                _drain_until_closed(channel, stdout, stderr, time.perf_counter() + 1.0)
             exit_status = None
-            signal = _exit_signal(channel) or killed_with
-        else:
-            stdout.finish()
-            signal = _exit_signal(channel)
-            exit_status = channel.exit_status if channel.exit_status >= 0 and signal is None else None
-            if exit_status is None and signal is None and not transport.is_active():
-                raise ConnectionLost(
-                    "the SSH connection was lost while the command ran; it may have run in part"
-                )
+            if output.stdout.pgid is not None:
+                killed_with = _kill_process_group(transport, output.stdout.pgid)
+                # Let the dying command's last output and exit-signal arrive before closing.
+                _drain_until_closed(channel, output, time.perf_counter() + 1.0)
+            signal = exit_signal(channel) or killed_with
     except BaseException:
         # A failing progress callback or an interrupt must not leave the command running.
-        if killed_with is None and stdout.pgid is not None and transport.is_active() and not channel.closed:
-            _kill_process_group(transport, stdout.pgid)
+        pgid = output.stdout.pgid
+        if killed_with is None and pgid is not None and transport.is_active() and not channel.closed:
+            _kill_process_group(transport, pgid)
         raise
     finally:
         channel.close()
         if feeder is not None:
             feeder.join(timeout=1.0)
 
+    stdout, stderr = output.stdout.capture, output.stderr
     return ExecResult(
         exit_status=exit_status,
         signal=signal,
-        stdout=stdout.capture.text(),
+        stdout=stdout.text(),
         stderr=stderr.text(),
-        stdout_bytes=stdout.capture.total,
+        stdout_bytes=stdout.total,
         stderr_bytes=stderr.total,
-        stdout_truncated=stdout.capture.truncated,
+        stdout_truncated=stdout.truncated,
         stderr_truncated=stderr.truncated,
-        timed_out=timed_out,
-        cancelled=cancelled,
+        timed_out=stop is _Stop.TIMED_OUT,
+        cancelled=stop is _Stop.CANCELLED,
         duration_ms=(time.perf_counter() - started) * 1000.0,
     )
-
-
-def _drain_until_closed(channel: paramiko.Channel, stdout: _Stdout, stderr: _Capture, until: float) -> None:
-    fd = channel.fileno()
-    while (now := time.perf_counter()) < until:
-        got = False
-        if channel.recv_ready():
-            stdout.add(channel.recv(_READ_SIZE))
-            got = True
-        if channel.recv_stderr_ready():
-            stderr.add(channel.recv_stderr(_READ_SIZE))
-            got = True
-        if got:
-            continue
-        if channel.closed or (channel.eof_received and channel.exit_status_ready()):
-            return
-        if channel.eof_received:
-            channel.status_event.wait(until - now)
-        else:
-            select.select([fd], [], [], until - now)

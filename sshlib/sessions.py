@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import paramiko
 
 from sshlib.connect import Connection, ConnectSpec, open_connection
-from sshlib.errors import SshError
 
 
 @dataclass
@@ -162,10 +161,6 @@ class SessionRegistry:
             return False
         event.cancel(reason)
         return True
-
-
-class SessionGone(SshError):
-    """The session id is not held by this process (closed, or held elsewhere)."""
 
 
 registry = SessionRegistry()
