@@ -12,6 +12,14 @@ import pytest
 from tests.sshd import SshServer
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs the real sshd (the fixture, or one built on it such as
+    ``make_host``), so ``-m "not sshd"`` runs the rest without OpenSSH."""
+    for item in items:
+        if "sshd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.sshd)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the run's own data directory (tests/settings.py), after the test databases are gone."""
     from django.conf import settings

@@ -23,8 +23,6 @@ from audit.models import AuditEvent
 from hosts.models import Credential, Host, McpClient
 from tests.mcp.conftest import McpHarness
 
-pytestmark = [pytest.mark.sshd]
-
 AsClient = Callable[..., McpHarness]
 
 

@@ -27,7 +27,7 @@ from sshlib.sessions import registry
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 ADMIN = "root"
 ADMIN_PASSWORD = "browser-test-only-6f1c"  # a throwaway account in the test database

@@ -17,7 +17,7 @@ from tests.browser.test_admin_flow import ADMIN, ADMIN_PASSWORD, Admin, log_in
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 SCRIPT = "echo from-the-script\nexport API_TOKEN=s3cr3t-in-stdin\n"
 

@@ -132,7 +132,8 @@ def test_it_ignores_trust_on_first_use_once_keys_are_trusted(sshd: SshServer) ->
 
 
 @pytest.fixture
-def second_server() -> Iterator[SshServer]:
+def second_server(sshd: SshServer) -> Iterator[SshServer]:
+    # Asks for the suite's sshd only so the test is marked ``sshd``: it needs OpenSSH too.
     server = SshServer.create().start()
     yield server
     server.remove()

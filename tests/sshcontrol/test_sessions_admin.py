@@ -58,7 +58,6 @@ def other_process_row(session_id: str = "box-0ther") -> SshSession:
     )
 
 
-@pytest.mark.sshd
 @pytest.mark.django_db
 def test_it_terminates_a_session_held_by_this_process_through_dispatch(admin_client, make_host):
     host = make_host("box")
@@ -144,7 +143,6 @@ def _ok(result: object) -> dict[str, Any]:
     return result.structured_content
 
 
-@pytest.mark.sshd
 @pytest.mark.django_db(transaction=True)
 def test_a_real_mcp_server_refuses_a_session_the_admin_terminated(admin_client, make_host, tmp_path):
     """The embedded default: the session lives in an ``mcp_serve`` process, the admin elsewhere."""
