@@ -70,7 +70,7 @@ def main() -> None:
             status=AuditEvent.Status.RUNNING,
             actor="bench",
             transport="stdio",
-            tool="run_command",
+            tool="ssh_execute",
             command="true",
         )
         orm_ids.append(event.pk)
@@ -81,7 +81,7 @@ def main() -> None:
         )
 
     def begin(_: int) -> None:
-        writer_ids.append(writer.begin(tool="run_command", actor="bench", transport="stdio", command="true"))
+        writer_ids.append(writer.begin(tool="ssh_execute", actor="bench", transport="stdio", command="true"))
 
     def complete(index: int) -> None:
         writer.complete(writer_ids[index], status="ok", exit_status=0, stdout="ok\n", details={"bench": 1})

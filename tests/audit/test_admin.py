@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def event_id():
     event_id = writer.begin(
-        tool="run_command", actor="claude", transport="stdio", command="cat /etc/motd <b>bold</b>"
+        tool="ssh_execute", actor="claude", transport="stdio", command="cat /etc/motd <b>bold</b>"
     )
     writer.complete(event_id, status="ok", exit_status=0, stdout="<script>alert(1)</script>\nline 2")
     return event_id
@@ -83,9 +83,9 @@ def events(monkeypatch):
     ids = {}
     for n, (key, host, actor, tool, command, status, session) in enumerate(
         [
-            ("first", web1, "claude", "run_command", "uptime", "ok", "s-1"),
-            ("second", web1, "claude", "run_command", "systemctl restart nginx", "error", "s-1"),
-            ("denied", db1, "claude", "run_command", "rm -rf /var/lib/pg", "denied", "s-2"),
+            ("first", web1, "claude", "ssh_execute", "uptime", "ok", "s-1"),
+            ("second", web1, "claude", "ssh_execute", "systemctl restart nginx", "error", "s-1"),
+            ("denied", db1, "claude", "ssh_execute", "rm -rf /var/lib/pg", "denied", "s-2"),
             ("other", web1, "cursor", "upload_file", "", "ok", "s-3"),
         ]
     ):
@@ -115,7 +115,7 @@ def test_it_lists_the_columns_an_auditor_reads(admin_client, events):
 
 def test_it_shortens_long_commands_in_the_list(admin_client):
     writer.begin(
-        tool="run_command", actor="a", transport="stdio", command="echo " + "x" * 200 + "\nsecond line"
+        tool="ssh_execute", actor="a", transport="stdio", command="echo " + "x" * 200 + "\nsecond line"
     )
     body = _changelist(admin_client)
     assert "echo " + "x" * 75 + "…" in body
@@ -142,7 +142,7 @@ def test_it_filters_and_searches(admin_client, events, params, expected):
 
 def test_it_shows_facet_counts_and_a_date_hierarchy(admin_client, events):
     body = _changelist(admin_client)
-    assert "Error (1)" in body and "OK (2)" in body and "run_command (3)" in body
+    assert "Error (1)" in body and "OK (2)" in body and "ssh_execute (3)" in body
     assert 'class="xfull"' in body or "toplinks" in body  # the date hierarchy's bar
 
 
@@ -262,9 +262,9 @@ def test_it_lists_a_session_s_calls_in_order_around_the_current_one():
     ids = []
     for n in range(2 * TIMELINE_SPAN + 5):
         ids.append(
-            writer.begin(tool="run_command", actor="a", transport="stdio", session_id="s", command=str(n))
+            writer.begin(tool="ssh_execute", actor="a", transport="stdio", session_id="s", command=str(n))
         )
-    writer.begin(tool="run_command", actor="a", transport="stdio", session_id="elsewhere")
+    writer.begin(tool="ssh_execute", actor="a", transport="stdio", session_id="elsewhere")
     middle = AuditEvent.objects.get(pk=ids[12])
     timeline = AuditEventAdmin.timeline(middle)
     assert [item["event"].pk for item in timeline] == ids[12 - TIMELINE_SPAN : 12 + TIMELINE_SPAN + 1]

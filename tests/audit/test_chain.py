@@ -37,7 +37,7 @@ def hosts():
 
 def _finished(host=None, *, status="ok", session="s-1", **fields):
     event_id = writer.begin(
-        tool="run_command",
+        tool="ssh_execute",
         actor="claude@laptop",
         transport="stdio",
         host=host,
@@ -83,7 +83,7 @@ def _verify_fails_at(event_id, check=None):
 
 def test_it_chains_rows_in_completion_order():
     first, second, third = (
-        writer.begin(tool="run_command", actor="a", transport="stdio", command=str(n)) for n in range(3)
+        writer.begin(tool="ssh_execute", actor="a", transport="stdio", command=str(n)) for n in range(3)
     )
     for event_id in (third, first, second):
         writer.complete(event_id, status="ok", exit_status=0)
@@ -98,7 +98,7 @@ def test_it_chains_rows_in_completion_order():
 
 
 def test_it_leaves_running_rows_off_the_chain(rows):
-    running = writer.begin(tool="run_command", actor="a", transport="stdio")
+    running = writer.begin(tool="ssh_execute", actor="a", transport="stdio")
     event = AuditEvent.objects.get(pk=running)
     assert (event.chain_seq, event.prev_hash, event.chain_hash) == (None, "", "")
     assert chain.verify().ok
@@ -218,7 +218,7 @@ def test_it_detects_a_rewritten_head(rows):
 
 
 def test_it_detects_a_forged_row_past_the_head(rows):
-    forged = writer.begin(tool="run_command", actor="a", transport="stdio")
+    forged = writer.begin(tool="ssh_execute", actor="a", transport="stdio")
     head = ChainHead.objects.get()
     AuditEvent.objects.filter(pk=forged).update(status="ok", chain_seq=head.seq + 1, prev_hash=head.hash)
     row = AuditEvent.objects.filter(pk=forged).values(*chain.STORED_FIELDS).get()
@@ -227,14 +227,14 @@ def test_it_detects_a_forged_row_past_the_head(rows):
 
 
 def test_it_detects_a_finished_row_that_is_not_on_the_chain(rows):
-    forged = writer.begin(tool="run_command", actor="a", transport="stdio")
+    forged = writer.begin(tool="ssh_execute", actor="a", transport="stdio")
     AuditEvent.objects.filter(pk=forged).update(status="ok")
     _verify_fails_at(forged, "unchained")
 
 
 def test_it_chains_interrupted_rows(monkeypatch, rows):
     monkeypatch.setattr(process, "current_process_key", lambda: "dead-machine-key:1:1")
-    orphan = writer.begin(tool="run_command", actor="a", transport="stdio")
+    orphan = writer.begin(tool="ssh_execute", actor="a", transport="stdio")
     monkeypatch.undo()
     monkeypatch.setattr(process, "is_alive", lambda key: key != "dead-machine-key:1:1")
     assert writer.mark_interrupted() == 1
@@ -263,7 +263,7 @@ def test_it_starts_a_new_chain_when_the_tables_are_empty():
 def test_it_joins_the_caller_s_transaction_and_rolls_back_with_it():
     from django.db import transaction
 
-    event_id = writer.begin(tool="run_command", actor="a", transport="stdio")
+    event_id = writer.begin(tool="ssh_execute", actor="a", transport="stdio")
     with pytest.raises(RuntimeError), transaction.atomic():
         writer.complete(event_id, status="ok")
         raise RuntimeError("the caller's next write failed")
@@ -301,7 +301,7 @@ def test_it_notices_new_rows_appended_after_a_break_is_repaired_only_on_a_full_w
 
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_one_chain_under_concurrent_completions():
-    ids = [writer.begin(tool="run_command", actor="a", transport="stdio", command=str(n)) for n in range(60)]
+    ids = [writer.begin(tool="ssh_execute", actor="a", transport="stdio", command=str(n)) for n in range(60)]
     errors: list[BaseException] = []
 
     def finish(chunk: list[int]) -> None:

@@ -30,7 +30,7 @@ def events(monkeypatch):
     ]:
         monkeypatch.setattr(timezone, "now", lambda when=when: when)
         event_id = writer.begin(
-            tool="run_command",
+            tool="ssh_execute",
             actor="claude",
             transport="stdio",
             host=host,

@@ -33,7 +33,7 @@ def test_it_chains_rows_written_before_the_chain_existed():
                 status=status,
                 actor="claude",
                 transport="stdio",
-                tool="run_command",
+                tool="ssh_execute",
                 command="uptime",
                 details={"n": 1},
             )

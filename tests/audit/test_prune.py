@@ -24,7 +24,7 @@ def _now(monkeypatch):
 
 def _at(monkeypatch, when, *, finish=True, status="ok"):
     monkeypatch.setattr(timezone, "now", lambda: when)
-    event_id = writer.begin(tool="run_command", actor="claude", transport="stdio", command=f"echo {when}")
+    event_id = writer.begin(tool="ssh_execute", actor="claude", transport="stdio", command=f"echo {when}")
     if finish:
         writer.complete(event_id, status=status, exit_status=0, stdout="hi\n")
     monkeypatch.setattr(timezone, "now", lambda: NOW)

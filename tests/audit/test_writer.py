@@ -22,7 +22,7 @@ def host():
 
 
 def _begin(**fields):
-    fields.setdefault("tool", "run_command")
+    fields.setdefault("tool", "ssh_execute")
     fields.setdefault("actor", "claude@laptop")
     fields.setdefault("transport", "stdio")
     return writer.begin(**fields)
@@ -41,7 +41,7 @@ def test_it_opens_a_running_row(host):
     event = AuditEvent.objects.get(pk=event_id)
     assert event.status == AuditEvent.Status.RUNNING
     assert event.started_at is not None and event.finished_at is None
-    assert (event.actor, event.transport, event.tool) == ("claude@laptop", "stdio", "run_command")
+    assert (event.actor, event.transport, event.tool) == ("claude@laptop", "stdio", "ssh_execute")
     assert (event.host_id, event.host_name, event.host_address) == (host.pk, "web1", "10.0.0.5")
     assert (event.session_id, event.command, event.working_directory) == ("s-1", "uptime", "/srv")
     assert event.request_id == request_id
