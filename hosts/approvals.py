@@ -3,7 +3,7 @@
 Every state change is one conditional UPDATE (``state = pending`` or ``approved``), so two
 admins deciding at once, or two callers picking up one approved request, cannot both win:
 an approved request runs at most once. Nothing in the MCP surface reaches ``decide``; only
-the admin (and the ``approvals`` command line) does.
+the admin's approval page (``hosts.admin.approval``) does. Who may decide is ``refusal``.
 """
 
 from __future__ import annotations

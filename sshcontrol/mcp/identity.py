@@ -3,9 +3,12 @@
 Over stdio (and the in-memory transport of tests) the caller is fixed for the life of the
 server: the client whose token is in ``SSHCONTROL_CLIENT_TOKEN``, or the local client of
 the OS user. Over streamable HTTP it is the client whose bearer token the request carried
-(``sshcontrol.mcp.http`` verifies it and hands over a ``ClientAccessToken``).
+(``sshcontrol.mcp.http`` verifies it and hands over a ``ClientAccessToken``; an identity
+provider's access token is mapped to its client by ``sshcontrol.mcp.oauth``).
 Whether the client may still act (revoked, disabled, expired) is checked again on every
-call, in the call's thread, by ``sshcontrol.access``.
+call, in the call's thread, by ``hosts.access.access_for`` (a snapshot at most
+``CACHE_SECONDS`` old, dropped whenever a client, group, grant or rule is saved).
+A signed-in admin's own actions get a ``Caller`` without a client (``sshcontrol.admin_actions``).
 """
 
 from __future__ import annotations
