@@ -99,7 +99,8 @@ def test_it_filters_by_time_host_and_status(events):
 def test_it_writes_to_a_file(events, tmp_path):
     path = tmp_path / "audit.csv"
     assert _export("--format", "csv", "--host", "db1", "--output", str(path)) == ""
-    rows = list(csv.DictReader(path.open(newline="")))
+    with path.open(newline="") as exported:
+        rows = list(csv.DictReader(exported))
     assert [int(row["id"]) for row in rows] == events[2:]
 
 

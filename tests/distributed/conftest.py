@@ -68,14 +68,14 @@ class WorkerPool:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        log = (self.logdir / f"{name.split('@')[0]}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            worker_command(name, 16),
-            env=service_env(self.broker_url),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        with (self.logdir / f"{name.split('@')[0]}.log").open("ab") as log:  # the worker keeps its copy
+            self.procs[name] = subprocess.Popen(
+                worker_command(name, 16),
+                env=service_env(self.broker_url),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
 
     def ensure(self) -> None:
         for name in self.names:

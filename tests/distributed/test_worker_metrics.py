@@ -32,14 +32,14 @@ def metered_worker(transactional_db: None, tmp_path: Path) -> Iterator[tuple[str
         pytest.skip(f"redis is not running at {url}")
     name = f"sshcmetrics{secrets.token_hex(3)}@{socket.gethostname()}"
     port = free_port()
-    log = (tmp_path / "worker.log").open("ab")
-    proc = subprocess.Popen(
-        [*worker_command(name, 2), "--metrics-port", str(port)],
-        env=service_env(url, SSHCONTROL_METRICS_TOKEN=TOKEN),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
+    with (tmp_path / "worker.log").open("ab") as log:  # the worker keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [*worker_command(name, 2), "--metrics-port", str(port)],
+            env=service_env(url, SSHCONTROL_METRICS_TOKEN=TOKEN),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     try:
 

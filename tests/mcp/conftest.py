@@ -77,6 +77,7 @@ class McpHarness:
         self._lifetime.result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()  # else its self-pipe sockets leak (a ResourceWarning, an error in pytest)
 
 
 @pytest.fixture

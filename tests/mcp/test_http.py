@@ -88,17 +88,18 @@ def start_server(
         **env_extra,
     }
     log = tmp / "server.log"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "sshcontrol", "mcp_serve", "--transport", "streamable-http"),
-            *("--bind", f"127.0.0.1:{port}", "--no-create-admin", *extra),
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd="/",
-    )
+    with log.open("ab") as out:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "sshcontrol", "mcp_serve", "--transport", "streamable-http"),
+                *("--bind", f"127.0.0.1:{port}", "--no-create-admin", *extra),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+        )
     server = RunningServer(f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -80,5 +80,6 @@ def test_it_stops_quietly_when_the_reader_goes_away(env: dict[str, str]) -> None
     export.stdout.close()  # what `| head -1` does after its line
     returncode = export.wait(60)
     stderr = export.stderr.read().decode()
+    export.stderr.close()
     assert returncode == 1, stderr
     assert stderr == ""

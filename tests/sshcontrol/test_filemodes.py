@@ -118,10 +118,11 @@ def test_it_keeps_the_database_and_keys_private_in_a_directory_others_can_read(
             assert (path.stat().st_mode & 0o777) == 0o600, f"{path} is {path.stat().st_mode & 0o777:o}"
             assert not readable_by(other_user, path), f"{other_user} read {path}"
     finally:
-        assert holder.stdin is not None
+        assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.write("\n")
         holder.stdin.close()
         holder.wait(30)
+        holder.stdout.close()
 
 
 def test_it_makes_a_database_left_open_by_an_earlier_version_private_and_names_the_fix(
