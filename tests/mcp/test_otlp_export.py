@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -103,28 +102,34 @@ def instrumented(transactional_db: None, receiver: Receiver, tmp_path: Path) -> 
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     log = tmp_path / "server.log"
-    proc = subprocess.Popen(
-        [
-            *(instrument, sys.executable, "-m", "sshcontrol", "mcp_serve", "--transport", "streamable-http"),
-            *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd="/",
-    )
+    with log.open("ab") as out:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                *(instrument, sys.executable, "-m", "sshcontrol", "mcp_serve"),
+                *("--transport", "streamable-http"),
+                *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+        )
     server = RunningServer(f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answering() -> bool:
             assert proc.poll() is None, log.read_text()
             try:
                 httpx2.get(f"{server.url}/healthz", timeout=1)
-                break
             except httpx2.TransportError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+                return False
+            return True
+
+        try:
+            wait_until(answering, 60, "the server did not answer /healthz")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{log.read_text()}") from None
         yield server
     finally:
         proc.send_signal(signal.SIGTERM)

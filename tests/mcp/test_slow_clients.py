@@ -23,6 +23,7 @@ import pytest
 
 from tests.database import database_url
 from tests.mcp.test_http import INITIALIZE, issue
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD_LIMIT = 2.0
@@ -60,29 +61,33 @@ def start(
         **settings,
     }
     log = tmp / "server.log"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "sshcontrol", *command),
-            *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd="/",
-    )
+    with log.open("ab") as out:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "sshcontrol", *command),
+                *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+        )
     server = Server(proc, port, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def answering() -> bool:
         assert proc.poll() is None, log.read_text()
         try:
-            if get_status(server, "/admin/login/") == 200:
-                return server
+            return get_status(server, "/admin/login/") == 200
         except OSError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"{command[0]} did not answer within 60 s:\n{log.read_text()}")
+            return False
+
+    try:
+        wait_until(answering, 60, f"{command[0]} did not answer")
+    except AssertionError:
+        proc.kill()
+        raise
+    return server
 
 
 def stop(server: Server, exit_code: int = 0) -> None:
@@ -233,15 +238,14 @@ def test_it_caps_open_connections_per_address(tmp_path: Path, django_db_setup: N
         assert get_status(server, "/admin/login/", source="127.0.0.2") == 200
         # A freed place is given to the next connection.
         held.pop().close()
-        deadline = time.monotonic() + 10
-        while True:
+
+        def served() -> bool:
             try:
-                if get_status(server, "/admin/login/") == 200:
-                    break
+                return get_status(server, "/admin/login/") == 200
             except (OSError, ValueError, IndexError):
-                pass
-            assert time.monotonic() < deadline, "the freed place was not given back"
-            time.sleep(0.1)
+                return False
+
+        wait_until(served, 10, "the freed place was not given back")
     finally:
         for sock in held:
             sock.close()

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 import httpx2
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from tests.polling import wait_until
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "provider.mjs"
@@ -89,29 +90,30 @@ class Idp:
             "OIDC_ADMIN_REDIRECT": self.admin_redirect,
             "NODE_NO_WARNINGS": "1",
         }
-        self.proc = subprocess.Popen(
-            ["node", str(SCRIPT)],
-            env=env,
-            cwd=HERE,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"oidc-provider exited:\n{self.log.read_text()}")
+        with self.log.open("ab") as out:  # the provider keeps its own copy of the descriptor
+            proc = self.proc = subprocess.Popen(
+                ["node", str(SCRIPT)],
+                env=env,
+                cwd=HERE,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+        def answering() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError("oidc-provider exited")
             try:
-                if (
-                    httpx2.get(f"{self.issuer}/.well-known/openid-configuration", timeout=1).status_code
-                    == 200
-                ):
-                    return
+                url = f"{self.issuer}/.well-known/openid-configuration"
+                return httpx2.get(url, timeout=1).status_code == 200
             except httpx2.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"oidc-provider did not answer within 30 s:\n{self.log.read_text()}")
+                return False
+
+        try:
+            wait_until(answering, 30, "oidc-provider did not answer")
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"{exc}:\n{self.log.read_text()}") from None
 
     def stop(self) -> None:
         if self.proc is None:

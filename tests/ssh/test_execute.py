@@ -15,6 +15,7 @@ import pytest
 from sshlib.connect import Connection, open_connection
 from sshlib.errors import ChannelFailed, ConnectionLost
 from sshlib.execute import ExecRequest, ExecResult, run_command
+from tests.polling import wait_until
 from tests.ssh.conftest import password_spec
 from tests.sshd import SshServer
 
@@ -23,11 +24,8 @@ def run(connection: Connection, command: str, **fields: object) -> ExecResult:
     return run_command(connection.client, ExecRequest(command, **fields))  # type: ignore[arg-type]
 
 
-def wait_until_gone(sshd: SshServer, pattern: str, within: float = 3.0) -> list[str]:
-    deadline = time.monotonic() + within
-    while (left := sshd.user_processes(pattern)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
+def assert_gone(sshd: SshServer, pattern: str, within: float = 3.0) -> None:
+    wait_until(lambda: not sshd.user_processes(pattern), within, f"a process matching {pattern!r} is left")
 
 
 def test_it_returns_exit_status_and_separates_streams(connection: Connection) -> None:
@@ -68,7 +66,7 @@ def test_a_timeout_kills_the_remote_process(sshd: SshServer, connection: Connect
     assert result.exit_status is None
     assert result.signal in ("TERM", "KILL")
     assert result.stdout == "started\n"
-    assert wait_until_gone(sshd, marker) == []
+    assert_gone(sshd, marker)
 
 
 def test_a_process_ignoring_term_is_killed(sshd: SshServer, connection: Connection) -> None:
@@ -76,7 +74,7 @@ def test_a_process_ignoring_term_is_killed(sshd: SshServer, connection: Connecti
     result = run(connection, f"trap '' TERM; {marker}; true", timeout=0.5)
     assert result.timed_out
     assert result.signal == "KILL"
-    assert wait_until_gone(sshd, marker) == []
+    assert_gone(sshd, marker)
 
 
 def test_cancelling_kills_the_remote_process(sshd: SshServer, connection: Connection) -> None:
@@ -88,7 +86,7 @@ def test_cancelling_kills_the_remote_process(sshd: SshServer, connection: Connec
     assert time.monotonic() - started < 3.0
     assert result.cancelled and not result.timed_out
     assert result.exit_status is None
-    assert wait_until_gone(sshd, marker) == []
+    assert_gone(sshd, marker)
 
 
 def test_a_command_killed_by_a_signal_reports_it(connection: Connection) -> None:
@@ -196,7 +194,7 @@ def test_a_failing_progress_callback_still_stops_the_command(sshd: SshServer, co
             ExecRequest(f"while :; do echo tick; sleep 0.2; done & {marker}", timeout=30),
             on_progress=explode,
         )
-    assert wait_until_gone(sshd, marker) == []
+    assert_gone(sshd, marker)
 
 
 def test_a_dropped_connection_raises_connection_lost(sshd: SshServer) -> None:
