@@ -131,6 +131,50 @@ class LocalSink(Protocol):
     def writer(self) -> AbstractContextManager[BinaryIO]: ...
 
 
+def _upload_mode(
+    sftp: paramiko.SFTPClient, remote_path: str, mode: int | None, overwrite: bool
+) -> int | None:
+    """Refuse an existing file unless ``overwrite``; the mode the new file gets (None: the default)."""
+    try:
+        existing = _lstat(sftp, remote_path)
+    except OSError as exc:
+        raise _remote_error(remote_path, exc) from None
+    if existing is not None and not overwrite:
+        raise _exists_error(remote_path)
+    if mode is None and existing is not None and stat.S_ISREG(existing.st_mode or 0):
+        mode = stat.S_IMODE(existing.st_mode or 0)  # replacing a script must not drop its x bit
+    return mode
+
+
+def _write_all(handle: paramiko.SFTPFile, source: BinaryIO | bytes, mode: int | None) -> tuple[int, str]:
+    """Write ``source`` to a freshly created remote file; (size, SHA-256 hex) of what was written."""
+    # Before any data is written, so a 0600 file is never readable with content in it.
+    if mode is not None:
+        handle.chmod(mode)
+    # Do not wait for each write's acknowledgement: errors still surface at close.
+    handle.set_pipelined(True)
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in _local_chunks(source):
+        handle.write(chunk)
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _move_into_place(sftp: paramiko.SFTPClient, temp: str, remote_path: str, overwrite: bool) -> None:
+    if overwrite:
+        sftp.posix_rename(temp, remote_path)
+        return
+    try:
+        # OpenSSH renames with link()+unlink(): it refuses to replace, with no race.
+        sftp.rename(temp, remote_path)
+    except OSError:
+        if _exists(sftp, remote_path):
+            raise _exists_error(remote_path) from None
+        raise
+
+
 def upload(
     client: paramiko.SSHClient,
     remote_path: str,
@@ -142,40 +186,14 @@ def upload(
     if not remote_path or remote_path.endswith("/"):
         raise RemoteFileError(f"{remote_path or '(empty path)'}: not a file path")
     with _sftp(client) as sftp:
-        try:
-            existing = _lstat(sftp, remote_path)
-        except OSError as exc:
-            raise _remote_error(remote_path, exc) from None
-        if existing is not None and not overwrite:
-            raise _exists_error(remote_path)
-        if mode is None and existing is not None and stat.S_ISREG(existing.st_mode or 0):
-            mode = stat.S_IMODE(existing.st_mode or 0)  # replacing a script must not drop its x bit
+        mode = _upload_mode(sftp, remote_path, mode, overwrite)
         temp = _temp_name(remote_path)
-        digest = hashlib.sha256()
-        size = 0
         created = False
         try:
             with sftp.open(temp, "wxb") as handle:
                 created = True
-                # Do not wait for each write's acknowledgement: errors still surface at close.
-                # Before any data is written, so a 0600 file is never readable with content in it.
-                if mode is not None:
-                    handle.chmod(mode)
-                handle.set_pipelined(True)
-                for chunk in _local_chunks(source):
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-            if overwrite:
-                sftp.posix_rename(temp, remote_path)
-            else:
-                try:
-                    # OpenSSH renames with link()+unlink(): it refuses to replace, with no race.
-                    sftp.rename(temp, remote_path)
-                except OSError:
-                    if _exists(sftp, remote_path):
-                        raise _exists_error(remote_path) from None
-                    raise
+                size, sha256 = _write_all(handle, source, mode)
+            _move_into_place(sftp, temp, remote_path, overwrite)
             created = False
         except _LocalReadError as exc:
             raise RemoteFileError(str(exc)) from None
@@ -185,7 +203,7 @@ def upload(
             if created:
                 with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
                     sftp.remove(temp)
-    return UploadResult(remote_path=remote_path, size=size, sha256=digest.hexdigest())
+    return UploadResult(remote_path=remote_path, size=size, sha256=sha256)
 
 
 def _stat_file(sftp: paramiko.SFTPClient, remote_path: str) -> int:
