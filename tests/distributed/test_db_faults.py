@@ -19,8 +19,6 @@ from tests.distributed.conftest import WorkerPool
 from tests.distributed.test_workers import run
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd]
-
 CALLS = 24
 
 

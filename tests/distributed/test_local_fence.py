@@ -8,15 +8,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
 from mcp import Client, StdioServerParameters
 
 from sshcontrol.localfiles import local_root
 from tests.distributed.conftest import REPO, WorkerPool, service_env
 from tests.fence_race import BENIGN, FenceRace
 from tests.sshd import SshServer
-
-pytestmark = [pytest.mark.sshd]
 
 RACE_SECONDS = 6.0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from mcp import Client
 
 from audit.models import AuditEvent
@@ -19,8 +18,6 @@ from sshcontrol.models import SshSession
 from tests.distributed.conftest import WorkerPool
 from tests.distributed.test_workers import ok, run
 from tests.sshd import SshServer
-
-pytestmark = [pytest.mark.sshd]
 
 
 def token_for(name: str, host: Host, rules: tuple[tuple[str, str], ...] = (), **grant: Any) -> str:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from mcp import Client
 
 from sshcontrol.models import SshSession
 from tests.distributed.conftest import WorkerPool
 from tests.distributed.test_workers import run
 from tests.sshd import SshServer
-
-pytestmark = [pytest.mark.sshd]
 
 
 def test_it_relays_progress_of_a_long_command_from_the_worker(

@@ -34,8 +34,6 @@ from tests.distributed.test_workers import ok, run
 from tests.polling import eventually, wait_until
 from tests.sshd import SshServer, free_port
 
-pytestmark = [pytest.mark.sshd]
-
 
 def text(result: CallToolResult) -> str:
     return str(result.content[0].text)  # type: ignore[union-attr]

@@ -20,8 +20,6 @@ from tests.distributed.conftest import REPO, WorkerPool, service_env
 from tests.polling import eventually
 from tests.sshd import SshServer, free_port
 
-pytestmark = [pytest.mark.sshd]
-
 
 def run(body: Callable[[Client], Awaitable[Any]], broker_url: str, **env: str) -> Any:
     """Run ``body`` against a fresh mcp_serve subprocess that talks to the workers through the broker."""

@@ -330,7 +330,6 @@ def test_it_offers_host_actions_only_to_those_who_may_change_hosts() -> None:
 # -- actions against the real sshd ---------------------------------------------------------------
 
 
-@pytest.mark.sshd
 def test_it_tests_a_connection_through_the_audited_path(
     transactional_db, make_host, admin_client, admin_user
 ):
@@ -357,7 +356,6 @@ def test_it_tests_a_connection_through_the_audited_path(
     assert host.last_connected_at is not None
 
 
-@pytest.mark.sshd
 def test_it_reports_an_unknown_host_key_as_a_one_line_error(
     transactional_db, make_host, admin_client
 ) -> None:
@@ -375,7 +373,6 @@ def test_it_reports_an_unknown_host_key_as_a_one_line_error(
     assert not SshSession.objects.filter(state=SshSession.State.CONNECTED).exists()
 
 
-@pytest.mark.sshd
 def test_it_scans_host_keys_and_stores_them_pending(transactional_db, make_host, admin_client, sshd) -> None:
     host = make_host("scanme", trusted=False)
     response = admin_client.post(

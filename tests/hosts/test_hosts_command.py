@@ -167,7 +167,6 @@ def test_it_lists_hosts_as_a_table(monkeypatch) -> None:
     assert PASSWORD not in out
 
 
-@pytest.mark.sshd
 def test_it_scans_and_trusts_the_servers_host_keys(monkeypatch, sshd) -> None:
     from sshlib.connect import fingerprint
 
@@ -197,7 +196,6 @@ def test_it_scans_and_trusts_the_servers_host_keys(monkeypatch, sshd) -> None:
     assert host.host_keys.count() == 3
 
 
-@pytest.mark.sshd
 def test_it_scans_without_logging_the_key_types_a_server_lacks(
     monkeypatch, sshd, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:

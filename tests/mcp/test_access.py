@@ -16,8 +16,6 @@ from hosts.clients import revoke
 from hosts.models import ClientGroup, CommandRule, Grant, Host, McpClient
 from tests.mcp.conftest import McpHarness
 
-pytestmark = [pytest.mark.sshd]
-
 AsClient = Callable[..., McpHarness]
 
 

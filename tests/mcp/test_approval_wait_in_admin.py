@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from django.urls import reverse
 
 from audit.models import AuditEvent
@@ -16,8 +15,6 @@ from hosts import approvals
 from hosts.models import ApprovalRequest
 from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
-
-pytestmark = [pytest.mark.sshd]
 
 LIST = "admin:audit_auditevent_changelist"
 

@@ -22,8 +22,6 @@ from hosts import approvals
 from hosts.models import ApprovalRequest
 from tests.mcp.conftest import McpHarness
 
-pytestmark = [pytest.mark.sshd]
-
 AsClient = Callable[..., McpHarness]
 GUARDED = r"^echo guarded"
 

@@ -65,8 +65,6 @@ from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd]
-
 AsClient = Callable[..., McpHarness]
 
 # Nothing but echo, and no `<` or `>`: arbitrary text can print, never write a file.

@@ -32,8 +32,6 @@ from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd]
-
 CALLS = 24
 
 

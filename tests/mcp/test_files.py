@@ -14,8 +14,6 @@ from sshcontrol.localfiles import local_root
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd]
-
 
 @pytest.fixture
 def remote_dir(mcp: McpHarness, make_host, sshd: SshServer) -> str:

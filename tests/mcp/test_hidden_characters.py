@@ -11,8 +11,6 @@ import pytest
 from audit.models import AuditEvent
 from tests.mcp.conftest import McpHarness
 
-pytestmark = [pytest.mark.sshd]
-
 # Drawn by Chromium as "echo done # ; touch pwned" read backwards: the touch looks commented out.
 BIDI_ATTACK = "echo done \u2067; touch /tmp/sshc-bidi-pwned \u2066# harmless\u2069\u2069"
 

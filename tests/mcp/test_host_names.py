@@ -9,13 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from audit.models import AuditEvent
 from hosts.models import Host, McpClient
 from tests.mcp.conftest import McpHarness
-
-pytestmark = [pytest.mark.sshd]
 
 AsClient = Callable[..., McpHarness]
 

@@ -359,7 +359,6 @@ def test_it_runs_a_tool_for_a_valid_token(server: RunningServer, transactional_d
     assert anyio.run(scenario) == ["db1"]
 
 
-@pytest.mark.sshd
 def test_calls_are_audited_as_the_tokens_client(
     server: RunningServer, transactional_db: None, make_host: Callable[..., Host]
 ) -> None:

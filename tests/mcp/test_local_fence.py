@@ -28,7 +28,6 @@ def fence_race(tmp_path: Path) -> Iterator[FenceRace]:
     shutil.rmtree(race.race, ignore_errors=True)
 
 
-@pytest.mark.sshd
 def test_it_never_reads_or_writes_outside_the_root_while_links_are_swapped(
     mcp: McpHarness, make_host, sshd: SshServer, fence_race: FenceRace
 ) -> None:
@@ -82,7 +81,6 @@ def test_it_never_reads_or_writes_outside_the_root_while_links_are_swapped(
         assert any(results) and not all(results), (kind, sum(results), len(results))
 
 
-@pytest.mark.sshd
 def test_it_refuses_links_and_special_files_and_writes_private_files(
     mcp: McpHarness, make_host, sshd: SshServer, tmp_path: Path
 ) -> None:

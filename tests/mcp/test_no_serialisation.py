@@ -7,8 +7,6 @@ import pytest
 from sshcontrol import wire
 from tests.mcp.conftest import McpHarness
 
-pytestmark = [pytest.mark.sshd]
-
 
 def test_it_never_serialises_on_the_embedded_default(
     mcp: McpHarness, make_host, monkeypatch: pytest.MonkeyPatch

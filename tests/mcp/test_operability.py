@@ -22,8 +22,6 @@ from hosts.models import CommandRule, Grant, Host, HostKey
 from tests.mcp.test_http import RunningServer, issue, mcp_client, start_server, stop_server
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd]
-
 METRICS_TOKEN = "scrape-" + secrets.token_urlsafe(16)
 
 

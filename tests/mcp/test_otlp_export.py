@@ -29,8 +29,6 @@ from tests.database import database_url
 from tests.mcp.test_http import REPO, RunningServer, free_port, issue, mcp_client
 from tests.polling import wait_until
 
-pytestmark = [pytest.mark.sshd]
-
 
 class Receiver(ThreadingHTTPServer):
     """The OTLP/HTTP trace endpoint: keeps every export request it is sent."""

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from django.test import override_settings
 
 from sshcontrol.idle import close_idle_sessions
 from sshcontrol.models import SshSession
 from sshlib.sessions import registry
 from tests.mcp.conftest import McpHarness
-
-pytestmark = [pytest.mark.sshd]
 
 
 def test_it_reports_progress_of_a_long_command(mcp: McpHarness, make_host) -> None:

@@ -20,8 +20,6 @@ from hosts.models import Host
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd]
-
 AsClient = Callable[..., McpHarness]
 
 # Each is run in the scratch directory with "x" on stdin; most would create or change a file there.

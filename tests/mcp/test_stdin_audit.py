@@ -11,7 +11,6 @@ import io
 import json
 from collections.abc import Callable
 
-import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
@@ -21,8 +20,6 @@ from hosts import approvals
 from hosts.models import ApprovalRequest, Host
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
-
-pytestmark = [pytest.mark.sshd]
 
 AsClient = Callable[..., McpHarness]
 

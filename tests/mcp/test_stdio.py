@@ -20,7 +20,7 @@ from mcp.types import CallToolResult
 from tests.polling import eventually
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.anyio, pytest.mark.sshd]
+pytestmark = [pytest.mark.anyio]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-
 from audit.models import AuditEvent
 from hosts.models import Credential, Host
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
-
-pytestmark = [pytest.mark.sshd]
 
 AsClient = Callable[..., McpHarness]
 

@@ -31,8 +31,6 @@ from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd]
-
 AsClient = Callable[..., McpHarness]
 SUDO_PASSWORD = "s3cret-sudo-Pw-for-the-capture-tests"  # set as the test user's own password below
 

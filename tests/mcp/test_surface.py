@@ -70,7 +70,6 @@ def test_it_gives_every_tool_a_short_clean_description() -> None:
         assert len(text) <= 400, (name, len(text))
 
 
-@pytest.mark.sshd
 def test_it_says_a_grant_is_missing_when_hosts_exist(as_client: Callable[..., McpHarness], make_host) -> None:
     nobody = as_client("nobody", grant=False)
     listed = nobody.ok("ssh_list_hosts")

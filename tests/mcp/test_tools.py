@@ -18,8 +18,6 @@ from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.sshd]
-
 
 def wait_until_gone(sshd: SshServer, pattern: str, seconds: float = 5.0) -> list[str]:
     deadline = time.monotonic() + seconds

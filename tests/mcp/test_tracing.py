@@ -10,8 +10,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.mcp.conftest import McpHarness
 
-pytestmark = [pytest.mark.sshd]
-
 _exporter = InMemorySpanExporter()
 
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from django.test import override_settings
 
 from audit.models import AuditEvent
 from hosts.access import forget
 from hosts.models import Grant, Host, McpClient
 from tests.mcp.conftest import McpHarness
-
-pytestmark = [pytest.mark.sshd]
 
 AsClient = Callable[..., McpHarness]
 ALWAYS = {"ssh_list_hosts", "ssh_status"}
