@@ -125,10 +125,12 @@ def worker_pool(
             pytest.fail(f"{request.param} is not running at {url}; .ci/run must start it")
         pytest.skip(f"{request.param} is not running at {url}")
     pool = WorkerPool(url, tmp_path_factory.mktemp(f"workers-{request.param}"))
-    with django_db_blocker.unblock():
-        pool.ensure()
-    yield pool
-    pool.stop_all()
+    try:
+        with django_db_blocker.unblock():
+            pool.ensure()
+        yield pool
+    finally:
+        pool.stop_all()  # also when they never came up: no worker outlives the run
 
 
 @pytest.fixture
