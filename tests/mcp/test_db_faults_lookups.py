@@ -79,7 +79,6 @@ def test_the_oauth_client_check_rides_out_killed_connections_and_answers_503_whi
         idp.stop()
 
 
-@pytest.mark.sshd
 def test_the_host_list_rides_out_killed_connections(postgres: None, mcp: McpHarness, make_host: Any) -> None:
     make_host("h1")
     assert [h["name"] for h in mcp.ok("ssh_list_hosts", response_format="json")["hosts"]] == ["h1"]
@@ -88,7 +87,6 @@ def test_the_host_list_rides_out_killed_connections(postgres: None, mcp: McpHarn
     assert [h["name"] for h in mcp.ok("ssh_list_hosts", response_format="json")["hosts"]] == ["h1"]
 
 
-@pytest.mark.sshd
 def test_the_host_list_fails_clearly_while_the_database_is_down(
     postgres: None, mcp: McpHarness, make_host: Any, settings: Any
 ) -> None:

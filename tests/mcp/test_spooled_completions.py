@@ -127,7 +127,6 @@ def server_pid(data_dir: Path) -> int:
     raise AssertionError("mcp_serve process not found")
 
 
-@pytest.mark.sshd
 def test_a_call_completed_while_the_database_is_down_keeps_its_outcome_when_its_server_is_killed(
     postgres: None, tmp_path: Path, make_host: Any, sshd: SshServer
 ) -> None:
