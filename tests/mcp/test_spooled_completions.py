@@ -94,6 +94,8 @@ def test_a_killed_process_s_postponed_completion_is_written_by_the_next_start(
         if child.poll() is None:
             child.kill()
             child.wait(10)
+        child.stdin.close()
+        child.stdout.close()
     assert AuditEvent.objects.get(pk=event_id).status == "running"
     # The next start (stdin an empty pipe: it starts, then stops at once).
     started = subprocess.run(
