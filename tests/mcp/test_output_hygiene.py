@@ -9,14 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from audit.models import AuditEvent
 from hosts import approvals
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
-
-pytestmark = [pytest.mark.sshd]
 
 # printf's octal escapes keep every control byte out of the command itself (which is refused
 # with one); the key is printed in two halves so that only the output holds it whole.
