@@ -11,12 +11,16 @@ import pytest
 
 from tests.sshd import SshServer
 
+# The fixtures that start an OpenSSH server: the suite's own, the second server of the
+# changed-host-key test, and the jump-host network (tests/ssh/jump).
+OPENSSH_FIXTURES = frozenset({"sshd", "second_server", "jump_net"})
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that needs the real sshd (the fixture, or one built on it such as
-    ``make_host``), so ``-m "not sshd"`` runs the rest without OpenSSH."""
+    """Mark every test that needs OpenSSH (one of those fixtures, or one built on them such
+    as ``make_host``), so ``-m "not sshd"`` runs the rest without it."""
     for item in items:
-        if "sshd" in getattr(item, "fixturenames", ()):
+        if OPENSSH_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.sshd)
 
 

@@ -132,8 +132,7 @@ def test_it_ignores_trust_on_first_use_once_keys_are_trusted(sshd: SshServer) ->
 
 
 @pytest.fixture
-def second_server(sshd: SshServer) -> Iterator[SshServer]:
-    # Asks for the suite's sshd only so the test is marked ``sshd``: it needs OpenSSH too.
+def second_server() -> Iterator[SshServer]:
     server = SshServer.create().start()
     yield server
     server.remove()
