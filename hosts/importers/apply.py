@@ -29,7 +29,7 @@ UPDATED = "updated"
 UNCHANGED = "unchanged"
 SKIPPED = "skipped"
 
-ProgressFn = Callable[[int, int], None]
+ImportProgress = Callable[[int, int], None]  # (hosts done, hosts in all): not sshlib.ProgressFn's bytes
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ImportOptions:
     default_user: str = ""  # for hosts whose source names no user
     tags: tuple[str, ...] = ()  # added to every imported host
     progress_every: int = 100
-    progress: ProgressFn | None = None
+    progress: ImportProgress | None = None
 
 
 @dataclass
