@@ -40,18 +40,36 @@ def pool(max_workers: int = 64) -> ThreadPoolExecutor:
 _registered = threading.local()
 _thread_connections: list[BaseDatabaseWrapper] = []
 _registry_lock = threading.Lock()
+# Calls whose thread still runs, including those their client gave up on (they finish their
+# audit row after the client has gone): ``wait_idle`` waits for them.
+_running = 0
+_idle = threading.Condition()
 
 
 def _with_db(fn: Callable[[], T]) -> Callable[[], T]:
     def run() -> T:
-        close_old_connections()  # drop connections the database closed while the thread idled
-        if not getattr(_registered, "done", False):
-            with _registry_lock:
-                _thread_connections.extend(connections[alias] for alias in connections)
-            _registered.done = True
-        return fn()
+        global _running
+        with _idle:
+            _running += 1
+        try:
+            close_old_connections()  # drop connections the database closed while the thread idled
+            if not getattr(_registered, "done", False):
+                with _registry_lock:
+                    _thread_connections.extend(connections[alias] for alias in connections)
+                _registered.done = True
+            return fn()
+        finally:
+            with _idle:
+                _running -= 1
+                _idle.notify_all()
 
     return run
+
+
+def wait_idle(timeout: float) -> bool:
+    """Wait until no call thread runs (a server stopping, a test's teardown); False on timeout."""
+    with _idle:
+        return _idle.wait_for(lambda: _running == 0, timeout)
 
 
 def close_thread_connections() -> int:

@@ -17,6 +17,7 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
+from sshcontrol.mcp import threads
 from sshcontrol.mcp.identity import ClientRef, process_client
 from sshcontrol.mcp.server import build_server
 
@@ -75,6 +76,10 @@ class McpHarness:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)
         self._lifetime.result(30)
+        # Closing the session cancelled any call still running, and a cancelled call completes
+        # its audit row in its thread afterwards: let it finish before the test's database is
+        # flushed under it (a TRUNCATE meeting its writes deadlocks on PostgreSQL).
+        assert threads.wait_idle(60), "a tool call was still running 60 s after its test ended"
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()  # else its self-pipe sockets leak (a ResourceWarning, an error in pytest)
