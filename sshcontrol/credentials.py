@@ -19,13 +19,25 @@ class NoCredential(LookupError):
     """The host has no credential attached."""
 
 
+class JumpHostDisabled(PermissionError):
+    """A jump host on the way to the host is disabled: no connection may pass through it."""
+
+
 def build_spec(host: Host) -> ConnectSpec:
     """The spec of ``host``, with the specs of its jump hosts (``host.jump_chain()``) as its hops.
 
-    Raises NoCredential when the host or one of its jump hosts has none, and
-    ``hosts.models.JumpLoop`` when the links stored in the database make a loop.
+    Raises NoCredential when the host or one of its jump hosts has none, JumpHostDisabled when
+    an administrator disabled one of its jump hosts, and ``hosts.models.JumpLoop`` when the
+    links stored in the database make a loop.
     """
-    hops = tuple(_spec_of(hop, jumped_from=host) for hop in host.jump_chain())
+    chain = host.jump_chain()
+    # Checked before any secret is decrypted: disabling a bastion cuts off what lies behind it.
+    disabled = next((hop for hop in chain if not hop.enabled), None)
+    if disabled is not None:
+        raise JumpHostDisabled(
+            f"jump host '{disabled.name}' of host '{host.name}' is disabled by an administrator"
+        )
+    hops = tuple(_spec_of(hop, jumped_from=host) for hop in chain)
     target = _spec_of(host)
     # Output of a session is redacted of every secret used to reach it, the hops' included.
     secrets = tuple(dict.fromkeys((*target.secrets, *(s for hop in hops for s in hop.secrets))))

@@ -23,9 +23,9 @@ from django.utils import timezone
 
 from audit.redaction import redact
 from hosts import hostkeys
-from hosts.models import Host
+from hosts.models import Host, JumpLoop
 from sshcontrol import credentials, holders, localfiles, orphans
-from sshcontrol.credentials import NoCredential, build_spec
+from sshcontrol.credentials import JumpHostDisabled, NoCredential, build_spec
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.models import SshSession
 from sshcontrol.taskspec import (
@@ -89,6 +89,13 @@ def task(fn: Callable[P, R]) -> Callable[P, R]:
             raise DispatchError(kind, str(exc)) from None
         except NoCredential as exc:
             raise DispatchError(Failure.NO_CREDENTIAL, str(exc)) from None
+        except JumpHostDisabled as exc:
+            raise DispatchError(Failure.HOST_DISABLED, str(exc)) from None
+        except JumpLoop as exc:
+            # Only a write that skipped Host.clean() (a raw UPDATE, a script) can store a loop.
+            raise DispatchError(
+                Failure.JUMP_CHAIN, f"{exc}; an administrator must correct the jump host links"
+            ) from None
         except DatabaseUnavailable as exc:
             raise DispatchError(Failure.DATABASE_UNAVAILABLE, str(exc)) from None
         except Exception:
@@ -113,28 +120,37 @@ def _host(host_id: int) -> Host:
         raise DispatchError(Failure.HOST_NOT_FOUND, "the host was removed") from None
 
 
-def _host_key_message(host: Host, seen: SeenKey, changed: bool) -> str:
+def _host_key_message(host: Host, seen: SeenKey, changed: bool, target: Host | None = None) -> str:
+    """The refusal's words; ``target`` is the host called when ``host`` is one of its jump hosts."""
+    named = f"host '{host.name}'"
+    if target is not None and target.pk != host.pk:
+        named = f"jump host '{host.name}' (on the way to '{target.name}')"
     if changed:
+        whose = f" of {named}" if named.startswith("jump") else ""
         return (
             f"HOST KEY CHANGED for '{host.name}': the server presented {seen.key_type} {seen.fingerprint}, "
-            "which is not the trusted key. This may be a man-in-the-middle attack; the connection was "
-            "refused and the new key stored as pending. An admin must investigate before approving it "
+            f"which is not the trusted key{whose}. This may be a man-in-the-middle attack; the connection "
+            "was refused and the new key stored as pending. An admin must investigate before approving it "
             f"(sshcontrol hosts trust {host.name} {seen.fingerprint})."
         )
     return (
-        f"host '{host.name}' presented an unknown host key {seen.key_type} {seen.fingerprint}; it is stored "
+        f"{named} presented an unknown host key {seen.key_type} {seen.fingerprint}; it is stored "
         f"as pending. An admin must approve it: sshcontrol hosts trust {host.name} {seen.fingerprint} "
         "(or in the admin under Host keys)."
     )
 
 
-def _host_key_refusal(host: Host, exc: HostKeyUnknown | HostKeyChanged) -> NoReturn:
-    """Store the key the server presented as pending, and refuse the connection."""
+def _host_key_refusal(target: Host, exc: HostKeyUnknown | HostKeyChanged) -> NoReturn:
+    """Store the key the server presented as pending for the host that presented it, and refuse.
+
+    That host is ``target`` or, when ``exc.host_ref`` names another one, a jump host on its way.
+    """
     changed = isinstance(exc, HostKeyChanged)
+    host = target if exc.host_ref in ("", str(target.pk)) else _host(int(exc.host_ref))
     hostkeys.record_seen(host, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
     raise DispatchError(
         Failure.HOST_KEY_CHANGED if changed else Failure.HOST_KEY_UNKNOWN,
-        _host_key_message(host, exc.seen, changed),
+        _host_key_message(host, exc.seen, changed, target),
     ) from None
 
 
@@ -143,7 +159,7 @@ def _open(host: Host, session_id: str) -> Session:
     try:
         session = registry.open(session_id, str(host.pk), spec)
     except (HostKeyUnknown, HostKeyChanged) as exc:
-        _host_key_refusal(host if exc.host_ref in ("", str(host.pk)) else _host(int(exc.host_ref)), exc)
+        _host_key_refusal(host, exc)
     seen = session.connection.host_key
     if not spec.trusted_keys and spec.trust_on_first_use:
         hostkeys.record_seen(host, seen.key_type, seen.public_key, seen.fingerprint, trusted=True)
@@ -234,7 +250,7 @@ def _client_for(session: Session) -> tuple[paramiko.SSHClient, bool]:
     try:
         client, reconnected = session.client(respec)
     except (HostKeyUnknown, HostKeyChanged) as exc:
-        _host_key_refusal(_host(int(exc.host_ref or session.host_ref)), exc)
+        _host_key_refusal(_host(int(session.host_ref)), exc)
     if reconnected:
         log.info("session %s reconnected", session.session_id)
     return client, reconnected

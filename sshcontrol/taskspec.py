@@ -51,6 +51,8 @@ class Failure(StrEnum):
     # What the holder found.
     HOST_NOT_FOUND = "host_not_found"
     HOST_DISABLED = "host_disabled"
+    # The jump host links stored for the host make a loop: no connection can follow them.
+    JUMP_CHAIN = "jump_chain"
     HOST_KEY_UNKNOWN = "host_key_unknown"
     HOST_KEY_CHANGED = "host_key_changed"
     AUTHENTICATION_FAILED = "authentication_failed"

@@ -160,6 +160,40 @@ def _parse_public_key(key_type: str, blob: str) -> paramiko.PKey | None:
         return None
 
 
+_TCP_QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only
+
+
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it reads at once (Linux ``TCP_QUICKACK``, re-armed per read).
+
+    Used to the first jump host of a chain. A jump host's sshd relays what the next hop sends
+    in as many writes as it arrived in, and sets no TCP_NODELAY on a connection without a
+    terminal, so its second small write waits for our ACK, which Linux delays up to 40 ms:
+    without this, a command through a jump host after a short idle took ~45 ms instead of ~5
+    (bench/jump.py). The kernel leaves quick-ack mode on its own, hence the re-arming.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        self._quickack()
+        data = super().recv(bufsize, flags)
+        self._quickack()  # also sends an ACK the kernel was delaying for what was just read
+        return data
+
+    def _quickack(self) -> None:
+        with contextlib.suppress(OSError):
+            self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
+
+def _quick_ack(sock: socket.socket) -> socket.socket:
+    """``sock`` as a ``_QuickAckSocket`` (same connection) where the platform has TCP_QUICKACK."""
+    if not _TCP_QUICKACK:
+        return sock
+    timeout = sock.gettimeout()
+    wrapped = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    wrapped.settimeout(timeout)
+    return wrapped
+
+
 def _tcp_socket(address: str, port: int, timeout: float, keepalive_idle: int) -> socket.socket:
     where = f"{address}:{port}"
     try:
@@ -287,7 +321,7 @@ def _channel_to(via: Connection, address: str, port: int, timeout: float) -> par
 
 def _connect_one(spec: ConnectSpec, via: Connection | None, is_hop: bool) -> Connection:
     try:
-        return _connect_direct(spec, via)
+        return _connect_direct(spec, via, relays=is_hop)
     except (HostKeyUnknown, HostKeyChanged) as exc:
         message = f"{_hop_label(spec)}: {exc}" if is_hop else str(exc)
         raise type(exc)(exc.seen, message, host_ref=spec.host_ref) from None
@@ -299,8 +333,11 @@ def _connect_one(spec: ConnectSpec, via: Connection | None, is_hop: bool) -> Con
         raise type(exc)(f"{_hop_label(spec)}: {exc}") from None
 
 
-def _connect_direct(spec: ConnectSpec, via: Connection | None) -> Connection:
-    """One connection, over TCP or (``via``) over a channel of the previous hop."""
+def _connect_direct(spec: ConnectSpec, via: Connection | None, relays: bool = False) -> Connection:
+    """One connection, over TCP or (``via``) over a channel of the previous hop.
+
+    ``relays``: the connection is a jump host's, carrying the traffic of the hosts behind it.
+    """
     where = f"{spec.address}:{spec.port}"
     pkey = load_private_key(spec.private_key, spec.passphrase) if spec.private_key else None
     if pkey is None and spec.password is None:
@@ -320,11 +357,13 @@ def _connect_direct(spec: ConnectSpec, via: Connection | None) -> Connection:
     disabled = {"keys": _disabled_host_key_algorithms(trusted)} if trusted else None
 
     via_transport = via.client.get_transport() if via is not None else None
-    sock: socket.socket | paramiko.Channel = (
-        _channel_to(via, spec.address, spec.port, spec.connect_timeout)
-        if via is not None
-        else _tcp_socket(spec.address, spec.port, spec.connect_timeout, spec.keepalive_seconds or 30)
-    )
+    sock: socket.socket | paramiko.Channel
+    if via is not None:
+        sock = _channel_to(via, spec.address, spec.port, spec.connect_timeout)
+    else:
+        sock = _tcp_socket(spec.address, spec.port, spec.connect_timeout, spec.keepalive_seconds or 30)
+        if relays:
+            sock = _quick_ack(sock)
     try:
         client.connect(
             spec.address,

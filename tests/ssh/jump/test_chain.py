@@ -7,7 +7,7 @@ from dataclasses import replace
 import paramiko
 import pytest
 
-from sshlib.connect import Connection, ConnectSpec, fingerprint, open_connection
+from sshlib.connect import Connection, ConnectSpec, _QuickAckSocket, fingerprint, open_connection
 from sshlib.errors import ConnectFailed, HostKeyChanged, HostKeyUnknown
 from sshlib.execute import ExecRequest, run_command
 from tests.netns import JumpNet
@@ -99,3 +99,22 @@ def test_it_reports_what_a_hop_offers_when_it_has_none_of_the_trusted_key_types(
         f"it presented ssh-ed25519 {fingerprint(jump_net.servers['j2'].host_key())}"
     )
     assert excinfo.value.host_ref == "j2"
+
+
+def test_it_acknowledges_what_the_first_jump_host_relays_at_once(jump_net: JumpNet) -> None:
+    # The jump host's sshd relays in small writes without TCP_NODELAY: a delayed ACK of ours
+    # held each command through it for ~40 ms after an idle moment (bench/jump.py).
+    conn = open_connection(two_hops(jump_net))
+    try:
+        first, second = (hop.client.get_transport() for hop in conn.hops)
+        assert first is not None and isinstance(first.sock, _QuickAckSocket)
+        assert second is not None and isinstance(second.sock, paramiko.Channel)
+        assert run(conn, "echo relayed") == "relayed"
+    finally:
+        conn.close()
+    direct = open_connection(spec_of(jump_net.servers["j1"], "j1"))
+    try:
+        transport = direct.client.get_transport()
+        assert transport is not None and not isinstance(transport.sock, _QuickAckSocket)
+    finally:
+        direct.close()

@@ -105,6 +105,7 @@ def test_it_refuses_a_changed_key_on_the_middle_hop_and_stores_it_pending_for_th
     message = mcp.error("ssh_connect", host="t2")
 
     assert f"HOST KEY CHANGED for 'j2': the server presented ssh-ed25519 {new_key}" in message
+    assert "not the trusted key of jump host 'j2' (on the way to 't2')" in message
     assert HostKey.objects.get(host=j2, state=HostKey.State.PENDING).fingerprint == new_key
     assert HostKey.objects.filter(host=j2, state=HostKey.State.TRUSTED).count() == 1  # the old one, kept
     # Nothing was recorded against the other hosts of the chain.
@@ -112,3 +113,73 @@ def test_it_refuses_a_changed_key_on_the_middle_hop_and_stores_it_pending_for_th
     row = AuditEvent.objects.filter(tool="ssh_connect").order_by("id").last()
     assert row is not None and row.status == "error" and row.host_name == "t2"
     assert "'j2'" in row.error and new_key in row.error
+
+
+def last_connect_row() -> AuditEvent:
+    row = AuditEvent.objects.filter(tool="ssh_connect").order_by("id").last()
+    assert row is not None
+    return row
+
+
+def test_it_names_the_jump_host_and_the_target_when_a_hop_key_is_unknown(
+    mcp: McpHarness, jump_net: JumpNet
+) -> None:
+    _j1, j2, _t2 = chain(jump_net)
+    j2.host_keys.all().delete()
+    key = fingerprint(jump_net.servers["j2"].host_key())
+    message = mcp.error("ssh_connect", host="t2")
+    assert f"jump host 'j2' (on the way to 't2') presented an unknown host key ssh-ed25519 {key}" in message
+    assert f"sshcontrol hosts trust j2 {key}" in message
+    assert HostKey.objects.get(host=j2, state=HostKey.State.PENDING).fingerprint == key
+
+
+def test_it_refuses_a_loop_stored_past_validation_and_names_its_hosts(
+    mcp: McpHarness, jump_net: JumpNet
+) -> None:
+    j1, _j2, t2 = chain(jump_net)
+    # A raw UPDATE skips Host.clean(), which refuses this loop when saved through a form.
+    Host.objects.filter(pk=j1.pk).update(jump_host=t2)
+    message = mcp.error("ssh_connect", host="t2")
+    assert "the jump hosts make a loop: t2 -> j2 -> j1 -> t2;" in message
+    assert "an administrator must correct the jump host links" in message
+    assert "internal error" not in message
+    row = last_connect_row()
+    assert row.status == "error" and row.host_name == "t2" and "make a loop" in row.error
+    assert not registry.all()
+
+
+def test_it_refuses_a_connection_through_a_disabled_jump_host(mcp: McpHarness, jump_net: JumpNet) -> None:
+    j1 = register(jump_net.servers["j1"], "j1")
+    register(jump_net.servers["t1"], "t1", jump=j1)
+    j1_server = jump_net.servers["j1"]
+    wait_until(lambda: not j1_server.user_processes("sshd"), message="j1 free of earlier connections")
+    Host.objects.filter(pk=j1.pk).update(enabled=False)
+
+    message = mcp.error("ssh_connect", host="t1")
+
+    refusal = "jump host 'j1' of host 't1' is disabled by an administrator"
+    assert message.endswith(f": {refusal}")
+    row = last_connect_row()
+    assert row.status == "error" and row.host_name == "t1" and row.error == refusal
+    # Refused before any connection: the disabled jump host was never contacted.
+    assert not registry.all() and not j1_server.user_processes("sshd")
+
+
+def test_it_does_not_reconnect_a_session_through_a_jump_host_disabled_since(
+    mcp: McpHarness, jump_net: JumpNet
+) -> None:
+    j1 = register(jump_net.servers["j1"], "j1")
+    register(jump_net.servers["t1"], "t1", jump=j1)
+    first = mcp.ok("ssh_execute", host="t1", command="true")
+    (session,) = registry.all()
+    Host.objects.filter(pk=j1.pk).update(enabled=False)
+    # The open connection drops (a bastion restart); reconnecting would pass through j1 again.
+    reap_user_processes(jump_net.servers["j1"].user)
+    wait_until(lambda: not session.connection.is_active(), message="the session to see its jump host go")
+
+    message = mcp.error("ssh_execute", session_id=first["session_id"], command="true")
+
+    refusal = "jump host 'j1' of host 't1' is disabled by an administrator"
+    assert message.endswith(f": {refusal}")
+    row = AuditEvent.objects.filter(tool="ssh_execute").order_by("id").last()
+    assert row is not None and row.status == "error" and row.error == refusal
