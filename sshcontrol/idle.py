@@ -13,6 +13,7 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
+from sshcontrol import outputs
 from sshcontrol.models import SshSession
 from sshlib.sessions import registry
 
@@ -42,6 +43,8 @@ def start_idle_reaper(stop: threading.Event, interval: float | None = None) -> t
             try:
                 close_old_connections()
                 close_idle_sessions()
+                # Kept output lives where the sessions are, so the same sweep removes what is old.
+                outputs.prune(settings.OUTPUT_RETENTION_SECONDS)
             except Exception:  # a failed sweep must not kill the reaper; the next one retries
                 log.exception("idle session sweep failed")
 

@@ -166,6 +166,14 @@ MAX_INLINE_DOWNLOAD_BYTES = _guard(
     "sshcontrol.E007", lambda: envint("SSHCONTROL_MAX_INLINE_DOWNLOAD_BYTES", 1 << 20, 1), 1 << 20
 )
 MAX_LIST_ENTRIES = _guard("sshcontrol.E008", lambda: envint("SSHCONTROL_MAX_LIST_ENTRIES", 1000, 1), 1000)
+# Output kept on disk where the session is held, for paging (sshcontrol/outputs.py): per stream
+# (head and tail beyond it), and removed this long after it was last written.
+KEEP_OUTPUT_BYTES = _guard(
+    "sshcontrol.E090", lambda: envint("SSHCONTROL_KEEP_OUTPUT_BYTES", 64 << 20, 1024), 64 << 20
+)
+OUTPUT_RETENTION_SECONDS = _guard(
+    "sshcontrol.E091", lambda: envfloat("SSHCONTROL_OUTPUT_RETENTION_SECONDS", 7 * 86400.0, 60.0), 7 * 86400.0
+)
 AUDIT_OUTPUT_BYTES = _guard(
     "sshcontrol.E009", lambda: envint("SSHCONTROL_AUDIT_OUTPUT_BYTES", 64 << 10, 0), 64 << 10
 )

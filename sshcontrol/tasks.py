@@ -45,6 +45,7 @@ from sshcontrol.taskspec import (
     UploadSpec,
 )
 from sshlib import transfer
+from sshlib.capture import OutputSink
 from sshlib.errors import (
     AuthenticationFailed,
     ChannelFailed,
@@ -264,7 +265,9 @@ def execute(
     call_id: str = "",
     progress: ProgressFn | None = None,
     audit_event_id: int | None = None,
+    sink: OutputSink | None = None,
 ) -> Executed:
+    """Run ``spec`` on the held session; ``sink`` (a ``KeptOutput``) is told all of its output."""
     session = _held(session_id)
     secrets = session.secrets
     stdin = spec.stdin.encode() if spec.stdin is not None else None
@@ -295,12 +298,14 @@ def execute(
     with registry.running_call(call_id or pysecrets.token_hex(8)) as cancel:
         try:
             result: ExecResult = run_command(
-                client, request, cancel=cancel, on_progress=progress, on_started=started
+                client, request, cancel=cancel, on_progress=progress, on_started=started, sink=sink
             )
         except ChannelFailed:
             # The transport died between the liveness check and the channel open: reconnect once.
             client, reconnected = _client_for(session)
-            result = run_command(client, request, cancel=cancel, on_progress=progress, on_started=started)
+            result = run_command(
+                client, request, cancel=cancel, on_progress=progress, on_started=started, sink=sink
+            )
         finally:
             if tracker is not None:
                 tracker.done()

@@ -8,6 +8,16 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from typing import Literal, Protocol
+
+Stream = Literal["stdout", "stderr"]
+
+
+class OutputSink(Protocol):
+    """Told every byte of a command's output as it arrives, before any cap (a store that keeps it)."""
+
+    def write(self, stream: Stream, data: bytes) -> None: ...
+
 
 # The first line the remote shell prints: its PID, which is also its process group.
 PGID_MARKER = b"__sshcontrol_pgid="
@@ -18,7 +28,9 @@ _PGID_SEARCH_LIMIT = 1 << 16
 class Capture:
     """Keeps the first and last halves of at most ``limit`` bytes of a stream, counts all of it."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, sink: OutputSink | None = None, stream: Stream = "stderr") -> None:
+        self.sink = sink
+        self.stream: Stream = stream
         self.head_limit = max(0, limit) // 2
         self.tail_limit = max(0, limit) - self.head_limit
         self.head = bytearray()
@@ -27,6 +39,8 @@ class Capture:
         self.total = 0
 
     def add(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write(self.stream, data)
         self.total += len(data)
         room = self.head_limit - len(self.head)
         if room > 0:
@@ -58,8 +72,8 @@ class Capture:
 class StdoutCapture:
     """stdout with the leading process-group line taken out before it is counted."""
 
-    def __init__(self, limit: int) -> None:
-        self.capture = Capture(limit)
+    def __init__(self, limit: int, sink: OutputSink | None = None) -> None:
+        self.capture = Capture(limit, sink, "stdout")
         self.pending: bytearray | None = bytearray()
         self.pgid: int | None = None
 

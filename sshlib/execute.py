@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from sshlib.capture import PGID_MARKER, Capture, StdoutCapture
+from sshlib.capture import PGID_MARKER, Capture, OutputSink, StdoutCapture
 from sshlib.errors import ChannelFailed, ConnectionLost, one_line
 from sshlib.exit_signal import exit_signal, install_exit_signal_handler
 
@@ -306,6 +306,7 @@ def run_command(
     cancel: threading.Event | None = None,
     on_progress: ProgressFn | None = None,
     on_started: Callable[[int], None] | None = None,
+    sink: OutputSink | None = None,
 ) -> ExecResult:
     """Run ``request.command`` on a new channel of ``client``'s transport.
 
@@ -314,14 +315,15 @@ def run_command(
     ``exit_status=None``. Raises ChannelFailed if no channel can be opened or the
     connection is gone. Raises ConnectionLost if it drops while the command runs.
     ``on_started`` gets the remote process group as soon as the shell reports it.
+    ``sink``, if given, is told every byte of both streams as it arrives (uncapped).
     """
     started = time.perf_counter()
     transport = _active_transport(client)
     install_exit_signal_handler(transport)
     channel = _open_channel(transport, remote_command(request))
     output = _Output(
-        StdoutCapture(request.max_output_bytes),
-        Capture(request.max_output_bytes),
+        StdoutCapture(request.max_output_bytes, sink),
+        Capture(request.max_output_bytes, sink, "stderr"),
         on_progress,
         on_started,
         last_progress=started,
