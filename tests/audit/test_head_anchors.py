@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import itertools
 import os
 import signal
 import socket
@@ -234,10 +235,20 @@ def test_it_fails_when_syslog_is_not_listening():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_anchors_each_new_head_until_sigterm(anchor_file):
+def test_it_anchors_each_new_head_until_sigterm(anchor_file, monkeypatch):
     anchor_file.parent.mkdir()
     _row(0)
     failures: list[str] = []
+    # The loop's passes, counted, so the test can watch several of them go by.
+    passes = itertools.count()
+    seen = {"passes": 0}
+    real_verify = chain.verify
+
+    def counted(resume=None):
+        seen["passes"] = next(passes) + 1
+        return real_verify(resume=resume)
+
+    monkeypatch.setattr(chain, "verify", counted)
 
     def wait_for_lines(count: int, deadline: float) -> bool:
         def written() -> bool:
@@ -255,9 +266,13 @@ def test_it_anchors_each_new_head_until_sigterm(anchor_file):
             if not wait_for_lines(1, deadline):
                 failures.append("no first anchor")
                 return
-            # Not a wait for a condition: an observation window of several --every intervals
-            # in which the head does not change, so no new line may appear.
-            time.sleep(0.3)
+            # Three more passes of the loop over an unchanged head: none may write a line.
+            after = seen["passes"] + 3
+            try:
+                wait_until(lambda: seen["passes"] >= after, max(deadline - time.monotonic(), 0.0))
+            except AssertionError:
+                failures.append("the loop stopped passing")
+                return
             if len(anchor_file.read_text().splitlines()) != 1:
                 failures.append("an unchanged head was anchored again")
             _row(1)
