@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import io
-import json
 import itertools
+import json
 import os
 import signal
 import socket
