@@ -88,6 +88,7 @@ V2_FIELDS: tuple[str, ...] = (
     "stdout_truncated", "stderr_truncated", "stdin", "stdin_bytes", "stdin_sha256", "stdin_truncated",
     "remote_path", "local_path", "file_size", "file_sha256", "reconnected", "error", "details",
     "chain_seq", "prev_hash", "chain_version",
+    "batch_id",  # nullable (ssh_execute_many rows only), added with audit 0006_event_batch_id
 )  # fmt: skip
 
 # The hash formats (chain_version values) this code verifies; new rows get the last one

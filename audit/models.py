@@ -19,6 +19,8 @@ class AuditEvent(models.Model):
         INTERRUPTED = "interrupted", "Interrupted"
         # The command waits for an admin's decision (details.approval_request); a later call runs it.
         PENDING = "pending", "Awaiting approval"
+        # A host of a rolling batch (ssh_execute_many) that never started: the batch stopped first.
+        SKIPPED = "skipped", "Skipped"
 
     request_id = models.UUIDField(default=uuid.uuid4, editable=False, db_index=True)
     started_at = models.DateTimeField(db_index=True, editable=False)
@@ -72,6 +74,16 @@ class AuditEvent(models.Model):
     session_id = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
 
     tool = models.CharField(max_length=50, editable=False, db_index=True)
+    # The batch of a command run on many hosts at once (ssh_execute_many): one row per host,
+    # all with the same id. NULL for single calls, so the hash chain leaves it out of their rows.
+    batch_id = models.CharField(
+        max_length=40,
+        null=True,
+        blank=True,
+        editable=False,
+        db_index=True,
+        help_text="The batch this call belongs to (one command on many hosts).",
+    )
     command = models.TextField(blank=True, editable=False)
     working_directory = models.TextField(blank=True, editable=False)
     exit_status = models.IntegerField(null=True, editable=False)

@@ -99,6 +99,7 @@ _BEGUN = (
     "remote_path",
     "local_path",
     "details",
+    "batch_id",
 )
 _INSERT = Insert(
     AuditEvent,
@@ -188,16 +189,101 @@ def begin(
     request_id: uuid.UUID | None = None,
     details: Mapping[str, Any] | None = None,
     secrets: Sequence[str] = (),
+    batch_id: str | None = None,
 ) -> int:
     """Open a row in status ``running`` and return its id.
 
     The host's id, name and address are copied onto the row so it still says where the
     call ran after the host is deleted (the foreign key then becomes null); the hash
     covers the copies. ``stdin`` is what the caller feeds the command (None: none).
+    ``batch_id`` ties the row to the other hosts of one ``ssh_execute_many`` call.
     """
+    values = _begin_values(
+        tool=tool,
+        actor=actor,
+        transport=transport,
+        client=client,
+        oauth_issuer=oauth_issuer,
+        oauth_subject=oauth_subject,
+        host=host,
+        session_id=session_id,
+        command=command,
+        working_directory=working_directory,
+        stdin=stdin,
+        remote_path=remote_path,
+        local_path=local_path,
+        request_id=request_id,
+        details=details,
+        secrets=secrets,
+        batch_id=batch_id,
+    )
+    connection = _connection()
+    with writelock.serialized(connection), connection.cursor() as cursor:
+        row = _INSERT.execute(cursor, values)
+    assert row is not None
+    event_id: int = row["id"]
+    _remember(event_id, values)
+    return event_id
+
+
+def begin_many(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Open several rows (each ``begin``'s keyword arguments) in one transaction; their ids, in order.
+
+    One commit for a whole batch of hosts instead of one each: on SQLite a commit is most of
+    a row's cost. Every row is committed before this returns, so a caller that acts only
+    afterwards still writes before it acts.
+    """
+    connection = _connection()
+    prepared = [_begin_values(**row) for row in rows]
+    ids: list[int] = []
+    with (
+        writelock.serialized(connection),
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
+        for values in prepared:
+            row = _INSERT.execute(cursor, values)
+            assert row is not None
+            ids.append(row["id"])
+    for event_id, values in zip(ids, prepared, strict=True):
+        _remember(event_id, values)
+    return ids
+
+
+def _remember(event_id: int, values: Sequence[Any]) -> None:
+    with _starts_lock:
+        if len(_starts) >= _STARTS_LIMIT:
+            del _starts[next(iter(_starts))]
+        _starts[event_id] = _Begun(time.monotonic(), values[_DETAILS])
+
+
+_DETAILS = _BEGUN.index("details")
+
+
+def _begin_values(
+    *,
+    tool: str,
+    actor: str,
+    transport: str,
+    client: str | None = None,
+    oauth_issuer: str | None = None,
+    oauth_subject: str | None = None,
+    host: Host | None = None,
+    session_id: str = "",
+    command: str = "",
+    working_directory: str = "",
+    stdin: str | None = None,
+    remote_path: str = "",
+    local_path: str = "",
+    request_id: uuid.UUID | None = None,
+    details: Mapping[str, Any] | None = None,
+    secrets: Sequence[str] = (),
+    batch_id: str | None = None,
+) -> tuple[Any, ...]:
+    """The INSERT's values for one row, in ``_BEGUN`` order, redacted and cut to fit."""
     command_text, _ = cap(_storable(command, secrets), COMMAND_LIMIT)
     stored_details = _redact_json(dict(details or {}), secrets)
-    values = (
+    return (
         request_id or uuid.uuid4(),
         timezone.now(),
         AuditEvent.Status.RUNNING,
@@ -219,17 +305,8 @@ def begin(
         _storable(remote_path, secrets),
         _storable(local_path, secrets),
         stored_details,
+        _fit("batch_id", batch_id) if batch_id is not None else None,
     )
-    connection = _connection()
-    with writelock.serialized(connection), connection.cursor() as cursor:
-        row = _INSERT.execute(cursor, values)
-    assert row is not None
-    event_id: int = row["id"]
-    with _starts_lock:
-        if len(_starts) >= _STARTS_LIMIT:
-            del _starts[next(iter(_starts))]
-        _starts[event_id] = _Begun(time.monotonic(), stored_details)
-    return event_id
 
 
 def complete(
@@ -434,3 +511,14 @@ def mark_interrupted() -> int:
     }
     with transaction.atomic(using=_connection().alias):
         return sum(_finish(event_id, changes) for event_id in ids)
+
+
+def finish_many(completions: Sequence[tuple[int, Completion]]) -> None:
+    """``finish`` several rows in one transaction (one commit), chained in the order given.
+
+    A batch's hosts finish together; committing each row alone cost most of its write.
+    """
+    connection = _connection()
+    with writelock.serialized(connection), transaction.atomic(using=connection.alias, savepoint=False):
+        for event_id, completion in completions:
+            finish(event_id, completion)

@@ -87,10 +87,16 @@ class AuditFields:
     stdin: str | None = None  # only the caller's: a sudo password is added later, by the holder
     remote_path: str = ""
     local_path: str = ""
+    batch_id: str | None = None  # the ssh_execute_many call the row is one host of
 
     @classmethod
-    def of(cls, spec: CommandSpec) -> AuditFields:
-        return cls(command=spec.command, working_directory=spec.working_directory or "", stdin=spec.stdin)
+    def of(cls, spec: CommandSpec, batch_id: str | None = None) -> AuditFields:
+        return cls(
+            command=spec.command,
+            working_directory=spec.working_directory or "",
+            stdin=spec.stdin,
+            batch_id=batch_id,
+        )
 
 
 @dataclass
@@ -105,6 +111,9 @@ class HostCall:
     _session_id: str | None
     details: dict[str, Any] = field(default_factory=dict)
     completed: bool = False
+    # A batch looks up the caller's reusable sessions of all its hosts in one query and hands
+    # each call its answer ("" when none), instead of one query per host.
+    known_reusable: str | None = None
 
     @property
     def decision(self) -> Decision | None:
@@ -204,7 +213,11 @@ class HostCall:
 
     def _reuse_or_open(self) -> str:
         host, caller = self.host, self.caller
-        candidate = retrying(lambda: reusable_session(host, caller), "finding a session to reuse")
+        candidate = (
+            self.known_reusable
+            if self.known_reusable is not None
+            else retrying(lambda: reusable_session(host, caller), "finding a session to reuse")
+        )
         return candidate or self.open_new().session_id
 
     def _on_session(self, run: Callable[[Dispatcher, str], R]) -> R:
@@ -270,9 +283,13 @@ class HostCall:
 
     def complete_execution(self, executed: Executed) -> int:
         """Complete the row of a command that ran, from what the holder returned."""
+        return self._complete(self.execution_outcome(executed), command_ran=True)
+
+    def execution_outcome(self, executed: Executed) -> Completion:
+        """How the row of a command that ran is completed (a batch writes many of them at once)."""
         run = executed.run
         status = Status.TIMEOUT if run.timed_out else Status.INTERRUPTED if run.cancelled else Status.OK
-        outcome = Completion.of_command(
+        return Completion.of_command(
             run,
             status=status,
             error=(executed.cancel_reason or CLIENT_CANCEL) if run.cancelled else "",
@@ -280,7 +297,6 @@ class HostCall:
             reconnected=bool(self.details.get("reconnected")),
             details=self.details,
         )
-        return self._complete(outcome, command_ran=True)
 
     def _complete(self, outcome: Completion, *, command_ran: bool) -> int:
         """Complete the audit row and record the session's use, in one transaction (one commit)."""

@@ -187,3 +187,8 @@ def list_files(result: ListFilesResult) -> str:
 def disconnect(result: DisconnectResult) -> str:
     state = "closed" if result.was_open else "was not open; marked closed"
     return f"Session `{result.session_id}` on **{result.host}** {state}. Audit #{result.audit_id}."
+
+
+# The fleet tool's rendering (mcp/fleet_tools.py) fences and annotates output the same way.
+fence = _fence
+hygiene = _hygiene

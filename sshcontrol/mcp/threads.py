@@ -73,8 +73,13 @@ def wait_idle(timeout: float) -> bool:
 
 
 def close_thread_connections() -> int:
-    """Close the database connections call threads hold; only when no call runs. Returns how many."""
-    closed = 0
+    """Close the database connections call threads hold; only when no call runs. Returns how many.
+
+    The fleet threads' too (``sshcontrol/fleet.py``): a batch's hosts run on them.
+    """
+    from sshcontrol import fleet
+
+    closed = fleet.close_thread_connections()
     with _registry_lock:
         for wrapper in _thread_connections:
             if wrapper.connection is not None:

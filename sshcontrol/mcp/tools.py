@@ -41,7 +41,7 @@ from sshcontrol.calllog import observed
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.hostcall import AuditFields, CallRefused, host_call, refuse
-from sshcontrol.mcp import render, visibility
+from sshcontrol.mcp import fleet_tools, render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import await_decision, held_back
 from sshcontrol.mcp.approved_runs import checked_timeout, run_approved
@@ -752,4 +752,5 @@ def register(server: MCPServer, transport: str, client: ClientRef | None) -> Too
             description=describe(fn),
             annotations=hints(*flags),
         )
+    fleet_tools.register(server, tools)
     return tools

@@ -33,12 +33,14 @@ NEEDS: Mapping[str, str] = {
     "ssh_connect": "connect",
     "ssh_disconnect": "connect",
     "ssh_execute": "execute",
+    "ssh_execute_many": "execute",
     "ssh_approval_status": "execute",
     "ssh_download_file": "read",
     "ssh_list_files": "read",
     "ssh_upload_file": "write",
 }
 SUDO_ARGUMENT = ("ssh_execute", "sudo")
+SUDO_TOOLS = frozenset({"ssh_execute", "ssh_execute_many"})
 ADHOC_ARGUMENTS = ("ssh_connect", ("address", "port", "username", "password"))
 
 
@@ -100,7 +102,7 @@ def shown(tools: Iterable[Tool], caller_offer: Offer) -> list[Tool]:
     for tool in tools:
         if not caller_offer.offers(tool.name):
             continue
-        if tool.name == SUDO_ARGUMENT[0] and not caller_offer.sudo:
+        if tool.name in SUDO_TOOLS and not caller_offer.sudo:
             tool = tool.model_copy(update={"input_schema": _without(tool.input_schema, [SUDO_ARGUMENT[1]])})
         if tool.name == ADHOC_ARGUMENTS[0] and not caller_offer.adhoc:
             tool = tool.model_copy(update={"input_schema": _without(tool.input_schema, ADHOC_ARGUMENTS[1])})

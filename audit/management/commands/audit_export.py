@@ -63,6 +63,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--host", help="Only events on the host of this name (as recorded at the time).")
         parser.add_argument("--status", choices=AuditEvent.Status.values)
+        parser.add_argument("--batch", help="Only the rows of this batch (the batch_id of ssh_execute_many).")
         parser.add_argument("--output", help="Write to this file instead of standard output.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -79,6 +80,8 @@ class Command(BaseCommand):
             events = events.filter(started_at__lt=parse_moment(options["until"], end_of_day=True))
         if options["host"]:
             events = events.filter(host_name=options["host"])
+        if options["batch"]:
+            events = events.filter(batch_id=options["batch"])
         if options["status"]:
             events = events.filter(status=options["status"])
         return events

@@ -1,0 +1,581 @@
+"""One operation on many hosts: which hosts, in which order, and their audit rows.
+
+``run_batch`` is the call service of ``ssh_execute_many`` (and, with another
+``HostOperation``, of the fleet transfers of issue 14). It sits next to ``hostcall.py`` and
+reuses its ``HostCall`` for each host, but pays the per-host costs once per batch:
+
+- the caller's grants are read once (one ``hosts.access`` snapshot), every host is
+  authorized against it, and a host the caller may not use is ``refused`` in the result
+  (a host it may not even list reads exactly as an unregistered name, as for one call);
+- the caller's reusable sessions of all the hosts are found in one query;
+- the audit rows of a rolling batch are opened in one transaction (``writer.begin_many``)
+  before any of its hosts is contacted (write before act), and the rows of hosts that
+  finished are completed together (``writer.finish_many``) as they come in.
+
+Hosts run on a shared thread pool, at most ``max_parallel`` at once per batch. Each host
+goes through its ``HostCall`` and the dispatcher, so in distributed mode its command runs
+on the worker that holds (or opens) its session. With ``batch_size`` the hosts run in
+consecutive batches (the first is the canary); once ``stop_after_failures`` hosts failed,
+no further batch starts, the one in flight finishes, and the rest are ``skipped``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from django.db import close_old_connections, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from audit import writelock, writer
+from audit.models import AuditEvent
+from audit.writer import Completion
+from hosts.access import (
+    Authorization,
+    ClientAccess,
+    Permission,
+    access_for,
+    authorize,
+    hidden_reason,
+    unavailable,
+)
+from hosts.models import Host
+from hosts.policy import Verdict
+from sshcontrol import calllog, durable
+from sshcontrol.caller import Caller
+from sshcontrol.dbretry import DatabaseUnavailable, retrying
+from sshcontrol.dispatch import get_dispatcher
+from sshcontrol.holders import current_worker
+from sshcontrol.hostcall import AuditFields, CallRefused, HostCall
+from sshcontrol.limits import LimitExceeded, check_limits
+from sshcontrol.models import SshSession
+from sshcontrol.taskspec import CommandSpec
+from sshlib.execute import ExecResult
+
+log = logging.getLogger(__name__)
+
+Status = AuditEvent.Status
+HostStatus = Literal["ok", "failed", "timed_out", "refused", "skipped", "error"]
+HOST_STATUSES: tuple[HostStatus, ...] = ("ok", "failed", "timed_out", "refused", "skipped", "error")
+# The statuses stop_after_failures counts: a host that was tried and did not succeed.
+FAILED: frozenset[HostStatus] = frozenset({"failed", "timed_out", "error"})
+
+# Hosts one call may name or match (a tag): bounded so one call cannot open an unbounded batch.
+MAX_HOSTS = 5000
+# Threads shared by every batch of this process; each batch uses at most its max_parallel of them.
+POOL_THREADS = 256
+
+
+class BatchRefused(Exception):
+    """The batch cannot start at all (no host selected, the client disabled, a limit reached)."""
+
+
+@dataclass
+class HostResult:
+    """What one host of the batch came to."""
+
+    host: str
+    status: HostStatus
+    audit_id: int = 0
+    run: ExecResult | None = None  # for commands that ran (ok, failed, timed_out)
+    error: str = ""
+    session_id: str = ""
+
+
+@dataclass
+class BatchOutcome:
+    batch_id: str
+    results: list[HostResult]
+    stopped_early: bool = False  # stop_after_failures was reached and later hosts were skipped
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the hosts are run: at most ``max_parallel`` at once, in batches, stopping after failures."""
+
+    max_parallel: int = 50
+    batch_size: int | None = None
+    stop_after_failures: int | None = None
+
+
+class HostOperation(Protocol):
+    """The work done on each host, pluggable: a command here, file transfers later (issue 14)."""
+
+    @property
+    def tool(self) -> str: ...
+
+    @property
+    def permission(self) -> Permission: ...
+
+    @property
+    def sudo(self) -> bool: ...
+
+    def audit(self, batch_id: str) -> AuditFields:
+        """What each host's audit row opens with (its command is also what rules are checked against)."""
+        ...
+
+    def details(self) -> dict[str, Any]:
+        """Details every host's audit row opens with (the caller's stated reason)."""
+        ...
+
+    def run(self, call: HostCall, call_id: str) -> tuple[HostResult, Completion]:
+        """Do the work on ``call``'s host; the row is completed from the returned ``Completion``.
+
+        A failure raises ``CallRefused`` after completing the row (``HostCall.fail``).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    """``ssh_execute_many``'s operation: one command on each host."""
+
+    spec: CommandSpec
+    reason: str = ""
+    tool: str = "ssh_execute_many"
+    permission: Permission = Permission.EXECUTE
+
+    @property
+    def sudo(self) -> bool:
+        return self.spec.sudo
+
+    def audit(self, batch_id: str) -> AuditFields:
+        return AuditFields.of(self.spec, batch_id)
+
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.reason[:2000]} if self.reason else {}
+
+    def run(self, call: HostCall, call_id: str) -> tuple[HostResult, Completion]:
+        executed = call.execute(self.spec, call_id=call_id)
+        run = executed.run
+        outcome = call.execution_outcome(executed)
+        if run.timed_out:
+            status: HostStatus = "timed_out"
+        elif run.cancelled:
+            status = "error"
+        else:
+            status = "ok" if run.exit_status == 0 else "failed"
+        error = outcome.error if run.cancelled else ""
+        return HostResult(call.host.name, status, call.event_id, run, error, call.open_session_id), outcome
+
+
+@dataclass
+class _Entry:
+    """One named or matched host on its way through the batch."""
+
+    name: str
+    host: Host | None
+    authorization: Authorization = field(default_factory=Authorization)
+    refusal: str = ""  # for the client ("" when the host may run)
+    audit_error: str = ""  # the true reason, where ``refusal`` hides it
+    audit_status: str = Status.DENIED
+    details: dict[str, Any] = field(default_factory=dict)
+    result: HostResult | None = None
+
+
+# -- choosing the hosts ------------------------------------------------------------------------
+
+
+def _select(access: ClientAccess, names: Sequence[str] | None, tag: str | None) -> list[_Entry]:
+    """The batch's hosts, in order: the names given (each once), or the caller's listable hosts of ``tag``.
+
+    A tag shows only hosts the caller may list, so the batch reveals no other host; a name the
+    caller may not use reads exactly like an unregistered one, as ``ssh_execute``'s does.
+    """
+    if names is not None:
+        wanted = list(dict.fromkeys(names))
+        found = {h.name: h for h in Host.objects.filter(name__in=wanted).select_related("credential")}
+        entries = []
+        for name in wanted:
+            host = found.get(name)
+            entry = _Entry(name, host)
+            reason = hidden_reason(access, name, host)
+            if reason:
+                entry.refusal, entry.audit_error = unavailable(name, access.name), reason
+                entry.audit_status = Status.ERROR if host is None else Status.DENIED
+                entry.details["host_requested"] = name[:100]
+                if host is not None:  # the row names the host; the client's answer does not
+                    entry.host = host
+            elif host is not None and not host.enabled:
+                entry.refusal = f"host '{name}' is disabled by an administrator"
+            entries.append(entry)
+        return entries
+    assert tag is not None
+    matched = (
+        Host.objects.filter(enabled=True).select_related("credential").order_by("name")
+    )  # tags are a JSON list: filtered here, identically on SQLite and PostgreSQL
+    return [_Entry(h.name, h) for h in matched if tag in h.tag_list and access.can_list(h)]
+
+
+def _authorize(access: ClientAccess, entries: list[_Entry], op: HostOperation, command: str) -> None:
+    for entry in entries:
+        if entry.refusal or entry.host is None:
+            continue
+        decided = authorize(access, entry.host, op.permission, command=command, sudo=op.sudo)
+        entry.authorization = decided
+        if decided.refusal:
+            entry.refusal, entry.audit_error = decided.refusal, decided.audit_error
+            if decided.sudo_exposed_to:
+                entry.details["sudo_exposed_to"] = list(decided.sudo_exposed_to)
+        elif decided.decision is not None and decided.decision.verdict is Verdict.APPROVE:
+            # One approval covering the batch is not built yet: refused, and said so.
+            rule = decided.decision.rule.pattern if decided.decision.rule else ""
+            entry.refusal = (
+                f"the command needs an administrator's approval on host '{entry.name}' (rule {rule!r}); "
+                "ssh_execute_many does not wait for approvals: run it there with ssh_execute"
+            )
+
+
+def _reusable_sessions(caller: Caller, host_ids: list[int]) -> dict[int, str]:
+    """The caller's most recently used connected session on each host, found in one query."""
+    rows = SshSession.objects.connected().filter(host_id__in=host_ids)
+    rows = (
+        rows.filter(client_id=caller.client_id)
+        if caller.client_id is not None
+        else rows.filter(opened_by=caller.actor)
+    )
+    if get_dispatcher().embedded:
+        rows = rows.filter(worker=current_worker())
+    found: dict[int, str] = {}
+    for host_id, session_id in rows.order_by("last_used_at").values_list("host_id", "session_id"):
+        found[host_id] = session_id  # the latest wins
+    return found
+
+
+# -- the audit rows ----------------------------------------------------------------------------
+
+
+def _row(caller: Caller, op: HostOperation, batch_id: str, entry: _Entry) -> dict[str, Any]:
+    fields = asdict(op.audit(batch_id))
+    if fields["stdin"] is None:
+        del fields["stdin"]
+    return {
+        "tool": op.tool,
+        "actor": caller.actor,
+        "client": caller.client_name,
+        "oauth_issuer": caller.oauth_issuer,
+        "oauth_subject": caller.oauth_subject,
+        "transport": caller.transport,
+        "host": entry.host,
+        "session_id": "",
+        "request_id": uuid.uuid4(),
+        "details": {**op.details(), **entry.details},
+        **fields,
+    }
+
+
+def _open_rows(rows: list[dict[str, Any]]) -> list[int]:
+    """Open the rows in one transaction; a retry after a lost reply finds those already written."""
+    if not rows:
+        return []
+    tried = False
+
+    def attempt() -> list[int]:
+        nonlocal tried
+        if tried:
+            ids = dict(
+                AuditEvent.objects.filter(request_id__in=[r["request_id"] for r in rows]).values_list(
+                    "request_id", "id"
+                )
+            )
+            if len(ids) == len(rows):  # one transaction: all of them were written, or none
+                return [ids[r["request_id"]] for r in rows]
+        tried = True
+        return writer.begin_many(rows)
+
+    return retrying(attempt, "opening the batch's audit rows")
+
+
+def _close_rows(done: list[tuple[int, Completion, str]]) -> None:
+    """Complete rows (and record each session's use) in one transaction; postponed if the database is away."""
+    if not done:
+        return
+
+    def write() -> None:
+        with writelock.serialized(connection), transaction.atomic():
+            for event_id, outcome, session_id in done:
+                writer.finish(event_id, outcome)
+                if session_id:
+                    SshSession.objects.touch(session_id, command_ran=True)
+
+    try:
+        retrying(write, "completing the batch's audit rows")
+    except DatabaseUnavailable:
+        for event_id, outcome, _session in done:  # one by one, spooled until the database is back
+            durable.complete(event_id, functools.partial(writer.finish, event_id, outcome), outcome=outcome)
+
+
+def _refuse_all(caller: Caller, op: HostOperation, batch_id: str, entries: list[_Entry], status: str) -> None:
+    """Rows for hosts that will not run (refused, or skipped): opened and completed together."""
+    if not entries:
+        return
+    ids = _open_rows([_row(caller, op, batch_id, e) for e in entries])
+    closing = []
+    for event_id, entry in zip(ids, entries, strict=True):
+        error = entry.audit_error or entry.refusal
+        row_status = entry.audit_status if status == Status.DENIED else status
+        closing.append((event_id, Completion(row_status, None, error=error), ""))
+        shown: HostStatus = "refused" if status == Status.DENIED else "skipped"
+        entry.result = HostResult(entry.name, shown, event_id, error=entry.refusal)
+    _close_rows(closing)
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_thread_connections: list[BaseDatabaseWrapper] = []
+_registered = threading.local()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="sshcontrol-fleet")
+        return _pool
+
+
+def close_thread_connections() -> int:
+    """Close the database connections the fleet threads hold (a test run dropping its database)."""
+    closed = 0
+    with _pool_lock:
+        for wrapper in _thread_connections:
+            if wrapper.connection is not None:
+                wrapper.inc_thread_sharing()
+                try:
+                    wrapper.close()
+                finally:
+                    wrapper.dec_thread_sharing()
+                closed += 1
+    return closed
+
+
+def _on_host(op: HostOperation, call: HostCall, call_id: str) -> tuple[HostResult, Completion | None]:
+    """One host's work, on a fleet thread: its result, and the completion still to write (None: written)."""
+    close_old_connections()
+    if not getattr(_registered, "done", False):
+        with _pool_lock:
+            _thread_connections.extend(connections[alias] for alias in connections)
+        _registered.done = True
+    try:
+        return op.run(call, call_id)
+    except CallRefused as exc:  # the row is complete (HostCall.fail)
+        status: HostStatus = "error"
+        if exc.status == Status.TIMEOUT:
+            status = "timed_out"
+        return HostResult(call.host.name, status, call.event_id, error=exc.message), None
+    except Exception as exc:
+        log.exception("batch host %s failed unexpectedly", call.host.name)
+        call.crash(exc)
+        return HostResult(
+            call.host.name, "error", call.event_id, error="internal error; see the server log"
+        ), None
+
+
+@dataclass
+class Batch:
+    caller: Caller
+    op: HostOperation
+    plan: Plan
+    batch_id: str
+    total: int
+    progress: Callable[[int, int], None] | None
+    cancelled: threading.Event
+    done: int = 0
+    failures: int = 0
+    call_ids: dict[str, str] = field(default_factory=dict)  # in flight: call id -> host
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def report(self, finished: int) -> None:
+        self.done += finished
+        if self.progress is not None and finished:
+            self.progress(self.done, self.total)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        with self.lock:
+            in_flight = list(self.call_ids)
+        for call_id in in_flight:
+            get_dispatcher().cancel(call_id)
+
+    def run_chunk(self, entries: list[_Entry], reusable: dict[int, str]) -> None:
+        """Open the rows of ``entries``, then run them, at most ``max_parallel`` at once."""
+        ids = _open_rows([_row(self.caller, self.op, self.batch_id, e) for e in entries])
+        calls: list[tuple[_Entry, HostCall]] = []
+        for event_id, entry in zip(ids, entries, strict=True):
+            assert entry.host is not None
+            calllog.note_audit(event_id, entry.name)
+            call = HostCall(
+                self.op.tool,
+                self.caller,
+                entry.host,
+                event_id,
+                entry.authorization,
+                None,
+                entry.details,
+                known_reusable=reusable.get(entry.host.pk, ""),
+            )
+            calls.append((entry, call))
+        waiting = list(reversed(calls))
+        running: dict[Future[tuple[HostResult, Completion | None]], tuple[_Entry, HostCall, str]] = {}
+        pool = _executor()
+        while waiting or running:
+            while waiting and len(running) < self.plan.max_parallel and not self.cancelled.is_set():
+                entry, call = waiting.pop()
+                call_id = secrets.token_hex(8)
+                with self.lock:
+                    self.call_ids[call_id] = entry.name
+                running[pool.submit(_on_host, self.op, call, call_id)] = (entry, call, call_id)
+            if not running:
+                break  # cancelled: what did not start is skipped below
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            closing = []
+            for future in finished:
+                entry, call, call_id = running.pop(future)
+                with self.lock:
+                    self.call_ids.pop(call_id, None)
+                result, outcome = future.result()
+                entry.result = result
+                if outcome is not None:
+                    closing.append((call.event_id, outcome, call.open_session_id))
+                    call.completed = True
+                if result.status in FAILED:
+                    self.failures += 1
+            _close_rows(closing)
+            self.report(len(finished))
+        if waiting:  # cancelled before these started: their rows are open, complete them as skipped
+            reason = "not started: the call was cancelled"
+            closing = []
+            for entry, call in waiting:
+                entry.result = HostResult(entry.name, "skipped", call.event_id, error=reason)
+                closing.append((call.event_id, Completion(Status.SKIPPED, None, error=reason), ""))
+                call.completed = True
+            _close_rows(closing)
+            self.report(len(waiting))
+
+
+def _chunks(entries: list[_Entry], size: int | None) -> Iterator[list[_Entry]]:
+    step = size or max(len(entries), 1)
+    for start in range(0, len(entries), step):
+        yield entries[start : start + step]
+
+
+def new_batch_id() -> str:
+    return f"batch-{secrets.token_hex(8)}"
+
+
+def run_batch(
+    caller: Caller,
+    op: HostOperation,
+    *,
+    hosts: Sequence[str] | None = None,
+    tag: str | None = None,
+    plan: Plan = Plan(),
+    progress: Callable[[int, int], None] | None = None,
+    cancelled: threading.Event | None = None,
+    on_start: Callable[[Batch], None] | None = None,
+) -> BatchOutcome:
+    """Run ``op`` on the hosts named (``hosts``) or tagged (``tag``), one audit row per host.
+
+    Raises ``BatchRefused`` when nothing can start (no host selected, the client may not act,
+    a limit reached); a host that cannot run is ``refused`` in the outcome instead.
+    """
+    if (hosts is None) == (tag is None):
+        raise BatchRefused("give exactly one of hosts or tag")
+    assert caller.client_id is not None, "a batch is always a client's call"
+    client_id = caller.client_id
+    access = retrying(lambda: access_for(client_id), "checking the grants")
+    if access.problem:
+        raise BatchRefused(access.problem)
+    entries = retrying(lambda: _select(access, hosts, tag), "finding the hosts")
+    if not entries:
+        raise BatchRefused(
+            f"no host with tag '{tag}' is available to client '{access.name}'; ssh_list_hosts shows yours"
+        )
+    if len(entries) > MAX_HOSTS:
+        raise BatchRefused(f"{len(entries)} hosts selected; one call runs on at most {MAX_HOSTS}")
+    try:
+        retrying(lambda: check_limits(access, opening_session=False), "checking the limits")
+    except LimitExceeded as exc:
+        raise BatchRefused(str(exc)) from None
+    command = op.audit("").command
+    retrying(lambda: _authorize(access, entries, op, command), "checking the grants")
+    batch = Batch(caller, op, plan, new_batch_id(), len(entries), progress, cancelled or threading.Event())
+    if on_start is not None:
+        on_start(batch)
+    refused = [e for e in entries if e.refusal]
+    _refuse_all(caller, op, batch.batch_id, refused, Status.DENIED)
+    batch.report(len(refused))
+    runnable = [e for e in entries if not e.refusal]
+    host_ids = [e.host.pk for e in runnable if e.host is not None]
+    reusable = retrying(lambda: _reusable_sessions(caller, host_ids), "finding sessions to reuse")
+    runnable = _within_session_limit(access, runnable, reusable, caller, op, batch.batch_id)
+    batch.report(0)
+    stopped = False
+    chunks = list(_chunks(runnable, plan.batch_size))
+    for index, chunk in enumerate(chunks):
+        limit = plan.stop_after_failures
+        if batch.cancelled.is_set() or (limit is not None and batch.failures >= limit):
+            rest = [e for c in chunks[index:] for e in c]
+            stopped = not batch.cancelled.is_set()
+            for e in rest:
+                e.refusal = (
+                    f"not started: {batch.failures} host(s) failed (stop_after_failures={limit})"
+                    if stopped
+                    else "not started: the call was cancelled"
+                )
+            _refuse_all(caller, op, batch.batch_id, rest, Status.SKIPPED)
+            batch.report(len(rest))
+            break
+        batch.run_chunk(chunk, reusable)
+    results = [e.result for e in entries if e.result is not None]
+    assert len(results) == len(entries)
+    return BatchOutcome(batch.batch_id, results, stopped)
+
+
+def _within_session_limit(
+    access: ClientAccess,
+    entries: list[_Entry],
+    reusable: dict[int, str],
+    caller: Caller,
+    op: HostOperation,
+    batch_id: str,
+) -> list[_Entry]:
+    """Hosts that would open a session beyond the client's open-session limit are refused."""
+    limit = access.limits.open_sessions
+    if limit is None:
+        return entries
+    open_now = SshSession.objects.filter(client_id=access.client_id, state=SshSession.State.CONNECTED).count()
+    allowance = max(0, limit - open_now)
+    kept, over = [], []
+    for entry in entries:
+        assert entry.host is not None
+        if entry.host.pk in reusable:
+            kept.append(entry)
+        elif allowance > 0:
+            allowance -= 1
+            kept.append(entry)
+        else:
+            entry.refusal = (
+                f"client '{access.name}' may have {limit} SSH sessions open and this host would open "
+                "another; close some with ssh_disconnect or name fewer hosts"
+            )
+            over.append(entry)
+    _refuse_all(caller, op, batch_id, over, Status.DENIED)
+    return kept
+
+
+def summary(results: Sequence[HostResult]) -> dict[str, int]:
+    counts: dict[str, int] = dict.fromkeys(HOST_STATUSES, 0)
+    for result in results:
+        counts[result.status] += 1
+    return counts

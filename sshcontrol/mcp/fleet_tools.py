@@ -1,0 +1,328 @@
+"""``ssh_execute_many``: one command on many hosts, with a result a model reads at a glance.
+
+The batch itself (which hosts, rolling batches, audit rows) is ``sshcontrol/fleet.py``; this
+module checks the arguments, turns the outcome into the typed result (each host's output
+cleaned by ``audit/output_hygiene.py`` as ``ssh_execute``'s is, identical outputs grouped)
+and renders it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from django.conf import settings
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult
+from pydantic import BaseModel, Field
+
+from audit.output_hygiene import clean
+from hosts import visible
+from sshcontrol import fleet
+from sshcontrol.calllog import observed
+from sshcontrol.dbretry import DatabaseUnavailable
+from sshcontrol.fleet import BatchOutcome, BatchRefused, HostResult, Plan, RunCommand
+from sshcontrol.mcp.approved_runs import checked_timeout
+from sshcontrol.mcp.identity import own_client
+from sshcontrol.mcp.render import fence, hygiene
+from sshcontrol.mcp.schemas import OutputWarning, ResponseFormat, warnings_of
+from sshcontrol.taskspec import CommandSpec
+
+if TYPE_CHECKING:
+    from sshcontrol.mcp.tools import Tools
+
+HostStatus = Literal["ok", "failed", "timed_out", "refused", "skipped", "error"]
+
+
+class HostRun(BaseModel):
+    host: str
+    status: HostStatus = Field(
+        description="ok (exit 0), failed (non-zero exit or killed), timed_out, refused (not allowed: "
+        "grants, command rules, limits), skipped (not started: the batch stopped), error (could not run)"
+    )
+    exit_status: int | None
+    stdout: str
+    stderr: str
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    error: str = Field(default="", description="why the host did not run, or did not finish")
+    audit_id: int
+    output_warnings: list[OutputWarning] = Field(default_factory=list)
+    redactions: int = 0
+
+
+class OutputGroup(BaseModel):
+    """Hosts whose command ended the same way: same exit status, same stdout, same stderr."""
+
+    hosts: list[str]
+    count: int
+    exit_status: int | None
+    stdout: str
+    stderr: str
+
+
+class BatchSummary(BaseModel):
+    ok: int
+    failed: int
+    timed_out: int
+    refused: int
+    skipped: int
+    error: int
+    total: int
+
+
+class ExecuteManyResult(BaseModel):
+    batch_id: str = Field(description="the batch's id: every host's audit row carries it")
+    command: str
+    summary: BatchSummary
+    groups: list[OutputGroup] = Field(
+        description="hosts that ran, grouped by identical (exit_status, stdout, stderr); the largest first"
+    )
+    results: list[HostRun] = Field(
+        description="one entry per host, in the order named (or by name for a tag)"
+    )
+    stopped_early: bool = Field(
+        description="true when stop_after_failures was reached and later batches were skipped"
+    )
+
+
+def host_run(result: HostResult) -> HostRun:
+    run = result.run
+    if run is None:
+        return HostRun(
+            host=result.host,
+            status=result.status,
+            exit_status=None,
+            stdout="",
+            stderr="",
+            error=result.error,
+            audit_id=result.audit_id,
+        )
+    stdout, stderr = clean(run.stdout), clean(run.stderr)
+    return HostRun(
+        host=result.host,
+        status=result.status,
+        exit_status=run.exit_status,
+        stdout=stdout.text,
+        stderr=stderr.text,
+        stdout_bytes=run.stdout_bytes,
+        stderr_bytes=run.stderr_bytes,
+        stdout_truncated=run.stdout_truncated,
+        stderr_truncated=run.stderr_truncated,
+        error=result.error,
+        audit_id=result.audit_id,
+        output_warnings=warnings_of("stdout", stdout) + warnings_of("stderr", stderr),
+        redactions=stdout.redactions + stderr.redactions,
+    )
+
+
+RAN: frozenset[str] = frozenset({"ok", "failed", "timed_out"})
+
+
+def groups_of(runs: Sequence[HostRun]) -> list[OutputGroup]:
+    """Hosts that ran, one entry per distinct (exit status, stdout, stderr), the largest group first."""
+    grouped: dict[tuple[int | None, str, str], list[str]] = {}
+    for run in runs:
+        if run.status in RAN:
+            grouped.setdefault((run.exit_status, run.stdout, run.stderr), []).append(run.host)
+    entries = [
+        OutputGroup(hosts=hosts, count=len(hosts), exit_status=key[0], stdout=key[1], stderr=key[2])
+        for key, hosts in grouped.items()
+    ]
+    return sorted(entries, key=lambda g: -g.count)  # stable: ties keep the hosts' order
+
+
+def result_of(command: str, outcome: BatchOutcome) -> ExecuteManyResult:
+    runs = [host_run(r) for r in outcome.results]
+    counts = fleet.summary(outcome.results)
+    return ExecuteManyResult(
+        batch_id=outcome.batch_id,
+        command=command,
+        summary=BatchSummary(**counts, total=len(runs)),
+        groups=groups_of(runs),
+        results=runs,
+        stopped_early=outcome.stopped_early,
+    )
+
+
+def _names(hosts: Sequence[str]) -> str:
+    return ", ".join(hosts)
+
+
+def render(result: ExecuteManyResult) -> str:
+    s = result.summary
+    counted = ", ".join(
+        f"{n} {label}"
+        for n, label in (
+            (s.ok, "ok"),
+            (s.failed, "failed"),
+            (s.timed_out, "timed out"),
+            (s.refused, "refused"),
+            (s.skipped, "skipped"),
+            (s.error, "error"),
+        )
+        if n
+    )
+    parts = [f"`{result.command}` on {s.total} host(s): {counted}. Batch `{result.batch_id}`."]
+    if result.stopped_early:
+        parts.append("stop_after_failures was reached: later batches did not start (skipped).")
+    by_host = {r.host: r for r in result.results}
+    for group in result.groups:
+        first = by_host[group.hosts[0]]
+        if group.exit_status is None:
+            ended = "timed out" if first.status == "timed_out" else "killed"
+        else:
+            ended = f"exit {group.exit_status}"
+        lines = [f"**{group.count} host(s), {ended}:** {_names(group.hosts)}"]
+        if note := hygiene(first.output_warnings, first.redactions):
+            lines.append(note)
+        for name, text in (("stdout", group.stdout), ("stderr", group.stderr)):
+            if text:
+                lines.append(f"{name}:\n{fence(text)}")
+        if not group.stdout and not group.stderr:
+            lines.append("(no output)")
+        parts.append("\n".join(lines))
+    others = [r for r in result.results if r.status not in RAN or r.error]
+    if others:
+        rows = ["| host | status | audit | why |", "|---|---|---|---|"]
+        rows += [
+            f"| {r.host} | {r.status} | #{r.audit_id} | {r.error.replace('|', '/').replace(chr(10), ' ')} |"
+            for r in others
+        ]
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
+class FleetTools:
+    """The fleet tools, sharing the single-host tools' caller and progress plumbing."""
+
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools
+
+    async def ssh_execute_many(
+        self,
+        ctx: Context,
+        command: Annotated[
+            str,
+            Field(min_length=1, max_length=100_000, description="Shell command line to run on every host."),
+        ],
+        hosts: Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=100)]] | None,
+            Field(max_length=fleet.MAX_HOSTS, description="Registered host names (instead of tag)."),
+        ] = None,
+        tag: Annotated[
+            str | None,
+            Field(max_length=100, description="Every host with this tag you may use (instead of hosts)."),
+        ] = None,
+        timeout: Annotated[
+            float | None,
+            Field(gt=0, description="Seconds before each host's command is killed (default 60)."),
+        ] = None,
+        max_parallel: Annotated[
+            int, Field(ge=1, le=fleet.POOL_THREADS, description="Hosts running at once (default 50).")
+        ] = 50,
+        batch_size: Annotated[
+            int | None,
+            Field(
+                ge=1, description="Run in consecutive batches of this many hosts; the first is the canary."
+            ),
+        ] = None,
+        stop_after_failures: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                description="Once this many hosts failed (failed, timed_out or error), start no further "
+                "batch; the rest are skipped.",
+            ),
+        ] = None,
+        working_directory: Annotated[
+            str | None, Field(max_length=4096, description="Directory to run in (quoted safely).")
+        ] = None,
+        sudo: Annotated[
+            bool, Field(description="Run as root with sudo (only where an administrator allows it).")
+        ] = False,
+        reason: Annotated[
+            str | None,
+            Field(max_length=2000, description="Why you need this; recorded with each host's audit row."),
+        ] = None,
+        response_format: Annotated[
+            ResponseFormat, Field(description="'markdown' (readable text, default) or 'json'.")
+        ] = "markdown",
+    ) -> Annotated[CallToolResult, ExecuteManyResult]:
+        """Run one shell command on many hosts in parallel (by host names, or every host of a tag you may
+        use) and return a summary (count per status), the outputs grouped (hosts with identical exit
+        status, stdout and stderr appear as one entry) and one result per host. Rolling changes: with
+        batch_size the hosts run in consecutive batches (the first is the canary) and stop_after_failures
+        stops starting new batches once that many hosts failed. Each host is authorized and audited on its
+        own (all rows carry the batch_id); a host you may not use is 'refused' without stopping the rest."""
+        caller = self.tools.caller(ctx)
+        seconds = checked_timeout(timeout)
+        if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
+            raise ToolError("command contains a control character; remove it")
+        for name, text in (("command", command), ("working_directory", working_directory or "")):
+            if not settings.ALLOW_INVISIBLE_CHARACTERS and (hidden := visible.hidden_characters(text)):
+                raise ToolError(visible.refusal(name, hidden))
+        if (hosts is None) == (tag is None):
+            raise ToolError("give exactly one of hosts or tag")
+        if hosts is not None and any("\x00" in h for h in hosts):
+            raise ToolError("hosts contains a NUL byte; remove it")
+        if hosts is not None and not hosts:
+            raise ToolError("hosts is empty; name at least one host")
+        own_client(caller)
+        spec = CommandSpec(command, working_directory, seconds, None, sudo)
+        plan = Plan(max_parallel=max_parallel, batch_size=batch_size, stop_after_failures=stop_after_failures)
+        loop = asyncio.get_running_loop()
+
+        def report(done: int, total: int) -> None:
+            message = f"{done} of {total} hosts done"
+            asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, message), loop)
+
+        cancelled = threading.Event()
+        started: list[fleet.Batch] = []
+
+        def work() -> ExecuteManyResult:
+            try:
+                outcome = fleet.run_batch(
+                    caller,
+                    RunCommand(spec, reason=reason or ""),
+                    hosts=hosts,
+                    tag=tag,
+                    plan=plan,
+                    progress=report,
+                    cancelled=cancelled,
+                    on_start=started.append,
+                )
+            except BatchRefused as exc:
+                raise ToolError(str(exc)) from None
+            except DatabaseUnavailable as exc:
+                raise ToolError(f"{exc}; nothing was run") from None
+            return result_of(command, outcome)
+
+        def on_cancel() -> None:
+            cancelled.set()
+            for batch in started:
+                batch.cancel()
+
+        from sshcontrol.mcp.tools import serve
+
+        return await serve(work, render, response_format, on_cancel=on_cancel)
+
+
+def register(server: MCPServer, tools: Tools) -> None:
+    from sshcontrol.mcp.tools import describe, hints, offered_only, refusing_nul
+
+    fleet_tools = FleetTools(tools)
+    fn = fleet_tools.ssh_execute_many
+    server.add_tool(
+        observed(offered_only(tools, fn.__name__, refusing_nul(fn))),
+        name=fn.__name__,
+        title="Run a command on many hosts over SSH",
+        description=describe(fn),
+        annotations=hints(False, True, False, True),
+    )
