@@ -39,7 +39,8 @@ def test_it_runs_on_every_host_and_groups_identical_output(mcp: McpHarness, make
     assert all(r["exit_status"] == 0 and r["stdout"] == "same\n" for r in result["results"])
     [group] = result["groups"]
     assert group["hosts"] == [h.name for h in made]
-    assert (group["count"], group["exit_status"], group["stdout"], group["stderr"]) == (5, 0, "same\n", "err\n")
+    shape = (group["count"], group["exit_status"], group["stdout"], group["stderr"])
+    assert shape == (5, 0, "same\n", "err\n")
     text = mcp.text("ssh_execute_many", hosts=[h.name for h in made], command="echo same")
     assert "5 host(s), exit 0:" in text and "node00, node01" in text
 
@@ -163,7 +164,8 @@ def test_command_rules_apply_per_host(as_client, make_host) -> None:
     agent = as_client("agent", hosts=made, can_execute=True, can_list=True, rules=[("deny", "rm *")])
     result = agent.ok("ssh_execute_many", hosts=[h.name for h in made], command="rm -rf /tmp/nothing-here")
     assert set(statuses(result).values()) == {"refused"}
-    assert AuditEvent.objects.filter(batch_id=result["batch_id"], status=AuditEvent.Status.DENIED).count() == 2
+    denied = AuditEvent.objects.filter(batch_id=result["batch_id"], status=AuditEvent.Status.DENIED)
+    assert denied.count() == 2
 
 
 def test_progress_reports_hosts_done_out_of_total(mcp: McpHarness, make_host) -> None:
@@ -188,5 +190,6 @@ def test_progress_reports_hosts_done_out_of_total(mcp: McpHarness, make_host) ->
 def test_arguments_are_checked(mcp: McpHarness, make_host) -> None:
     make_host("a")
     assert "exactly one of hosts or tag" in mcp.error("ssh_execute_many", command="true")
-    assert "exactly one of hosts or tag" in mcp.error("ssh_execute_many", hosts=["a"], tag="x", command="true")
+    both = mcp.error("ssh_execute_many", hosts=["a"], tag="x", command="true")
+    assert "exactly one of hosts or tag" in both
     assert "empty" in mcp.error("ssh_execute_many", hosts=[], command="true")
