@@ -91,9 +91,10 @@ class CeleryDispatcher:
                     Failure.NO_WORKER, "no sshcontrol worker is running (celery -A sshcontrol worker)"
                 )
             wait = float(settings.CONNECT_TIMEOUT) + _margin()
-        else:
-            node = self._holder_of(session_id)
-            wait = float(settings.DEFAULT_TIMEOUT) + _margin()
+            with self.routing.opening(node):
+                return wire.load(Connected, wire.unwrap(self.send(node, "connect", kwargs, wait)))
+        node = self._holder_of(session_id)
+        wait = float(settings.DEFAULT_TIMEOUT) + _margin()
         return wire.load(Connected, wire.unwrap(self.send(node, "connect", kwargs, wait)))
 
     def execute(

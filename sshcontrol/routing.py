@@ -7,7 +7,11 @@ heartbeat row is fresh (``sshcontrol/holders.py``).
 
 from __future__ import annotations
 
+import collections
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import connection
 
@@ -25,19 +29,38 @@ class Routing:
     def __init__(self) -> None:
         self._live: set[str] = set()
         self._live_at = float("-inf")
+        # Sessions this process is opening on each worker and has not seen recorded yet: a batch
+        # opening 200 sessions at once would otherwise send every one to the same least-loaded worker.
+        self._opening: collections.Counter[str] = collections.Counter()
+        self._opening_lock = threading.Lock()
 
     def pick_worker(self) -> str | None:
         """The live worker holding the fewest connected sessions (ties: by name, for determinism)."""
-        return retrying(self._pick_worker, "choosing a worker")
-
-    def _pick_worker(self) -> str | None:
-        live = holders.live_workers()
-        if not live:
+        counts = retrying(self._session_counts, "choosing a worker")
+        if not counts:
             return None
+        with self._opening_lock:
+            return min(counts, key=lambda node: (counts[node] + self._opening[node], node))
+
+    @contextmanager
+    def opening(self, node: str) -> Iterator[None]:
+        """Count a session being opened on ``node`` until its row records it."""
+        with self._opening_lock:
+            self._opening[node] += 1
+        try:
+            yield
+        finally:
+            with self._opening_lock:
+                self._opening[node] -= 1
+                if self._opening[node] <= 0:
+                    del self._opening[node]
+
+    def _session_counts(self) -> dict[str, int]:
+        live = holders.live_workers()
         counts = dict.fromkeys(live, 0)
         for worker in SshSession.objects.connected().filter(worker__in=live).values_list("worker", flat=True):
             counts[worker] += 1
-        return min(live, key=lambda node: (counts[node], node))
+        return counts
 
     def is_live(self, node: str) -> bool:
         """Whether a worker's heartbeat is fresh; cached briefly so each call does not pay a query."""
