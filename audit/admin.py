@@ -16,12 +16,13 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from audit import chain, export, filters
+from audit import batch_page, chain, export, filters
 from audit.models import AuditAnchor, AuditEvent
 from audit.output_hygiene import clean
 from hosts.visible import visible_html
@@ -35,6 +36,7 @@ _STATUS_COLORS: dict[str, str] = {
     AuditEvent.Status.DENIED: "#8e24aa",
     AuditEvent.Status.INTERRUPTED: "#757575",
     AuditEvent.Status.PENDING: "#ef6c00",
+    AuditEvent.Status.SKIPPED: "#757575",
 }
 
 _LIST_STYLE = "margin: 0; padding-left: 1.2em; font-family: monospace"
@@ -115,7 +117,14 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
     # Short enough to fit beside the sidebar at 1280 px; a row's page shows every field.
     list_display = ("time", "caller", "host_name", "short_command", "colored_status", "duration")
-    list_filter = (filters.StatusFilter, "tool", filters.HostNameFilter, filters.ClientFilter, "started_at")
+    list_filter = (
+        filters.StatusFilter,
+        "tool",
+        filters.HostNameFilter,
+        filters.ClientFilter,
+        filters.BatchFilter,
+        "started_at",
+    )
     search_fields = ("command", "host_name", "client", "oauth_subject", "actor", "session_id", "request_id")
     date_hierarchy = "started_at"
     show_facets = admin.ShowFacets.ALWAYS
@@ -147,7 +156,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         ("Output", {"fields": ("stdout_block", "stderr_block")}),
         ("Output warnings", {"fields": ("output_warnings_block",)}),
         ("Transferred file", {"fields": ("remote_path", "local_path", "file_size_display", "file_sha256")}),
-        ("Outcome", {"fields": ("error_block", "approval_link", "details_block")}),
+        ("Outcome", {"fields": ("error_block", "approval_link", "batch_link", "details_block")}),
         ("Hash chain", {"fields": ("chain_seq", "prev_hash", "chain_hash", "chain_version")}),
     )
     readonly_fields = (
@@ -164,6 +173,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         "error_block",
         "details_block",
         "approval_link",
+        "batch_link",
         "file_size_display",
     )
 
@@ -187,7 +197,31 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
             self.admin_site.admin_view(self.export_view),
             name="{}_{}_export".format(*info),
         )
-        return [export_url, *super().get_urls()]
+        batch_url = path(
+            "batch/<str:batch_id>/",
+            self.admin_site.admin_view(self.batch_view),
+            name="{}_{}_batch".format(*info),
+        )
+        return [export_url, batch_url, *super().get_urls()]
+
+    def batch_view(self, request: HttpRequest, batch_id: str) -> HttpResponse:
+        """One batch (``ssh_execute_many``) as one page: counts by status, the hosts' outputs grouped."""
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        events = list(
+            filters.with_approval_state(AuditEvent.objects.filter(batch_id=batch_id)).order_by("id")
+        )
+        if not events:
+            return HttpResponse(f"no audit rows in batch {batch_id}", status=404, content_type="text/plain")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Batch {batch_id}",
+            "batch_id": batch_id,
+            **batch_page.summary(events, _STATUS_COLORS),
+            "list_url": reverse("admin:audit_auditevent_changelist") + f"?batch_id={batch_id}",
+        }
+        return TemplateResponse(request, "admin/audit/auditevent/batch.html", context)
 
     def export_view(self, request: HttpRequest, fmt: str) -> HttpResponseBase:
         """The changelist as it is filtered and searched now, every column, as CSV or JSON lines."""
@@ -346,6 +380,14 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         approver = obj.details.get("approved_by")
         suffix = f" (approved by {approver})" if approver else ""
         return format_html('<a href="{}">request #{}</a>{}', url, request_id, suffix)
+
+    @admin.display(description="Batch")
+    def batch_link(self, obj: AuditEvent) -> SafeString | str:
+        """The batch this row is one host of, as one page."""
+        if not obj.batch_id:
+            return "-"
+        url = reverse("admin:audit_auditevent_batch", args=[obj.batch_id])
+        return format_html('<a href="{}">{}</a> (every host of this call)', url, obj.batch_id)
 
     @admin.display(description="File size")
     def file_size_display(self, obj: AuditEvent) -> str:

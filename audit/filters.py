@@ -127,3 +127,21 @@ class ClientFilter(_NamesFilter):
     parameter_name = "client__exact"
     field_name = "client"
     empty_label = "(no client)"
+
+
+class BatchFilter(admin.SimpleListFilter):
+    """The rows of one batch (``ssh_execute_many``): reached from a row's batch link, not listed.
+
+    Batches are too many to offer as choices; the filter shows only the one selected.
+    """
+
+    title = "batch"
+    parameter_name = "batch_id"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        value = self.value()
+        return [(value, value)] if value else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(batch_id=value) if value else queryset
