@@ -21,8 +21,8 @@ def batch_of(outcomes: list[tuple[str, str, int | None, str]], batch_id: str = "
     ids = writer.begin_many(rows)
     writer.finish_many(
         [
-            (event_id, Completion(status, exit_status=exit_status, stdout=stdout, error="" if stdout else "no"))
-            for event_id, (_host, status, exit_status, stdout) in zip(ids, outcomes, strict=True)
+            (event_id, Completion(status, exit_status=exit, stdout=stdout, error="" if stdout else "no"))
+            for event_id, (_host, status, exit, stdout) in zip(ids, outcomes, strict=True)
         ]
     )
     return ids
