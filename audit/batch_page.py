@@ -20,7 +20,8 @@ def summary(events: Sequence[AuditEvent], colors: Mapping[str, str]) -> dict[str
     """The template's context for the batch made of ``events`` (its rows, oldest first)."""
     counts: dict[str, int] = {}
     groups: dict[tuple[str, int | None, str, str], list[dict[str, Any]]] = {}
-    hosts = []
+    hosts: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
     for event in events:
         status, label = filters.shown_status(event)
         counts[label] = counts.get(label, 0) + 1
@@ -35,6 +36,8 @@ def summary(events: Sequence[AuditEvent], colors: Mapping[str, str]) -> dict[str
         key = (label, event.exit_status, event.stdout, event.stderr if event.exit_status is not None else "")
         if event.exit_status is not None or event.status == AuditEvent.Status.TIMEOUT:
             groups.setdefault(key, []).append(item)
+        else:
+            others.append(item)
     first = events[0]
     return {
         "command": first.command,
@@ -46,5 +49,5 @@ def summary(events: Sequence[AuditEvent], colors: Mapping[str, str]) -> dict[str
             {"status_label": k[0], "exit_status": k[1], "stdout": k[2], "stderr": k[3], "hosts": v}
             for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))
         ],
-        "others": [h for h in hosts if h["event"].exit_status is None and h["event"].status != "timeout"],
+        "others": others,
     }
