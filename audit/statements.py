@@ -161,6 +161,35 @@ class Insert(Statement):
         return str(sql)
 
 
+class MultiInsert:
+    """``INSERT`` of many rows in one statement, built from an ``Insert``'s SQL; returns their first
+    returned column (the ids), in the order given, as Django's ``bulk_create`` relies on too."""
+
+    def __init__(self, insert: Insert) -> None:
+        self.insert = insert
+
+    def execute(self, cursor: CursorWrapper, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        connection = cursor.db
+        compiled = self.insert._for(connection)
+        head, _, rest = compiled.sql.partition(" VALUES ")
+        group, _, tail = rest.partition(")")
+        sql = f"{head} VALUES {', '.join([group + ')'] * len(rows))}{tail}"
+        params: list[Any] = []
+        for values in rows:
+            params += [
+                prepare(v, connection) for prepare, v in zip(self.insert._preparers, values, strict=True)
+            ]
+            params += compiled.constants
+        cursor.execute(sql, params)
+        (_name, col, converters) = compiled.returning[0]
+        found = []
+        for (value,) in cursor.fetchall():
+            for convert in converters:
+                value = convert(value, col, connection)
+            found.append(value)
+        return found
+
+
 class Update(Statement):
     """``UPDATE table SET a = %s, ... WHERE x = %s AND ...`` with an optional RETURNING clause.
 

@@ -35,7 +35,7 @@ from django.utils import timezone
 from audit import chain, process, writelock
 from audit.models import AuditEvent, ChainHead
 from audit.redaction import cap, redact
-from audit.statements import Insert, SelectForUpdate, Update
+from audit.statements import Insert, MultiInsert, SelectForUpdate, Update
 from hosts.models import Host
 from sshlib.execute import ExecResult
 
@@ -111,6 +111,10 @@ _INSERT = Insert(
         if not field.primary_key and field.attname not in _BEGUN
     },
 )
+
+_INSERT_MANY = MultiInsert(_INSERT)
+# Rows per INSERT statement of begin_many: well below every backend's limit on parameters.
+_INSERT_ROWS = 100
 
 # complete: the chain fields are set after the head is locked; everything else comes back
 # from the finishing UPDATE, so the hash covers the values as stored.
@@ -241,10 +245,9 @@ def begin_many(rows: Sequence[Mapping[str, Any]]) -> list[int]:
         transaction.atomic(using=connection.alias, savepoint=False),
         connection.cursor() as cursor,
     ):
-        for values in prepared:
-            row = _INSERT.execute(cursor, values)
-            assert row is not None
-            ids.append(row["id"])
+        for start in range(0, len(prepared), _INSERT_ROWS):
+            ids += _INSERT_MANY.execute(cursor, prepared[start : start + _INSERT_ROWS])
+    assert len(ids) == len(prepared)
     for event_id, values in zip(ids, prepared, strict=True):
         _remember(event_id, values)
     return ids
@@ -447,14 +450,22 @@ def _finish(event_id: int, changes: Mapping[str, Any]) -> bool:
         )
         if row is None:
             return False
-        seq, prev_hash = _lock_head(cursor)
+        held: tuple[int, str] | None = getattr(_many, "head", None)
+        seq, prev_hash = held if held is not None else _lock_head(cursor)
         seq += 1
         row["chain_seq"] = seq
         row["prev_hash"] = prev_hash
         digest = chain.row_hash(row)
         _LINK.execute(cursor, [seq, prev_hash, digest, event_id])
-        _MOVE_HEAD.execute(cursor, [seq, digest, chain.HEAD_ID])
+        if getattr(_many, "active", False):
+            _many.head = (seq, digest)  # finish_many moves the head once, after its last row
+        else:
+            _MOVE_HEAD.execute(cursor, [seq, digest, chain.HEAD_ID])
     return True
+
+
+# finish_many on this thread: the head it locked (seq, hash of its last row chained so far).
+_many = threading.local()
 
 
 def _lock_head(cursor: CursorWrapper) -> tuple[int, str]:
@@ -520,5 +531,13 @@ def finish_many(completions: Sequence[tuple[int, Completion]]) -> None:
     """
     connection = _connection()
     with writelock.serialized(connection), transaction.atomic(using=connection.alias, savepoint=False):
-        for event_id, completion in completions:
-            finish(event_id, completion)
+        _many.active, _many.head = True, None
+        try:
+            for event_id, completion in completions:
+                finish(event_id, completion)
+            head: tuple[int, str] | None = _many.head
+            if head is not None:
+                with connection.cursor() as cursor:
+                    _MOVE_HEAD.execute(cursor, [*head, chain.HEAD_ID])
+        finally:
+            _many.active, _many.head = False, None

@@ -25,6 +25,7 @@ import functools
 import logging
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -69,6 +70,8 @@ FAILED: frozenset[HostStatus] = frozenset({"failed", "timed_out", "error"})
 
 # Hosts one call may name or match (a tag): bounded so one call cannot open an unbounded batch.
 MAX_HOSTS = 5000
+# How often the rows of hosts that finished are completed while others still run.
+FLUSH_SECONDS = 0.5
 # Threads shared by every batch of this process; each batch uses at most its max_parallel of them.
 POOL_THREADS = 256
 
@@ -300,10 +303,8 @@ def _close_rows(done: list[tuple[int, Completion, str]]) -> None:
 
     def write() -> None:
         with writelock.serialized(connection), transaction.atomic():
-            for event_id, outcome, session_id in done:
-                writer.finish(event_id, outcome)
-                if session_id:
-                    SshSession.objects.touch(session_id, command_ran=True)
+            writer.finish_many([(event_id, outcome) for event_id, outcome, _session in done])
+            SshSession.objects.touch_many(sorted({session for *_, session in done if session}))
 
     try:
         retrying(write, "completing the batch's audit rows")
@@ -426,19 +427,22 @@ class Batch:
             )
             calls.append((entry, call))
         waiting = list(reversed(calls))
+        # Completed rows are written together, every FLUSH_SECONDS and at the end: each write
+        # made while dozens of host threads hold the GIL waits for it once per statement.
+        closing: list[tuple[int, Completion, str]] = []
+        flushed = time.monotonic()
         running: dict[Future[tuple[HostResult, Completion | None]], tuple[_Entry, HostCall, str]] = {}
         pool = _executor()
         while waiting or running:
             while waiting and len(running) < self.plan.max_parallel and not self.cancelled.is_set():
                 entry, call = waiting.pop()
-                call_id = secrets.token_hex(8)
+                call_id = f"{self.batch_id}-{call.event_id}"
                 with self.lock:
                     self.call_ids[call_id] = entry.name
                 running[pool.submit(_on_host, self.op, call, call_id)] = (entry, call, call_id)
             if not running:
                 break  # cancelled: what did not start is skipped below
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            closing = []
             for future in finished:
                 entry, call, call_id = running.pop(future)
                 with self.lock:
@@ -450,8 +454,11 @@ class Batch:
                     call.completed = True
                 if result.status in FAILED:
                     self.failures += 1
-            _close_rows(closing)
             self.report(len(finished))
+            if closing and (not running or time.monotonic() - flushed >= FLUSH_SECONDS):
+                _close_rows(closing)
+                closing, flushed = [], time.monotonic()
+        _close_rows(closing)
         if waiting:  # cancelled before these started: their rows are open, complete them as skipped
             reason = "not started: the call was cancelled"
             closing = []

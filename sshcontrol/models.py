@@ -87,6 +87,28 @@ class SshSessionQuerySet(models.QuerySet["SshSession"]):
                 ],
             )
 
+    def touch_many(self, session_ids: list[str]) -> None:
+        """``touch`` for several sessions that each ran one command (a batch's hosts), in one UPDATE."""
+        if not session_ids:
+            return
+        ops = connection.ops
+        table = ops.quote_name(SshSession._meta.db_table)
+        last_used, state, count, sid = (
+            ops.quote_name(c) for c in ("last_used_at", "state", "commands_run", "session_id")
+        )
+        marks = ", ".join(["%s"] * len(session_ids))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {last_used} = %s, {state} = %s, {count} = {count} + 1 "  # noqa: S608
+                f"WHERE {sid} IN ({marks}) AND {state} <> %s",
+                [
+                    ops.adapt_datetimefield_value(timezone.now()),
+                    SshSession.State.CONNECTED,
+                    *session_ids,
+                    SshSession.State.CLOSED,
+                ],
+            )
+
 
 class SshSession(models.Model):
     """An SSH session as the control plane sees it.

@@ -255,12 +255,10 @@ class FleetTools:
             ResponseFormat, Field(description="'markdown' (readable text, default) or 'json'.")
         ] = "markdown",
     ) -> Annotated[CallToolResult, ExecuteManyResult]:
-        """Run one shell command on many hosts in parallel (by host names, or every host of a tag you may
-        use) and return a summary (count per status), the outputs grouped (hosts with identical exit
-        status, stdout and stderr appear as one entry) and one result per host. Rolling changes: with
-        batch_size the hosts run in consecutive batches (the first is the canary) and stop_after_failures
-        stops starting new batches once that many hosts failed. Each host is authorized and audited on its
-        own (all rows carry the batch_id); a host you may not use is 'refused' without stopping the rest."""
+        """Run one shell command on many hosts in parallel (host names, or a tag) and get counts per status,
+        outputs grouped (identical exit status, stdout and stderr shown once) and one result per host.
+        batch_size runs consecutive batches (the first is the canary); stop_after_failures stops starting
+        batches once that many hosts failed. Each host is authorized and audited alone."""
         caller = self.tools.caller(ctx)
         seconds = checked_timeout(timeout)
         if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
