@@ -49,11 +49,13 @@ def test_it_offers_no_upload_and_no_sudo_argument_without_those_grants(
         "ssh_connect",
         "ssh_disconnect",
         "ssh_execute",
+        "ssh_execute_many",
         "ssh_approval_status",
         "ssh_download_file",
         "ssh_list_files",
     }
     assert "sudo" not in arguments(runner, "ssh_execute")
+    assert "sudo" not in arguments(runner, "ssh_execute_many")
     assert {"command", "host", "session_id", "stdin"} <= arguments(runner, "ssh_execute")
     assert not {"password", "address", "username"} & arguments(runner, "ssh_connect")
 
@@ -67,6 +69,7 @@ def test_it_offers_upload_and_sudo_where_some_grant_allows_them(as_client: AsCli
     tools = listed(admin)
     assert "ssh_upload_file" in tools
     assert "sudo" in arguments(admin, "ssh_execute")
+    assert "sudo" in arguments(admin, "ssh_execute_many")
 
 
 def test_it_offers_ad_hoc_arguments_only_where_enabled_and_granted(as_client: AsClient, make_host) -> None:
