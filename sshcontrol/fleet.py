@@ -543,7 +543,14 @@ def run_batch(
             _refuse_all(caller, op, batch.batch_id, rest, Status.SKIPPED)
             batch.report(len(rest))
             break
-        batch.run_chunk(chunk, reusable)
+        try:
+            batch.run_chunk(chunk, reusable)
+        except DatabaseUnavailable as exc:
+            # The chunk's rows could not be opened: none of its hosts (nor later ones) was
+            # contacted. Earlier chunks ran, so the call returns what they did.
+            for e in (e for c in chunks[index:] for e in c if e.result is None):
+                e.result = HostResult(e.name, "error", 0, error=f"not started: {exc}")
+            break
     results = [e.result for e in entries if e.result is not None]
     assert len(results) == len(entries)
     return BatchOutcome(batch.batch_id, results, stopped)
