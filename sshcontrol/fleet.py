@@ -408,6 +408,32 @@ class Batch:
         for call_id in in_flight:
             get_dispatcher().cancel(call_id)
 
+    def run_all(self, chunks: list[list[_Entry]], reusable: dict[int, str]) -> bool:
+        """Run the chunks one after the other; True if stop_after_failures stopped them early."""
+        limit = self.plan.stop_after_failures
+        for index, chunk in enumerate(chunks):
+            if self.cancelled.is_set() or (limit is not None and self.failures >= limit):
+                rest = [e for c in chunks[index:] for e in c]
+                stopped = not self.cancelled.is_set()
+                for e in rest:
+                    e.refusal = (
+                        f"not started: {self.failures} host(s) failed (stop_after_failures={limit})"
+                        if stopped
+                        else "not started: the call was cancelled"
+                    )
+                _refuse_all(self.caller, self.op, self.batch_id, rest, Status.SKIPPED)
+                self.report(len(rest))
+                return stopped
+            try:
+                self.run_chunk(chunk, reusable)
+            except DatabaseUnavailable as exc:
+                # The chunk's rows could not be opened: none of its hosts (nor later ones) was
+                # contacted. Earlier chunks ran, so the call returns what they did.
+                for e in (e for c in chunks[index:] for e in c if e.result is None):
+                    e.result = HostResult(e.name, "error", 0, error=f"not started: {exc}")
+                return False
+        return False
+
     def run_chunk(self, entries: list[_Entry], reusable: dict[int, str]) -> None:
         """Open the rows of ``entries``, then run them, at most ``max_parallel`` at once."""
         ids = _open_rows([_row(self.caller, self.op, self.batch_id, e) for e in entries])
@@ -527,30 +553,7 @@ def run_batch(
     reusable = retrying(lambda: _reusable_sessions(caller, host_ids), "finding sessions to reuse")
     runnable = _within_session_limit(access, runnable, reusable, caller, op, batch.batch_id)
     batch.report(0)
-    stopped = False
-    chunks = list(_chunks(runnable, plan.batch_size))
-    for index, chunk in enumerate(chunks):
-        limit = plan.stop_after_failures
-        if batch.cancelled.is_set() or (limit is not None and batch.failures >= limit):
-            rest = [e for c in chunks[index:] for e in c]
-            stopped = not batch.cancelled.is_set()
-            for e in rest:
-                e.refusal = (
-                    f"not started: {batch.failures} host(s) failed (stop_after_failures={limit})"
-                    if stopped
-                    else "not started: the call was cancelled"
-                )
-            _refuse_all(caller, op, batch.batch_id, rest, Status.SKIPPED)
-            batch.report(len(rest))
-            break
-        try:
-            batch.run_chunk(chunk, reusable)
-        except DatabaseUnavailable as exc:
-            # The chunk's rows could not be opened: none of its hosts (nor later ones) was
-            # contacted. Earlier chunks ran, so the call returns what they did.
-            for e in (e for c in chunks[index:] for e in c if e.result is None):
-                e.result = HostResult(e.name, "error", 0, error=f"not started: {exc}")
-            break
+    stopped = batch.run_all(list(_chunks(runnable, plan.batch_size)), reusable)
     results = [e.result for e in entries if e.result is not None]
     assert len(results) == len(entries)
     return BatchOutcome(batch.batch_id, results, stopped)
