@@ -193,3 +193,19 @@ def test_arguments_are_checked(mcp: McpHarness, make_host) -> None:
     both = mcp.error("ssh_execute_many", hosts=["a"], tag="x", command="true")
     assert "exactly one of hosts or tag" in both
     assert "empty" in mcp.error("ssh_execute_many", hosts=[], command="true")
+
+
+def test_output_is_cleaned_for_the_model_as_ssh_execute_cleans_it(mcp: McpHarness, make_host) -> None:
+    made = hosts(make_host, 2)
+    result = mcp.ok(
+        "ssh_execute_many", hosts=[h.name for h in made], command=r"printf 'a\033[31mred\033[0m\n'"
+    )
+    assert {r["stdout"] for r in result["results"]} == {"ared\n"}
+    assert all(w["kind"] == "escape_sequences" for r in result["results"] for w in r["output_warnings"])
+    assert result["results"][0]["output_warnings"]
+    [group] = result["groups"]
+    assert group["stdout"] == "ared\n" and group["count"] == 2
+    text = mcp.text(
+        "ssh_execute_many", hosts=[h.name for h in made], command=r"printf 'a\033[31mred\033[0m\n'"
+    )
+    assert "\033" not in text and "escape sequence" in text
