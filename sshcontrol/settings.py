@@ -165,6 +165,11 @@ CONNECT_TIMEOUT = _guard("sshcontrol.E006", lambda: envfloat("SSHCONTROL_CONNECT
 MAX_INLINE_DOWNLOAD_BYTES = _guard(
     "sshcontrol.E007", lambda: envint("SSHCONTROL_MAX_INLINE_DOWNLOAD_BYTES", 1 << 20, 1), 1 << 20
 )
+# What a tool result carries of each output stream (ssh_execute) or of a file (ssh_download_file
+# inline): head and tail cut at line boundaries (sshcontrol/mcp/budget.py). The rest is paged.
+OUTPUT_BUDGET_BYTES = _guard(
+    "sshcontrol.E080", lambda: envint("SSHCONTROL_OUTPUT_BUDGET_BYTES", 16 << 10, 1024), 16 << 10
+)
 MAX_LIST_ENTRIES = _guard("sshcontrol.E008", lambda: envint("SSHCONTROL_MAX_LIST_ENTRIES", 1000, 1), 1000)
 # Output kept on disk where the session is held, for paging (sshcontrol/outputs.py): per stream
 # (head and tail beyond it), and removed this long after it was last written.

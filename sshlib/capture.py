@@ -37,11 +37,23 @@ class Capture:
         self.tail: deque[bytes] = deque()
         self.tail_len = 0
         self.total = 0
+        # Counted over everything, kept or not, so a reader told of a cut knows how many lines exist.
+        self.newlines = 0
+        self.ends_with_newline = True
+
+    @property
+    def lines(self) -> int:
+        """Lines seen, a last line without its newline included (``wc -l`` counts only newlines)."""
+        return self.newlines + (0 if self.ends_with_newline or not self.total else 1)
 
     def add(self, data: bytes) -> None:
+        if not data:
+            return
         if self.sink is not None:
             self.sink.write(self.stream, data)
         self.total += len(data)
+        self.newlines += data.count(b"\n")
+        self.ends_with_newline = data.endswith(b"\n")
         room = self.head_limit - len(self.head)
         if room > 0:
             self.head += data[:room]

@@ -52,6 +52,9 @@ class ExecResult:
     timed_out: bool
     cancelled: bool
     duration_ms: float
+    # Lines of each stream, all of it (not only what was kept): a last line without newline counts.
+    stdout_lines: int = 0
+    stderr_lines: int = 0
 
 
 # Told (stdout bytes so far, stderr bytes so far) while a command runs. The one progress
@@ -367,4 +370,6 @@ def run_command(
         timed_out=stop is _Stop.TIMED_OUT,
         cancelled=stop is _Stop.CANCELLED,
         duration_ms=(time.perf_counter() - started) * 1000.0,
+        stdout_lines=stdout.lines,
+        stderr_lines=stderr.lines,
     )

@@ -106,13 +106,19 @@ def execute(result: ExecuteResult) -> str:
     parts = [f"`{result.command}` on **{result.host}** {outcome} in {result.duration_ms:.0f} ms."]
     if hygiene := _hygiene(result.output_warnings, result.redactions):
         parts.append(hygiene)
-    for name, text, size, cut in (
-        ("stdout", result.stdout, result.stdout_bytes, result.stdout_truncated),
-        ("stderr", result.stderr, result.stderr_bytes, result.stderr_truncated),
+    for name, text, size, lines, cut in (
+        ("stdout", result.stdout, result.stdout_bytes, result.stdout_lines, result.stdout_truncated),
+        ("stderr", result.stderr, result.stderr_bytes, result.stderr_lines, result.stderr_truncated),
     ):
         if size:
-            note = f" ({size} bytes, truncated: head and tail shown)" if cut else ""
+            # The same capped text as the structured content: never the whole output twice.
+            note = f" ({lines} lines, {size} bytes; head and tail shown)" if cut else ""
             parts.append(f"**{name}**{note}:\n{_fence(text)}")
+    if result.output_id and (result.stdout_truncated or result.stderr_truncated):
+        parts.append(
+            f"The whole output is kept as `{result.output_id}`: page through it with ssh_read_output "
+            "from the offset the marker line gives."
+        )
     if not result.stdout_bytes and not result.stderr_bytes:
         parts.append("(no output)")
     approved = f", approved under request {result.approval_request}" if result.approval_request else ""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from django.conf import settings
 from pydantic import BaseModel, Field
 
-from audit.output_hygiene import Cleaned, Flag, WarningKind, clean
+from audit.output_hygiene import Cleaned, Flag, WarningKind
+from sshcontrol.mcp.budget import Fitted, Stream, fit
 from sshlib.execute import ExecResult
 
 if TYPE_CHECKING:
@@ -100,6 +102,32 @@ _WARNINGS_DESCRIPTION = (
 _REDACTIONS_DESCRIPTION = "how many secret-shaped strings the returned output shows as [REDACTED]"
 
 
+class OmittedPart(BaseModel):
+    """The middle of a stream that a result leaves out (head and tail are shown)."""
+
+    offset: int = Field(
+        description="byte offset in the stream where the left-out part starts (for ssh_read_output)"
+    )
+    bytes: int = Field(description="bytes left out")
+    lines: int = Field(description="line breaks left out (whole lines, unless inside_line)")
+    exact: bool = Field(
+        description="false when cleaning changed the text at a cut (a redaction or escape sequence): "
+        "the numbers are then about right, not exact"
+    )
+    inside_line: bool = Field(description="a cut falls inside one line longer than the budget")
+
+
+_OUTPUT_DESCRIPTION = (
+    "the output, cleaned, at most SSHCONTROL_OUTPUT_BUDGET_BYTES (head and tail, cut at line ends); "
+    "a marker line between them says what was left out and how to read it"
+)
+
+
+def _stream_lines(kept: str, counted: int) -> int:
+    # The runtime counts lines of the whole stream; a result from before it did counts what it kept.
+    return counted or (kept.count("\n") + (0 if not kept or kept.endswith("\n") else 1))
+
+
 class ExecuteResult(BaseModel):
     state: Literal["completed", "pending"] = Field(
         default="completed",
@@ -112,12 +140,21 @@ class ExecuteResult(BaseModel):
     command: str
     exit_status: int | None = Field(description="the command's exit status; null when it was killed")
     signal: str | None
-    stdout: str
-    stderr: str
-    stdout_bytes: int
-    stderr_bytes: int
-    stdout_truncated: bool
-    stderr_truncated: bool
+    stdout: str = Field(description=_OUTPUT_DESCRIPTION)
+    stderr: str = Field(description=_OUTPUT_DESCRIPTION)
+    stdout_bytes: int = Field(description="bytes the command wrote to stdout, all of them")
+    stderr_bytes: int = Field(description="bytes the command wrote to stderr, all of them")
+    stdout_lines: int = Field(default=0, description="lines the command wrote to stdout, all of them")
+    stderr_lines: int = Field(default=0, description="lines the command wrote to stderr, all of them")
+    stdout_truncated: bool = Field(description="true when stdout here is not the whole output")
+    stderr_truncated: bool = Field(description="true when stderr here is not the whole output")
+    stdout_omitted: OmittedPart | None = Field(default=None, description="what stdout here leaves out")
+    stderr_omitted: OmittedPart | None = Field(default=None, description="what stderr here leaves out")
+    output_id: str | None = Field(
+        default=None,
+        description="the handle of the output kept on the server: page through all of it with "
+        "ssh_read_output",
+    )
     timed_out: bool
     duration_ms: float
     audit_id: int
@@ -136,13 +173,31 @@ class ExecuteResult(BaseModel):
         run: ExecResult,
         audit_id: int,
         approval: ApprovalRequest | None = None,
+        output_id: str | None = None,
     ) -> ExecuteResult:
         """The result of a command that ran, from the SSH runtime's result (as its audit row is).
 
-        The output is cleaned for the model here, the one place both ssh_execute and
-        ssh_approval_status build a command's result; the audit row keeps it raw.
+        The output is cleaned for the model and cut to the output budget here (``mcp/budget.py``),
+        the one place both ssh_execute and ssh_approval_status build a command's result; the
+        audit row keeps it raw.
         """
-        stdout, stderr = clean(run.stdout), clean(run.stderr)
+        budget = settings.OUTPUT_BUDGET_BYTES
+
+        def fitted(stream: Stream, kept: str, total: int, lines: int, cut: bool) -> Fitted:
+            return fit(
+                stream,
+                kept,
+                total_bytes=total,
+                total_lines=lines,
+                holder_cut=cut,
+                budget=budget,
+                output_id=output_id,
+            )
+
+        out_lines = _stream_lines(run.stdout, run.stdout_lines)
+        err_lines = _stream_lines(run.stderr, run.stderr_lines)
+        stdout = fitted("stdout", run.stdout, run.stdout_bytes, out_lines, run.stdout_truncated)
+        stderr = fitted("stderr", run.stderr, run.stderr_bytes, err_lines, run.stderr_truncated)
         return cls(
             session_id=session_id,
             host=host,
@@ -153,13 +208,19 @@ class ExecuteResult(BaseModel):
             stderr=stderr.text,
             stdout_bytes=run.stdout_bytes,
             stderr_bytes=run.stderr_bytes,
-            stdout_truncated=run.stdout_truncated,
-            stderr_truncated=run.stderr_truncated,
+            stdout_lines=out_lines,
+            stderr_lines=err_lines,
+            stdout_truncated=run.stdout_truncated or stdout.omitted is not None,
+            stderr_truncated=run.stderr_truncated or stderr.omitted is not None,
+            stdout_omitted=OmittedPart(**vars(stdout.omitted)) if stdout.omitted else None,
+            stderr_omitted=OmittedPart(**vars(stderr.omitted)) if stderr.omitted else None,
+            output_id=output_id,
             timed_out=run.timed_out,
             duration_ms=run.duration_ms,
             audit_id=audit_id,
             approval_request=approval.pk if approval is not None else None,
-            output_warnings=warnings_of("stdout", stdout) + warnings_of("stderr", stderr),
+            output_warnings=[OutputWarning.of("stdout", f) for f in stdout.warnings]
+            + [OutputWarning.of("stderr", f) for f in stderr.warnings],
             redactions=stdout.redactions + stderr.redactions,
         )
 

@@ -1,0 +1,179 @@
+"""What of a command's output a model receives: a byte budget per stream, head and tail.
+
+The SSH runtime keeps up to ``SSHCONTROL_MAX_OUTPUT_BYTES`` per stream for the audit row (1 MiB
+by default); that is sized for an admin's page, not for a model's context. A tool result carries
+at most ``SSHCONTROL_OUTPUT_BUDGET_BYTES`` per stream (16 KiB by default): the first lines and
+the last lines, cut at line boundaries (inside a line only when one line alone is longer than
+its half of the budget, and never inside a UTF-8 character), with one marker line between them
+saying how many lines and bytes were left out and how to read them.
+
+Safety first, exact numbers second. The whole kept text is cleaned once (``audit.output_hygiene``),
+as before, so a secret or an escape sequence is judged in its whole context. The cut is made on
+the raw text, which gives exact byte offsets into the stream as kept (what
+``ssh_read_output`` pages through); the two pieces are cleaned alone and used only if they are,
+character for character, the start and the end of the whole cleaned text. When they are not
+(a private key block or a token across the cut, an escape sequence or a carriage return that
+cleaning rewrote), the cleaned text itself is cut instead and the offsets count the cleaned
+text: off by what cleaning changed, never showing what cleaning hid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from audit.output_hygiene import Flag, clean
+from audit.redaction import REDACTED
+
+Stream = Literal["stdout", "stderr"]
+
+# The marker the SSH runtime puts where it dropped the middle of a stream (sshlib.capture.Capture.text).
+_HOLDER_MARKER = re.compile(r"\n\[\.\.\. \d+ bytes truncated \.\.\.\]\n")
+
+
+@dataclass(frozen=True)
+class Omitted:
+    """The part of a stream a result leaves out, in the stream's bytes as kept."""
+
+    offset: int  # where it starts: pass this to ssh_read_output
+    bytes: int
+    lines: int  # line breaks inside it: whole lines left out, when both cuts fall on line ends
+    exact: bool  # False when the numbers count the cleaned text (see the module docstring)
+    inside_line: bool  # a cut falls inside a line longer than the budget allows
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """One stream as a model receives it."""
+
+    text: str
+    warnings: list[Flag]
+    redactions: int
+    omitted: Omitted | None
+
+
+@dataclass(frozen=True)
+class _Cut:
+    head: bytes
+    tail: bytes
+    tail_start: int  # offset of the tail in the stream
+    inside_line: bool
+
+
+def _char_start(data: bytes, index: int, forward: bool) -> int:
+    """``index`` moved to the nearest start of a UTF-8 character (continuation bytes are 10xxxxxx)."""
+    while 0 < index < len(data) and data[index] & 0xC0 == 0x80:
+        index += 1 if forward else -1
+    return index
+
+
+def _head_end(data: bytes, limit: int) -> tuple[int, bool]:
+    """Where a head of at most ``limit`` bytes ends: after a newline, or inside the first line."""
+    if len(data) <= limit:
+        return len(data), False
+    newline = data.rfind(b"\n", 0, limit)
+    if newline >= 0:
+        return newline + 1, False
+    return _char_start(data, limit, forward=False), True
+
+
+def _tail_start(data: bytes, limit: int) -> tuple[int, bool]:
+    """Where a tail of at most ``limit`` bytes starts: after a newline, or inside the last line."""
+    if len(data) <= limit:
+        return 0, False
+    earliest = len(data) - limit
+    # A line end at or after `earliest - 1` (not the stream's last byte) starts a whole line.
+    newline = data.find(b"\n", earliest - 1, len(data) - 1)
+    if newline >= 0:
+        return newline + 1, False
+    return _char_start(data, earliest, forward=True), True
+
+
+def _split_holder_cut(text: str) -> tuple[str, str] | None:
+    """The kept head and tail around the runtime's own cut marker: the one nearest the middle.
+
+    Output may print a line that looks like the marker; the runtime keeps equal halves, so
+    the real one is where the halves meet.
+    """
+    middle = len(text) / 2
+    best = min(_HOLDER_MARKER.finditer(text), key=lambda m: abs(m.start() - middle), default=None)
+    if best is None:
+        return None
+    return text[: best.start()], text[best.end() :]
+
+
+def _cut(text: str, budget: int, total_bytes: int, holder_cut: bool) -> _Cut:
+    split = _split_holder_cut(text) if holder_cut else None
+    if split is not None:
+        head_source, tail_source = split[0].encode(), split[1].encode()
+    else:
+        head_source = tail_source = text.encode()
+    head_end, head_inside = _head_end(head_source, budget // 2)
+    tail_budget = budget - head_end
+    if split is None:
+        # One text: the tail may not reach back into the head.
+        tail_budget = min(tail_budget, len(tail_source) - head_end)
+    start, tail_inside = _tail_start(tail_source, tail_budget)
+    tail = tail_source[start:]
+    return _Cut(head_source[:head_end], tail, total_bytes - len(tail), head_inside or tail_inside)
+
+
+def marker(
+    stream: Stream, omitted: Omitted, total_lines: int, total_bytes: int, output_id: str | None
+) -> str:
+    """The line between head and tail: what was left out, and how to read it."""
+    about = "" if omitted.exact else "about "
+    inside = "; a cut falls inside a long line" if omitted.inside_line else ""
+    what = (
+        f"[... {about}{omitted.lines} lines, {about}{omitted.bytes} bytes left out "
+        f"(of {total_lines} lines, {total_bytes} bytes){inside}; "
+    )
+    if output_id:
+        call = f'ssh_read_output(output_id="{output_id}", stream="{stream}", offset={omitted.offset})'
+        how = f"read them with {call}"
+    else:
+        how = (
+            "they were not kept: to see them, run the command again with its output filtered "
+            "(grep, head, tail, sed -n) or written to a file"
+        )
+    return f"{what}{how} ...]"
+
+
+def fit(
+    stream: Stream,
+    kept: str,
+    *,
+    total_bytes: int,
+    total_lines: int,
+    holder_cut: bool,
+    budget: int,
+    output_id: str | None = None,
+) -> Fitted:
+    """``kept`` (a stream as the SSH runtime kept it, raw) cleaned and cut to ``budget`` bytes.
+
+    ``total_bytes`` and ``total_lines`` count the whole stream; ``holder_cut`` says the runtime
+    already dropped its middle (its marker is in ``kept``).
+    """
+    whole = clean(kept)
+    if len(whole.text.encode()) <= budget:
+        return Fitted(whole.text, whole.warnings, whole.redactions, None)
+    raw = _cut(kept, budget, total_bytes, holder_cut)
+    head, tail = clean(raw.head.decode()).text, clean(raw.tail.decode()).text
+    exact = whole.text.startswith(head) and whole.text.endswith(tail)
+    if exact:
+        cut = raw
+    else:
+        cut = _cut(whole.text, budget, total_bytes, holder_cut)
+        head, tail = cut.head.decode(), cut.tail.decode()
+    newlines = total_lines - (0 if not kept or kept.endswith("\n") else 1)
+    omitted = Omitted(
+        offset=len(cut.head),
+        bytes=max(0, cut.tail_start - len(cut.head)),
+        lines=max(0, newlines - cut.head.count(b"\n") - cut.tail.count(b"\n")),
+        exact=exact,
+        inside_line=cut.inside_line,
+    )
+    line = marker(stream, omitted, total_lines, total_bytes, output_id)
+    text = f"{head}{'' if not head or head.endswith(chr(10)) else chr(10)}{line}\n{tail}"
+    return Fitted(text, whole.warnings, head.count(REDACTED) + tail.count(REDACTED), omitted)
