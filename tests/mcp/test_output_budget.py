@@ -7,12 +7,14 @@ run real commands against the suite's sshd through the in-process MCP client.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
 
 from audit.redaction import REDACTED
 from sshcontrol.mcp.budget import fit
+from tests.core.test_settings import run_cli
 from tests.mcp.conftest import McpHarness
 
 BUDGET = 1024
@@ -152,3 +154,10 @@ def test_ssh_execute_returns_the_budget_and_the_totals(mcp: McpHarness, host: st
     )
     text = mcp.text("ssh_execute", host=host, command="seq 1 100000")
     assert "100000 lines" in text and text.count("left out") == 1 and len(text) < 3 * 4096
+
+
+@pytest.mark.parametrize("value", ["lots", "100"])
+def test_a_bad_budget_is_reported_as_a_system_check(tmp_path: Path, value: str) -> None:
+    done = run_cli(tmp_path, "check", SSHCONTROL_OUTPUT_BUDGET_BYTES=value)
+    assert done.returncode != 0 and "sshcontrol.E080" in done.stderr
+    assert "SSHCONTROL_OUTPUT_BUDGET_BYTES" in done.stderr
