@@ -10,6 +10,7 @@ they need from the database themselves: credentials never travel in a message.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets as pysecrets
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ from sshcontrol.taskspec import (
     Uploaded,
     UploadSpec,
 )
-from sshlib import transfer
+from sshlib import ranges, transfer
 from sshlib.capture import OutputSink
 from sshlib.errors import (
     AuthenticationFailed,
@@ -346,14 +347,22 @@ def upload(session_id: str, spec: UploadSpec) -> Uploaded:
 def download(session_id: str, spec: DownloadSpec) -> Downloaded:
     session = _held(session_id)
     client, reconnected = _client_for(session)
-    with _local_fence():
-        if spec.local_path is None:
-            result = transfer.download(client, spec.remote_path, None, max_inline_bytes=spec.max_inline_bytes)
-        else:
-            with localfiles.Destination(spec.local_path, spec.overwrite) as dest:
-                result = transfer.download(
-                    client, spec.remote_path, dest, max_inline_bytes=spec.max_inline_bytes
-                )
+    if spec.local_path is None:
+        # Inline: one page (the whole file when it fits), read by range (sshlib.ranges).
+        page = ranges.read_range(client, spec.remote_path, spec.offset, spec.max_inline_bytes)
+        session.touch()
+        digest = hashlib.sha256(page.data).hexdigest()
+        return Downloaded(
+            page.remote_path,
+            len(page.data),
+            digest,
+            page.data,
+            reconnected,
+            file_size=page.file_size,
+            offset=page.offset,
+        )
+    with _local_fence(), localfiles.Destination(spec.local_path, spec.overwrite) as dest:
+        result = transfer.download(client, spec.remote_path, dest, max_inline_bytes=spec.max_inline_bytes)
     session.touch()
     return Downloaded(result.remote_path, result.size, result.sha256, result.content, reconnected)
 

@@ -122,6 +122,8 @@ class DownloadSpec:
     local_path: str | None = None  # None: return the content inline
     overwrite: bool = False
     max_inline_bytes: int = 1 << 20
+    # Inline only: read max_inline_bytes from here (a page of a file bigger than one result carries).
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,9 @@ class Downloaded:
     sha256: str
     content: Base64Bytes | None  # set when downloaded inline
     reconnected: bool = False
+    # Inline downloads read a page: the file's size, and where the page starts.
+    file_size: int | None = None
+    offset: int = 0
 
 
 @dataclass(frozen=True)

@@ -177,3 +177,50 @@ def fit(
     line = marker(stream, omitted, total_lines, total_bytes, output_id)
     text = f"{head}{'' if not head or head.endswith(chr(10)) else chr(10)}{line}\n{tail}"
     return Fitted(text, whole.warnings, head.count(REDACTED) + tail.count(REDACTED), omitted)
+
+
+# -- pages of a file (ssh_download_file inline) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FilePage:
+    """What of a page read from a file a result carries, and where the next page starts."""
+
+    data: bytes  # the bytes shown (text, or base64 of them)
+    text: str | None  # the page as UTF-8 text when it is text, else None (shown as base64)
+    next_offset: int | None  # None when the page reaches the end of the file
+
+
+def _text_end(data: bytes, at_end: bool) -> int | None:
+    """How much of ``data`` is whole UTF-8 text (a character cut at the page's end left for the
+    next page); None when it is not text."""
+    try:
+        data.decode("utf-8")
+        return len(data)
+    except UnicodeDecodeError as exc:
+        # Only a character cut by the page boundary itself is allowed, and only before the end.
+        if not at_end and exc.reason == "unexpected end of data" and exc.start >= len(data) - 3:
+            return exc.start
+        return None
+
+
+def file_page(data: bytes, offset: int, file_size: int, budget: int) -> FilePage:
+    """Shape a page read from ``offset`` (at most ``budget`` bytes) to what one result may carry.
+
+    Text ends at a line end where one falls in the page's second half, else at a character
+    boundary; binary content is shown as base64, so only three quarters of the budget is taken.
+    """
+    at_end = offset + len(data) >= file_size
+    end = _text_end(data, at_end)
+    if end is not None:
+        if not at_end:
+            newline = data.rfind(b"\n", 0, end)
+            if newline >= end // 2:
+                end = newline + 1
+        if end > 0 or at_end:
+            kept = data[:end]
+            done = at_end and end == len(data)
+            return FilePage(kept, kept.decode("utf-8"), None if done else offset + len(kept))
+    kept = data[: budget * 3 // 4] if len(data) > budget * 3 // 4 else data
+    done = offset + len(kept) >= file_size
+    return FilePage(kept, None, None if done else offset + len(kept))

@@ -160,10 +160,18 @@ def upload(result: UploadResult) -> str:
 
 
 def download(result: DownloadResult) -> str:
-    head = (
-        f"Downloaded `{result.remote_path}` from **{result.host}**: {result.bytes} bytes, "
-        f"SHA-256 {result.sha256}."
-    )
+    paged = result.next_offset is not None or result.offset > 0
+    if paged:
+        end = result.offset + result.bytes
+        head = (
+            f"`{result.remote_path}` on **{result.host}** is {result.file_size} bytes; "
+            f"bytes {result.offset} to {end} follow (SHA-256 of this page {result.sha256})."
+        )
+    else:
+        head = (
+            f"Downloaded `{result.remote_path}` from **{result.host}**: {result.bytes} bytes, "
+            f"SHA-256 {result.sha256}."
+        )
     if result.local_path:
         return f"{head}\nSaved to `{result.local_path}`. Audit #{result.audit_id}."
     body = (
@@ -173,7 +181,12 @@ def download(result: DownloadResult) -> str:
     )
     if hygiene := _hygiene(result.output_warnings, result.redactions):
         body = f"{hygiene}\n\n{body}"
-    return f"{head}\n\n{body}\n\nAudit #{result.audit_id}."
+    more = (
+        f"\n\nMore follows: call ssh_download_file again with offset={result.next_offset}."
+        if result.next_offset is not None
+        else ""
+    )
+    return f"{head}\n\n{body}{more}\n\nAudit #{result.audit_id}."
 
 
 def list_files(result: ListFilesResult) -> str:

@@ -267,11 +267,18 @@ class DownloadResult(BaseModel):
     session_id: str
     host: str
     remote_path: str
-    bytes: int
-    sha256: str
+    bytes: int = Field(description="bytes downloaded: the whole file, or this page of it")
+    sha256: str = Field(description="SHA-256 of the bytes downloaded (the whole file unless paged)")
     local_path: str | None = Field(description="where the file was written, when a local_path was given")
-    content: str | None = Field(description="the file's content when downloaded inline")
+    content: str | None = Field(description="the file's content (or this page of it) when downloaded inline")
     content_encoding: Literal["utf-8", "base64"] | None
+    file_size: int | None = Field(default=None, description="the remote file's size (inline downloads)")
+    offset: int = Field(default=0, description="where the content starts in the file")
+    next_offset: int | None = Field(
+        default=None,
+        description="inline: where the rest starts; pass it as offset to read the next page "
+        "(null at the end)",
+    )
     audit_id: int
     output_warnings: list[OutputWarning] = Field(
         default_factory=list, description=f"{_WARNINGS_DESCRIPTION} (utf-8 content only; base64 is raw)"

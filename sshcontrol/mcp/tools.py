@@ -45,6 +45,7 @@ from sshcontrol.mcp import fleet_tools, render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import await_decision, held_back
 from sshcontrol.mcp.approved_runs import checked_timeout, run_approved
+from sshcontrol.mcp.budget import file_page
 from sshcontrol.mcp.hostlist import empty_reason
 from sshcontrol.mcp.identity import ClientRef, caller_for, own_client
 from sshcontrol.mcp.schemas import (
@@ -536,11 +537,25 @@ class Tools:
         host: HostArg = None,
         local_path: LocalPathArg = None,
         overwrite: Annotated[bool, Field(description="Replace an existing local file.")] = False,
+        offset: Annotated[
+            int, Field(ge=0, description="Inline only: the byte to start from (a next_offset from before).")
+        ] = 0,
+        length: Annotated[
+            int | None,
+            Field(ge=1, description="Inline only: bytes to read at most (capped at the output budget)."),
+        ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, DownloadResult]:
         """Download a file from a host into the server's transfer directory (local_path) or inline (utf-8
-        text when valid, else base64, up to a size cap). Returns the size and SHA-256."""
+        text when valid, else base64). Inline content is at most the output budget (16 KiB by default);
+        a bigger file comes a page at a time: call again with offset=next_offset until next_offset is
+        null. Returns the size and SHA-256."""
         caller = self.caller(ctx)
+        if local_path is not None and (offset or length is not None):
+            raise ToolError(
+                "offset and length page an inline download; with local_path the whole file is written"
+            )
+        page_bytes = min(length or settings.OUTPUT_BUDGET_BYTES, settings.OUTPUT_BUDGET_BYTES)
 
         def work() -> DownloadResult:
             try:
@@ -556,7 +571,8 @@ class Tools:
                 remote_path,
                 local_path=located.relative if located is not None else None,
                 overwrite=overwrite,
-                max_inline_bytes=settings.MAX_INLINE_DOWNLOAD_BYTES,
+                max_inline_bytes=page_bytes if located is None else settings.MAX_INLINE_DOWNLOAD_BYTES,
+                offset=offset,
             )
             with host_call(
                 "ssh_download_file",
@@ -567,29 +583,48 @@ class Tools:
                 audit=AuditFields(remote_path=remote_path, local_path=dest or ""),
             ) as call:
                 r = call.download(download)
-                content: str | None = None
-                encoding: Literal["utf-8", "base64"] | None = None
+                if r.content is None:
+                    audit_id = call.complete(file_size=r.size, file_sha256=r.sha256)
+                    return DownloadResult(
+                        session_id=call.session_id,
+                        host=call.host.name,
+                        remote_path=r.remote_path,
+                        bytes=r.size,
+                        sha256=r.sha256,
+                        local_path=dest,
+                        content=None,
+                        content_encoding=None,
+                        audit_id=audit_id,
+                    )
+                # The holder hashed the bytes it read; check nothing was lost on the way.
+                if hashlib.sha256(r.content).hexdigest() != r.sha256:
+                    call.fail("downloaded content does not match its SHA-256; try again")
+                file_size = r.file_size if r.file_size is not None else r.size
+                page = file_page(r.content, r.offset, file_size, page_bytes)
                 shown = Cleaned("")
-                if r.content is not None:
-                    try:
-                        # Text reaches the model cleaned like command output; base64 is not read as text.
-                        shown = clean(r.content.decode("utf-8"))
-                        content, encoding = shown.text, "utf-8"
-                    except UnicodeDecodeError:
-                        content, encoding = base64.b64encode(r.content).decode(), "base64"
-                    # The holder hashed the bytes it read; check nothing was lost on the way.
-                    if hashlib.sha256(r.content).hexdigest() != r.sha256:
-                        call.fail("downloaded content does not match its SHA-256; try again")
-                audit_id = call.complete(file_size=r.size, file_sha256=r.sha256)
+                encoding: Literal["utf-8", "base64"]
+                if page.text is not None:
+                    # Text reaches the model cleaned like command output; base64 is not read as text.
+                    shown = clean(page.text)
+                    content, encoding = shown.text, "utf-8"
+                else:
+                    content, encoding = base64.b64encode(page.data).decode(), "base64"
+                digest = hashlib.sha256(page.data).hexdigest()
+                if page.next_offset is not None or r.offset:
+                    call.details.update(offset=r.offset, file_size=file_size)
+                audit_id = call.complete(file_size=len(page.data), file_sha256=digest)
                 return DownloadResult(
                     session_id=call.session_id,
                     host=call.host.name,
                     remote_path=r.remote_path,
-                    bytes=r.size,
-                    sha256=r.sha256,
-                    local_path=dest,
+                    bytes=len(page.data),
+                    sha256=digest,
+                    local_path=None,
                     content=content,
                     content_encoding=encoding,
+                    file_size=file_size,
+                    offset=r.offset,
+                    next_offset=page.next_offset,
                     audit_id=audit_id,
                     output_warnings=warnings_of("content", shown),
                     redactions=shown.redactions,

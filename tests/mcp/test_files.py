@@ -109,11 +109,13 @@ def test_it_confines_local_paths_to_the_transfer_directory(
     assert not (root.parent / "outside.txt").exists()
 
 
-def test_it_caps_inline_downloads_with_a_clear_message(mcp: McpHarness, remote_dir: str) -> None:
-    big = settings.MAX_INLINE_DOWNLOAD_BYTES + 1
+def test_it_pages_inline_downloads_bigger_than_the_budget(mcp: McpHarness, remote_dir: str) -> None:
+    big = settings.OUTPUT_BUDGET_BYTES + 1
     mcp.ok("ssh_execute", host="h", command=f"head -c {big} /dev/zero > {remote_dir}/big")
-    message = mcp.error("ssh_download_file", host="h", remote_path=f"{remote_dir}/big")
-    assert "local_path" in message and str(big) in message
+    first = mcp.ok("ssh_download_file", host="h", remote_path=f"{remote_dir}/big")
+    assert first["file_size"] == big and first["next_offset"] == first["bytes"] < big
+    text = mcp.text("ssh_download_file", host="h", remote_path=f"{remote_dir}/big")
+    assert f"offset={first['next_offset']}" in text
 
 
 def test_it_lists_files_with_types_modes_and_symlinks(mcp: McpHarness, remote_dir: str) -> None:
