@@ -221,6 +221,8 @@ def file_page(data: bytes, offset: int, file_size: int, budget: int) -> FilePage
             kept = data[:end]
             done = at_end and end == len(data)
             return FilePage(kept, kept.decode("utf-8"), None if done else offset + len(kept))
-    kept = data[: budget * 3 // 4] if len(data) > budget * 3 // 4 else data
+    # At least one byte, so that a page always moves on (length=1 on a multibyte character).
+    room = max(1, budget * 3 // 4)
+    kept = data[:room]
     done = offset + len(kept) >= file_size
     return FilePage(kept, None, None if done else offset + len(kept))

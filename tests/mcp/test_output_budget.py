@@ -13,7 +13,7 @@ import pytest
 from django.test import override_settings
 
 from audit.redaction import REDACTED
-from sshcontrol.mcp.budget import fit
+from sshcontrol.mcp.budget import file_page, fit
 from tests.core.test_settings import run_cli
 from tests.mcp.conftest import McpHarness
 
@@ -161,3 +161,15 @@ def test_a_bad_budget_is_reported_as_a_system_check(tmp_path: Path, value: str) 
     done = run_cli(tmp_path, "check", SSHCONTROL_OUTPUT_BUDGET_BYTES=value)
     assert done.returncode != 0 and "sshcontrol.E080" in done.stderr
     assert "SSHCONTROL_OUTPUT_BUDGET_BYTES" in done.stderr
+
+
+def test_a_page_always_moves_on_even_one_byte_into_a_character() -> None:
+    data = "€".encode()  # three bytes; a page of one byte cannot be text
+    page = file_page(data[:1], 0, 3, budget=1)
+    assert page.text is None and page.data == data[:1] and page.next_offset == 1
+
+
+def test_a_text_page_ends_at_a_line_end_in_its_second_half() -> None:
+    data = b"a" * 600 + b"\n" + b"b" * 300 + b"\n" + b"c" * 123
+    page = file_page(data, 0, 5000, budget=1024)
+    assert page.text == "a" * 600 + "\n" + "b" * 300 + "\n" and page.next_offset == 902
