@@ -173,3 +173,18 @@ def test_a_text_page_ends_at_a_line_end_in_its_second_half() -> None:
     data = b"a" * 600 + b"\n" + b"b" * 300 + b"\n" + b"c" * 123
     page = file_page(data, 0, 5000, budget=1024)
     assert page.text == "a" * 600 + "\n" + "b" * 300 + "\n" and page.next_offset == 902
+
+
+def test_an_approved_run_comes_within_the_budget_too(as_client, make_host, settings) -> None:  # type: ignore[no-untyped-def]
+    from hosts import approvals
+
+    settings.APPROVAL_WAIT_SECONDS = 0.3
+    settings.OUTPUT_BUDGET_BYTES = 2048
+    agent = as_client("agent", owner="alice", hosts=[make_host("web1")], rules=[("approve", "^seq ")])
+    held = agent.ok("ssh_execute", host="web1", command="seq 1 50000")
+    assert held["state"] == "pending"
+    approvals.decide(held["pending_approval"]["request_id"], "bob", approve=True)
+    ran = agent.ok("ssh_approval_status", request_id=held["pending_approval"]["request_id"])["execution"]
+    head, _, tail = parts(ran["stdout"])
+    assert len(head.encode()) + len(tail.encode()) <= 2048 and tail.endswith("50000\n")
+    assert ran["stdout_lines"] == 50000 and ran["stdout_omitted"]["exact"] is True
