@@ -78,6 +78,7 @@ class Capture:
         if not self.truncated:
             return head + tail.decode("utf-8", errors="replace") if tail else head
         dropped = self.total - len(self.head) - len(tail)
+        # sshcontrol/mcp/budget.py finds this line to cut around it: change both together.
         return f"{head}\n[... {dropped} bytes truncated ...]\n{tail.decode('utf-8', errors='replace')}"
 
 

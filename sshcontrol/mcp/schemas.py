@@ -179,7 +179,9 @@ class ExecuteResult(BaseModel):
 
         The output is cleaned for the model and cut to the output budget here (``mcp/budget.py``),
         the one place both ssh_execute and ssh_approval_status build a command's result; the
-        audit row keeps it raw.
+        audit row keeps it raw. Pass ``output_id`` only when the output can be read back by it
+        (a kept output that spilled to disk, or one told to spill below the budget): the
+        marker line tells the model to page with it.
         """
         budget = settings.OUTPUT_BUDGET_BYTES
 
