@@ -226,3 +226,17 @@ def file_page(data: bytes, offset: int, file_size: int, budget: int) -> FilePage
     kept = data[:room]
     done = offset + len(kept) >= file_size
     return FilePage(kept, None, None if done else offset + len(kept))
+
+
+# The end of a private key block whose BEGIN line was on an earlier page: the redaction patterns
+# need the BEGIN line, so a page that starts inside a key's body is hidden up to its END line.
+_KEY_TAIL = re.compile(
+    r"\A(?:(?!-----BEGIN )[\s\S]){0,65536}?(-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)"
+)
+
+
+def hide_key_tail(text: str) -> str:
+    """``text`` (a page that does not start the file) with a key body it starts inside hidden."""
+    if "PRIVATE KEY" not in text:
+        return text
+    return _KEY_TAIL.sub(lambda m: f"{REDACTED}\n{m.group(1)}", text, count=1)

@@ -45,7 +45,7 @@ from sshcontrol.mcp import fleet_tools, render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import await_decision, held_back
 from sshcontrol.mcp.approved_runs import checked_timeout, run_approved
-from sshcontrol.mcp.budget import file_page
+from sshcontrol.mcp.budget import file_page, hide_key_tail
 from sshcontrol.mcp.hostlist import empty_reason
 from sshcontrol.mcp.identity import ClientRef, caller_for, own_client
 from sshcontrol.mcp.schemas import (
@@ -607,7 +607,7 @@ class Tools:
                 encoding: Literal["utf-8", "base64"]
                 if page.text is not None:
                     # Text reaches the model cleaned like command output; base64 is not read as text.
-                    shown = clean(page.text)
+                    shown = clean(hide_key_tail(page.text) if r.offset else page.text)
                     content, encoding = shown.text, "utf-8"
                 else:
                     content, encoding = base64.b64encode(page.data).decode(), "base64"

@@ -112,3 +112,16 @@ def test_length_asks_for_less_and_offset_past_the_end_gives_nothing(mcp: McpHarn
 def test_offset_with_a_local_path_is_refused(mcp: McpHarness, remote_dir: str) -> None:
     message = mcp.error("ssh_download_file", host="h", remote_path="/etc/hostname", local_path="x", offset=5)
     assert "offset and length" in message
+
+
+@override_settings(OUTPUT_BUDGET_BYTES=BUDGET)
+def test_a_private_key_across_two_pages_is_hidden_on_both(mcp: McpHarness, remote_dir: str) -> None:
+    body = "".join(f"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC{n:06d}\n" for n in range(40))
+    key = f"-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----\n"
+    data = ("".join(f"line {n}\n" for n in range(400)) + key + "after\n").encode()
+    put(mcp, f"{remote_dir}/key", data)
+    got = pages(mcp, f"{remote_dir}/key")
+    spanned = [p for p in got if "PRIVATE KEY" in p["content"]]
+    assert len(spanned) == 2, "the key must straddle a page boundary for this test"
+    assert not any("MIIEvQ" in p["content"] for p in got)
+    assert all(p["redactions"] == 1 for p in spanned)
