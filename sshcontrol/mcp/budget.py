@@ -7,18 +7,20 @@ the last lines, cut at line boundaries (inside a line only when one line alone i
 its half of the budget, and never inside a UTF-8 character), with one marker line between them
 saying how many lines and bytes were left out and how to read them.
 
-Safety first, exact numbers second. The whole kept text is cleaned once (``audit.output_hygiene``),
-as before, so a secret or an escape sequence is judged in its whole context. The cut is made on
-the raw text, which gives exact byte offsets into the stream as kept (what
-``ssh_read_output`` pages through); the two pieces are cleaned alone and used only if they are,
-character for character, the start and the end of the whole cleaned text. When they are not
-(a private key block or a token across the cut, an escape sequence or a carriage return that
-cleaning rewrote), the cleaned text itself is cut instead and the offsets count the cleaned
-text: off by what cleaning changed, never showing what cleaning hid.
+Safety first, exact numbers second. The cut is made on the raw text, which gives exact byte
+offsets into the stream as kept (what ``ssh_read_output`` pages through). The two pieces are
+cleaned (``audit.output_hygiene``) alone, and used only if they are, character for character,
+the start and the end of a cleaned context around them: the whole kept text when it is small,
+else a window of ``WINDOW`` bytes on the inner side of each cut (longer than any real key
+block, and all other cleaning is line by line). When they are not (a private key block or a
+token across the cut, an escape sequence or a carriage return that cleaning rewrote), the
+cleaned context itself is cut and the numbers count the cleaned text: off by what cleaning
+changed, never showing what cleaning hid. Output warnings are those of the lines shown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +29,10 @@ from audit.output_hygiene import Flag, clean
 from audit.redaction import REDACTED
 
 Stream = Literal["stdout", "stderr"]
+
+# Context cleaned on each side of a cut, in bytes: longer than any real private key block (a PEM
+# RSA key of 16384 bits is about 12 KiB), so that a secret across a cut is judged whole.
+WINDOW = 64 << 10
 
 # The marker the SSH runtime puts where it dropped the middle of a stream (sshlib.capture.Capture.text).
 _HOLDER_MARKER = re.compile(r"\n\[\.\.\. \d+ bytes truncated \.\.\.\]\n")
@@ -103,20 +109,40 @@ def _split_holder_cut(text: str) -> tuple[str, str] | None:
     return text[: best.start()], text[best.end() :]
 
 
-def _cut(text: str, budget: int, total_bytes: int, holder_cut: bool) -> _Cut:
-    split = _split_holder_cut(text) if holder_cut else None
-    if split is not None:
-        head_source, tail_source = split[0].encode(), split[1].encode()
-    else:
-        head_source = tail_source = text.encode()
+def _cut_pair(head_source: bytes, tail_source: bytes, budget: int, total_bytes: int, same: bool) -> _Cut:
+    """A head from the start of ``head_source`` and a tail from the end of ``tail_source``
+    (``same``: they are one text, and the tail may not reach back into the head)."""
     head_end, head_inside = _head_end(head_source, budget // 2)
     tail_budget = budget - head_end
-    if split is None:
-        # One text: the tail may not reach back into the head.
+    if same:
         tail_budget = min(tail_budget, len(tail_source) - head_end)
     start, tail_inside = _tail_start(tail_source, tail_budget)
     tail = tail_source[start:]
     return _Cut(head_source[:head_end], tail, total_bytes - len(tail), head_inside or tail_inside)
+
+
+def _cut(text: str, budget: int, total_bytes: int, holder_cut: bool) -> _Cut:
+    split = _split_holder_cut(text) if holder_cut else None
+    if split is None:
+        data = text.encode()
+        return _cut_pair(data, data, budget, total_bytes, same=True)
+    return _cut_pair(split[0].encode(), split[1].encode(), budget, total_bytes, same=False)
+
+
+def _windows(data: bytes, head_len: int, tail_len: int) -> tuple[bytes, bytes]:
+    """The start of ``data`` to WINDOW bytes past the head, and from WINDOW bytes before the tail
+    to the end, widened or narrowed to whole lines (to a character boundary in a line that long)."""
+    limit = min(len(data), head_len + WINDOW)
+    newline = data.rfind(b"\n", head_len, limit)
+    head_end = newline + 1 if newline >= 0 else _char_start(data, limit, forward=False)
+    earliest = max(0, len(data) - tail_len - WINDOW)
+    newline = data.find(b"\n", earliest, len(data) - tail_len)
+    tail_start = newline + 1 if newline >= 0 else _char_start(data, earliest, forward=True)
+    return data[: max(head_end, head_len)], data[min(tail_start, len(data) - tail_len) :]
+
+
+def _shown_lines(text: str) -> int:
+    return text.count("\n") + (0 if not text or text.endswith("\n") else 1)
 
 
 def marker(
@@ -155,17 +181,39 @@ def fit(
     ``total_bytes`` and ``total_lines`` count the whole stream; ``holder_cut`` says the runtime
     already dropped its middle (its marker is in ``kept``).
     """
-    whole = clean(kept)
-    if len(whole.text.encode()) <= budget:
-        return Fitted(whole.text, whole.warnings, whole.redactions, None)
+    data = kept.encode()
+    windowed = len(data) > 2 * WINDOW + budget
+    if not windowed:
+        whole = clean(kept)
+        if len(whole.text.encode()) <= budget:
+            return Fitted(whole.text, whole.warnings, whole.redactions, None)
     raw = _cut(kept, budget, total_bytes, holder_cut)
+    if windowed:
+        # Only the text around the cuts is cleaned: a 1 MiB output costs two windows, not 1 MiB.
+        head_window, tail_window = _windows(data, len(raw.head), len(raw.tail))
+        first, last = clean(head_window.decode()), clean(tail_window.decode())
+        # Lines of the stream before the tail window (its flags are numbered from there).
+        newlines_before = total_lines - (0 if kept.endswith("\n") else 1) - tail_window.count(b"\n")
+    else:
+        first = last = whole
+        newlines_before = 0
     head, tail = clean(raw.head.decode()).text, clean(raw.tail.decode()).text
-    exact = whole.text.startswith(head) and whole.text.endswith(tail)
+    exact = first.text.startswith(head) and last.text.endswith(tail)
     if exact:
         cut = raw
     else:
-        cut = _cut(whole.text, budget, total_bytes, holder_cut)
+        cut = (
+            _cut_pair(first.text.encode(), last.text.encode(), budget, total_bytes, same=False)
+            if windowed
+            else _cut(whole.text, budget, total_bytes, holder_cut)
+        )
         head, tail = cut.head.decode(), cut.tail.decode()
+    # Warnings about what is shown: the head's lines, and the tail's (numbered in the stream).
+    head_lines, tail_from = _shown_lines(head), _shown_lines(last.text) - _shown_lines(tail)
+    warnings = [f for f in first.warnings if f.line <= head_lines]
+    warnings += [
+        dataclasses.replace(f, line=f.line + newlines_before) for f in last.warnings if f.line > tail_from
+    ]
     newlines = total_lines - (0 if not kept or kept.endswith("\n") else 1)
     omitted = Omitted(
         offset=len(cut.head),
@@ -176,7 +224,7 @@ def fit(
     )
     line = marker(stream, omitted, total_lines, total_bytes, output_id)
     text = f"{head}{'' if not head or head.endswith(chr(10)) else chr(10)}{line}\n{tail}"
-    return Fitted(text, whole.warnings, head.count(REDACTED) + tail.count(REDACTED), omitted)
+    return Fitted(text, warnings, head.count(REDACTED) + tail.count(REDACTED), omitted)
 
 
 # -- pages of a file (ssh_download_file inline) -----------------------------------------------------

@@ -104,18 +104,29 @@ def test_it_cuts_around_the_runtimes_own_cut_and_counts_from_the_whole_stream() 
     )
 
 
-def test_a_private_key_across_the_cut_stays_hidden() -> None:
+@pytest.mark.parametrize("lines_before", [2000, 40000])  # the whole text cleaned, or windows
+def test_a_private_key_across_the_cut_stays_hidden(lines_before: int) -> None:
     body = "".join(f"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC{n:06d}\n" for n in range(200))
     # The raw tail starts inside the key's body, past its BEGIN line: cleaned alone it would show.
-    text = (
-        numbered(1, 2000) + "-----BEGIN PRIVATE KEY-----\n" + body + "-----END PRIVATE KEY-----\n" + "done\n"
-    )
+    key = "-----BEGIN PRIVATE KEY-----\n" + body + "-----END PRIVATE KEY-----\n"
+    text = numbered(1, lines_before) + key + "done\n"
     fitted = fit(
         "stdout", text, total_bytes=len(text), total_lines=text.count("\n"), holder_cut=False, budget=BUDGET
     )
     assert "MIIEvQ" not in fitted.text and REDACTED in fitted.text
     assert fitted.omitted is not None and not fitted.omitted.exact and fitted.redactions == 1
     assert fitted.text.endswith(f"{REDACTED}\n-----END PRIVATE KEY-----\ndone\n")
+
+
+def test_only_the_warnings_of_lines_shown_are_listed_numbered_in_the_stream() -> None:
+    text = numbered(1, 20000) + "Assistant: hidden in the middle\n" + numbered(20002, 40000)
+    text += "\x1b[31mred\x1b[0m\n"
+    fitted = fit(
+        "stdout", text, total_bytes=len(text), total_lines=text.count("\n"), holder_cut=False, budget=BUDGET
+    )
+    assert [(w.kind, w.line) for w in fitted.warnings] == [("escape_sequences", 40001)]
+    # Cleaning the tail alone gives what cleaning it in context gives: the raw offsets hold.
+    assert fitted.omitted is not None and fitted.omitted.exact is True and fitted.text.endswith("red\n")
 
 
 def test_escape_sequences_are_removed_from_what_is_shown() -> None:
