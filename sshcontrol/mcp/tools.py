@@ -351,12 +351,11 @@ class Tools:
         ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ExecuteResult]:
-        """Run a shell command on a host (by session_id, or by host name) and return its exit status,
-        stdout and stderr (at most 16 KiB each by default: first and last lines, with a marker line
-        saying what was left out and how to read it; filter big output with grep/head/tail). The
-        command is killed at the timeout; stdin is closed unless you pass text. Some commands need an
-        administrator's approval: if none comes in time the result has state 'pending' and a
-        request_id for ssh_approval_status. Audited."""
+        """Run a shell command on a host (session_id or host name); returns exit status, stdout and
+        stderr (16 KiB each at most: first and last lines; a marker line says how to read the rest).
+        Killed at the timeout; stdin closed unless given. Some commands need an administrator's
+        approval: if none comes in time the result is 'pending' with a request_id for
+        ssh_approval_status. Audited."""
         caller = self.caller(ctx)
         seconds = checked_timeout(timeout)
         if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
