@@ -420,7 +420,6 @@ def run_detached_job(job_id: str, stdin: str | None) -> None:
     job = retrying(lambda: Job.objects.get(job_id=job_id), "reading the job")
     spec = CommandSpec(job.command, job.working_directory or None, job.timeout, stdin, job.sudo)
     ticket = JobTicket(job_id, 0.0, job.actor, job.client_id, job.session_id)
-    jobs.claim(job_id, job.audit_event_id)
     context = jobs.JobContext(ticket, spec, job.host_id, job.host_name, "", job.audit_event_id, ())
     try:
         session = _connect_for_job(job.host_id, job_id)
@@ -429,6 +428,8 @@ def run_detached_job(job_id: str, stdin: str | None) -> None:
         jobs.finish_job(context, None, exc, "")
         return
     try:
+        # Claimed once connected: ssh_start_job waits for this (or for a failure to connect).
+        jobs.claim(job_id, job.audit_event_id)
 
         def body(cancel: CancelEvent, sink: OutputSink, tell: ProgressFn) -> ExecResult:
             return _run(session, request, cancel, None, job.audit_event_id, sink)[0]
