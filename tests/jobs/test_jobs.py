@@ -22,7 +22,8 @@ def follow(
     mcp: McpHarness, job_id: str, max_bytes: int = 1000, timeout: float = 60
 ) -> tuple[str, str, dict[str, Any]]:
     """Poll ssh_job_status with the offsets it gives until the job ended and both streams are complete."""
-    out, err = [], []
+    out: list[str] = []
+    err: list[str] = []
     offsets = {"since_offset": 0, "stderr_offset": 0}
     last: dict[str, Any] = {}
 
@@ -80,12 +81,9 @@ def test_another_client_finds_no_such_job(as_client: Any, make_host: Any, sshd: 
     started = alice.ok("ssh_start_job", host="box", command="sleep 613", timeout=120)
     job_id = started["job_id"]
     random_id = "job_" + "A" * 32
-    for tool, args in (
-        ("ssh_job_status", {}),
-        ("ssh_cancel_job", {}),
-    ):
-        theirs = bob.error(tool, job_id=job_id, **args)
-        nobody = bob.error(tool, job_id=random_id, **args)
+    for tool in ("ssh_job_status", "ssh_cancel_job"):
+        theirs = bob.error(tool, job_id=job_id)
+        nobody = bob.error(tool, job_id=random_id)
         assert theirs == nobody.replace(random_id, job_id), (theirs, nobody)
     theirs = bob.error("ssh_read_output", output_id=job_id, stream="stdout", offset=0)
     assert theirs.endswith(f"unknown output_id {job_id!r}")

@@ -15,15 +15,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.mcp.test_stdio import (  # noqa: F401  (fixtures)
-    _server_pid,
-    anyio_backend,
-    env,
-    exported_rows,
-    ok,
-    registered,
-    server_params,
-)
+from tests.mcp.test_stdio import _server_pid, exported_rows, ok, server_params
 from tests.polling import eventually
 from tests.sshd import SshServer
 
