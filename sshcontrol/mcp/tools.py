@@ -360,12 +360,10 @@ class Tools:
         ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ExecuteResult]:
-        """Run a shell command on a host (by session_id, or by host name) and return its exit status,
-        stdout and stderr (capped, head and tail kept). The command is killed at the timeout; stdin is
-        closed unless you pass text. Some commands need an administrator's approval: if none comes in
-        time the result has state 'pending' and a request_id for ssh_approval_status. A command still running
-        after foreground_seconds returns its output so far with still_running and a job_id: follow it with
-        ssh_job_status. Audited."""
+        """Run a shell command on a host (by session_id or host name): exit status, stdout, stderr (capped,
+        head and tail kept). Killed at the timeout; stdin is closed unless you pass text. Some commands need
+        an administrator's approval: then state is 'pending' with a request_id for ssh_approval_status. Still
+        running after foreground_seconds: still_running and a job_id for ssh_job_status. Audited."""
         caller = self.caller(ctx)
         seconds = checked_timeout(timeout)
         foreground = foreground_limit(foreground_seconds)
