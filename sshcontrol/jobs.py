@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from audit import writer
@@ -233,13 +233,15 @@ class JobRun:
         with self._lock:
             self._done.set()
             converted = self._converted
-        if converted:
-            self._recorded.wait()
-            close_old_connections()
-            try:
-                self.finish()
-            finally:
+        try:
+            if converted:
+                self._recorded.wait()
                 close_old_connections()
+                self.finish()
+        finally:
+            # The thread ends: its database connections would otherwise stay open until collected
+            # (and keep a test database from being dropped).
+            connections.close_all()
 
     def wait(self, seconds: float) -> bool:
         """Wait for the command up to ``seconds``; True if it ended (the caller owns the outcome).
@@ -327,7 +329,7 @@ class JobRun:
                 if who is not None and self.cancel is not None:
                     self.cancel.cancel(cancelled_by(who or "?"))
         finally:
-            close_old_connections()
+            connections.close_all()
 
     def finish(self) -> None:
         """Complete the job row and the call's audit row from how the command ended."""
@@ -362,6 +364,10 @@ def finish_job(
         state, status = State.LOST, Status.ERROR
         outcome = Completion(status, c.session_id or None, error=why, details={"job_id": c.ticket.job_id})
         counts, exit_status, signal = (0, 0), None, ""
+    # The audit row first: a job seen ended has its audit row complete.
+    if c.audit_event_id is not None:
+        event_id = c.audit_event_id
+        durable.complete(event_id, lambda: writer.finish(event_id, outcome), outcome=outcome)
     job_id = c.ticket.job_id
     try:
         retrying(
@@ -379,9 +385,6 @@ def finish_job(
         )
     except DatabaseUnavailable:
         log.error("job %s ended (%s) but its row could not be updated", job_id[:12], state)
-    if c.audit_event_id is not None:
-        event_id = c.audit_event_id
-        durable.complete(event_id, lambda: writer.finish(event_id, outcome), outcome=outcome)
     if c.session_id:
         sid = c.session_id
         # Given up on, only the session's last use is out of date.
@@ -431,16 +434,17 @@ def sweep_lost() -> int:
         if job.holder and not _holder_gone(job.holder):
             continue
         why = f"the process running it ({job.holder or 'a job runner that never started'}) stopped"
+        # The audit row first, as a job's own end does (the writer completes a running row once).
+        if job.audit_event_id is not None and not durable.finished(job.audit_event_id):
+            writer.complete(
+                job.audit_event_id, status=Status.INTERRUPTED, error=why, details={"job_id": job.job_id}
+            )
         ended = Job.objects.filter(job_id=job.job_id, state=State.RUNNING).update(
             state=State.LOST, error=why, finished_at=now, expires_at=expiry()
         )
         if not ended:
             continue
         handled += 1
-        if job.audit_event_id is not None and not durable.finished(job.audit_event_id):
-            writer.complete(
-                job.audit_event_id, status=Status.INTERRUPTED, error=why, details={"job_id": job.job_id}
-            )
         log.warning("job %s is lost: %s", job.job_id[:12], why)
     return handled
 
