@@ -158,6 +158,17 @@ def _partial_tail(data: bytes) -> int:
 # -- running ----------------------------------------------------------------------------------
 
 
+def spill(kept: outputs.KeptOutput) -> None:
+    """Put what a ``KeptOutput`` holds in memory on disk now: its command just became a job.
+
+    ``sshcontrol.outputs`` has no public way to do this yet (asked of its author); its own
+    spill is taken under its lock, exactly as its ``write`` does when a stream grows.
+    """
+    with kept._lock:
+        if not kept.spilled and not kept._closed:
+            kept._spill()
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What a job's thread needs to finish it on its own: where it runs and what it may not show."""
@@ -185,9 +196,11 @@ class JobRun:
         progress: ProgressFn | None = None,
     ) -> None:
         self.context = context
-        # On disk from the first byte: a job's output is read by other processes (a job runner's
-        # by mcp_serve), and a command may become a job at any moment.
-        self.kept = outputs.KeptOutput(context.ticket.job_id, spill_after=0)
+        # A job's output goes to disk (other processes read it: a job runner's is read by
+        # mcp_serve); a command that may still end in the foreground spills only once it is
+        # large or becomes a job (``become_job``), sparing every short command the files.
+        spill_after = 0 if context.ticket.foreground <= 0 else outputs.SPILL_AFTER
+        self.kept = outputs.KeptOutput(context.ticket.job_id, spill_after=spill_after)
         self._run = run
         self._progress = progress
         self._lock = threading.Lock()
@@ -260,10 +273,8 @@ class JobRun:
     def outcome(self) -> ExecResult:
         """The ended command's result, or its failure raised (only for a command that ended in time).
 
-        Its kept output stays for paging only when the result could not hold it all.
+        Its kept output is on disk (for paging) only when it was too large for a result.
         """
-        if max(self.kept.totals()) <= outputs.SPILL_AFTER:
-            outputs.remove(self.context.ticket.job_id)
         if self.error is not None:
             raise self.error
         assert self.result is not None
@@ -274,6 +285,7 @@ class JobRun:
     def become_job(self) -> StillRunning:
         """Record the job (row, holder, audit row) and start watching it; the call's answer."""
         c = self.context
+        spill(self.kept)
         try:
             record(
                 c.ticket, c.spec, host_id=c.host_id, host_name=c.host_name, audit_event_id=c.audit_event_id
