@@ -24,16 +24,12 @@ def test_an_admin_sees_a_running_job_and_cancels_it(
     wait_until(lambda: sshd.user_processes("sleep 617"), 30, "the job runs")
     listing = admin_client.get(reverse("admin:sshcontrol_job_changelist"))
     assert listing.status_code == 200 and job_id[:16] in listing.content.decode()
-    page = wait_until(
-        lambda: (
-            (r := admin_client.get(reverse("admin:sshcontrol_job_change", args=[job_id])))
-            and "hello-from-the-job" in r.content.decode()
-            and r
-        ),
-        15,
-        "the job's page shows its output",
-    )
-    html = page.content.decode()
+
+    def page() -> str:
+        text: str = admin_client.get(reverse("admin:sshcontrol_job_change", args=[job_id])).content.decode()
+        return text if "hello-from-the-job" in text else ""
+
+    html = wait_until(page, 15, "the job's page shows its output")
     assert 'http-equiv="refresh"' in html, "a running job's page reloads itself"
     assert reverse("admin:audit_auditevent_change", args=[started["audit_id"]]) in html
     response = admin_client.post(
