@@ -494,6 +494,21 @@ def _lock_head(cursor: CursorWrapper) -> tuple[int, str]:
     return head["seq"], head["hash"]
 
 
+def hand_over(event_id: int, process_key: str) -> int:
+    """A running row is now worked on by another process (a background job's holder).
+
+    ``mark_interrupted`` judges a row by the process named on it: the process that opened
+    the call may stop (an ``mcp_serve`` restart) while the job it handed on still runs.
+    The process is not yet covered by the hash chain (a row is chained when it completes).
+    Returns 1 if the row was running, else 0.
+    """
+    connection = _connection()
+    with writelock.serialized(connection):
+        return AuditEvent.objects.filter(pk=event_id, status=AuditEvent.Status.RUNNING).update(
+            process=process_key[: _MAX_LENGTHS["process"]]
+        )
+
+
 def mark_interrupted() -> int:
     """Mark ``interrupted`` the running rows whose process (on this machine) is gone; return how many.
 

@@ -21,6 +21,7 @@ from hosts.access import Permission
 from hosts.admin.base import admin_url
 from hosts.admin.host import HostAdmin, HostListColumn
 from hosts.models import Host
+from sshcontrol import job_admin  # noqa: F401  (registers the jobs' admin)
 from sshcontrol.admin_actions import test_connection
 from sshcontrol.caller import Caller
 from sshcontrol.dispatch import get_dispatcher

@@ -37,10 +37,14 @@ from sshcontrol.taskspec import (
     DownloadSpec,
     Executed,
     Failure,
+    JobTicket,
     Listed,
     ListSpec,
+    OutputPage,
     Owner,
     ProgressFn,
+    ReadSpec,
+    StillRunning,
     Uploaded,
     UploadSpec,
 )
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R", Executed, Uploaded, Downloaded, Listed)
+R = TypeVar("R", Executed, Uploaded, Downloaded, Listed, wire.ExecutedOrJob)
 
 # A broker that is down gives a clear error within seconds instead of a hang.
 SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
@@ -109,6 +113,29 @@ class CeleryDispatcher:
         kwargs = {"spec": wire.dump(spec), "call_id": call_id, "audit_event_id": audit_event_id}
         wait = spec.timeout + _margin()
         return self._on_session(Executed, session_id, "execute", kwargs, wait, progress, call_id)
+
+    def execute_job(
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        ticket: JobTicket,
+        *,
+        progress: ProgressFn | None = None,
+        audit_event_id: int | None = None,
+    ) -> Executed | StillRunning:
+        kwargs = {"spec": wire.dump(spec), "ticket": wire.dump(ticket), "audit_event_id": audit_event_id}
+        # The worker answers by the foreground limit at the latest (then the command goes on there).
+        wait = min(spec.timeout, ticket.foreground) + _margin()
+        done = self._on_session(
+            wire.ExecutedOrJob, session_id, "execute_job", kwargs, wait, progress, ticket.job_id
+        )
+        return replace(done.reply, reconnected=True) if done.reconnected else done.reply
+
+    def read_output(self, holder: str, spec: ReadSpec) -> OutputPage:
+        if worker_stopped(holder):
+            raise DispatchError(Failure.OUTPUT_NOT_FOUND, f"the worker that ran it ({holder}) stopped")
+        envelope = self.send(holder, "read_output", {"spec": wire.dump(spec)}, _default_wait())
+        return wire.load(OutputPage, wire.unwrap(envelope))
 
     def upload(self, session_id: str, spec: UploadSpec) -> Uploaded:
         return self._on_session(Uploaded, session_id, "upload", {"spec": wire.dump(spec)}, _default_wait())

@@ -13,7 +13,16 @@ from typing import Any
 
 from sshcontrol import tasks, wire
 from sshcontrol.celery import app
-from sshcontrol.taskspec import CommandSpec, DispatchError, DownloadSpec, ListSpec, Owner, UploadSpec
+from sshcontrol.taskspec import (
+    CommandSpec,
+    DispatchError,
+    DownloadSpec,
+    JobTicket,
+    ListSpec,
+    Owner,
+    ReadSpec,
+    UploadSpec,
+)
 
 
 def _answer(run: Callable[[], Any]) -> wire.Envelope:
@@ -48,6 +57,39 @@ def execute(
             )
         )
     )
+
+
+@app.task(name="sshcontrol.execute_job", bind=True)
+def execute_job(
+    self: Any, session_id: str, spec: Any, ticket: Any, audit_event_id: int | None = None
+) -> wire.Envelope:
+    """``execute_job``: progress as ``execute``'s while the call waits; the job goes on in this worker."""
+    # The command's own thread reports progress: the task's id is thread-local, so it is taken here.
+    task_id = self.request.id
+
+    def progress(out_bytes: int, err_bytes: int) -> None:
+        self.update_state(
+            task_id=task_id, state="PROGRESS", meta={"stdout_bytes": out_bytes, "stderr_bytes": err_bytes}
+        )
+
+    return _answer(
+        lambda: wire.dump(
+            wire.ExecutedOrJob(
+                tasks.execute_job(
+                    session_id,
+                    wire.load(CommandSpec, spec),
+                    wire.load(JobTicket, ticket),
+                    progress=progress,
+                    audit_event_id=audit_event_id,
+                )
+            )
+        )
+    )
+
+
+@app.task(name="sshcontrol.read_output")
+def read_output(spec: Any) -> wire.Envelope:
+    return _answer(lambda: wire.dump(tasks.read_output(wire.load(ReadSpec, spec))))
 
 
 @app.task(name="sshcontrol.upload")

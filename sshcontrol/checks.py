@@ -25,6 +25,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="sshcontrol.E011",
             )
         )
+    if settings.MAX_FOREGROUND_SECONDS < settings.FOREGROUND_SECONDS:
+        messages.append(
+            Error(
+                "SSHCONTROL_FOREGROUND_SECONDS is larger than SSHCONTROL_MAX_FOREGROUND_SECONDS.",
+                hint="Lower the foreground limit or raise its maximum.",
+                id="sshcontrol.E074",
+            )
+        )
+    if settings.JOB_RETENTION_SECONDS > settings.OUTPUT_RETENTION_SECONDS:
+        messages.append(
+            Warning(
+                "SSHCONTROL_JOB_RETENTION_SECONDS is longer than SSHCONTROL_OUTPUT_RETENTION_SECONDS.",
+                hint="A finished job would outlive its kept output; make the job retention the shorter.",
+                id="sshcontrol.W075",
+            )
+        )
     if settings.BROKER_URL and settings.EMBEDDED_DATABASE:
         messages.append(
             Warning(

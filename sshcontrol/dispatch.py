@@ -26,10 +26,14 @@ from sshcontrol.taskspec import (
     Downloaded,
     DownloadSpec,
     Executed,
+    JobTicket,
     Listed,
     ListSpec,
+    OutputPage,
     Owner,
     ProgressFn,
+    ReadSpec,
+    StillRunning,
     Uploaded,
     UploadSpec,
 )
@@ -53,6 +57,22 @@ class Dispatcher(Protocol):
         progress: ProgressFn | None = None,
         audit_event_id: int | None = None,
     ) -> Executed: ...
+
+    def execute_job(
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        ticket: JobTicket,
+        *,
+        progress: ProgressFn | None = None,
+        audit_event_id: int | None = None,
+    ) -> Executed | StillRunning:
+        """``execute`` that becomes the background job ``ticket.job_id`` past ``ticket.foreground`` s."""
+        ...
+
+    def read_output(self, holder: str, spec: ReadSpec) -> OutputPage:
+        """A page of an output kept by ``holder`` (the process that ran the job)."""
+        ...
 
     def upload(self, session_id: str, spec: UploadSpec) -> Uploaded: ...
 
@@ -89,6 +109,21 @@ class EmbeddedDispatcher:
         return tasks.execute(
             session_id, spec, call_id=call_id, progress=progress, audit_event_id=audit_event_id
         )
+
+    def execute_job(
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        ticket: JobTicket,
+        *,
+        progress: ProgressFn | None = None,
+        audit_event_id: int | None = None,
+    ) -> Executed | StillRunning:
+        return tasks.execute_job(session_id, spec, ticket, progress=progress, audit_event_id=audit_event_id)
+
+    def read_output(self, holder: str, spec: ReadSpec) -> OutputPage:
+        # This process, or a job runner of this machine: the same data directory.
+        return tasks.read_output(spec)
 
     def upload(self, session_id: str, spec: UploadSpec) -> Uploaded:
         return tasks.upload(session_id, spec)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NoReturn, TypeVar
 
 from django.db import connection, transaction
@@ -55,17 +55,19 @@ from sshcontrol.taskspec import (
     DownloadSpec,
     Executed,
     Failure,
+    JobTicket,
     Listed,
     ListSpec,
     Owner,
     ProgressFn,
+    StillRunning,
     Uploaded,
     UploadSpec,
 )
 from sshlib.sessions import CLIENT_CANCEL
 
 Status = AuditEvent.Status
-R = TypeVar("R", Executed, Uploaded, Downloaded, Listed)
+R = TypeVar("R", Executed, Uploaded, Downloaded, Listed, Executed | StillRunning)
 
 
 class CallRefused(Exception):
@@ -192,6 +194,38 @@ class HostCall:
                 audit_id,
             )
         return executed
+
+    def run_job(
+        self, spec: CommandSpec, ticket: JobTicket, *, progress: ProgressFn | None = None
+    ) -> Executed | StillRunning:
+        """``run_command`` that waits at most ``ticket.foreground`` seconds for the command.
+
+        A command that ended by then completes the row here, as ``run_command`` does; one still
+        running goes on as a background job, which completes this call's row when it ends
+        (so a command that became a job has exactly one audit row).
+        """
+        done = self._on_session(
+            lambda d, sid: d.execute_job(
+                sid, spec, replace(ticket, session_id=sid), progress=progress, audit_event_id=self.event_id
+            )
+        )
+        if isinstance(done, StillRunning):
+            self.details["job_id"] = done.job_id
+            self.completed = True  # the job's now: it completes the row
+            return done
+        audit_id = self.complete_execution(done)
+        if done.run.cancelled and done.cancel_reason not in ("", CLIENT_CANCEL):
+            raise CallRefused(
+                f"{done.cancel_reason} (audit row {audit_id}); the next call on the session re-opens it "
+                "on a live worker",
+                Status.INTERRUPTED,
+                audit_id,
+            )
+        return done
+
+    def hand_over(self) -> None:
+        """The row is now a detached job runner's to complete (embedded ``ssh_start_job``)."""
+        self.completed = True
 
     def upload(self, spec: UploadSpec) -> Uploaded:
         return self._on_session(lambda d, sid: d.upload(sid, spec))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import connection, models
 from django.utils import timezone
 
@@ -196,3 +198,105 @@ class RemoteCommand(models.Model):
 
     def __str__(self) -> str:
         return f"pgid {self.pgid} on {self.session_id} ({self.worker})"
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    """Every change of a job's state goes through here; a finished job is never rewritten."""
+
+    def running(self) -> JobQuerySet:
+        return self.filter(state=Job.State.RUNNING)
+
+    def of_client(self, client_id: int) -> JobQuerySet:
+        """The jobs a client may see: its own, never another's (to it those do not exist)."""
+        return self.filter(client_id=client_id)
+
+    def record_progress(self, job_id: str, stdout_bytes: int, stderr_bytes: int) -> int:
+        return self.filter(job_id=job_id, state=Job.State.RUNNING).update(
+            stdout_bytes=stdout_bytes, stderr_bytes=stderr_bytes
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        *,
+        state: str,
+        exit_status: int | None,
+        signal: str,
+        error: str,
+        stdout_bytes: int,
+        stderr_bytes: int,
+        expires_at: Any,
+    ) -> int:
+        """The job ended (exited, timed out, cancelled, or found lost); 0 if it had already ended."""
+        return self.filter(job_id=job_id, state=Job.State.RUNNING).update(
+            state=state,
+            exit_status=exit_status,
+            signal=signal[:32],
+            error=error[:500],
+            stdout_bytes=stdout_bytes,
+            stderr_bytes=stderr_bytes,
+            finished_at=timezone.now(),
+            expires_at=expires_at,
+        )
+
+    def request_cancel(self, job_id: str, by: str) -> int:
+        """Ask the job's holder to cancel it (it polls the row); 0 if it is not running."""
+        return self.filter(job_id=job_id, state=Job.State.RUNNING, cancel_requested_at__isnull=True).update(
+            cancel_requested_by=by[:200], cancel_requested_at=timezone.now()
+        )
+
+
+class Job(models.Model):
+    """A command that runs in the background, and its handle (``job_id``, also its ``output_id``).
+
+    Started with ``ssh_start_job``, or an ``ssh_execute`` still running at its foreground
+    limit. It runs where its session is held (``holder``: a worker, ``mcp_serve``, or the
+    detached job runner of the embedded default) with its output kept on that process's
+    disk (``sshcontrol.outputs``); this row is what every other process knows of it. It is
+    bound to its client: to any other client it does not exist. One audit row per job
+    (``audit_event_id``), completed when the job ends.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        EXITED = "exited", "Exited"
+        TIMED_OUT = "timed_out", "Timed out"
+        CANCELLED = "cancelled", "Cancelled"
+        LOST = "lost", "Lost"
+
+    job_id = models.CharField(max_length=64, primary_key=True)
+    client = models.ForeignKey(
+        "hosts.McpClient", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=200)
+    host = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="+")
+    host_name = models.CharField(max_length=100)
+    session_id = models.CharField(max_length=64, blank=True, default="")
+    command = models.TextField()
+    working_directory = models.TextField(blank=True, default="")
+    timeout = models.FloatField()
+    sudo = models.BooleanField(default=False)
+    # The command's stdin is not kept here: its size and digest are on the audit row.
+    audit_event_id = models.BigIntegerField(null=True, blank=True, help_text="The job's audit row.")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.RUNNING, db_index=True)
+    exit_status = models.IntegerField(null=True, blank=True)
+    signal = models.CharField(max_length=32, blank=True, default="")
+    error = models.CharField(max_length=500, blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    stdout_bytes = models.BigIntegerField(default=0)
+    stderr_bytes = models.BigIntegerField(default=0)
+    holder = models.CharField(max_length=200, blank=True, default="", help_text="Process running the job.")
+    cancel_requested_by = models.CharField(max_length=200, blank=True, default="")
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When the finished job and its output are removed."
+    )
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id[:12]}… on {self.host_name} ({self.state})"

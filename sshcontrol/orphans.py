@@ -35,7 +35,7 @@ from audit.models import AuditEvent
 from audit.process import current_process_key
 from audit.statements import Insert
 from hosts.models import Host
-from sshcontrol import holders
+from sshcontrol import holders, jobs
 from sshcontrol.credentials import build_spec
 from sshcontrol.dbretry import DatabaseUnavailable, postpone, retrying
 from sshcontrol.models import RemoteCommand
@@ -196,6 +196,7 @@ def start_embedded_sweeper(stop: threading.Event) -> threading.Thread:
                 sweep()
             except Exception:  # a failed sweep leaves its rows for the next one
                 log.exception("orphan sweep failed")
+            jobs.housekeeping()  # jobs of dead holders marked lost; expired ones removed
             if stop.wait(EMBEDDED_SWEEP_SECONDS):
                 return
 

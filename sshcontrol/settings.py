@@ -205,6 +205,23 @@ SESSION_IDLE_TIMEOUT = _guard(
     "sshcontrol.E015", lambda: envfloat("SSHCONTROL_SESSION_IDLE_TIMEOUT", 900.0, 1.0), 900.0
 )
 
+# Background jobs (sshcontrol/jobs.py): how long ssh_execute waits before a command still
+# running becomes a job (below the ~60 s after which Claude Desktop gives up on a call), the
+# most a call may ask for, how long a finished job and its kept output stay readable, and the
+# largest page ssh_job_status / ssh_read_output return.
+FOREGROUND_SECONDS = _guard(
+    "sshcontrol.E070", lambda: envfloat("SSHCONTROL_FOREGROUND_SECONDS", 50.0, 0.0), 50.0
+)
+MAX_FOREGROUND_SECONDS = _guard(
+    "sshcontrol.E071", lambda: envfloat("SSHCONTROL_MAX_FOREGROUND_SECONDS", 600.0, 0.0), 600.0
+)
+JOB_RETENTION_SECONDS = _guard(
+    "sshcontrol.E072", lambda: envfloat("SSHCONTROL_JOB_RETENTION_SECONDS", 7 * 86400.0, 60.0), 7 * 86400.0
+)
+READ_OUTPUT_MAX_BYTES = _guard(
+    "sshcontrol.E073", lambda: envint("SSHCONTROL_READ_OUTPUT_MAX_BYTES", 1 << 20, 1024), 1 << 20
+)
+
 # Callers and policy (see docs/security.md).
 # Over stdio the caller is the client whose token this is; without one, the local OS user.
 CLIENT_TOKEN = envsecret("SSHCONTROL_CLIENT_TOKEN")

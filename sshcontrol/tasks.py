@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import secrets as pysecrets
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import wraps
@@ -25,10 +26,10 @@ from django.utils import timezone
 from audit.redaction import redact
 from hosts import hostkeys
 from hosts.models import Host, JumpLoop
-from sshcontrol import credentials, holders, localfiles, orphans
+from sshcontrol import credentials, holders, jobs, localfiles, orphans, outputs
 from sshcontrol.credentials import JumpHostDisabled, NoCredential, build_spec
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
-from sshcontrol.models import SshSession
+from sshcontrol.models import Job, SshSession
 from sshcontrol.taskspec import (
     CommandSpec,
     Connected,
@@ -38,10 +39,14 @@ from sshcontrol.taskspec import (
     DownloadSpec,
     Executed,
     Failure,
+    JobTicket,
     Listed,
     ListSpec,
+    OutputPage,
     Owner,
     ProgressFn,
+    ReadSpec,
+    StillRunning,
     Uploaded,
     UploadSpec,
 )
@@ -59,7 +64,7 @@ from sshlib.errors import (
     SshError,
 )
 from sshlib.execute import ExecRequest, ExecResult, run_command
-from sshlib.sessions import Session, registry
+from sshlib.sessions import CancelEvent, Session, registry
 
 log = logging.getLogger(__name__)
 
@@ -258,18 +263,8 @@ def _client_for(session: Session) -> tuple[paramiko.SSHClient, bool]:
     return client, reconnected
 
 
-@task
-def execute(
-    session_id: str,
-    spec: CommandSpec,
-    *,
-    call_id: str = "",
-    progress: ProgressFn | None = None,
-    audit_event_id: int | None = None,
-    sink: OutputSink | None = None,
-) -> Executed:
-    """Run ``spec`` on the held session; ``sink`` (a ``KeptOutput``) is told all of its output."""
-    session = _held(session_id)
+def _request(session: Session, spec: CommandSpec) -> tuple[ExecRequest, tuple[str, ...]]:
+    """The command as the SSH runtime runs it, and what to redact from its output."""
     secrets = session.secrets
     stdin = spec.stdin.encode() if spec.stdin is not None else None
     if spec.sudo:
@@ -282,7 +277,6 @@ def execute(
             raise DispatchError(Failure.NO_SUDO_PASSWORD, str(exc)) from None
         stdin = password.encode() + b"\n" + (stdin or b"")
         secrets = (*secrets, password)
-    client, reconnected = _client_for(session)
     request = ExecRequest(
         command=spec.command,
         working_directory=spec.working_directory,
@@ -291,14 +285,29 @@ def execute(
         max_output_bytes=settings.MAX_OUTPUT_BYTES,
         sudo=spec.sudo,
     )
+    return request, secrets
+
+
+def _run(
+    session: Session,
+    request: ExecRequest,
+    cancel: threading.Event,
+    progress: ProgressFn | None,
+    audit_event_id: int | None,
+    sink: OutputSink | None = None,
+) -> tuple[ExecResult, bool]:
+    """Run on the session (reconnecting once if its link dropped): the result, and whether it reconnected."""
+    client, reconnected = _client_for(session)
     # The remote process group is recorded, so a survivor can kill it if this process dies.
     tracker = (
-        orphans.Tracker(session_id, int(session.host_ref), audit_event_id) if orphans.recording() else None
+        orphans.Tracker(session.session_id, int(session.host_ref), audit_event_id)
+        if orphans.recording()
+        else None
     )
     started = tracker.started if tracker is not None else None
-    with registry.running_call(call_id or pysecrets.token_hex(8)) as cancel:
+    try:
         try:
-            result: ExecResult = run_command(
+            result = run_command(
                 client, request, cancel=cancel, on_progress=progress, on_started=started, sink=sink
             )
         except ChannelFailed:
@@ -307,12 +316,139 @@ def execute(
             result = run_command(
                 client, request, cancel=cancel, on_progress=progress, on_started=started, sink=sink
             )
-        finally:
-            if tracker is not None:
-                tracker.done()
+    finally:
+        if tracker is not None:
+            tracker.done()
+    return result, reconnected
+
+
+@task
+def execute(
+    session_id: str,
+    spec: CommandSpec,
+    *,
+    call_id: str = "",
+    progress: ProgressFn | None = None,
+    audit_event_id: int | None = None,
+    sink: OutputSink | None = None,
+) -> Executed:
+    """Run ``spec`` on the held session; ``sink`` (a ``KeptOutput``) is told all of its output."""
+    session = _held(session_id)
+    request, secrets = _request(session, spec)
+    with registry.running_call(call_id or pysecrets.token_hex(8)) as cancel:
+        result, reconnected = _run(session, request, cancel, progress, audit_event_id, sink)
     session.touch(command=True)
     shown = replace(result, stdout=redact(result.stdout, secrets), stderr=redact(result.stderr, secrets))
     return Executed(shown, reconnected, cancel.reason if result.cancelled else "")
+
+
+@task
+def execute_job(
+    session_id: str,
+    spec: CommandSpec,
+    ticket: JobTicket,
+    *,
+    progress: ProgressFn | None = None,
+    audit_event_id: int | None = None,
+) -> Executed | StillRunning:
+    """``execute`` that waits only ``ticket.foreground`` seconds, then leaves the command running as a job.
+
+    The command runs in a thread of its own (``sshcontrol.jobs.JobRun``, cancelled by the
+    ticket's job id). Ended in time, it is an ordinary ``Executed``; still running, it
+    becomes the job and the answer is ``StillRunning`` (the job completes the audit row).
+    """
+    session = _held(session_id)
+    request, secrets = _request(session, spec)
+    host_id = int(session.host_ref)
+    reconnected = False
+
+    def body(cancel: CancelEvent, sink: OutputSink, tell: ProgressFn) -> ExecResult:
+        nonlocal reconnected
+        result, reconnected = _run(session, request, cancel, tell, audit_event_id, sink)
+        return result
+
+    context = jobs.JobContext(
+        ticket=replace(ticket, session_id=session_id),
+        spec=spec,
+        host_id=host_id,
+        host_name=_host_name(host_id),
+        session_id=session_id,
+        audit_event_id=audit_event_id,
+        secrets=secrets,
+    )
+    run = jobs.JobRun(context, body, progress).start()
+    if not run.wait(ticket.foreground):
+        still = run.become_job()
+        return replace(still, reconnected=reconnected)
+    result = run.outcome()
+    session.touch(command=True)
+    shown = replace(result, stdout=redact(result.stdout, secrets), stderr=redact(result.stderr, secrets))
+    cancel_reason = run.cancel.reason if run.cancel is not None and result.cancelled else ""
+    return Executed(shown, reconnected, cancel_reason)
+
+
+def _host_name(host_id: int) -> str:
+    name = retrying(
+        lambda: Host.objects.filter(pk=host_id).values_list("name", flat=True).first(), "reading the host"
+    )
+    return name or ""
+
+
+@task
+def read_output(spec: ReadSpec) -> OutputPage:
+    """A page of an output kept by this process (a job's), redacted of its host's secrets."""
+    secrets: tuple[str, ...] = ()
+    if spec.host_id is not None:
+        host_id = spec.host_id
+        host = retrying(
+            lambda: Host.objects.select_related("credential").filter(pk=host_id).first(), "reading the host"
+        )
+        if host is not None:
+            with contextlib.suppress(NoCredential, JumpHostDisabled, JumpLoop):
+                secrets = build_spec(host).secrets
+    try:
+        return jobs.page(spec.output_id, spec.stream, spec.offset, spec.max_bytes, secrets)
+    except outputs.OutputNotFound:
+        raise DispatchError(Failure.OUTPUT_NOT_FOUND, "the output is not kept here (any more)") from None
+
+
+def run_detached_job(job_id: str, stdin: str | None) -> None:
+    """The embedded default's job runner (``sshcontrol/jobrunner.py``): connect, run, finish, close.
+
+    Its own connection to the job's host (credentials decrypted here, the pinned host key
+    verified), in its own process, so the job outlives the ``mcp_serve`` that started it.
+    """
+    job = retrying(lambda: Job.objects.get(job_id=job_id), "reading the job")
+    spec = CommandSpec(job.command, job.working_directory or None, job.timeout, stdin, job.sudo)
+    ticket = JobTicket(job_id, 0.0, job.actor, job.client_id, job.session_id)
+    context = jobs.JobContext(ticket, spec, job.host_id, job.host_name, "", job.audit_event_id, ())
+    try:
+        session = _connect_for_job(job.host_id, job_id)
+        request, secrets = _request(session, spec)
+    except DispatchError as exc:
+        jobs.finish_job(context, None, exc, "")
+        return
+    try:
+        # Claimed once connected: ssh_start_job waits for this (or for a failure to connect).
+        jobs.claim(job_id, job.audit_event_id)
+
+        def body(cancel: CancelEvent, sink: OutputSink, tell: ProgressFn) -> ExecResult:
+            return _run(session, request, cancel, None, job.audit_event_id, sink)[0]
+
+        jobs.JobRun(replace(context, secrets=secrets), body).run_as_job()
+    finally:
+        registry.close(job_id)
+
+
+@task
+def _connect_for_job(host_id: int | None, job_id: str) -> Session:
+    """A connection of the runner's own (failures as ``DispatchError``, like any task's)."""
+    if host_id is None:
+        raise DispatchError(Failure.HOST_NOT_FOUND, "the host was removed")
+    host = _host(host_id)
+    if not host.enabled:
+        raise DispatchError(Failure.HOST_DISABLED, f"host '{host.name}' is disabled by an administrator")
+    return _open(host, job_id)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Base64Bytes
 
@@ -28,10 +29,14 @@ __all__ = [
     "Downloaded",
     "Executed",
     "Failure",
+    "JobTicket",
     "ListSpec",
     "Listed",
+    "OutputPage",
     "Owner",
     "ProgressFn",
+    "ReadSpec",
+    "StillRunning",
     "UploadSpec",
     "Uploaded",
 ]
@@ -64,6 +69,8 @@ class Failure(StrEnum):
     NO_CREDENTIAL = "no_credential"
     NO_SUDO_PASSWORD = "no_sudo_password"  # noqa: S105  (a failure kind, not a password)
     DATABASE_UNAVAILABLE = "database_unavailable"
+    # A kept output (a job's) that this holder does not have.
+    OUTPUT_NOT_FOUND = "output_not_found"
     INTERNAL_ERROR = "internal_error"
 
     @property
@@ -105,6 +112,33 @@ class CommandSpec:
     timeout: float = 60.0
     stdin: str | None = None
     sudo: bool = False
+
+
+@dataclass(frozen=True)
+class JobTicket:
+    """A command that may become a background job: its handle and whose it is.
+
+    The holder waits ``foreground`` seconds for the command (0: not at all, ``ssh_start_job``);
+    a command still running then becomes the job ``job_id`` (``sshcontrol/jobs.py``) and the
+    call gets :class:`StillRunning` while the command goes on where the session is held.
+    """
+
+    job_id: str
+    foreground: float
+    actor: str
+    client_id: int | None = None
+    session_id: str = ""
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """A page of a kept output (a job's, by its id), read where it is kept."""
+
+    output_id: str
+    stream: Literal["stdout", "stderr"]
+    offset: int
+    max_bytes: int
+    host_id: int | None = None  # whose credentials are redacted from the page
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,41 @@ class Executed:
     reconnected: bool = False
     # Who cancelled a cancelled run (the client, or a worker shutting down); "" otherwise.
     cancel_reason: str = ""
+
+
+@dataclass(frozen=True)
+class StillRunning:
+    """The command outlived its foreground limit: it goes on as the job ``job_id``.
+
+    ``stdout``/``stderr`` are the output so far from the start (redacted of the host's
+    secrets, at most a page each), and ``*_next_offset`` where ``ssh_job_status`` goes on.
+    """
+
+    job_id: str
+    stdout: str
+    stderr: str
+    stdout_bytes: int
+    stderr_bytes: int
+    stdout_next_offset: int
+    stderr_next_offset: int
+    duration_ms: float
+    reconnected: bool = False
+
+
+@dataclass(frozen=True)
+class OutputPage:
+    """Bytes ``offset`` to ``next_offset`` of a kept stream, as text redacted of the host's secrets.
+
+    ``skipped``: bytes before ``offset`` that were not kept (the middle of a huge output).
+    ``complete``: the command ended and this is the end of the stream.
+    """
+
+    text: str
+    offset: int
+    next_offset: int
+    total: int
+    complete: bool
+    skipped: int = 0
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ same dataclass on the other side. The embedded default never comes here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
-from sshcontrol.taskspec import DispatchError, Failure
+from sshcontrol.taskspec import DispatchError, Executed, Failure, StillRunning
 
 T = TypeVar("T")
 
@@ -35,6 +36,14 @@ def load(cls: type[T], data: Any) -> T:
     """JSON-safe values back into ``cls``."""
     value: T = _adapter(cls).validate_python(data)
     return value
+
+
+@dataclass(frozen=True)
+class ExecutedOrJob:
+    """``execute_job``'s reply on the wire: either shape (told apart by their fields)."""
+
+    reply: Executed | StillRunning
+    reconnected: bool = False
 
 
 # The envelope a Celery task returns: {"ok": true, "result": ...} or {"ok": false, "kind", "message"}.

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from sshcontrol import orphans, tasks
+from sshcontrol import jobs, orphans, tasks
 from sshcontrol.dbretry import retrying
 from sshcontrol.holders import current_worker, set_node_name
 from sshcontrol.idle import start_idle_reaper
@@ -73,6 +73,7 @@ def _orphan_sweeper() -> None:
             orphans.sweep()
         except Exception:
             log.exception("orphan sweep failed")
+        jobs.housekeeping()  # jobs of dead workers marked lost; expired ones removed
         if _stop.wait(float(settings.WORKER_HEARTBEAT_SECONDS)):
             return
 

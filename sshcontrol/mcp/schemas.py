@@ -163,6 +163,13 @@ class ExecuteResult(BaseModel):
     )
     output_warnings: list[OutputWarning] = Field(default_factory=list, description=_WARNINGS_DESCRIPTION)
     redactions: int = Field(default=0, description=_REDACTIONS_DESCRIPTION)
+    still_running: bool = Field(
+        default=False,
+        description="true when the command outlived the foreground limit and goes on as a background job: "
+        "the output so far is shown; call ssh_job_status with job_id",
+    )
+    job_id: str | None = Field(default=None, description="the background job, when still_running")
+    note: str = Field(default="", description="what to do next, when there is something to do")
 
     @classmethod
     def of(

@@ -41,6 +41,7 @@ from sshcontrol.calllog import observed
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.hostcall import AuditFields, CallRefused, host_call, refuse
+from sshcontrol.jobs import new_job_id
 from sshcontrol.mcp import fleet_tools, render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import await_decision, held_back
@@ -48,6 +49,7 @@ from sshcontrol.mcp.approved_runs import checked_timeout, run_approved
 from sshcontrol.mcp.budget import file_page, hide_key_tail
 from sshcontrol.mcp.hostlist import empty_reason
 from sshcontrol.mcp.identity import ClientRef, caller_for, own_client
+from sshcontrol.mcp.job_tools import JobTools, foreground_limit, run_in_foreground
 from sshcontrol.mcp.schemas import (
     ApprovalStatusResult,
     ConnectResult,
@@ -349,15 +351,24 @@ class Tools:
             str | None,
             Field(max_length=2000, description="Why you need this; shown to the admin if it needs approval."),
         ] = None,
+        foreground_seconds: Annotated[
+            float | None,
+            Field(
+                ge=0,
+                description="Seconds to wait before a command still running goes on as a background job "
+                "(default 50).",
+            ),
+        ] = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ExecuteResult]:
-        """Run a shell command on a host (session_id or host name); returns exit status, stdout and
-        stderr (16 KiB each at most: first and last lines; a marker line says how to read the rest).
-        Killed at the timeout; stdin closed unless given. Some commands need an administrator's
-        approval: if none comes in time the result is 'pending' with a request_id for
-        ssh_approval_status. Audited."""
+        """Run a shell command on a host (session_id or host name): exit status, stdout, stderr (16 KiB
+        each at most: first and last lines; a marker says how to read the rest). Killed at the timeout;
+        stdin closed unless given. Needing approval: state 'pending', a request_id for
+        ssh_approval_status. Still running after foreground_seconds: still_running and a job_id for
+        ssh_job_status. Audited."""
         caller = self.caller(ctx)
         seconds = checked_timeout(timeout)
+        foreground = foreground_limit(foreground_seconds)
         if any(ord(c) < 32 and c not in "\t\n\r" for c in command):
             # Rules would see text other than what the remote shell runs.
             raise ToolError("command contains a control character; remove it")
@@ -365,7 +376,7 @@ class Tools:
             if not settings.ALLOW_INVISIBLE_CHARACTERS and (hidden := visible.hidden_characters(text)):
                 # An admin reading it (approvals, audit) could see a command other than the one that runs.
                 raise ToolError(visible.refusal(name, hidden))
-        call_id = secrets.token_hex(8)
+        call_id = new_job_id()  # also the job's id, should the command become one
         cancelled = threading.Event()
         notify, progress = self.notifiers(ctx)
 
@@ -386,6 +397,8 @@ class Tools:
                     approval = await_decision(call, spec, reason or "", notify, cancelled)
                     if approval.state == ApprovalRequest.State.PENDING:
                         return held_back(call, spec, approval)
+                if approval is None and foreground < seconds:
+                    return run_in_foreground(call, spec, caller, foreground, call_id, progress)
                 executed = call.run_command(spec, call_id=call_id, progress=progress, approval=approval)
                 return ExecuteResult.of(
                     call.session_id, call.host.name, command, executed.run, call.event_id, approval=approval
@@ -768,6 +781,7 @@ def audit_refusal(caller: Caller, tool: str, problem: str, arguments: dict[str, 
 
 def register(server: MCPServer, transport: str, client: ClientRef | None) -> Tools:
     tools = Tools(transport, client)
+    jobs = JobTools(tools)
     # (tool, title, read-only, destructive, idempotent, reaches the outside world)
     specs: list[tuple[Any, str, bool, bool, bool, bool]] = [
         (tools.ssh_list_hosts, "List SSH hosts", True, False, True, False),
@@ -779,6 +793,11 @@ def register(server: MCPServer, transport: str, client: ClientRef | None) -> Too
         (tools.ssh_list_files, "List a remote directory", True, False, True, True),
         (tools.ssh_disconnect, "Close an SSH session", False, False, True, False),
         (tools.ssh_approval_status, "Check or run an approved command", False, True, False, True),
+        (jobs.ssh_start_job, "Start a background job over SSH", False, True, False, True),
+        (jobs.ssh_job_status, "Background job state and output", True, False, True, False),
+        (jobs.ssh_cancel_job, "Cancel a background job", False, True, True, True),
+        (jobs.ssh_list_jobs, "List background jobs", True, False, True, False),
+        (jobs.ssh_read_output, "Page through kept output", True, False, True, False),
     ]
     for fn, title, *flags in specs:
         server.add_tool(

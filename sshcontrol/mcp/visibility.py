@@ -38,9 +38,15 @@ NEEDS: Mapping[str, str] = {
     "ssh_download_file": "read",
     "ssh_list_files": "read",
     "ssh_upload_file": "write",
+    "ssh_start_job": "execute",
+    "ssh_job_status": "execute",
+    "ssh_cancel_job": "execute",
+    "ssh_list_jobs": "execute",
+    "ssh_read_output": "execute",
 }
 SUDO_ARGUMENT = ("ssh_execute", "sudo")
-SUDO_TOOLS = frozenset({"ssh_execute", "ssh_execute_many"})
+# Every tool with a ``sudo`` argument.
+SUDO_TOOLS = frozenset({"ssh_execute", "ssh_execute_many", "ssh_start_job"})
 ADHOC_ARGUMENTS = ("ssh_connect", ("address", "port", "username", "password"))
 
 

@@ -338,6 +338,7 @@ def test_it_keeps_secrets_out_of_results_and_the_database_file(
 def test_it_describes_every_tool_with_a_schema_and_hints(mcp: McpHarness) -> None:
     listed = {t.name: t for t in mcp.run(mcp.client.list_tools()).tools}
     read_only = {"ssh_list_hosts", "ssh_status", "ssh_download_file", "ssh_list_files"}
+    read_only |= {"ssh_job_status", "ssh_list_jobs", "ssh_read_output"}
     acting = {
         "ssh_connect",
         "ssh_execute",
@@ -346,6 +347,7 @@ def test_it_describes_every_tool_with_a_schema_and_hints(mcp: McpHarness) -> Non
         "ssh_disconnect",
         "ssh_approval_status",
     }
+    acting |= {"ssh_start_job", "ssh_cancel_job"}
     assert set(listed) == read_only | acting
     for name, tool in listed.items():
         assert tool.description and len(tool.description) > 60, name
@@ -356,3 +358,4 @@ def test_it_describes_every_tool_with_a_schema_and_hints(mcp: McpHarness) -> Non
     # default) and sudo (the local client's grant has none; see test_visibility).
     assert "password" not in listed["ssh_connect"].input_schema["properties"]
     assert "sudo" not in listed["ssh_execute"].input_schema["properties"]
+    assert "sudo" not in listed["ssh_start_job"].input_schema["properties"]

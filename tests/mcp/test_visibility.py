@@ -18,6 +18,7 @@ from tests.mcp.conftest import McpHarness
 
 AsClient = Callable[..., McpHarness]
 ALWAYS = {"ssh_list_hosts", "ssh_status"}
+JOB_TOOLS = {"ssh_start_job", "ssh_job_status", "ssh_cancel_job", "ssh_list_jobs", "ssh_read_output"}
 
 
 def listed(harness: McpHarness) -> dict[str, Any]:
@@ -53,9 +54,11 @@ def test_it_offers_no_upload_and_no_sudo_argument_without_those_grants(
         "ssh_approval_status",
         "ssh_download_file",
         "ssh_list_files",
+        *JOB_TOOLS,
     }
     assert "sudo" not in arguments(runner, "ssh_execute")
     assert "sudo" not in arguments(runner, "ssh_execute_many")
+    assert "sudo" not in arguments(runner, "ssh_start_job")
     assert {"command", "host", "session_id", "stdin"} <= arguments(runner, "ssh_execute")
     assert not {"password", "address", "username"} & arguments(runner, "ssh_connect")
 
@@ -70,6 +73,7 @@ def test_it_offers_upload_and_sudo_where_some_grant_allows_them(as_client: AsCli
     assert "ssh_upload_file" in tools
     assert "sudo" in arguments(admin, "ssh_execute")
     assert "sudo" in arguments(admin, "ssh_execute_many")
+    assert "sudo" in arguments(admin, "ssh_start_job")
 
 
 def test_it_offers_ad_hoc_arguments_only_where_enabled_and_granted(as_client: AsClient, make_host) -> None:
