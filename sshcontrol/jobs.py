@@ -158,15 +158,30 @@ def _partial_tail(data: bytes) -> int:
 # -- running ----------------------------------------------------------------------------------
 
 
-def spill(kept: outputs.KeptOutput) -> None:
-    """Put what a ``KeptOutput`` holds in memory on disk now: its command just became a job.
+def keep_for_paging(context: JobContext, result: ExecResult) -> str:
+    """A command that ended in the foreground with more output than a result carries: its output id.
 
-    ``sshcontrol.outputs`` has no public way to do this yet (asked of its author); its own
-    spill is taken under its lock, exactly as its ``write`` does when a stream grows.
+    The kept output is bound to the caller's client by a job row in its final state (the
+    call completes its own audit row), so ``ssh_read_output`` finds it and nobody else can.
     """
-    with kept._lock:
-        if not kept.spilled and not kept._closed:
-            kept._spill()
+    c = context
+    record(c.ticket, c.spec, host_id=c.host_id, host_name=c.host_name, audit_event_id=c.audit_event_id)
+    state = State.TIMED_OUT if result.timed_out else State.CANCELLED if result.cancelled else State.EXITED
+    job_id = c.ticket.job_id
+    retrying(
+        lambda: Job.objects.finish(
+            job_id,
+            state=state,
+            exit_status=result.exit_status,
+            signal=result.signal or "",
+            error="",
+            stdout_bytes=result.stdout_bytes,
+            stderr_bytes=result.stderr_bytes,
+            expires_at=expiry(),
+        ),
+        "recording the kept output",
+    )
+    return job_id
 
 
 @dataclass(frozen=True)
@@ -285,7 +300,7 @@ class JobRun:
     def become_job(self) -> StillRunning:
         """Record the job (row, holder, audit row) and start watching it; the call's answer."""
         c = self.context
-        spill(self.kept)
+        self.kept.spill()
         try:
             record(
                 c.ticket, c.spec, host_id=c.host_id, host_name=c.host_name, audit_event_id=c.audit_event_id

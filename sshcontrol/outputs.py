@@ -127,6 +127,12 @@ class KeptOutput:
     def totals(self) -> tuple[int, int]:
         return self._totals["stdout"], self._totals["stderr"]
 
+    def spill(self) -> None:
+        """Put what is held in memory on disk now (its command just became a job: others read it)."""
+        with self._lock:
+            if not self._files and not self._closed:
+                self._spill()
+
     def _spill(self) -> None:
         self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory.mkdir(mode=0o700)

@@ -384,7 +384,8 @@ def execute_job(
     session.touch(command=True)
     shown = replace(result, stdout=redact(result.stdout, secrets), stderr=redact(result.stderr, secrets))
     cancel_reason = run.cancel.reason if run.cancel is not None and result.cancelled else ""
-    return Executed(shown, reconnected, cancel_reason)
+    output_id = jobs.keep_for_paging(context, result) if run.kept.spilled else ""
+    return Executed(shown, reconnected, cancel_reason, output_id)
 
 
 def _host_name(host_id: int) -> str:

@@ -188,6 +188,9 @@ class Executed:
     reconnected: bool = False
     # Who cancelled a cancelled run (the client, or a worker shutting down); "" otherwise.
     cancel_reason: str = ""
+    # Set when the output was too large for a result and is kept where it ran, for
+    # ssh_read_output (a job row binds it to the caller's client).
+    output_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,14 @@ def run_in_foreground(
     done = call.run_job(spec, ticket, progress=progress)
     if isinstance(done, StillRunning):
         return became_job(call.session_id, call.host.name, spec.command, done, call.event_id)
-    return ExecuteResult.of(call.session_id, call.host.name, spec.command, done.run, call.event_id)
+    return ExecuteResult.of(
+        call.session_id,
+        call.host.name,
+        spec.command,
+        done.run,
+        call.event_id,
+        output_id=done.output_id or None,
+    )
 
 
 def became_job(session_id: str, host: str, command: str, still: StillRunning, audit_id: int) -> ExecuteResult:

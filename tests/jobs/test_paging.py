@@ -1,0 +1,51 @@
+"""A command that ends in the foreground with more output than a result carries: paged by its output_id."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from tests.mcp.conftest import McpHarness
+from tests.sshd import SshServer
+
+COMMAND = "seq 1 2700000"  # about 20 MiB
+
+
+def test_paging_reads_every_byte_of_20_mib_exactly_once(
+    mcp: McpHarness, make_host: Any, sshd: SshServer
+) -> None:
+    make_host("box")
+    result = mcp.ok("ssh_execute", host="box", command=COMMAND, timeout=120, foreground_seconds=110)
+    assert result["exit_status"] == 0 and result["stdout_truncated"]
+    output_id = result["output_id"]
+    assert output_id
+    remote = mcp.ok("ssh_execute", host="box", command=f"{COMMAND} | sha256sum")["stdout"].split()[0]
+    digest, offset, pages = hashlib.sha256(), 0, 0
+    while True:
+        page = mcp.ok(
+            "ssh_read_output", output_id=output_id, stream="stdout", offset=offset, max_bytes=1 << 20
+        )
+        chunk = page["chunk"]
+        assert chunk["offset"] == offset and chunk["skipped"] == 0
+        digest.update(chunk["text"].encode())
+        offset, pages = chunk["next_offset"], pages + 1
+        if chunk["complete"]:
+            break
+    assert offset == result["stdout_bytes"] > 20_000_000
+    assert digest.hexdigest() == remote
+    assert pages == -(-offset // (1 << 20))
+
+
+def test_a_small_output_has_no_output_id_and_another_client_cannot_read_a_big_one(
+    as_client: Any, make_host: Any, sshd: SshServer
+) -> None:
+    box = make_host("box")
+    alice, bob = as_client("alice", hosts=[box]), as_client("bob", hosts=[box])
+    assert alice.ok("ssh_execute", host="box", command="echo hi")["output_id"] is None
+    big = alice.ok("ssh_execute", host="box", command="seq 1 100000")
+    assert big["output_id"] and big["stdout_truncated"]
+    page = alice.ok("ssh_read_output", output_id=big["output_id"], stream="stdout", offset=0, max_bytes=10)
+    assert page["chunk"]["text"] == "1\n2\n3\n4\n5\n"
+    problem = bob.error("ssh_read_output", output_id=big["output_id"], stream="stdout", offset=0)
+    assert problem.endswith(f"unknown output_id {big['output_id']!r}")
+    assert bob.ok("ssh_list_jobs")["jobs"] == []
