@@ -34,13 +34,18 @@ class Copied:
     reconnected: bool = False  # either session's link had dropped and was re-established
 
 
+UNAVAILABLE = "ssh_copy is not available in distributed mode yet (only on the embedded default)"
+
+
+def available() -> bool:
+    """Whether copies can run here: checked before any session is opened for one."""
+    return get_dispatcher().embedded
+
+
 def run(source_session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
     """Copy between two sessions held where this runs; ``DispatchError`` for a failure."""
-    if not get_dispatcher().embedded:
-        raise DispatchError(
-            Failure.INTERNAL_ERROR,
-            "ssh_copy is not available in distributed mode yet (only on the embedded default)",
-        )
+    if not available():
+        raise DispatchError(Failure.INTERNAL_ERROR, UNAVAILABLE)
     return copy(source_session_id, dest_session_id, spec)
 
 

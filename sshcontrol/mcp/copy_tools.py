@@ -17,6 +17,7 @@ from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
@@ -64,8 +65,6 @@ def render(result: CopyResult) -> str:
 
 
 def _one_of(session_id: str | None, host: str | None, end: str) -> None:
-    from mcp.server.mcpserver.exceptions import ToolError
-
     if (session_id is None) == (host is None):
         raise ToolError(f"give exactly one of {end}_session_id or {end}_host")
 
@@ -91,6 +90,8 @@ def register(server: MCPServer, tools: Tools) -> None:
         access on the destination. Written to a temporary name and renamed into place; an existing file
         is kept unless overwrite is true. Returns the size and SHA-256, and one audit id per end."""
         caller = tools.caller(ctx)
+        if not copying.available():
+            raise ToolError(copying.UNAVAILABLE)
         _one_of(from_session_id, from_host, "from")
         _one_of(to_session_id, to_host, "to")
         mode = parse_file_mode(file_mode)
