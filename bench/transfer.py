@@ -223,6 +223,8 @@ def sshcontrol_embedded(bench: Bench) -> Contender:
     transfers = bench.workdir / "sshcontrol-transfers"
     transfers.mkdir(mode=0o700)
     deployment.env["SSHCONTROL_LOCAL_ROOT"] = str(transfers)
+    # A round of 1 GiB transfers by the others can outlast the default idle timeout (15 min).
+    deployment.env["SSHCONTROL_SESSION_IDLE_TIMEOUT"] = "86400"
     deployment.setup()
     client = McpClient(deployment)
     session_id = client.ok("ssh_connect", host="bench")["session_id"]
