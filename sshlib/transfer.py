@@ -36,6 +36,7 @@ _CHUNK = 1 << 20
 # packet at most the peer's maximum less 64 (paramiko's margin): this much keeps the whole
 # request in one packet for handles up to 39 bytes (OpenSSH's are 4).
 _REQUEST_OVERHEAD = 64 + 64
+_IN_FLIGHT = 256  # prefetched read requests outstanding at most (see download)
 
 
 @dataclass
@@ -289,7 +290,10 @@ def download(
             )
         try:
             with sftp.open(remote_path, "rb") as handle:
-                handle.prefetch(size)
+                # Capped: paramiko keeps a record per request in flight, so prefetching a whole
+                # 1 GiB file at once held ~19 MiB of them; 256 blocks (8 MiB) still exceed the
+                # 2 MiB channel window, so the cap costs no speed.
+                handle.prefetch(size, _IN_FLIGHT)
                 if dest is None:
                     return _read_inline(handle, remote_path, max_inline_bytes)
                 return _read_to_file(handle, remote_path, dest)
