@@ -8,7 +8,7 @@ the sessions (``sshcontrol/copying.py``).
 
 Registered by ``tools.register``; offered to callers that may read and write files somewhere
 (``mcp/visibility.py``). Copying to many hosts at once (by names or tag) waits for the fleet
-machinery of ``ssh_execute_many``.
+machinery of ``ssh_execute_many`` (not built yet).
 """
 
 from __future__ import annotations
