@@ -29,9 +29,19 @@ from tests.sshd import SshServer  # noqa: E402
 REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
-def raw_client(server: SshServer) -> Any:
-    """The reference client: plain paramiko, one open connection, TCP_NODELAY, the pinned key."""
+def raw_client(server: SshServer, ciphers: tuple[str, ...] | None = None) -> Any:
+    """The reference client: plain paramiko, one open connection, TCP_NODELAY, the pinned key.
+
+    ``ciphers``: offered first, in this order (paramiko's own order otherwise: aes128-ctr first).
+    """
     import paramiko
+
+    def transport(*args: Any, **kwargs: Any) -> Any:
+        made = paramiko.Transport(*args, **kwargs)
+        if ciphers:
+            options = made.get_security_options()
+            options.ciphers = (*ciphers, *(c for c in options.ciphers if c not in ciphers))
+        return made
 
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -47,6 +57,7 @@ def raw_client(server: SshServer) -> Any:
         sock=sock,
         look_for_keys=False,
         allow_agent=False,
+        transport_factory=transport,
     )
     return client
 

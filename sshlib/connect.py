@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from paramiko.ssh_exception import IncompatiblePeer
 
+from sshlib import ciphers
 from sshlib.errors import (
     AuthenticationFailed,
     ConnectFailed,
@@ -378,6 +379,7 @@ def _connect_direct(spec: ConnectSpec, via: Connection | None, relays: bool = Fa
             look_for_keys=False,
             allow_agent=False,
             disabled_algorithms=disabled,
+            transport_factory=ciphers.transport,
         )
         transport = client.get_transport()
         if transport is None or not transport.is_authenticated():

@@ -4,6 +4,13 @@ Every call opens its own SFTP channel and closes it, so calls are thread-safe on
 connection (an SFTP session costs one channel open and one round trip). Writes go to a
 temporary file next to the target and are renamed into place, so readers never see half a
 file and a failed transfer leaves nothing behind.
+
+Speed (bench/transfer.py, docs/benchmarks.md "Transfers"): the SFTP channel's receive buffer
+is a ``bytearray`` (paramiko's ``array`` moves everything it holds on every read: with a 2 MiB
+window that memmove was the largest cost of a download), uploads write requests that fit
+one SSH packet each (paramiko's 32 KiB requests each took a second, 30-byte packet), and
+downloads read one prefetched block at a time (a larger read re-concatenates the blocks it
+gathers). Files are hashed as they stream; nothing holds more than a chunk.
 """
 
 from __future__ import annotations
@@ -17,13 +24,19 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import paramiko
+from paramiko.buffered_pipe import BufferedPipe
 
 from sshlib.errors import ChannelFailed, ConnectionLost, RemoteFileError
 
 _CHUNK = 1 << 20
+# An SFTP write request carries 25 bytes and the handle besides its data, and a channel
+# packet at most the peer's maximum less 64 (paramiko's margin): this much keeps the whole
+# request in one packet for handles up to 39 bytes (OpenSSH's are 4).
+_REQUEST_OVERHEAD = 64 + 64
+_IN_FLIGHT = 256  # prefetched read requests outstanding at most (see download)
 
 
 @dataclass
@@ -58,10 +71,45 @@ class ListResult:
     truncated: bool
 
 
+if TYPE_CHECKING:
+    _Pipe = BufferedPipe[bytes]  # generic in the stubs only
+else:
+    _Pipe = BufferedPipe
+
+
+class _ReceiveBuffer(_Pipe):
+    """paramiko's channel receive buffer on a ``bytearray``, which drops what was read in O(1).
+
+    paramiko keeps it in an ``array``, whose ``del buf[:n]`` moves all that remains: each
+    SFTP read (two per packet) moved up to the whole window.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = bytearray()
+
+    def _buffer_frombytes(self, data: bytes) -> None:
+        self._buffer += data
+
+    def _buffer_tobytes(self, limit: int | None = None) -> bytes:
+        return bytes(self._buffer[:limit])
+
+
+def _open_sftp(client: paramiko.SSHClient) -> paramiko.SFTPClient:
+    """``client.open_sftp()``, with the receive buffer swapped before the server can send anything."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise paramiko.SSHException("the connection is closed")
+    channel = transport.open_session()
+    channel.in_buffer = _ReceiveBuffer()
+    channel.invoke_subsystem("sftp")
+    return paramiko.SFTPClient(channel)
+
+
 @contextlib.contextmanager
 def _sftp(client: paramiko.SSHClient) -> Iterator[paramiko.SFTPClient]:
     try:
-        sftp = client.open_sftp()
+        sftp = _open_sftp(client)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         raise ChannelFailed(f"could not open an SFTP session: {_reason(exc)}") from None
     try:
@@ -153,6 +201,9 @@ def _write_all(handle: paramiko.SFTPFile, source: BinaryIO | bytes, mode: int | 
         handle.chmod(mode)
     # Do not wait for each write's acknowledgement: errors still surface at close.
     handle.set_pipelined(True)
+    # Unbuffered (see upload), so each write is cut into requests of exactly this size.
+    channel = handle.sftp.sock
+    handle.MAX_REQUEST_SIZE = min(handle.MAX_REQUEST_SIZE, channel.out_max_packet_size - _REQUEST_OVERHEAD)
     digest = hashlib.sha256()
     size = 0
     for chunk in _local_chunks(source):
@@ -190,7 +241,8 @@ def upload(
         temp = _temp_name(remote_path)
         created = False
         try:
-            with sftp.open(temp, "wxb") as handle:
+            # bufsize 0: paramiko's 8 KiB write buffer would only copy each chunk twice more.
+            with sftp.open(temp, "wxb", bufsize=0) as handle:
                 created = True
                 size, sha256 = _write_all(handle, source, mode)
             _move_into_place(sftp, temp, remote_path, overwrite)
@@ -238,7 +290,10 @@ def download(
             )
         try:
             with sftp.open(remote_path, "rb") as handle:
-                handle.prefetch(size)
+                # Capped: paramiko keeps a record per request in flight, so prefetching a whole
+                # 1 GiB file at once held ~19 MiB of them; 256 blocks (8 MiB) still exceed the
+                # 2 MiB channel window, so the cap costs no speed.
+                handle.prefetch(size, _IN_FLIGHT)
                 if dest is None:
                     return _read_inline(handle, remote_path, max_inline_bytes)
                 return _read_to_file(handle, remote_path, dest)
@@ -260,8 +315,10 @@ def _read_inline(handle: paramiko.SFTPFile, remote_path: str, limit: int) -> Dow
 def _read_to_file(handle: paramiko.SFTPFile, remote_path: str, dest: LocalSink) -> DownloadResult:
     digest = hashlib.sha256()
     total = 0
+    # One prefetched block per read: paramiko gathers a larger read by concatenating bytes.
+    block = handle.MAX_REQUEST_SIZE
     with dest.writer() as out:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(block):
             try:
                 out.write(chunk)
             except OSError as exc:

@@ -808,4 +808,7 @@ def register(server: MCPServer, transport: str, client: ClientRef | None) -> Too
             annotations=hints(*flags),
         )
     fleet_tools.register(server, tools)
+    from sshcontrol.mcp import copy_tools  # it builds on this module: imported once this one is loaded
+
+    copy_tools.register(server, tools)
     return tools

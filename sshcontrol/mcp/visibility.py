@@ -43,6 +43,7 @@ NEEDS: Mapping[str, str] = {
     "ssh_cancel_job": "execute",
     "ssh_list_jobs": "execute",
     "ssh_read_output": "execute",
+    "ssh_copy": "read+write",  # reads on one host, writes on another: both somewhere
 }
 SUDO_ARGUMENT = ("ssh_execute", "sudo")
 # Every tool with a ``sudo`` argument.
@@ -61,7 +62,7 @@ class Offer:
 
     def offers(self, tool: str) -> bool:
         need = NEEDS.get(tool, "execute")
-        return not need or need in self.permissions
+        return not need or all(part in self.permissions for part in need.split("+"))
 
 
 NOTHING = Offer(frozenset(), sudo=False, adhoc=False)
@@ -121,6 +122,7 @@ WHAT = {
     "execute": "run commands",
     "read": "read files",
     "write": "write files",
+    "read+write": "read and write files",
 }
 
 

@@ -689,6 +689,7 @@ def test_junk_of_every_shape_for_every_tool(world: World) -> None:
         "ssh_disconnect",
         "ssh_approval_status",
         "ssh_execute_many",
+        "ssh_copy",
     ):
         for junk in ({"": None}, {"session_id": {"$gt": ""}}, {"host": ["h"], "command": ["echo"]}):
             answer(world, tool, junk)

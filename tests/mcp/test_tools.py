@@ -346,6 +346,7 @@ def test_it_describes_every_tool_with_a_schema_and_hints(mcp: McpHarness) -> Non
         "ssh_upload_file",
         "ssh_disconnect",
         "ssh_approval_status",
+        "ssh_copy",
     }
     acting |= {"ssh_start_job", "ssh_cancel_job"}
     assert set(listed) == read_only | acting

@@ -71,6 +71,7 @@ def test_it_offers_upload_and_sudo_where_some_grant_allows_them(as_client: AsCli
     second.hosts.set([web2])
     tools = listed(admin)
     assert "ssh_upload_file" in tools
+    assert "ssh_copy" in tools  # reads and writes (on web1)
     assert "sudo" in arguments(admin, "ssh_execute")
     assert "sudo" in arguments(admin, "ssh_execute_many")
     assert "sudo" in arguments(admin, "ssh_start_job")

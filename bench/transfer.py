@@ -1,0 +1,434 @@
+"""File transfer throughput: sshcontrol's ssh_upload_file / ssh_download_file beside OpenSSH and paramiko.
+
+Every contender moves the same file (random bytes, 100 MiB by default, ``--size-mib 1024``
+for 1 GiB) up to and down from one freshly started loopback sshd (the test suite's
+SshServer), three times each way, rounds interleaved so the machine's noise falls on all
+alike; the median is reported in MiB/s with ratios against the references measured in the
+same run. All files live on tmpfs (/dev/shm), local and remote alike, so no disk is timed.
+
+Contenders (one function each, returning a :class:`Contender`; add yours to CONTENDERS):
+
+- sshcontrol embedded: a real ``mcp_serve`` over stdio (the stdio MCP client, as Claude Code
+  launches it), a session opened beforehand, ``local_path`` in its transfer directory. The
+  peak RSS of that process (``VmHWM``, reset before each transfer) is reported per direction.
+- ``scp`` and ``sftp -b``: OpenSSH, a fresh connection each time (what a person would run).
+- raw paramiko SFTP on an open connection: ``putfo`` / ``getfo`` (prefetching), with
+  paramiko's default cipher order (aes128-ctr first) and with aes128-gcm preferred.
+- ``rsync -e ssh`` when rsync is installed (a whole-file copy: the destination never exists).
+
+    sudo .venv/bin/python bench/transfer.py [--size-mib 100] [--runs 3] [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Deployment, children_named, process_cpu, raw_client
+
+from tests.sshd import SshServer
+
+T = TypeVar("T")
+MIB = 1 << 20
+TMPFS = Path("/dev/shm")
+
+
+@dataclass
+class Bench:
+    """What every contender shares: the server, the source file, where remote files go."""
+
+    server: SshServer
+    size: int
+    workdir: Path  # local, on tmpfs
+    remote_dir: Path  # on tmpfs too, owned by the test user
+    source: Path  # the file every contender uploads
+    remote_source: str  # the file every contender downloads (same bytes)
+    sha256: str
+
+    def known_hosts(self) -> Path:
+        path = self.workdir / "known_hosts"
+        if not path.exists():
+            key = self.server.host_key("ed25519")
+            path.write_text(
+                f"[{self.server.address}]:{self.server.port} {key.get_name()} {key.get_base64()}\n"
+            )
+        return path
+
+    def ssh_options(self) -> list[str]:
+        return [
+            "-F",
+            "/dev/null",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts()}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+            str(self.server.client_keys["ed25519"]),
+        ]
+
+    @property
+    def login(self) -> str:
+        return f"{self.server.user}@{self.server.address}"
+
+
+@dataclass
+class Contender:
+    """One way of moving the file. ``upload``/``download`` move it once; timing is done outside.
+
+    ``peak_rss`` (optional) names the processes whose peak memory is reported, as
+    ``{label: pid}``; their ``VmHWM`` is reset before each transfer.
+    """
+
+    name: str
+    upload: Callable[[Path, str], None]  # (local source, remote destination)
+    download: Callable[[str, Path], None]  # (remote source, local destination)
+    close: Callable[[], None] = lambda: None
+    pids: Callable[[], dict[str, int]] = dict
+    reference: bool = False
+    # CPU seconds used so far by the client side of this contender (its own process, or the
+    # reaped OpenSSH children): a measure the machine's other load barely disturbs.
+    cpu: Callable[[], float] = lambda: _children_cpu()
+
+
+# -- the contenders ------------------------------------------------------------------------------
+
+
+def openssh_scp(bench: Bench) -> Contender:
+    port = ["-P", str(bench.server.port)]
+
+    def upload(local: Path, remote: str) -> None:
+        run(["scp", "-q", *bench.ssh_options(), *port, str(local), f"{bench.login}:{remote}"])
+
+    def download(remote: str, local: Path) -> None:
+        run(["scp", "-q", *bench.ssh_options(), *port, f"{bench.login}:{remote}", str(local)])
+
+    return Contender("scp (fresh connection)", upload, download, reference=True)
+
+
+def openssh_sftp_batch(bench: Bench) -> Contender:
+    port = ["-P", str(bench.server.port)]
+
+    def batch(line: str) -> None:
+        run(["sftp", "-q", *bench.ssh_options(), *port, "-b", "-", bench.login], stdin=line + "\n")
+
+    return Contender(
+        "sftp -b (fresh connection)",
+        lambda local, remote: batch(f'put "{local}" "{remote}"'),
+        lambda remote, local: batch(f'get "{remote}" "{local}"'),
+    )
+
+
+def rsync_over_ssh(bench: Bench) -> Contender | None:
+    if shutil.which("rsync") is None:
+        return None
+    shell = " ".join(["ssh", *bench.ssh_options(), "-p", str(bench.server.port)])
+
+    def upload(local: Path, remote: str) -> None:
+        run(["rsync", "-W", "-e", shell, str(local), f"{bench.login}:{remote}"])
+
+    def download(remote: str, local: Path) -> None:
+        run(["rsync", "-W", "-e", shell, f"{bench.login}:{remote}", str(local)])
+
+    return Contender("rsync -e ssh (fresh connection)", upload, download)
+
+
+def _paramiko(bench: Bench, name: str, ciphers: tuple[str, ...] | None) -> Contender:
+    client = raw_client(bench.server, ciphers=ciphers)
+    sftp = client.open_sftp()
+
+    def upload(local: Path, remote: str) -> None:
+        with local.open("rb") as source:
+            sftp.putfo(source, remote)
+
+    def download(remote: str, local: Path) -> None:
+        with local.open("wb") as dest:
+            sftp.getfo(remote, dest)
+
+    def close() -> None:
+        sftp.close()
+        client.close()
+
+    cipher = client.get_transport().remote_cipher
+    return Contender(f"{name} ({cipher})", upload, download, close, reference=True, cpu=time.process_time)
+
+
+def paramiko_default(bench: Bench) -> Contender:
+    return _paramiko(bench, "raw paramiko SFTP, open connection", None)
+
+
+def paramiko_gcm(bench: Bench) -> Contender:
+    return _paramiko(bench, "raw paramiko SFTP, open connection", ("aes128-gcm@openssh.com",))
+
+
+class McpClient:
+    """A stdio MCP client on its own event loop thread, so contenders stay synchronous."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        from mcp import Client
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.client = Client(deployment.server_params())
+        self._stop = asyncio.Event()
+        entered: Future[None] = Future()
+        # Entered and exited in one task: anyio's cancel scopes demand it.
+        self._lifetime = asyncio.run_coroutine_threadsafe(self._hold(entered), self.loop)
+        entered.result(60)
+
+    async def _hold(self, entered: Future[None]) -> None:
+        async with self.client:
+            entered.set_result(None)
+            await self._stop.wait()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(3600)
+
+    def ok(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        result = self.run(self.client.call_tool(tool, {**arguments, "response_format": "json"}))
+        if result.is_error:
+            raise RuntimeError(f"{tool}: {result.content}")
+        content: dict[str, Any] = result.structured_content or {}
+        return content
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._lifetime.result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def sshcontrol_embedded(bench: Bench) -> Contender:
+    """ssh_upload_file / ssh_download_file through a real mcp_serve over stdio (sessions held in it)."""
+    deployment = Deployment(bench.server)
+    transfers = bench.workdir / "sshcontrol-transfers"
+    transfers.mkdir(mode=0o700)
+    deployment.env["SSHCONTROL_LOCAL_ROOT"] = str(transfers)
+    # A round of 1 GiB transfers by the others can outlast the default idle timeout (15 min).
+    deployment.env["SSHCONTROL_SESSION_IDLE_TIMEOUT"] = "86400"
+    deployment.setup()
+    client = McpClient(deployment)
+    session_id = client.ok("ssh_connect", host="bench")["session_id"]
+    pid = _only(children_named("mcp_serve"))
+    return _through_mcp(bench, "sshcontrol embedded (mcp_serve, stdio)", client, session_id, transfers, pid)
+
+
+def _through_mcp(
+    bench: Bench, name: str, client: McpClient, session_id: str, transfers: Path, pid: int
+) -> Contender:
+    """The sshcontrol rows: the file is linked into the transfer directory (same tmpfs)."""
+
+    def upload(local: Path, remote: str) -> None:
+        inside = transfers / local.name
+        if not inside.exists():
+            os.link(local, inside)
+        done = client.ok("ssh_upload_file", session_id=session_id, local_path=local.name, remote_path=remote)
+        assert done["sha256"] == bench.sha256, "upload digest differs"
+
+    def download(remote: str, local: Path) -> None:
+        inside = transfers / local.name
+        done = client.ok(
+            "ssh_download_file", session_id=session_id, remote_path=remote, local_path=local.name
+        )
+        assert done["sha256"] == bench.sha256, "download digest differs"
+        os.replace(inside, local)
+
+    return Contender(
+        name, upload, download, client.close, lambda: {"mcp_serve": pid}, cpu=lambda: process_cpu(pid)
+    )
+
+
+# Every contender, in the order printed. A factory returns None when its tool is missing.
+CONTENDERS: list[Callable[[Bench], Contender | None]] = [
+    openssh_scp,
+    openssh_sftp_batch,
+    rsync_over_ssh,
+    paramiko_default,
+    paramiko_gcm,
+    sshcontrol_embedded,
+]
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def run(args: list[str], stdin: str | None = None) -> None:
+    subprocess.run(args, input=stdin, text=True, check=True, capture_output=True)
+
+
+def _only(pids: list[int]) -> int:
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one mcp_serve process, found {pids}")
+    return pids[0]
+
+
+def reset_peak(pid: int) -> None:
+    # Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0).
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of ``pid`` in KiB."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+@dataclass
+class Samples:
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {"up": [], "down": []})
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {"up": [], "down": []})
+    # Per direction and process: (RSS before, peak during) in KiB, the largest peak of the runs.
+    rss: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+
+def measure(bench: Bench, contender: Contender, samples: Samples, round_no: int) -> None:
+    slug = "".join(c if c.isalnum() else "-" for c in contender.name)[:40]
+    remote_up = f"{bench.remote_dir}/up-{slug}-{round_no}"
+    local_down = bench.workdir / f"down-{slug}-{round_no}"
+    for direction in ("up", "down"):
+        pids = contender.pids()
+        before = {label: memory(pid)["VmRSS"] for label, pid in pids.items()}
+        for pid in pids.values():
+            reset_peak(pid)
+        cpu = contender.cpu()
+        start = time.perf_counter()
+        if direction == "up":
+            contender.upload(bench.source, remote_up)
+        else:
+            contender.download(bench.remote_source, local_down)
+        samples.seconds[direction].append(time.perf_counter() - start)
+        samples.cpu[direction].append(contender.cpu() - cpu)
+        for label, pid in pids.items():
+            peak = memory(pid)["VmHWM"]
+            old = samples.rss.get((direction, label), (0, 0))
+            samples.rss[(direction, label)] = (before[label], max(peak, old[1]))
+    # Checked outside the timing: every contender must have moved the very bytes.
+    if sha256_file(Path(remote_up)) != bench.sha256 or sha256_file(local_down) != bench.sha256:
+        raise RuntimeError(f"{contender.name}: the copy differs from the source")
+    Path(remote_up).unlink()
+    local_down.unlink()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def prepare(server: SshServer, size: int) -> Bench:
+    workdir = Path(tempfile.mkdtemp(prefix="sshc-bench-transfer-", dir=TMPFS))
+    remote_dir = Path(tempfile.mkdtemp(prefix="sshc-bench-remote-", dir=TMPFS))
+    shutil.chown(remote_dir, server.user, server.user)
+    source = workdir / "source.bin"
+    digest = hashlib.sha256()
+    with source.open("wb") as out:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 4 * MIB))
+            out.write(chunk)
+            digest.update(chunk)
+            left -= len(chunk)
+    remote_source = remote_dir / "source.bin"
+    shutil.copyfile(source, remote_source)
+    shutil.chown(remote_source, server.user, server.user)
+    return Bench(server, size, workdir, remote_dir, source, str(remote_source), digest.hexdigest())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=100, help="file size (1024 for 1 GiB)")
+    parser.add_argument("--runs", type=int, default=3, help="transfers each way per contender (median)")
+    parser.add_argument("--only", default="", help="comma-separated factory names (e.g. openssh_scp)")
+    args = parser.parse_args()
+    wanted = {n for n in args.only.split(",") if n}
+    server = SshServer.create().start()
+    bench = prepare(server, args.size_mib * MIB)
+    contenders: list[Contender] = []
+    try:
+        for factory in CONTENDERS:
+            if wanted and factory.__name__ not in wanted:
+                continue
+            made = factory(bench)
+            if made is not None:
+                contenders.append(made)
+        results = {c.name: Samples() for c in contenders}
+        for round_no in range(args.runs):
+            for contender in contenders:
+                measure(bench, contender, results[contender.name], round_no)
+    finally:
+        for contender in contenders:
+            try:
+                contender.close()
+            except Exception as exc:  # the others must still close, and the server stop
+                print(f"closing {contender.name}: {exc!r}", file=sys.stderr)
+        server.remove()
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+        shutil.rmtree(bench.remote_dir, ignore_errors=True)
+    report(bench, contenders, results, args.runs)
+
+
+def report(bench: Bench, contenders: list[Contender], results: dict[str, Samples], runs: int) -> None:
+    size_mib = bench.size / MIB
+    rate = {
+        (name, d): size_mib / statistics.median(s.seconds[d])
+        for name, s in results.items()
+        for d in ("up", "down")
+    }
+    print(f"{size_mib:g} MiB each way, median of {runs}, loopback OpenSSH, files on tmpfs\n")
+    cpu = {(n, d): statistics.median(s.cpu[d]) for n, s in results.items() for d in ("up", "down")}
+    print(f"{'contender':<58} {'up MiB/s':>9} {'down MiB/s':>11} {'client CPU s up/down':>21}")
+    for c in contenders:
+        print(
+            f"{c.name:<58} {rate[(c.name, 'up')]:>9.0f} {rate[(c.name, 'down')]:>11.0f} "
+            f"{cpu[(c.name, 'up')]:>10.2f} / {cpu[(c.name, 'down')]:.2f}"
+        )
+    references = [c for c in contenders if c.reference]
+    measured = [c for c in contenders if c.pids()]
+    if references and measured:
+        print("\nratios (>= 1.00: at least as fast as the reference)")
+        for c in measured:
+            for ref in references:
+                up = rate[(c.name, "up")] / rate[(ref.name, "up")]
+                down = rate[(c.name, "down")] / rate[(ref.name, "down")]
+                print(f"  {c.name} / {ref.name}: up {up:.2f}, down {down:.2f}")
+    for c in measured:
+        print(f"\npeak memory of {c.name}")
+        for (direction, label), (before, peak) in sorted(results[c.name].rss.items()):
+            print(
+                f"  {label} {direction:>4}: RSS before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB "
+                f"(+{(peak - before) / 1024:.1f} MiB)"
+            )
+
+
+if __name__ == "__main__":
+    main()
