@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
-from sshcontrol import metrics, tasks, wire
+from sshcontrol import metrics, shared_storage, tasks, transfer_relay, wire
 from sshcontrol.dbretry import retrying
 from sshcontrol.models import SshSession
 from sshcontrol.routing import Routing, holder_alive, worker_stopped
@@ -138,12 +138,39 @@ class CeleryDispatcher:
         return wire.load(OutputPage, wire.unwrap(envelope))
 
     def upload(self, session_id: str, spec: UploadSpec) -> Uploaded:
-        return self._on_session(Uploaded, session_id, "upload", {"spec": wire.dump(spec)}, _default_wait())
+        def run(streamed: UploadSpec) -> Uploaded:
+            return self._on_session(
+                Uploaded, session_id, "upload", {"spec": wire.dump(streamed)}, _transfer_wait()
+            )
+
+        if spec.local_path is not None and settings.TRANSFER_SHARED:
+            self._require_shared(session_id)
+            return run(spec)
+        # The file is on this machine, the inline content in this process: streamed to the holder.
+        return transfer_relay.upload(spec, run)
 
     def download(self, session_id: str, spec: DownloadSpec) -> Downloaded:
-        return self._on_session(
-            Downloaded, session_id, "download", {"spec": wire.dump(spec)}, _default_wait()
-        )
+        def run(streamed: DownloadSpec) -> Downloaded:
+            return self._on_session(
+                Downloaded, session_id, "download", {"spec": wire.dump(streamed)}, _transfer_wait()
+            )
+
+        if spec.local_path is None:
+            return run(spec)  # inline: one page of at most max_inline_bytes, in the reply
+        if settings.TRANSFER_SHARED:
+            self._require_shared(session_id)
+            return run(spec)
+        return transfer_relay.download(spec, run)
+
+    def _require_shared(self, session_id: str) -> None:
+        node = self._holder_of(session_id)
+        if self.routing.is_live(node):
+            shared_storage.require(node, lambda name: self.read_probe(node, name))
+
+    def read_probe(self, node: str, name: str) -> str:
+        """The SHA-256 worker ``node`` reads from the probe file ``name`` in its transfer directory."""
+        answer = wire.unwrap(self.send(node, "read_probe", {"name": name}, _default_wait()))
+        return str(answer)
 
     def list_files(self, session_id: str, spec: ListSpec) -> Listed:
         return self._on_session(Listed, session_id, "list_files", {"spec": wire.dump(spec)}, _default_wait())
@@ -439,3 +466,8 @@ def _margin() -> float:
 
 def _default_wait() -> float:
     return float(settings.DEFAULT_TIMEOUT) + _margin()
+
+
+def _transfer_wait() -> float:
+    """A transfer may take long: it is bounded by the stream's stall timeout, not by one deadline."""
+    return max(float(settings.MAX_TIMEOUT), float(settings.DEFAULT_TIMEOUT)) + _margin()

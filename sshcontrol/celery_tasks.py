@@ -102,6 +102,11 @@ def download(session_id: str, spec: Any) -> wire.Envelope:
     return _answer(lambda: wire.dump(tasks.download(session_id, wire.load(DownloadSpec, spec))))
 
 
+@app.task(name="sshcontrol.read_probe")
+def read_probe(name: str) -> wire.Envelope:
+    return _answer(lambda: tasks.read_probe(name))
+
+
 @app.task(name="sshcontrol.list_files")
 def list_files(session_id: str, spec: Any) -> wire.Envelope:
     return _answer(lambda: wire.dump(tasks.list_files(session_id, wire.load(ListSpec, spec))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,4 +113,43 @@ def check_sudo_passwords(app_configs: Any = None, databases: Any = None, **kwarg
             id=sudo_rule.CHECK_ID,
         )
         for line in sudo_rule.warning_lines(entries)
+    ]
+
+
+@register(deploy=True)
+def check_shared_transfers(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """sshcontrol.E085: shared storage is configured, and a live worker does not see this transfer directory.
+
+    Only under ``check --deploy``: it sends a task to every live worker and waits for them.
+    """
+    if not (settings.TRANSFER_SHARED and settings.BROKER_URL):
+        return []
+    from sshcontrol import holders, shared_storage
+    from sshcontrol.celery_dispatch import CeleryDispatcher
+
+    try:
+        live = holders.live_workers()
+    except DatabaseError as exc:
+        return [
+            Error(
+                f"SSHCONTROL_TRANSFER_SHARED is set, and the workers cannot be listed: {exc}",
+                id="sshcontrol.E085",
+            )
+        ]
+    if not live:
+        return [
+            Error(
+                "SSHCONTROL_TRANSFER_SHARED is set, and no worker runs to check it against.",
+                hint="Start the workers and run `sshcontrol check --deploy` again.",
+                id="sshcontrol.E089",
+            )
+        ]
+    dispatcher = CeleryDispatcher()
+    problems = [shared_storage.probe(node, partial(dispatcher.read_probe, node)) for node in sorted(live)]
+    return [
+        Error(problem, hint='See docs/deploy.md, "Transfers across machines".', id="sshcontrol.E085")
+        for problem in problems
+        if problem
     ]

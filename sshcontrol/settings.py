@@ -198,6 +198,21 @@ WORKER_HEARTBEAT_SECONDS = _guard(
 DISPATCH_MARGIN_SECONDS = _guard(
     "sshcontrol.E014", lambda: envfloat("SSHCONTROL_DISPATCH_MARGIN_SECONDS", 15.0, 1.0), 15.0
 )
+# Transfers across machines (docs/deploy.md): a local path names a file on the mcp_serve that
+# received the call, and its bytes travel to and from the worker through the broker
+# (sshcontrol/filestream.py). With TRANSFER_SHARED the worker opens the path itself instead,
+# which is right only when both see the same transfer directory: checked with a probe file
+# (sshcontrol/shared_storage.py, check E085).
+TRANSFER_SHARED = _guard("sshcontrol.E088", lambda: envbool("SSHCONTROL_TRANSFER_SHARED", False), False)
+# How long one end of a transfer stream waits for the other before declaring the stream broken.
+TRANSFER_STALL_SECONDS = _guard(
+    "sshcontrol.E086", lambda: envfloat("SSHCONTROL_TRANSFER_STALL_SECONDS", 60.0, 0.5), 60.0
+)
+# Bytes in flight between the two ends (a credit window of 1 MiB chunks): the memory each end
+# and the broker hold for one transfer.
+TRANSFER_WINDOW_CHUNKS = _guard(
+    "sshcontrol.E087", lambda: envint("SSHCONTROL_TRANSFER_WINDOW_CHUNKS", 4, 1), 4
+)
 # How long a call rides out a database that went away (restart, failover, a killed backend,
 # SQLite locked by another process): reconnect and retry for this long, then fail closed.
 DB_RETRY_SECONDS = _guard("sshcontrol.E056", lambda: envfloat("SSHCONTROL_DB_RETRY_SECONDS", 30.0, 0.0), 30.0)

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, BinaryIO, NoReturn, ParamSpec, TypeVar, cast
 
 import paramiko
 from django.conf import settings
@@ -465,13 +465,27 @@ def upload(session_id: str, spec: UploadSpec) -> Uploaded:
     session = _held(session_id)
     client, reconnected = _client_for(session)
     with _local_fence():
-        if spec.local_path is None:
+        if spec.stream is not None:
+            # Distributed: the bytes come from the caller's machine (sshcontrol/transfer_relay.py).
+            with _stream_errors():
+                from sshcontrol import filestream
+
+                with filestream.receiving(spec.stream) as incoming:
+                    result = transfer.upload(
+                        client,
+                        spec.remote_path,
+                        cast(BinaryIO, incoming),
+                        mode=spec.mode,
+                        overwrite=spec.overwrite,
+                    )
+        elif spec.local_path is None:
             result = transfer.upload(
                 client, spec.remote_path, spec.content or b"", mode=spec.mode, overwrite=spec.overwrite
             )
         else:
-            # Opened here, where the bytes are read (a worker in distributed mode), below this
-            # process's own root; the open file is what is sent.
+            # Opened here, below this process's own root: the embedded default, or a worker
+            # that shares the caller's transfer directory (SSHCONTROL_TRANSFER_SHARED, checked
+            # by the caller with a probe file first). The open file is what is sent.
             with localfiles.open_source(spec.local_path) as source:
                 result = transfer.upload(
                     client, spec.remote_path, source, mode=spec.mode, overwrite=spec.overwrite
@@ -484,6 +498,15 @@ def upload(session_id: str, spec: UploadSpec) -> Uploaded:
 def download(session_id: str, spec: DownloadSpec) -> Downloaded:
     session = _held(session_id)
     client, reconnected = _client_for(session)
+    if spec.stream is not None:
+        # Distributed, to a local path: written on the caller's machine (sshcontrol/transfer_relay.py).
+        with _local_fence(), _stream_errors():
+            from sshcontrol import filestream
+
+            with filestream.sending(spec.stream) as outgoing:
+                result = transfer.download(client, spec.remote_path, outgoing)
+        session.touch()
+        return Downloaded(result.remote_path, result.size, result.sha256, None, reconnected)
     if spec.local_path is None:
         # Inline: one page (the whole file when it fits), read by range (sshlib.ranges).
         page = ranges.read_range(client, spec.remote_path, spec.offset, spec.max_inline_bytes)
@@ -502,6 +525,23 @@ def download(session_id: str, spec: DownloadSpec) -> Downloaded:
         result = transfer.download(client, spec.remote_path, dest, max_inline_bytes=spec.max_inline_bytes)
     session.touch()
     return Downloaded(result.remote_path, result.size, result.sha256, result.content, reconnected)
+
+
+@contextlib.contextmanager
+def _stream_errors() -> Iterator[None]:
+    from sshcontrol.filestream import StreamBroken
+
+    try:
+        yield
+    except StreamBroken as exc:
+        raise DispatchError(Failure.TRANSFER_STREAM, str(exc)) from None
+
+
+@task
+def read_probe(name: str) -> str:
+    """SHA-256 of the probe file ``name`` in this transfer directory (sshcontrol/shared_storage.py)."""
+    with _local_fence(), localfiles.open_source(name) as probe:
+        return hashlib.sha256(probe.read(1 << 16)).hexdigest()
 
 
 @task

@@ -66,6 +66,10 @@ class Failure(StrEnum):
     SSH_ERROR = "ssh_error"
     REMOTE_FILE_ERROR = "remote_file_error"
     LOCAL_PATH = "local_path"
+    # A transfer's byte stream between mcp_serve and the worker broke or arrived damaged.
+    TRANSFER_STREAM = "transfer_stream"
+    # Shared storage was configured, and the worker does not see mcp_serve's transfer directory.
+    SHARED_STORAGE = "shared_storage"
     NO_CREDENTIAL = "no_credential"
     NO_SUDO_PASSWORD = "no_sudo_password"  # noqa: S105  (a failure kind, not a password)
     DATABASE_UNAVAILABLE = "database_unavailable"
@@ -148,6 +152,8 @@ class UploadSpec:
     local_path: str | None = None  # a file below the holder's transfer directory
     mode: int | None = None
     overwrite: bool = False
+    # Distributed mode: the bytes arrive on this stream from the caller (sshcontrol/filestream.py).
+    stream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,8 @@ class DownloadSpec:
     max_inline_bytes: int = 1 << 20
     # Inline only: read max_inline_bytes from here (a page of a file bigger than one result carries).
     offset: int = 0
+    # Distributed mode: the bytes go back on this stream to the caller (sshcontrol/filestream.py).
+    stream: str | None = None
 
 
 @dataclass(frozen=True)

@@ -58,11 +58,17 @@ def service_env(broker_url: str, **extra: str) -> dict[str, str]:
 
 
 class WorkerPool:
-    """Two named workers; ``ensure()`` restarts any that a test killed."""
+    """Two named workers; ``ensure()`` restarts any that a test killed.
+
+    Their transfer directory is their own, not the one of the test process and ``mcp_serve``:
+    as on other machines, a local path must reach them through the transfer stream.
+    """
 
     def __init__(self, broker_url: str, logdir: Path) -> None:
         self.broker_url = broker_url
         self.logdir = logdir
+        self.transfer_root = logdir / "worker-transfers"
+        self.transfer_root.mkdir(mode=0o700, exist_ok=True)
         tag = secrets.token_hex(3)
         self.names = [f"sshc{tag}w1@{socket.gethostname()}", f"sshc{tag}w2@{socket.gethostname()}"]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -71,7 +77,12 @@ class WorkerPool:
         with (self.logdir / f"{name.split('@')[0]}.log").open("ab") as log:  # the worker keeps its copy
             self.procs[name] = subprocess.Popen(
                 worker_command(name, 16),
-                env=service_env(self.broker_url),
+                env=service_env(
+                    self.broker_url,
+                    SSHCONTROL_LOCAL_ROOT=str(self.transfer_root),
+                    # A transfer whose caller vanished is given up within seconds (tests of a broken stream).
+                    SSHCONTROL_TRANSFER_STALL_SECONDS="8",
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

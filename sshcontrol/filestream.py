@@ -1,0 +1,365 @@
+"""The bytes of a transfer between ``mcp_serve`` and the worker that holds the session.
+
+In distributed mode a local path names a file on the machine of the ``mcp_serve`` that
+received the call, and inline content is in that process's memory; the SFTP channel is in a
+worker, perhaps on another machine. The bytes travel between the two through the broker,
+as a stream of 1 MiB frames with a credit window:
+
+- **Through the broker**, because it is the one service both ends must reach anyway: a
+  worker usually can reach the broker, not necessarily ``mcp_serve`` (which may listen on
+  no port at all when it serves stdio). A direct connection would need a port, a firewall
+  opening and a token; the broker already has its credentials and its TLS.
+- **Redis lists** when the broker is Redis (``RPUSH`` + ``BLPOP`` of raw frames, each list
+  given a TTL so a stream whose both ends died leaves nothing behind for long), and Kombu
+  queues otherwise (RabbitMQ: non-durable queues with ``x-expires``, transient messages).
+  Kombu's own Redis transport base64-encodes every message into JSON and polls: measured
+  here ten times slower than plain lists, hence two small carriers behind one interface.
+- **Back-pressure**: the sender never has more than ``SSHCONTROL_TRANSFER_WINDOW_CHUNKS``
+  frames unacknowledged; the receiver acknowledges each frame it consumed. Memory on
+  either end, and in the broker, is bounded by the window whatever the file's size.
+- **Integrity end to end**: the sender hashes what it read, the receiver what it got; the
+  end frame carries the sender's size and SHA-256 and the receiver refuses a mismatch
+  before it reports the end (so an upload's temporary file is never renamed into place).
+- **A clear error when it breaks**: either end that fails sends an abort frame with its
+  reason; an end that hears nothing from the other for ``SSHCONTROL_TRANSFER_STALL_SECONDS``
+  gives up. Either way :class:`StreamBroken` is raised, and the destination's temporary
+  file is removed.
+
+A stream is named by an unguessable id made by ``mcp_serve``, passed to the worker in the
+task message; only those two (and whoever can read the broker) know it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Protocol, cast
+
+from django.conf import settings
+
+CHUNK = 1 << 20
+
+_DATA, _END, _ACK, _ABORT = b"d", b"e", b"a", b"x"
+
+# How often a blocked end wakes to check whether its call was cancelled.
+_POLL_SECONDS = 0.25
+
+
+class StreamBroken(Exception):
+    """The other end stopped, aborted or fell silent, or the bytes did not arrive intact."""
+
+
+def new_stream_id() -> str:
+    return "st_" + secrets.token_urlsafe(18)
+
+
+def queue_names(stream_id: str) -> tuple[str, str]:
+    """The two queues of a stream: frames to the receiver, acknowledgements to the sender."""
+    return f"sshc.stream.{stream_id}.data", f"sshc.stream.{stream_id}.ctl"
+
+
+# -- carriers -------------------------------------------------------------------------------------
+
+
+class _Carrier(Protocol):
+    def send(self, frame: bytes) -> None: ...
+
+    def receive(self, timeout: float) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+def _ttl() -> int:
+    """Seconds a stream's queue outlives its last frame when both ends vanished."""
+    return int(float(settings.TRANSFER_STALL_SECONDS) * 2) + 60
+
+
+class _RedisCarrier:
+    def __init__(self, url: str, outbox: str, inbox: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_keepalive=True)
+        self.outbox, self.inbox = outbox, inbox
+
+    def send(self, frame: bytes) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(self.outbox, frame)
+        pipe.expire(self.outbox, _ttl())
+        pipe.execute()
+
+    def receive(self, timeout: float) -> bytes | None:
+        # BLPOP takes whole seconds on old servers; sub-second values need Redis 6.
+        got = self.client.blpop([self.inbox], timeout=max(timeout, 0.01))
+        return None if got is None else cast(bytes, got[1])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _KombuCarrier:
+    def __init__(self, outbox: str, inbox: str, window: int) -> None:
+        from sshcontrol.celery import app
+
+        # Kombu has no type hints: its names are used as Any rather than silenced one by one.
+        kombu: Any = importlib.import_module("kombu")
+        Consumer, Exchange, Producer, Queue = kombu.Consumer, kombu.Exchange, kombu.Producer, kombu.Queue
+
+        self.connection = app.connection_for_write()
+        self.connection.ensure_connection(max_retries=2)
+        channel = self.connection.channel()
+        arguments = {"x-expires": _ttl() * 1000}
+        default = Exchange("")  # the default exchange routes to the queue named by the key
+        queues = {
+            name: Queue(name, default, routing_key=name, durable=False, queue_arguments=arguments)
+            for name in (outbox, inbox)
+        }
+        for queue in queues.values():
+            # Both ends declare both queues: whichever starts first, no frame is dropped.
+            queue(channel).declare()
+        channel.basic_qos(0, window + 2, False)
+        self.inbound: deque[bytes] = deque()
+        self.consumer = Consumer(
+            channel,
+            [queues[inbox]],
+            no_ack=True,
+            callbacks=[self._on_message],
+            accept=["application/octet-stream"],
+        )
+        self.consumer.consume()
+        self.producer = Producer(channel, exchange=default, routing_key=outbox)
+
+    def _on_message(self, body: Any, message: Any) -> None:
+        self.inbound.append(bytes(message.body))
+
+    def send(self, frame: bytes) -> None:
+        self.producer.publish(
+            frame,
+            content_type="application/octet-stream",
+            content_encoding="binary",
+            delivery_mode=1,
+            declare=[],
+        )
+
+    def receive(self, timeout: float) -> bytes | None:
+        if not self.inbound:
+            with contextlib.suppress(TimeoutError):
+                self.connection.drain_events(timeout=timeout)
+        return self.inbound.popleft() if self.inbound else None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.consumer.cancel()
+        self.connection.release()
+
+
+def _carrier(outbox: str, inbox: str) -> _Carrier:
+    url: str = settings.BROKER_URL
+    if url.startswith(("redis://", "rediss://")):
+        return _RedisCarrier(url, outbox, inbox)
+    return _KombuCarrier(outbox, inbox, int(settings.TRANSFER_WINDOW_CHUNKS))
+
+
+def delete(stream_id: str) -> None:
+    """Remove a stream's queues (``mcp_serve`` does, once the call is over, whatever its outcome)."""
+    names = queue_names(stream_id)
+    url: str = settings.BROKER_URL
+    with contextlib.suppress(Exception):
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(url, socket_connect_timeout=3)
+            try:
+                client.delete(*names)
+            finally:
+                client.close()
+            return
+        from sshcontrol.celery import app
+
+        with app.connection_for_write() as connection:
+            channel = connection.channel()
+            for name in names:
+                channel.queue_delete(name)
+
+
+# -- the two ends ---------------------------------------------------------------------------------
+
+
+class _End:
+    def __init__(self, stream_id: str, *, sending: bool, cancel: threading.Event | None) -> None:
+        data, ctl = queue_names(stream_id)
+        self.carrier = _carrier(data, ctl) if sending else _carrier(ctl, data)
+        self.cancel = cancel or threading.Event()
+        self.stall = float(settings.TRANSFER_STALL_SECONDS)
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def _next(self, waiting_for: str) -> bytes:
+        """The next frame from the other end; StreamBroken after a stall or a cancel."""
+        deadline = time.monotonic() + self.stall
+        while True:
+            if self.cancel.is_set():
+                raise StreamBroken("the transfer was stopped")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StreamBroken(
+                    f"the transfer stream broke: nothing from the other end for {self.stall:g} s "
+                    f"(waiting for {waiting_for})"
+                )
+            frame = self.carrier.receive(min(_POLL_SECONDS, left))
+            if frame is not None:
+                if frame[:1] == _ABORT:
+                    raise StreamBroken(frame[1:].decode("utf-8", "replace"))
+                return frame
+
+    def abort(self, reason: str) -> None:
+        """Tell the other end to stop, with the reason (best effort: it may be gone)."""
+        with contextlib.suppress(Exception):
+            self.carrier.send(_ABORT + reason.encode()[:2000])
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self.carrier.close()
+
+
+class Sender(_End):
+    """Writes frames to the receiver, never more than the window ahead of its acknowledgements."""
+
+    def __init__(self, stream_id: str, cancel: threading.Event | None = None) -> None:
+        super().__init__(stream_id, sending=True, cancel=cancel)
+        self.window = int(settings.TRANSFER_WINDOW_CHUNKS)
+        self.sent = 0
+        self.acked = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            piece = view[start : start + CHUNK]
+            while self.sent - self.acked >= self.window:
+                frame = self._next("the receiver to take more")
+                if frame[:1] == _ACK:
+                    self.acked = max(self.acked, int(frame[1:]))
+            self.carrier.send(_DATA + piece.tobytes())
+            self.digest.update(piece)
+            self.size += len(piece)
+            self.sent += 1
+        return len(view)
+
+    def finish(self) -> tuple[int, str]:
+        """Send the end frame with the size and SHA-256 of everything written; returns them."""
+        sha256 = self.digest.hexdigest()
+        self.carrier.send(_END + json.dumps({"size": self.size, "sha256": sha256}).encode())
+        return self.size, sha256
+
+
+class Receiver(_End):
+    """A readable file of the sender's bytes; its end is reported only once they check out."""
+
+    def __init__(self, stream_id: str, cancel: threading.Event | None = None) -> None:
+        super().__init__(stream_id, sending=False, cancel=cancel)
+        self.pending = memoryview(b"")
+        self.frames = 0
+        self.ended = False
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.pending and not self.ended:
+            self._fill()
+        if not self.pending:
+            return b""
+        size = len(self.pending) if n is None or n < 0 else n
+        out = self.pending[:size].tobytes()
+        self.pending = self.pending[size:]
+        return out
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+    def _fill(self) -> None:
+        frame = self._next("data")
+        if frame[:1] == _DATA:
+            chunk = memoryview(frame)[1:]
+            self.digest.update(chunk)
+            self.size += len(chunk)
+            self.frames += 1
+            self.carrier.send(_ACK + str(self.frames).encode())
+            self.pending = chunk
+            return
+        if frame[:1] == _END:
+            sent = json.loads(frame[1:])
+            if sent.get("size") != self.size or sent.get("sha256") != self.digest.hexdigest():
+                raise StreamBroken(
+                    f"the transfer stream was corrupted: {self.size} bytes arrived with SHA-256 "
+                    f"{self.digest.hexdigest()}, {sent.get('size')} were sent with {sent.get('sha256')}"
+                )
+            self.ended = True
+            return
+        raise StreamBroken("the transfer stream carried an unexpected frame")
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
+
+
+# -- the worker's side: what sshlib/transfer.py reads from and writes to ------------------------
+
+
+@contextlib.contextmanager
+def receiving(stream_id: str) -> Iterator[Receiver]:
+    """An upload's source on the worker; the sender is told if the upload fails."""
+    end = Receiver(stream_id)
+    try:
+        yield end
+    except BaseException as exc:
+        end.abort(_why(exc))
+        raise
+    finally:
+        end.close()
+
+
+class SendingSink:
+    """A download's destination on the worker (``sshlib.transfer.LocalSink``): frames to ``mcp_serve``."""
+
+    shown = "(the caller's transfer directory)"
+
+    def __init__(self, stream_id: str) -> None:
+        self.end = Sender(stream_id)
+        self.result: tuple[int, str] | None = None
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[BinaryIO]:
+        try:
+            yield self.end  # type: ignore[misc]  # write() is all transfer.download uses
+        except BaseException as exc:
+            self.end.abort(_why(exc))
+            raise
+        self.result = self.end.finish()
+
+
+@contextlib.contextmanager
+def sending(stream_id: str) -> Iterator[SendingSink]:
+    sink = SendingSink(stream_id)
+    try:
+        yield sink
+    except BaseException as exc:
+        sink.end.abort(_why(exc))
+        raise
+    finally:
+        sink.end.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, StreamBroken):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"the worker stopped the transfer: {text or type(exc).__name__}"
