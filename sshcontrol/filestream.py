@@ -76,9 +76,9 @@ class _Carrier(Protocol):
     def close(self) -> None: ...
 
 
-def _ttl() -> int:
-    """Seconds a stream's queue outlives its last frame when both ends vanished."""
-    return int(float(settings.TRANSFER_STALL_SECONDS) * 2) + 60
+# Seconds a stream's queues outlive their last use when both ends vanished. One constant for
+# every process: RabbitMQ refuses to re-declare a queue with a different x-expires.
+QUEUE_TTL_SECONDS = 600
 
 
 class _RedisCarrier:
@@ -91,7 +91,7 @@ class _RedisCarrier:
     def send(self, frame: bytes) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.rpush(self.outbox, frame)
-        pipe.expire(self.outbox, _ttl())
+        pipe.expire(self.outbox, QUEUE_TTL_SECONDS)
         pipe.execute()
 
     def receive(self, timeout: float) -> bytes | None:
@@ -114,7 +114,7 @@ class _KombuCarrier:
         self.connection = app.connection_for_write()
         self.connection.ensure_connection(max_retries=2)
         channel = self.connection.channel()
-        arguments = {"x-expires": _ttl() * 1000}
+        arguments = {"x-expires": QUEUE_TTL_SECONDS * 1000}
         default = Exchange("")  # the default exchange routes to the queue named by the key
         queues = {
             name: Queue(name, default, routing_key=name, durable=False, queue_arguments=arguments)

@@ -1,4 +1,8 @@
-"""The local file fence holds where the file is opened: on the worker, while links are swapped."""
+"""The local file fence holds where the file is opened, while links are swapped.
+
+In distributed mode that is the mcp_serve that received the call (the workers of the pool have a
+transfer directory of their own, as on other machines): the bytes stream to and from the worker.
+"""
 
 from __future__ import annotations
 

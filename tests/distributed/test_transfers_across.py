@@ -240,7 +240,7 @@ def test_a_worker_killed_mid_transfer_gives_a_clear_error_and_no_partial_file(
                 )
                 workers.kill(node)
                 errors.append(error_text(await running))
-                workers.ensure()
+                await asyncio.to_thread(workers.ensure)
         return errors
 
     errors = asyncio.run(body())

@@ -1,0 +1,91 @@
+"""The transfer stream's ends against a real Redis: the window, the end check, aborts and stalls."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.test import override_settings
+
+from sshcontrol import filestream
+from tests.distributed.conftest import BROKERS, reachable
+
+URL = BROKERS["redis"]
+
+
+@pytest.fixture
+def stream() -> Iterator[str]:
+    if not reachable(URL):
+        pytest.skip("redis is not running")
+    stream_id = filestream.new_stream_id()
+    with override_settings(BROKER_URL=URL, TRANSFER_STALL_SECONDS=1.0, TRANSFER_WINDOW_CHUNKS=3):
+        yield stream_id
+        filestream.delete(stream_id)
+
+
+def test_it_moves_bytes_intact_between_the_ends(stream: str) -> None:
+    data = os.urandom(7 * filestream.CHUNK + 12345)
+    got = bytearray()
+    receiver = filestream.Receiver(stream)
+
+    def send() -> None:
+        sender = filestream.Sender(stream)
+        for start in range(0, len(data), 300_000):
+            sender.write(data[start : start + 300_000])
+        sender.finish()
+        sender.close()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    while chunk := receiver.read(filestream.CHUNK):
+        got += chunk
+    thread.join()
+    receiver.close()
+    assert bytes(got) == data and receiver.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_sender_never_runs_more_than_the_window_ahead(stream: str) -> None:
+    sender = filestream.Sender(stream)
+    with pytest.raises(filestream.StreamBroken, match="nothing from the other end for 1 s"):
+        sender.write(os.urandom(10 * filestream.CHUNK))
+    data_queue = filestream.queue_names(stream)[0]
+    assert redis.Redis.from_url(URL).llen(data_queue) == 3  # the window, no more
+    sender.close()
+
+
+def test_a_receiver_refuses_bytes_that_do_not_match_the_end_frame(stream: str) -> None:
+    data_queue = filestream.queue_names(stream)[0]
+    client = redis.Redis.from_url(URL)
+    client.rpush(data_queue, b"dabc")
+    client.rpush(data_queue, b"e" + json.dumps({"size": 3, "sha256": "0" * 64}).encode())
+    receiver = filestream.Receiver(stream)
+    assert receiver.read() == b"abc"
+    with pytest.raises(filestream.StreamBroken, match="corrupted"):
+        receiver.read()
+    receiver.close()
+
+
+def test_an_abort_reaches_the_other_end_with_its_reason(stream: str) -> None:
+    receiver = filestream.Receiver(stream)
+    sender = filestream.Sender(stream)
+    sender.write(b"x")
+    sender.abort("local file: Input/output error")
+    assert receiver.read() == b"x"
+    with pytest.raises(filestream.StreamBroken, match="Input/output error"):
+        receiver.read()
+    receiver.close()
+    sender.close()
+
+
+def test_a_receiver_gives_up_when_the_sender_falls_silent(stream: str) -> None:
+    receiver = filestream.Receiver(stream)
+    with pytest.raises(
+        filestream.StreamBroken, match="the transfer stream broke: nothing from the other end"
+    ):
+        receiver.read()
+    receiver.close()
