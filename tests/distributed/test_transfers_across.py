@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,12 @@ def error_text(result: Any) -> str:
     return " ".join(getattr(part, "text", "") for part in result.content)
 
 
+def worker_of(session_id: str) -> str:
+    return SshSession.objects.get(session_id=session_id).worker
+
+
 def holder_pid(workers: WorkerPool, session_id: str) -> int:
-    node = SshSession.objects.get(session_id=session_id).worker
-    return workers.procs[node].pid
+    return workers.procs[worker_of(session_id)].pid
 
 
 def test_it_streams_files_between_mcp_serve_and_a_worker_with_its_own_directory(
@@ -233,11 +237,9 @@ def test_a_worker_killed_mid_transfer_gives_a_clear_error_and_no_partial_file(
                 ),
             ):
                 session = (await call(client, "ssh_connect"))["session_id"]
-                node = await asyncio.to_thread(lambda s=session: SshSession.objects.get(session_id=s).worker)
+                node = await asyncio.to_thread(worker_of, session)
                 running = asyncio.create_task(client.call_tool(tool, {"session_id": session, **args}))
-                await eventually(
-                    lambda d=directory, n=name: partial_temp(d, n, 8 * MIB), 60, "a partial file"
-                )
+                await eventually(partial(partial_temp, directory, name, 8 * MIB), 60, "a partial file")
                 workers.kill(node)
                 errors.append(error_text(await running))
                 await asyncio.to_thread(workers.ensure)
