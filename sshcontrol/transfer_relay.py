@@ -97,6 +97,9 @@ def upload(spec: UploadSpec, run: Callable[[UploadSpec], Uploaded]) -> Uploaded:
             except DispatchError as exc:
                 relay.stop()
                 raise _more_telling(relay.error, exc) from None
+            except BaseException:
+                relay.stop()  # before the file it reads is closed under it
+                raise
             failed = relay.finished()
             if failed is not None:
                 raise failed
