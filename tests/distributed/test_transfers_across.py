@@ -338,7 +338,7 @@ def test_shared_storage_passes_its_probe_when_the_worker_sees_the_directory(
             cwd=REPO,
         )
     try:
-        wait_until(lambda: live_workers() == [name], 60, "only the shared worker live")
+        wait_until(lambda: live_workers() == [name], 120, "only the shared worker live")
 
         async def body() -> dict[str, Any]:
             async with Client(params(workers.broker_url, SSHCONTROL_TRANSFER_SHARED="1")) as client:
