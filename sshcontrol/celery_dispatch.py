@@ -20,11 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
-from sshcontrol import metrics, shared_storage, tasks, transfer_relay, wire
+from sshcontrol import holders, metrics, shared_storage, tasks, transfer_relay, wire
 from sshcontrol.dbretry import retrying
 from sshcontrol.models import SshSession
 from sshcontrol.routing import Routing, holder_alive, worker_stopped
@@ -163,9 +164,14 @@ class CeleryDispatcher:
         return transfer_relay.download(spec, run)
 
     def _require_shared(self, session_id: str) -> None:
+        """Refuse unless the worker that will open the path passed the shared-storage probe.
+
+        That is the holder, or, when it is gone, any live worker (the session re-opens on one).
+        """
         node = self._holder_of(session_id)
-        if self.routing.is_live(node):
-            shared_storage.require(node, lambda name: self.read_probe(node, name))
+        nodes = [node] if self.routing.is_live(node) else retrying(holders.live_workers, "listing workers")
+        for each in nodes:
+            shared_storage.require(each, partial(self.read_probe, each))
 
     def read_probe(self, node: str, name: str) -> str:
         """The SHA-256 worker ``node`` reads from the probe file ``name`` in its transfer directory."""
