@@ -31,10 +31,11 @@ def stream() -> Iterator[str]:
 def test_it_moves_bytes_intact_between_the_ends(stream: str) -> None:
     data = os.urandom(7 * filestream.CHUNK + 12345)
     got = bytearray()
-    receiver = filestream.Receiver(stream)
+    with override_settings(TRANSFER_STALL_SECONDS=30.0):  # a loaded machine may pause either thread
+        receiver = filestream.Receiver(stream)
+        sender = filestream.Sender(stream)
 
     def send() -> None:
-        sender = filestream.Sender(stream)
         for start in range(0, len(data), 300_000):
             sender.write(data[start : start + 300_000])
         sender.finish()
