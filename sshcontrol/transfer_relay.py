@@ -1,4 +1,4 @@
-"""``mcp_serve``'s side of a transfer in distributed mode: its own file (or inline bytes) streamed.
+"""``mcp_serve``'s side of a distributed transfer: its own file (or an upload's inline bytes) streamed.
 
 The local path is opened here, below this process's ``SSHCONTROL_LOCAL_ROOT`` and through
 the same fence as on the embedded default (``sshcontrol/localfiles.py``); the worker gets
@@ -170,7 +170,7 @@ def _message(exc: BaseException) -> str:
 
 
 def _more_telling(relay: DispatchError | None, task: DispatchError) -> DispatchError:
-    """The relay's own failure when it explains the task's (a local file, the inline cap), else the task's."""
+    """The relay's own failure when it explains the task's (a local file), else the task's."""
     if relay is None or task.kind.outcome_unknown:
         return task
     if task.kind is Failure.TRANSFER_STREAM or relay.kind is not Failure.TRANSFER_STREAM:
