@@ -33,7 +33,9 @@ from sshlib.errors import (
     SshError,
     one_line,
 )
+from sshlib.jumps import JumpPool, Lease
 from sshlib.private_keys import PrivateKeyError, fingerprint_of_blob, parse_private_key
+from sshlib.quiet import QuietTransport, quieten
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +110,16 @@ def seen_key(key: paramiko.PKey) -> SeenKey:
 class Connection:
     """A live, authenticated SSH connection and the host key it was verified with.
 
-    ``hops`` are the jump connections it runs through (outermost first); they belong to
-    this connection alone and close with it.
+    ``hops`` are the jump connections it runs through (outermost first). Without a ``lease``
+    they belong to this connection alone and close with it; with one they are shared
+    (``sshlib.jumps``) and closing lets go of them.
     """
 
     client: paramiko.SSHClient
     host_key: SeenKey
     hops: tuple[Connection, ...] = ()
     name: str = ""
+    lease: Lease | None = field(default=None, repr=False)
 
     def is_active(self) -> bool:
         transport = self.client.get_transport()
@@ -126,6 +130,9 @@ class Connection:
     def close(self) -> None:
         # Innermost first: each channel closes while the transport it runs on is still up.
         self.client.close()
+        if self.lease is not None:
+            self.lease.release()  # once; the pool closes a hop with its last user
+            return
         for hop in reversed(self.hops):
             hop.close()
 
@@ -271,15 +278,19 @@ def _disabled_host_key_algorithms(trusted: list[paramiko.PKey]) -> list[str]:
     return [algorithm for algorithm in HOST_KEY_ALGORITHMS if algorithm not in allowed]
 
 
-def open_connection(spec: ConnectSpec) -> Connection:
+def open_connection(spec: ConnectSpec, jumps: JumpPool | None = None) -> Connection:
     """Connect (through ``spec.hops`` if any), verify every host key, authenticate everywhere.
 
+    With ``jumps``, the hops are shared with the other connections of that pool that go
+    through the same chain (a live hop is reused as it is; a new one is verified as usual).
     Raises ConnectFailed, HostKeyUnknown, HostKeyChanged, AuthenticationFailed; on a hop the
     message names the hop and the key errors carry the hop's ``host_ref``. Whatever was
-    opened before a failure is closed.
+    opened (or held) before a failure is closed (or let go).
     """
     if any(hop.hops for hop in spec.hops):
         raise ValueError("a hop's spec carries no hops of its own: give the whole chain, outermost first")
+    if jumps is not None and spec.hops:
+        return _open_through_shared(spec, jumps)
     opened: list[Connection] = []
     try:
         for hop in spec.hops:
@@ -290,6 +301,23 @@ def open_connection(spec: ConnectSpec) -> Connection:
             hop_connection.close()
         raise
     connection.hops = tuple(opened)
+    return connection
+
+
+def _open_hop(spec: ConnectSpec, via: Connection | None) -> Connection:
+    return _connect_one(spec, via=via, is_hop=True)
+
+
+def _open_through_shared(spec: ConnectSpec, jumps: JumpPool) -> Connection:
+    lease = jumps.lease(spec.hops, _open_hop)
+    try:
+        hops = lease.connections
+        connection = _connect_one(spec, via=hops[-1], is_hop=False)
+    except BaseException:
+        lease.release()
+        raise
+    connection.hops = hops
+    connection.lease = lease
     return connection
 
 
@@ -378,12 +406,14 @@ def _connect_direct(spec: ConnectSpec, via: Connection | None, relays: bool = Fa
             look_for_keys=False,
             allow_agent=False,
             disabled_algorithms=disabled,
+            # The stubs describe paramiko 3's factory call (with gss_kex); 5.x passes only
+            # the socket and disabled_algorithms, as QuietTransport (a Transport) accepts.
+            transport_factory=QuietTransport,  # type: ignore[arg-type]
         )
         transport = client.get_transport()
         if transport is None or not transport.is_authenticated():
             raise AuthenticationFailed(f"authentication failed for user {spec.username}")
-        if spec.keepalive_seconds > 0:
-            transport.set_keepalive(spec.keepalive_seconds)
+        quieten(transport, spec.keepalive_seconds)  # keepalive, and an idle connection sleeps
         return Connection(client=client, host_key=seen_key(transport.get_remote_server_key()), name=spec.name)
     except BaseException as exc:
         client.close()

@@ -1,0 +1,243 @@
+"""Thousands of idle sessions in one process: memory, threads, idle CPU, and one active session's latency.
+
+Opens ``--sessions`` sessions (default 2,000) through the real registry
+(``sshlib.sessions.registry.open``, what ``sshcontrol.tasks.connect`` calls on the embedded
+default and in a worker) to ``--servers`` loopback sshd instances from ``tests/sshd.py``
+(many sessions per sshd; the process fd limit raised), then measures
+in this one process and run:
+
+- RSS and threads per session (``/proc/self/status``, against the process with one session);
+- idle CPU in % of one core over ``--idle-seconds`` (``/proc/self/stat``), with every
+  transport polling its socket the way paramiko does by default (every 0.1 s) and the way
+  ``sshlib`` leaves a held connection (``sshlib.quiet``), the same sessions switched in place;
+- `true` p50/p95 on one session with the others idle, against the same session alone
+  (measured before the others open and again after they closed), as ratios;
+- how long closing every session takes, and the threads left afterwards.
+
+    sudo .venv/bin/python bench/sessions.py [--sessions 2000] [--servers 4] [--runs 300]
+
+Needs root (the test sshd instances and their throwaway users, as the test suite does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import percentiles, process_cpu
+
+from sshlib import quiet
+from sshlib.connect import ConnectSpec
+from sshlib.execute import ExecRequest, run_command
+from sshlib.sessions import Session, registry
+from tests.sshd import SshServer
+
+KIB = 1024
+
+
+def status_field(name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
+def rss_kib() -> int:
+    return status_field("VmRSS")
+
+
+def threads() -> int:
+    return status_field("Threads")
+
+
+def spec_for(server: SshServer) -> ConnectSpec:
+    keys = server.host_public_keys()
+    return ConnectSpec(
+        address=server.address,
+        port=server.port,
+        username=server.user,
+        private_key=server.private_key_text("ed25519"),
+        trusted_keys=tuple((k.get_name(), k.get_base64()) for k in keys),
+        connect_timeout=30.0,
+    )
+
+
+def start_server() -> SshServer:
+    # Sessions are opened --parallel at a time, far below the suite's MaxStartups (100).
+    return SshServer.create().start()
+
+
+def true_latency(session: Session, runs: int) -> list[float]:
+    request = ExecRequest("true")
+    spec_error = RuntimeError("the benchmark session dropped")
+
+    def respec() -> ConnectSpec:
+        raise spec_error
+
+    samples = []
+    for i in range(runs + 10):  # the first 10 warm up
+        client, _reconnected = session.client(respec)
+        start = time.perf_counter()
+        assert run_command(client, request).exit_status == 0
+        if i >= 10:
+            samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def idle_cpu(seconds: float) -> float:
+    """% of one core this process used over ``seconds`` of doing nothing itself."""
+    pid = os.getpid()
+    cpu0, wall0 = process_cpu(pid), time.monotonic()
+    time.sleep(seconds)
+    return 100 * (process_cpu(pid) - cpu0) / (time.monotonic() - wall0)
+
+
+def poll_every(seconds: float | None) -> None:
+    """Set the socket poll of every held transport (None: what sshlib.quiet chooses)."""
+    for session in registry.all():
+        for connection in (session.connection, *session.connection.hops):
+            transport = connection.client.get_transport()
+            if transport is None:
+                continue
+            if seconds is None:
+                quiet.quieten(transport)
+            else:
+                transport.sock.settimeout(seconds)
+
+
+def open_many(specs: list[ConnectSpec], count: int, parallel: int) -> float:
+    started = time.monotonic()
+    done = 0
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        nonlocal done
+        registry.open(f"idle-{i}", "bench", specs[i % len(specs)])
+        with lock:
+            done += 1
+            if done % 250 == 0:
+                print(f"  {done} sessions open ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, range(count)))
+    return time.monotonic() - started
+
+
+@dataclass
+class Measured:
+    rss_before: int = 0
+    rss_one: int = 0
+    rss_all: int = 0
+    threads_before: int = 0
+    threads_one: int = 0
+    threads_all: int = 0
+    threads_after: int = 0
+    opened_in: float = 0.0
+    closed_in: float = 0.0
+    threads_gone_in: float = 0.0
+    cpu_quiet: float = 0.0
+    cpu_stock: float = 0.0
+    alone: list[float] = field(default_factory=list)
+    with_quiet: list[float] = field(default_factory=list)
+    with_stock: list[float] = field(default_factory=list)
+
+
+def close_others(m: Measured) -> None:
+    started = time.monotonic()
+    for session in registry.all():
+        if session.session_id != "active":
+            registry.close(session.session_id)
+    m.closed_in = time.monotonic() - started
+    deadline = time.monotonic() + 30
+    while threads() > m.threads_one + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    m.threads_gone_in = time.monotonic() - started
+    m.threads_after = threads()
+
+
+def measure(args: argparse.Namespace, specs: list[ConnectSpec]) -> Measured:
+    m = Measured(threads_before=threads(), rss_before=rss_kib())
+    active = registry.open("active", "bench", specs[0])
+    m.alone = true_latency(active, args.runs)
+    m.threads_one, m.rss_one = threads(), rss_kib()
+    m.opened_in = open_many(specs, args.sessions - 1, args.parallel)
+    time.sleep(2)  # let the last handshakes' garbage settle (untimed, not a condition)
+    m.rss_all, m.threads_all = rss_kib(), threads()
+    m.cpu_quiet = idle_cpu(args.idle_seconds)
+    m.with_quiet = true_latency(active, args.runs)
+    # The same sessions polling as paramiko has them by default: fewer runs, it is slow.
+    poll_every(0.1)
+    time.sleep(0.5)
+    m.cpu_stock = idle_cpu(args.idle_seconds)
+    m.with_stock = true_latency(active, max(20, args.runs // 5))
+    poll_every(None)
+    time.sleep(0.5)  # the threads finish their current 0.1 s wait
+    close_others(m)
+    m.alone += true_latency(active, args.runs)
+    return m
+
+
+def report(args: argparse.Namespace, m: Measured) -> None:
+    n = args.sessions - 1
+    alone, stock, quieted = (percentiles(s) for s in (m.alone, m.with_stock, m.with_quiet))
+    print(f"{args.sessions} sessions to {args.servers} loopback sshd instances; {args.runs} runs of `true`\n")
+    print(f"opened {n} idle sessions in {m.opened_in:.1f} s ({args.parallel} at once)")
+    print(
+        f"memory: {(m.rss_all - m.rss_one) / n:.0f} KiB RSS per idle session ({m.rss_before / KIB:.0f} MiB "
+        f"before, {m.rss_one / KIB:.0f} with one, {m.rss_all / KIB:.0f} with all)"
+    )
+    print(f"threads: {m.threads_before} before, {m.threads_one} with one session, {m.threads_all} with all")
+    print(
+        f"idle CPU, paramiko's 0.1 s socket poll: {m.cpu_stock:.2f}% of a core over {args.idle_seconds:g} s"
+    )
+    print(f"idle CPU, sshlib.quiet ({quiet.IDLE_POLL_SECONDS:g} s poll): {m.cpu_quiet:.2f}% of a core")
+    print(
+        f"closed {n} sessions in {m.closed_in:.2f} s; their threads gone after "
+        f"{m.threads_gone_in:.2f} s ({m.threads_after} left)\n"
+    )
+    print(f"{'`true` on one session':<40} {'p50 ms':>8} {'p95 ms':>8} {'p50 ratio':>10}")
+    rows = (
+        ("alone (before and after the others)", alone),
+        ("others idle, 0.1 s poll", stock),
+        ("others idle, sshlib.quiet", quieted),
+    )
+    for label, (p50, p95) in rows:
+        print(f"{label:<40} {p50:>8.2f} {p95:>8.2f} {p50 / alone[0]:>10.2f}")
+    print(f"\nidle CPU ratio, 0.1 s poll / quiet: {m.cpu_stock / max(m.cpu_quiet, 0.01):.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=2000)
+    parser.add_argument("--servers", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--parallel", type=int, default=8, help="sessions opened at once")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/sessions.py starts sshd instances with throwaway users: run it as root")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = args.sessions * 2 + 1024
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    servers = [start_server() for _ in range(args.servers)]
+    try:
+        measured = measure(args, [spec_for(s) for s in servers])
+    finally:
+        registry.close_all()
+        for server in servers:
+            server.remove()
+    report(args, measured)
+
+
+if __name__ == "__main__":
+    main()
