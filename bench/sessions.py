@@ -147,6 +147,7 @@ class Measured:
     cpu_quiet: float = 0.0
     cpu_stock: float = 0.0
     alone: list[float] = field(default_factory=list)
+    alone_after: list[float] = field(default_factory=list)
     with_quiet: list[float] = field(default_factory=list)
     with_stock: list[float] = field(default_factory=list)
 
@@ -182,13 +183,14 @@ def measure(args: argparse.Namespace, specs: list[ConnectSpec]) -> Measured:
     poll_every(None)
     time.sleep(0.5)  # the threads finish their current 0.1 s wait
     close_others(m)
-    m.alone += true_latency(active, args.runs)
+    m.alone_after = true_latency(active, args.runs)
     return m
 
 
 def report(args: argparse.Namespace, m: Measured) -> None:
     n = args.sessions - 1
-    alone, stock, quieted = (percentiles(s) for s in (m.alone, m.with_stock, m.with_quiet))
+    alone = percentiles(m.alone + m.alone_after)
+    stock, quieted = percentiles(m.with_stock), percentiles(m.with_quiet)
     print(f"{args.sessions} sessions to {args.servers} loopback sshd instances; {args.runs} runs of `true`\n")
     print(f"opened {n} idle sessions in {m.opened_in:.1f} s ({args.parallel} at once)")
     print(
@@ -207,6 +209,8 @@ def report(args: argparse.Namespace, m: Measured) -> None:
     print(f"{'`true` on one session':<40} {'p50 ms':>8} {'p95 ms':>8} {'p50 ratio':>10}")
     rows = (
         ("alone (before and after the others)", alone),
+        ("  alone, before the others opened", percentiles(m.alone)),
+        ("  alone, after they closed", percentiles(m.alone_after)),
         ("others idle, 0.1 s poll", stock),
         ("others idle, sshlib.quiet", quieted),
     )

@@ -291,17 +291,31 @@ def open_connection(spec: ConnectSpec, jumps: JumpPool | None = None) -> Connect
         raise ValueError("a hop's spec carries no hops of its own: give the whole chain, outermost first")
     if jumps is not None and spec.hops:
         return _open_through_shared(spec, jumps)
-    opened: list[Connection] = []
+    opened = _open_hops(spec.hops)
     try:
-        for hop in spec.hops:
-            opened.append(_connect_one(hop, via=opened[-1] if opened else None, is_hop=True))
         connection = _connect_one(spec, via=opened[-1] if opened else None, is_hop=False)
     except BaseException:
-        for hop_connection in reversed(opened):
-            hop_connection.close()
+        _close_hops(opened)
         raise
-    connection.hops = tuple(opened)
+    connection.hops = opened
     return connection
+
+
+def _open_hops(hops: tuple[ConnectSpec, ...]) -> tuple[Connection, ...]:
+    """The chain's own connections, outermost first; nothing left open when one fails."""
+    opened: list[Connection] = []
+    try:
+        for hop in hops:
+            opened.append(_connect_one(hop, via=opened[-1] if opened else None, is_hop=True))
+    except BaseException:
+        _close_hops(opened)
+        raise
+    return tuple(opened)
+
+
+def _close_hops(opened: tuple[Connection, ...] | list[Connection]) -> None:
+    for hop_connection in reversed(opened):
+        hop_connection.close()
 
 
 def _open_hop(spec: ConnectSpec, via: Connection | None) -> Connection:
@@ -502,3 +516,21 @@ def scan_host_keys(
             seen = seen_key(key)
             found.setdefault(seen.fingerprint, seen)
     return list(found.values())
+
+
+def scan_through(
+    hops: tuple[ConnectSpec, ...], address: str, port: int, timeout: float = 10.0
+) -> list[SeenKey]:
+    """``scan_host_keys`` of a host reached through ``hops`` (outermost first; none: directly).
+
+    Each hop is verified against its trusted keys and logged in to, as for a session: a
+    refused hop raises what ``open_connection`` raises for it, naming it. The hops are this
+    scan's own and closed after it.
+    """
+    if not hops:
+        return scan_host_keys(address, port, timeout)
+    opened = _open_hops(hops)
+    try:
+        return scan_host_keys(address, port, timeout, via=opened[-1].client.get_transport())
+    finally:
+        _close_hops(opened)

@@ -31,8 +31,11 @@ def sessions(jump_net: JumpNet) -> Iterator[SessionRegistry]:
 
 
 def j1_connections(net: JumpNet) -> int:
-    """j1's logged-in connections: one unprivileged sshd per connection in inetd mode."""
-    return len(net.servers["j1"].user_processes("sshd"))
+    """j1's logged-in connections: one unprivileged ``sshd: user`` per connection in inetd mode.
+
+    Matched with its title: a killed one lingers as a nameless zombie until init reaps it.
+    """
+    return len(net.servers["j1"].user_processes("^sshd: "))
 
 
 def run(session: Session, spec: ConnectSpec, command: str) -> tuple[str, bool]:
