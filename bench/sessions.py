@@ -22,8 +22,10 @@ Needs root (the test sshd instances and their throwaway users, as the test suite
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -76,7 +78,7 @@ def start_server() -> SshServer:
     return SshServer.create().start()
 
 
-def true_latency(session: Session, runs: int) -> list[float]:
+def true_latency(session: Session, runs: int, warmup: int = 10) -> list[float]:
     request = ExecRequest("true")
     spec_error = RuntimeError("the benchmark session dropped")
 
@@ -84,13 +86,73 @@ def true_latency(session: Session, runs: int) -> list[float]:
         raise spec_error
 
     samples = []
-    for i in range(runs + 10):  # the first 10 warm up
+    for i in range(runs + warmup):
         client, _reconnected = session.client(respec)
         start = time.perf_counter()
         assert run_command(client, request).exit_status == 0
-        if i >= 10:
+        if i >= warmup:
             samples.append((time.perf_counter() - start) * 1000)
     return samples
+
+
+BLOCK = 20  # runs per block when alternating with the reference process
+
+
+class Reference:
+    """Another process holding one session to the same sshd, timed in blocks alternating with ours.
+
+    The machine is shared: its load drifts over a run. Blocks of ``BLOCK`` runs taken in turn by
+    this process (with the idle sessions) and the reference (alone) see the same drift.
+    """
+
+    def __init__(self, spec: ConnectSpec) -> None:
+        fields = {
+            k: v for k, v in spec.__dict__.items() if k in ("address", "port", "username", "private_key")
+        }
+        fields["trusted_keys"] = [list(pair) for pair in spec.trusted_keys]
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--reference"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(fields) + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def run(self, runs: int) -> list[float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{runs}\n")
+        self.proc.stdin.flush()
+        return [float(x) for x in json.loads(self.proc.stdout.readline())]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def serve_reference() -> None:
+    """The reference process: one session, `true` blocks on request (stdin), timings on stdout."""
+    fields = json.loads(sys.stdin.readline())
+    fields["trusted_keys"] = tuple(tuple(pair) for pair in fields["trusted_keys"])
+    session = registry.open("reference", "bench", ConnectSpec(**fields))
+    true_latency(session, 0)  # the warm-up runs
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(json.dumps(true_latency(session, int(line), warmup=0)), flush=True)
+    registry.close_all()
+
+
+def interleaved(active: Session, reference: Reference, runs: int) -> tuple[list[float], list[float]]:
+    ours: list[float] = []
+    theirs: list[float] = []
+    true_latency(active, 0)
+    for _ in range(max(1, runs // BLOCK)):
+        theirs += reference.run(BLOCK)
+        ours += true_latency(active, BLOCK, warmup=0)
+    return ours, theirs
 
 
 def idle_cpu(seconds: float) -> float:
@@ -150,6 +212,9 @@ class Measured:
     alone_after: list[float] = field(default_factory=list)
     with_quiet: list[float] = field(default_factory=list)
     with_stock: list[float] = field(default_factory=list)
+    # Alternating blocks: this process with the idle sessions, and the reference alone.
+    paired_quiet: list[float] = field(default_factory=list)
+    paired_reference: list[float] = field(default_factory=list)
 
 
 def close_others(m: Measured) -> None:
@@ -175,6 +240,11 @@ def measure(args: argparse.Namespace, specs: list[ConnectSpec]) -> Measured:
     m.rss_all, m.threads_all = rss_kib(), threads()
     m.cpu_quiet = idle_cpu(args.idle_seconds)
     m.with_quiet = true_latency(active, args.runs)
+    reference = Reference(specs[0])
+    try:
+        m.paired_quiet, m.paired_reference = interleaved(active, reference, args.runs)
+    finally:
+        reference.close()
     # The same sessions polling as paramiko has them by default: fewer runs, it is slow.
     poll_every(0.1)
     time.sleep(0.5)
@@ -216,10 +286,22 @@ def report(args: argparse.Namespace, m: Measured) -> None:
     )
     for label, (p50, p95) in rows:
         print(f"{label:<40} {p50:>8.2f} {p95:>8.2f} {p50 / alone[0]:>10.2f}")
+    paired, reference = percentiles(m.paired_quiet), percentiles(m.paired_reference)
+    print(f"\nalternating blocks of {BLOCK} runs, the same sshd:")
+    print(
+        f"{'reference process, one session (alone)':<40} {reference[0]:>8.2f} {reference[1]:>8.2f} {1:>10.2f}"
+    )
+    print(
+        f"{'this process, others idle (quiet)':<40} {paired[0]:>8.2f} {paired[1]:>8.2f} "
+        f"{paired[0] / reference[0]:>10.2f}"
+    )
     print(f"\nidle CPU ratio, 0.1 s poll / quiet: {m.cpu_stock / max(m.cpu_quiet, 0.01):.1f}x")
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--reference"]:
+        serve_reference()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument("--servers", type=int, default=4)
