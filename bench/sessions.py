@@ -7,14 +7,20 @@ default and in a worker) to ``--servers`` loopback sshd instances from ``tests/s
 in this one process and run:
 
 - RSS and threads per session (``/proc/self/status``, against the process with one session);
-- idle CPU in % of one core over ``--idle-seconds`` (``/proc/self/stat``), with every
-  transport polling its socket the way paramiko does by default (every 0.1 s) and the way
-  ``sshlib`` leaves a held connection (``sshlib.quiet``), the same sessions switched in place;
+- idle CPU in % of one core over ``--idle-seconds`` (``/proc/self/stat``), the transports
+  polling the way ``sshlib`` leaves a held connection (``sshlib.quiet``) and, with ``--stock``,
+  the same sessions switched in place to paramiko's default 0.1 s poll;
 - `true` p50/p95 on one session with the others idle, against the same session alone
-  (measured before the others open and again after they closed), as ratios;
+  (measured before the others open and again after they closed), and against a reference
+  process holding one session, timed in blocks alternating with ours, as ratios;
 - how long closing every session takes, and the threads left afterwards.
 
-    sudo .venv/bin/python bench/sessions.py [--sessions 2000] [--servers 4] [--runs 300]
+    sudo .venv/bin/python bench/sessions.py [--sessions 2000] [--servers 4] [--runs 300] [--stock]
+    sudo .venv/bin/python bench/sessions.py --embedded [--sessions 2000]
+
+``--embedded`` opens the sessions with ``ssh_connect`` in one ``mcp_serve`` (stdio, embedded
+default, one sshd) and measures that process from outside: RSS and threads per session, idle
+CPU, and ``ssh_execute true`` on one session alone and with the others idle.
 
 Needs root (the test sshd instances and their throwaway users, as the test suite does).
 """
@@ -35,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentiles, process_cpu
+from common import Deployment, percentiles, process_cpu
 
 from sshlib import quiet
 from sshlib.connect import ConnectSpec
@@ -245,13 +251,15 @@ def measure(args: argparse.Namespace, specs: list[ConnectSpec]) -> Measured:
         m.paired_quiet, m.paired_reference = interleaved(active, reference, args.runs)
     finally:
         reference.close()
-    # The same sessions polling as paramiko has them by default: fewer runs, it is slow.
-    poll_every(0.1)
-    time.sleep(0.5)
-    m.cpu_stock = idle_cpu(args.idle_seconds)
-    m.with_stock = true_latency(active, max(20, args.runs // 5))
-    poll_every(None)
-    time.sleep(0.5)  # the threads finish their current 0.1 s wait
+    if args.stock:
+        # The same sessions polling as paramiko has them by default. Few runs: with 2,000 sessions
+        # each takes about half a second, and the machine's load average climbs past 1,000.
+        poll_every(0.1)
+        time.sleep(0.5)
+        m.cpu_stock = idle_cpu(args.idle_seconds)
+        m.with_stock = true_latency(active, 20, warmup=2)
+        poll_every(None)
+        time.sleep(0.5)  # the threads finish their current 0.1 s wait
     close_others(m)
     m.alone_after = true_latency(active, args.runs)
     return m
@@ -260,7 +268,8 @@ def measure(args: argparse.Namespace, specs: list[ConnectSpec]) -> Measured:
 def report(args: argparse.Namespace, m: Measured) -> None:
     n = args.sessions - 1
     alone = percentiles(m.alone + m.alone_after)
-    stock, quieted = percentiles(m.with_stock), percentiles(m.with_quiet)
+    quieted = percentiles(m.with_quiet)
+    stock = percentiles(m.with_stock) if m.with_stock else None
     print(f"{args.sessions} sessions to {args.servers} loopback sshd instances; {args.runs} runs of `true`\n")
     print(f"opened {n} idle sessions in {m.opened_in:.1f} s ({args.parallel} at once)")
     print(
@@ -269,21 +278,24 @@ def report(args: argparse.Namespace, m: Measured) -> None:
     )
     print(f"threads: {m.threads_before} before, {m.threads_one} with one session, {m.threads_all} with all")
     print(
-        f"idle CPU, paramiko's 0.1 s socket poll: {m.cpu_stock:.2f}% of a core over {args.idle_seconds:g} s"
+        f"idle CPU, sshlib.quiet ({quiet.IDLE_POLL_SECONDS:g} s poll): {m.cpu_quiet:.2f}% of a core "
+        f"over {args.idle_seconds:g} s"
     )
-    print(f"idle CPU, sshlib.quiet ({quiet.IDLE_POLL_SECONDS:g} s poll): {m.cpu_quiet:.2f}% of a core")
+    if stock is not None:
+        print(f"idle CPU, paramiko's 0.1 s socket poll (--stock): {m.cpu_stock:.2f}% of a core")
     print(
         f"closed {n} sessions in {m.closed_in:.2f} s; their threads gone after "
         f"{m.threads_gone_in:.2f} s ({m.threads_after} left)\n"
     )
     print(f"{'`true` on one session':<40} {'p50 ms':>8} {'p95 ms':>8} {'p50 ratio':>10}")
-    rows = (
+    rows = [
         ("alone (before and after the others)", alone),
         ("  alone, before the others opened", percentiles(m.alone)),
         ("  alone, after they closed", percentiles(m.alone_after)),
-        ("others idle, 0.1 s poll", stock),
         ("others idle, sshlib.quiet", quieted),
-    )
+    ]
+    if stock is not None:
+        rows.append(("others idle, 0.1 s poll (--stock)", stock))
     for label, (p50, p95) in rows:
         print(f"{label:<40} {p50:>8.2f} {p95:>8.2f} {p50 / alone[0]:>10.2f}")
     paired, reference = percentiles(m.paired_quiet), percentiles(m.paired_reference)
@@ -295,7 +307,87 @@ def report(args: argparse.Namespace, m: Measured) -> None:
         f"{'this process, others idle (quiet)':<40} {paired[0]:>8.2f} {paired[1]:>8.2f} "
         f"{paired[0] / reference[0]:>10.2f}"
     )
-    print(f"\nidle CPU ratio, 0.1 s poll / quiet: {m.cpu_stock / max(m.cpu_quiet, 0.01):.1f}x")
+    if stock is not None:
+        print(f"\nidle CPU ratio, 0.1 s poll / quiet: {m.cpu_stock / max(m.cpu_quiet, 0.01):.1f}x")
+
+
+def proc_status(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
+def server_pid(data_dir: str) -> int:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ, cmdline = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"SSHCONTROL_DATA_DIR={data_dir}".encode() in environ and b"mcp_serve" in cmdline:
+            return int(proc.name)
+    raise RuntimeError("mcp_serve not found")
+
+
+async def embedded(args: argparse.Namespace, server: SshServer) -> None:
+    """The same measures on the embedded default: sessions opened by ssh_connect in one mcp_serve."""
+    import asyncio
+
+    from mcp import Client
+
+    deployment = Deployment(server).setup()
+    deployment.env["SSHCONTROL_SESSION_IDLE_TIMEOUT"] = "86400"
+    execute = {"command": "true", "response_format": "json"}
+
+    async def timed(client: Client, runs: int) -> list[float]:
+        samples = []
+        for i in range(runs + 10):
+            start = time.perf_counter()
+            result = await client.call_tool("ssh_execute", execute)
+            if i >= 10:
+                samples.append((time.perf_counter() - start) * 1000)
+            assert not result.is_error, result.content
+        return samples
+
+    async with Client(deployment.server_params()) as client:
+        opened = await client.call_tool("ssh_connect", {"host": "bench", "response_format": "json"})
+        execute["session_id"] = opened.structured_content["session_id"]  # type: ignore[index]
+        pid = server_pid(deployment.env["SSHCONTROL_DATA_DIR"])
+        alone = await timed(client, args.runs)
+        rss_one, threads_one = proc_status(pid, "VmRSS"), proc_status(pid, "Threads")
+        gate = asyncio.Semaphore(args.parallel)
+
+        async def connect() -> None:
+            async with gate:
+                result = await client.call_tool("ssh_connect", {"host": "bench", "response_format": "json"})
+                assert not result.is_error, result.content
+
+        started = time.monotonic()
+        await asyncio.gather(*(connect() for _ in range(args.sessions - 1)))
+        opened_in = time.monotonic() - started
+        await asyncio.sleep(2)
+        rss_all, threads_all = proc_status(pid, "VmRSS"), proc_status(pid, "Threads")
+        cpu0, wall0 = process_cpu(pid), time.monotonic()
+        await asyncio.sleep(args.idle_seconds)
+        cpu = 100 * (process_cpu(pid) - cpu0) / (time.monotonic() - wall0)
+        with_idle = await timed(client, args.runs)
+    n = args.sessions - 1
+    (a50, a95), (w50, w95) = percentiles(alone), percentiles(with_idle)
+    print(
+        f"embedded mcp_serve (stdio), {args.sessions} sessions by ssh_connect to one sshd, "
+        f"opened in {opened_in:.0f} s"
+    )
+    print(
+        f"memory: {(rss_all - rss_one) / n:.0f} KiB RSS per idle session; "
+        f"threads {threads_one} -> {threads_all}"
+    )
+    print(f"idle CPU of mcp_serve: {cpu:.2f}% of a core over {args.idle_seconds:g} s")
+    print(
+        f"ssh_execute `true` p50/p95: alone {a50:.2f}/{a95:.2f} ms, others idle {w50:.2f}/{w95:.2f} ms, "
+        f"p50 ratio {w50 / a50:.2f}"
+    )
 
 
 def main() -> None:
@@ -308,6 +400,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--parallel", type=int, default=8, help="sessions opened at once")
+    parser.add_argument(
+        "--stock", action="store_true", help="also measure paramiko's own 0.1 s poll (loads the machine)"
+    )
+    parser.add_argument(
+        "--embedded", action="store_true", help="through ssh_connect in one mcp_serve instead"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/sessions.py starts sshd instances with throwaway users: run it as root")
@@ -315,6 +413,15 @@ def main() -> None:
     wanted = args.sessions * 2 + 1024
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    if args.embedded:
+        import asyncio
+
+        server = start_server()
+        try:
+            asyncio.run(embedded(args, server))
+        finally:
+            server.remove()
+        return
     servers = [start_server() for _ in range(args.servers)]
     try:
         measured = measure(args, [spec_for(s) for s in servers])
