@@ -7,8 +7,9 @@ doing nothing and slowed the one working session by 1.5-1.7x (each wake-up takes
 2,000 cost several times that (``bench/sessions.py``, docs/benchmarks.md "Thousands of sessions").
 
 Once a connection is authenticated, ``quieten`` lengthens that read timeout to
-``IDLE_POLL_SECONDS`` (never longer than half the keepalive interval, since paramiko sends its
-keepalive only when a read times out). The handshake keeps paramiko's 0.1 s, which its banner
+``IDLE_POLL_SECONDS`` (never longer than the keepalive interval, since paramiko sends its
+keepalive only when a read times out: an idle connection sends one at each timeout, a busy one
+at most two intervals after its last packet). The handshake keeps paramiko's 0.1 s, which its banner
 and handshake timeouts rely on. What the short timeout was for is done another way:
 
 - closing: ``QuietTransport.close`` shuts the socket down before paramiko closes it, which
@@ -31,14 +32,15 @@ import socket
 
 import paramiko
 
-# How long an idle transport thread sleeps in one read. 2,000 sessions wake 2,000 / 15 ~ 133
-# times a second in all, each wake-up a few microseconds of Python.
-IDLE_POLL_SECONDS = 15.0
+# How long an idle transport thread sleeps in one read. With the default 30 s keepalive, 2,000
+# sessions wake ~67 times a second in all, each wake-up also sending that session's keepalive
+# (bench/sessions.py: the keepalives are most of what idle sessions still cost).
+IDLE_POLL_SECONDS = 30.0
 
 
 def idle_poll_seconds(keepalive_seconds: int) -> float:
     if keepalive_seconds > 0:
-        return max(0.1, min(IDLE_POLL_SECONDS, keepalive_seconds / 2))
+        return max(0.1, min(IDLE_POLL_SECONDS, float(keepalive_seconds)))
     return IDLE_POLL_SECONDS
 
 
