@@ -99,6 +99,7 @@ def test_an_idle_connection_notices_its_server_end_at_once(sshd: SshServer, long
         # The server's end of this one connection is torn down (a crashed or restarted server):
         # its socket destroyed by the kernel, which resets the connection. Other tests' sessions
         # to the same sshd are left alone.
+        assert isinstance(old.sock, socket.socket)
         local_port = old.sock.getsockname()[1]
         subprocess.run(
             ["ss", "-K", "src", f"{sshd.address}:{sshd.port}", "dst", f"{sshd.address}:{local_port}"],

@@ -194,9 +194,9 @@ def test_sessions_through_one_jump_host_share_it_and_all_reconnect_when_it_drops
     by_host = {s.connection.name: s for s in registry.all()}
     assert by_host["t1"].connection.hops[0] is by_host["t2"].connection.hops[0]  # one login on j1
 
-    j1 = jump_net.servers["j1"]
-    wait_until(lambda: j1.user_processes("^sshd: "), message="j1's logged-in session process")
-    reap_user_processes(j1.user)  # the bastion restarts
+    bastion = jump_net.servers["j1"]
+    wait_until(lambda: bastion.user_processes("^sshd: "), message="j1's logged-in session process")
+    reap_user_processes(bastion.user)  # the bastion restarts
     wait_until(
         lambda: not any(s.connection.is_active() for s in by_host.values()),
         message="both sessions to see their jump host go",
