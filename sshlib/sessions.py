@@ -41,9 +41,14 @@ class Session:
         with self.lock:
             if self.connection.is_active():  # another thread reconnected meanwhile
                 return self.connection.client, False
-            self.connection.close()
-            spec = respec()
-            self.connection = open_connection(spec, self.jumps)
+            dropped = self.connection
+            try:
+                spec = respec()
+                self.connection = open_connection(spec, self.jumps)
+            finally:
+                # Let go of the dropped connection only now: a jump connection it shares and
+                # that is still up is then reused, not closed (as its last user) and re-opened.
+                dropped.close()
             self.secrets = spec.secrets
             return self.connection.client, True
 

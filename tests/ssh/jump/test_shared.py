@@ -133,3 +133,20 @@ def test_a_failed_open_holds_nothing(jump_net: JumpNet) -> None:
         open_connection(broken, pool)
     assert pool.held() == []
     wait_until(lambda: not j1_connections(jump_net), message="j1's connection to be let go")
+
+
+def test_a_session_whose_target_drops_reconnects_over_the_same_live_jump_connection(
+    sessions: SessionRegistry, jump_net: JumpNet
+) -> None:
+    spec = one_hop(jump_net)
+    session = sessions.open("alone", "t1", spec)  # the hop's only user
+    hop = session.connection.hops[0]
+    t1 = jump_net.servers["t1"]
+    wait_until(lambda: t1.user_processes("^sshd: "), message="t1's logged-in session process")
+    reap_user_processes(t1.user)  # the target restarts; the bastion stays up
+    wait_until(lambda: not session.connection.is_active(), message="the session to see its target go")
+    assert hop.is_active()
+
+    assert run(session, spec, "echo again") == ("again", True)
+    assert session.connection.hops[0] is hop  # not closed as its last user and re-opened
+    assert sessions.jumps.held() == [hop]
