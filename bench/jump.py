@@ -10,6 +10,9 @@ over loopback, t1 only through j1, t2 only through j1 then j2. For each of j1 (d
 - OpenSSH ``ssh -J`` with ControlMaster/ControlPersist: after the first run each command is a
   new channel on the master's connection, which already goes through the hops.
 
+It also times opening a session through the hops with a chain of its own, and with the hops
+another open session holds (the jump connections a worker shares, ``sshlib.jumps``).
+
 It needs root (network namespaces) and removes the namespaces, links and sshd instances at exit.
 
     sudo .venv/bin/python bench/jump.py [--runs 200]
@@ -34,6 +37,7 @@ from common import Deployment, percentiles
 
 from sshlib.connect import ConnectSpec, fingerprint, open_connection
 from sshlib.execute import ExecRequest, run_command
+from sshlib.jumps import JumpPool
 from tests.netns import JumpNet, NetnsSshServer, netns_unavailable
 
 # The host each case runs on, and the jump hosts in front of it (outermost first).
@@ -84,6 +88,33 @@ def bench_sshlib(
         return samples
     finally:
         conn.close()
+
+
+def bench_open(
+    net: JumpNet, target: str, hops: tuple[str, ...], runs: int
+) -> tuple[list[float], list[float]]:
+    """Opening (and closing) a session through the hops: its own chain, versus hops another session holds.
+
+    The second is what a worker does since the jump connections are shared (``sshlib.jumps``):
+    the new session is one more channel on each held hop, plus its own login on the target.
+    """
+    spec = spec_of(net.servers[target], target, tuple(spec_of(net.servers[h], h) for h in hops))
+    pool = JumpPool()
+    holder = open_connection(spec, pool)  # keeps the hops open, as any other open session would
+
+    def once(jumps: JumpPool | None) -> float:
+        start = time.perf_counter()
+        conn = open_connection(spec, jumps)
+        elapsed = (time.perf_counter() - start) * 1000
+        conn.close()
+        return elapsed
+
+    try:
+        own = [once(None) for _ in range(runs)]
+        shared = [once(pool) for _ in range(runs)]
+    finally:
+        holder.close()
+    return own, shared
 
 
 def destination(server: NetnsSshServer) -> str:
@@ -206,6 +237,7 @@ def bench_mcp(deployment: Deployment, runs: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--opens", type=int, default=30, help="sessions opened per case (own vs shared hops)")
     args = parser.parse_args()
     reason = netns_unavailable()
     if reason:
@@ -215,6 +247,10 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = {}
     try:
         for case, (target, hops) in CASES.items():
+            if hops:
+                results[case, "open own"], results[case, "open shared"] = bench_open(
+                    net, target, hops, args.opens
+                )
             results[case, "sshlib"] = bench_sshlib(net, target, hops, args.runs)
             results[case, "sshlib idle"] = bench_sshlib(net, target, hops, args.runs, IDLE_MS)
             results[case, "openssh"] = bench_openssh(net, target, hops, args.runs, workdir)
@@ -248,6 +284,14 @@ def main() -> None:
             f"sshlib idle {stats[case, 'sshlib idle'][0] / openssh:.2f}, "
             f"ssh_execute {stats[case, 'mcp'][0] / openssh:.2f}"
         )
+    print(f"\nopening a session ({args.opens} each), p50 / p95 ms:")
+    for case, (_target, hops) in CASES.items():
+        if hops:
+            own, shared = stats[case, "open own"], stats[case, "open shared"]
+            print(
+                f"{case:<7} own chain {own[0]:.1f} / {own[1]:.1f}, hops shared with an open session "
+                f"{shared[0]:.1f} / {shared[1]:.1f} (p50 ratio {shared[0] / own[0]:.2f})"
+            )
     for path, label in paths.items():
         direct = stats["direct", path][0]
         print(

@@ -8,12 +8,16 @@ command both call them). ``scan`` is the one way both fetch the keys a server of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from hosts.models import Host, HostKey, key_state_of
+
+if TYPE_CHECKING:
+    from sshlib.errors import HostKeyChanged, HostKeyUnknown
 
 TOFU_APPROVER = "trust-on-first-use"
 
@@ -71,20 +75,46 @@ class ScanOutcome:
 
 
 def scan(host: Host) -> ScanOutcome:
-    """Fetch the host keys the server offers and store new ones as pending (known keys keep their state)."""
+    """Fetch the host keys the server offers and store new ones as pending (known keys keep their state).
+
+    A host behind jump hosts is scanned through them: each hop is verified against its own
+    trusted keys and logged in to with its own credential, as for a session; a hop's unknown
+    or changed key is stored as pending for that hop and the scan refused, naming it.
+    """
     # Imported here: the SSH library (paramiko) is not needed to render admin pages or run
     # the other ``hosts`` subcommands.
-    from sshlib.connect import scan_host_keys
-    from sshlib.errors import SshError
+    from hosts.models import JumpLoop
+    from hosts.specs import JumpHostDisabled, NoCredential, hop_specs
+    from sshlib.connect import scan_through
+    from sshlib.errors import HostKeyChanged, HostKeyUnknown, SshError
 
+    where = f"{host.address}:{host.port}"
     try:
-        seen = scan_host_keys(host.address, host.port, timeout=float(settings.CONNECT_TIMEOUT))
+        hops = hop_specs(host)
+        seen = scan_through(hops, host.address, host.port, timeout=float(settings.CONNECT_TIMEOUT))
+    except (NoCredential, JumpHostDisabled, JumpLoop) as exc:
+        return ScanOutcome(host, error=f"cannot scan {where}: {exc}")
+    except (HostKeyUnknown, HostKeyChanged) as exc:
+        return ScanOutcome(host, error=_hop_key_refused(host, exc))
     except SshError as exc:
-        return ScanOutcome(host, error=f"cannot scan {host.address}:{host.port}: {exc}")
+        return ScanOutcome(host, error=f"cannot scan {where}: {exc}")
     if not seen:
-        return ScanOutcome(host, error=f"{host.address}:{host.port} offered no host keys")
+        return ScanOutcome(host, error=f"{where} offered no host keys")
     keys = tuple(record_seen(host, s.key_type, s.public_key, s.fingerprint) for s in seen)
     return ScanOutcome(host, keys)
+
+
+def _hop_key_refused(host: Host, exc: HostKeyUnknown | HostKeyChanged) -> str:
+    """A jump host on the way presented a key it does not trust: stored pending for that hop."""
+    hop = Host.objects.filter(pk=int(exc.host_ref)).first() if exc.host_ref.isdigit() else None
+    if hop is None:  # removed meanwhile: nothing to store the key against
+        return f"cannot scan {host.address}:{host.port}: {exc}"
+    record_seen(hop, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
+    return (
+        f"cannot scan {host.address}:{host.port}: {exc}. The key is stored as pending for jump host "
+        f"'{hop.name}': compare it with the server's own and approve it (sshcontrol hosts trust "
+        f"{hop.name} {exc.seen.fingerprint}) before scanning through it."
+    )
 
 
 def _locked_key(host: Host, fingerprint: str) -> HostKey:

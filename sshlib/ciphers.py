@@ -10,8 +10,6 @@ in paramiko's order; nothing paramiko offered is dropped.
 
 from __future__ import annotations
 
-from typing import Any
-
 import paramiko
 
 FAST_FIRST: tuple[str, ...] = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -23,9 +21,7 @@ def preferred(available: tuple[str, ...]) -> tuple[str, ...]:
     return (*fast, *(c for c in available if c not in fast))
 
 
-def transport(*args: Any, **kwargs: Any) -> paramiko.Transport:
-    """A paramiko Transport offering the fast ciphers first (``SSHClient.connect(transport_factory=...)``)."""
-    made = paramiko.Transport(*args, **kwargs)
-    options = made.get_security_options()
+def prefer_fast(transport: paramiko.Transport) -> None:
+    """Offer the fast ciphers first on ``transport``, before its handshake."""
+    options = transport.get_security_options()
     options.ciphers = preferred(tuple(options.ciphers))
-    return made

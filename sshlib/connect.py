@@ -18,6 +18,7 @@ import io
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -34,7 +35,9 @@ from sshlib.errors import (
     SshError,
     one_line,
 )
+from sshlib.jumps import JumpPool, Lease
 from sshlib.private_keys import PrivateKeyError, fingerprint_of_blob, parse_private_key
+from sshlib.quiet import QuietTransport, quieten
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +112,16 @@ def seen_key(key: paramiko.PKey) -> SeenKey:
 class Connection:
     """A live, authenticated SSH connection and the host key it was verified with.
 
-    ``hops`` are the jump connections it runs through (outermost first); they belong to
-    this connection alone and close with it.
+    ``hops`` are the jump connections it runs through (outermost first). Without a ``lease``
+    they belong to this connection alone and close with it; with one they are shared
+    (``sshlib.jumps``) and closing lets go of them.
     """
 
     client: paramiko.SSHClient
     host_key: SeenKey
     hops: tuple[Connection, ...] = ()
     name: str = ""
+    lease: Lease | None = field(default=None, repr=False)
 
     def is_active(self) -> bool:
         transport = self.client.get_transport()
@@ -127,6 +132,9 @@ class Connection:
     def close(self) -> None:
         # Innermost first: each channel closes while the transport it runs on is still up.
         self.client.close()
+        if self.lease is not None:
+            self.lease.release()  # once; the pool closes a hop with its last user
+            return
         for hop in reversed(self.hops):
             hop.close()
 
@@ -272,25 +280,60 @@ def _disabled_host_key_algorithms(trusted: list[paramiko.PKey]) -> list[str]:
     return [algorithm for algorithm in HOST_KEY_ALGORITHMS if algorithm not in allowed]
 
 
-def open_connection(spec: ConnectSpec) -> Connection:
+def open_connection(spec: ConnectSpec, jumps: JumpPool | None = None) -> Connection:
     """Connect (through ``spec.hops`` if any), verify every host key, authenticate everywhere.
 
+    With ``jumps``, the hops are shared with the other connections of that pool that go
+    through the same chain (a live hop is reused as it is; a new one is verified as usual).
     Raises ConnectFailed, HostKeyUnknown, HostKeyChanged, AuthenticationFailed; on a hop the
     message names the hop and the key errors carry the hop's ``host_ref``. Whatever was
-    opened before a failure is closed.
+    opened (or held) before a failure is closed (or let go).
     """
     if any(hop.hops for hop in spec.hops):
         raise ValueError("a hop's spec carries no hops of its own: give the whole chain, outermost first")
-    opened: list[Connection] = []
+    if jumps is not None and spec.hops:
+        return _open_through_shared(spec, jumps)
+    opened = _open_hops(spec.hops)
     try:
-        for hop in spec.hops:
-            opened.append(_connect_one(hop, via=opened[-1] if opened else None, is_hop=True))
         connection = _connect_one(spec, via=opened[-1] if opened else None, is_hop=False)
     except BaseException:
-        for hop_connection in reversed(opened):
-            hop_connection.close()
+        _close_hops(opened)
         raise
-    connection.hops = tuple(opened)
+    connection.hops = opened
+    return connection
+
+
+def _open_hops(hops: tuple[ConnectSpec, ...]) -> tuple[Connection, ...]:
+    """The chain's own connections, outermost first; nothing left open when one fails."""
+    opened: list[Connection] = []
+    try:
+        for hop in hops:
+            opened.append(_connect_one(hop, via=opened[-1] if opened else None, is_hop=True))
+    except BaseException:
+        _close_hops(opened)
+        raise
+    return tuple(opened)
+
+
+def _close_hops(opened: tuple[Connection, ...] | list[Connection]) -> None:
+    for hop_connection in reversed(opened):
+        hop_connection.close()
+
+
+def _open_hop(spec: ConnectSpec, via: Connection | None) -> Connection:
+    return _connect_one(spec, via=via, is_hop=True)
+
+
+def _open_through_shared(spec: ConnectSpec, jumps: JumpPool) -> Connection:
+    lease = jumps.lease(spec.hops, _open_hop)
+    try:
+        hops = lease.connections
+        connection = _connect_one(spec, via=hops[-1], is_hop=False)
+    except BaseException:
+        lease.release()
+        raise
+    connection.hops = hops
+    connection.lease = lease
     return connection
 
 
@@ -332,6 +375,13 @@ def _connect_one(spec: ConnectSpec, via: Connection | None, is_hop: bool) -> Con
         if not is_hop:
             raise
         raise type(exc)(f"{_hop_label(spec)}: {exc}") from None
+
+
+def _transport(sock: Any, disabled_algorithms: dict[str, list[str]] | None = None) -> QuietTransport:
+    """A session's transport: quiet while idle (sshlib/quiet.py), fast ciphers first (sshlib/ciphers.py)."""
+    made = QuietTransport(sock, disabled_algorithms=disabled_algorithms)
+    ciphers.prefer_fast(made)
+    return made
 
 
 def _connect_direct(spec: ConnectSpec, via: Connection | None, relays: bool = False) -> Connection:
@@ -379,13 +429,14 @@ def _connect_direct(spec: ConnectSpec, via: Connection | None, relays: bool = Fa
             look_for_keys=False,
             allow_agent=False,
             disabled_algorithms=disabled,
-            transport_factory=ciphers.transport,
+            # The stubs describe paramiko 3's factory call (with gss_kex); 5.x passes only
+            # the socket and disabled_algorithms, as _transport accepts.
+            transport_factory=_transport,  # type: ignore[arg-type]
         )
         transport = client.get_transport()
         if transport is None or not transport.is_authenticated():
             raise AuthenticationFailed(f"authentication failed for user {spec.username}")
-        if spec.keepalive_seconds > 0:
-            transport.set_keepalive(spec.keepalive_seconds)
+        _settle(transport, spec.keepalive_seconds)
         return Connection(client=client, host_key=seen_key(transport.get_remote_server_key()), name=spec.name)
     except BaseException as exc:
         client.close()
@@ -410,6 +461,21 @@ def _connect_direct(spec: ConnectSpec, via: Connection | None, relays: bool = Fa
         if isinstance(exc, paramiko.SSHException | EOFError | OSError):
             raise ConnectFailed(f"SSH handshake with {where} failed: {one_line(exc)}") from None
         raise
+
+
+def _settle(transport: paramiko.Transport, keepalive_seconds: int) -> None:
+    """The keepalive, and an idle connection's thread asleep (sshlib/quiet.py), but for a relay.
+
+    The first jump host's socket (``_QuickAckSocket``) re-arms TCP_QUICKACK at each read, and
+    the kernel drops quick-ack mode when we send: with reads only every 30 s, a command through
+    the hop waited ~40 ms on a delayed ACK again (bench/jump.py, 1 hop p50 +15 ms). It keeps
+    paramiko's 0.1 s poll; jump connections are shared per process, so there are only a few.
+    """
+    if isinstance(transport.sock, _QuickAckSocket):
+        if keepalive_seconds > 0:
+            transport.set_keepalive(keepalive_seconds)
+        return
+    quieten(transport, keepalive_seconds)
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -474,3 +540,21 @@ def scan_host_keys(
             seen = seen_key(key)
             found.setdefault(seen.fingerprint, seen)
     return list(found.values())
+
+
+def scan_through(
+    hops: tuple[ConnectSpec, ...], address: str, port: int, timeout: float = 10.0
+) -> list[SeenKey]:
+    """``scan_host_keys`` of a host reached through ``hops`` (outermost first; none: directly).
+
+    Each hop is verified against its trusted keys and logged in to, as for a session: a
+    refused hop raises what ``open_connection`` raises for it, naming it. The hops are this
+    scan's own and closed after it.
+    """
+    if not hops:
+        return scan_host_keys(address, port, timeout)
+    opened = _open_hops(hops)
+    try:
+        return scan_host_keys(address, port, timeout, via=opened[-1].client.get_transport())
+    finally:
+        _close_hops(opened)

@@ -248,7 +248,11 @@ def _wait_for_more(channel: paramiko.Channel, fd: int, seconds: float) -> None:
         # Output is complete; the exit status follows in the next packet.
         channel.status_event.wait(seconds)
     else:
-        select.select([fd], [], [], seconds)
+        # poll, not select: select() refuses descriptors above 1023, and a process holding
+        # thousands of sessions hands out such descriptors to its channels' pipes.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll(max(0.0, seconds) * 1000)
 
 
 def _read_until_stopped(

@@ -1,6 +1,7 @@
 """The sessions this process holds: live connections by session id, and the calls running on them.
 
-A session is one SSH connection; each command gets its own channel on it, so calls on
+A session is one SSH connection (its jump connections shared with the other sessions
+through the same hosts); each command gets its own channel on it, so calls on
 one session run in parallel. A dropped connection is re-opened on the next call (the
 caller supplies a fresh ``ConnectSpec``, so a host key revoked in the meantime applies).
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import paramiko
 
 from sshlib.connect import Connection, ConnectSpec, open_connection
+from sshlib.jumps import JumpPool
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Session:
     commands_run: int = 0
     secrets: tuple[str, ...] = field(default=(), repr=False)  # what to redact from this session's output
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    jumps: JumpPool | None = field(default=None, repr=False)  # the jump connections it shares
 
     def client(self, respec: Callable[[], ConnectSpec]) -> tuple[paramiko.SSHClient, bool]:
         """An active client, reconnecting first if the connection dropped. Returns (client, reconnected)."""
@@ -38,9 +41,14 @@ class Session:
         with self.lock:
             if self.connection.is_active():  # another thread reconnected meanwhile
                 return self.connection.client, False
-            self.connection.close()
-            spec = respec()
-            self.connection = open_connection(spec)
+            dropped = self.connection
+            try:
+                spec = respec()
+                self.connection = open_connection(spec, self.jumps)
+            finally:
+                # Let go of the dropped connection only now: a jump connection it shares and
+                # that is still up is then reused, not closed (as its last user) and re-opened.
+                dropped.close()
             self.secrets = spec.secrets
             return self.connection.client, True
 
@@ -79,17 +87,26 @@ class CancelEvent(threading.Event):
 
 
 class SessionRegistry:
-    """Sessions and running calls of this process. Thread-safe."""
+    """Sessions and running calls of this process. Thread-safe.
+
+    Its sessions share their jump connections (``sshlib.jumps``): sessions through the same
+    chain of jump hosts are channels of one connection to each hop, not one login each.
+    """
 
     def __init__(self) -> None:
+        self.jumps = JumpPool()
         self._sessions: dict[str, Session] = {}
         self._calls: dict[str, CancelEvent] = {}
         self._lock = threading.Lock()
 
     def open(self, session_id: str, host_ref: str, spec: ConnectSpec) -> Session:
-        connection = open_connection(spec)
+        connection = open_connection(spec, self.jumps)
         session = Session(
-            session_id=session_id, host_ref=host_ref, connection=connection, secrets=spec.secrets
+            session_id=session_id,
+            host_ref=host_ref,
+            connection=connection,
+            secrets=spec.secrets,
+            jumps=self.jumps,
         )
         with self._lock:
             previous = self._sessions.pop(session_id, None)

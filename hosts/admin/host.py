@@ -304,16 +304,8 @@ class HostAdmin(sudo_warnings.SudoWarningsAdmin[Host], HostImportAdmin):
         hosts = list(queryset.order_by("name"))
         if self._too_many(request, hosts):
             return
-        jumped = [h for h in hosts if h.jump_host_id is not None]
-        for host in jumped:
-            # A scan connects directly: it would not reach the host, or reach another machine.
-            self.message_user(
-                request,
-                f"{host.name}: not scanned, it is reached through a jump host; connect to it once "
-                "(Test connection) and its key is stored as pending.",
-                messages.ERROR,
-            )
-        for outcome in for_each_host([h for h in hosts if h.jump_host_id is None], hostkeys.scan):
+        # A host behind jump hosts is scanned through them (hostkeys.scan), each hop verified.
+        for outcome in for_each_host(hosts, hostkeys.scan):
             if outcome.error:
                 self.message_user(request, f"{outcome.host.name}: {outcome.error}", messages.ERROR)
                 continue

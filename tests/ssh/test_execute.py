@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import resource
 import signal
 import socket
 import threading
@@ -223,3 +224,19 @@ def test_a_dropped_connection_raises_connection_lost(sshd: SshServer) -> None:
     assert time.monotonic() - started < 3.0
     for pid in sshd.user_processes(marker):  # nobody could kill it: the connection was gone
         os.kill(int(pid), signal.SIGKILL)
+
+
+def test_it_runs_commands_when_descriptors_are_above_1023(connection: Connection) -> None:
+    # A process holding thousands of sessions: its channels' pipes get descriptors select() refuses.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1200:
+        pytest.skip(f"the descriptor limit ({hard}) is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        result = run(connection, "sleep 0.2; echo high")
+        assert result.stdout == "high\n" and result.exit_status == 0
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

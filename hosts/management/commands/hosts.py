@@ -191,11 +191,6 @@ class Command(BaseCommand):
             self.stdout.write(f"Connections go through {chain}.")
         if host.trust_on_first_use:
             self.stdout.write("The first host key seen will be trusted (trust-on-first-use).")
-        elif jump is not None:
-            self.stdout.write(
-                "Next: connect to it once (its host key is then stored as pending), compare the key "
-                f'with the server\'s own, then "sshcontrol hosts trust {host.name} SHA256:..."'
-            )
         else:
             self.stdout.write(
                 f'Next: run "sshcontrol hosts scan {host.name}" '
@@ -302,18 +297,13 @@ class Command(BaseCommand):
 
     def scan_action(self, options: dict[str, Any]) -> None:
         host = self._host(options["name"])
-        if host.jump_host is not None:
-            # A scan connects directly: it would not reach the host, or reach another machine.
-            raise CommandError(
-                f"host '{host.name}' is reached through jump host '{host.jump_host.name}', which a scan "
-                "does not use; connect to it once (its key is then stored as pending) and trust that key"
-            )
-        outcome = hostkeys.scan(host)
+        outcome = hostkeys.scan(host)  # through its jump hosts, if any, each verified
         if outcome.error:
             raise CommandError(outcome.error)
         stored = outcome.keys
         width = max(len(k.key_type) for k in stored)
-        self.stdout.write(f"Host keys offered by {host.address}:{host.port}:")
+        via = f" (through {' -> '.join(h.name for h in host.jump_chain())})" if host.jump_host_id else ""
+        self.stdout.write(f"Host keys offered by {host.address}:{host.port}{via}:")
         for key in stored:
             self.stdout.write(f"  {key.key_type.ljust(width)}  {key.fingerprint}  {key.state}")
         pending = [k for k in stored if k.state == HostKey.State.PENDING]

@@ -108,6 +108,9 @@ def test_it_acknowledges_what_the_first_jump_host_relays_at_once(jump_net: JumpN
     try:
         first, second = (hop.client.get_transport() for hop in conn.hops)
         assert first is not None and isinstance(first.sock, _QuickAckSocket)
+        # Its reads re-arm quick-ack: it keeps paramiko's 0.1 s poll, the others sleep (sshlib/quiet.py).
+        assert first.sock.gettimeout() == 0.1
+        assert second is not None and second.sock.gettimeout() == 30.0
         assert second is not None and isinstance(second.sock, paramiko.Channel)
         assert run(conn, "echo relayed") == "relayed"
     finally:

@@ -183,3 +183,28 @@ def test_it_does_not_reconnect_a_session_through_a_jump_host_disabled_since(
     assert message.endswith(f": {refusal}")
     row = AuditEvent.objects.filter(tool="ssh_execute").order_by("id").last()
     assert row is not None and row.status == "error" and row.error == refusal
+
+
+def test_sessions_through_one_jump_host_share_it_and_all_reconnect_when_it_drops(
+    mcp: McpHarness, jump_net: JumpNet
+) -> None:
+    j1, _j2, _t2 = chain(jump_net)
+    register(jump_net.servers["t1"], "t1", jump=j1)
+    first = {name: mcp.ok("ssh_execute", host=name, command="true") for name in ("t1", "t2")}
+    by_host = {s.connection.name: s for s in registry.all()}
+    assert by_host["t1"].connection.hops[0] is by_host["t2"].connection.hops[0]  # one login on j1
+
+    bastion = jump_net.servers["j1"]
+    wait_until(lambda: bastion.user_processes("^sshd: "), message="j1's logged-in session process")
+    reap_user_processes(bastion.user)  # the bastion restarts
+    wait_until(
+        lambda: not any(s.connection.is_active() for s in by_host.values()),
+        message="both sessions to see their jump host go",
+    )
+
+    for opened in first.values():
+        again = mcp.ok("ssh_execute", session_id=opened["session_id"], command="echo back")
+        assert again["stdout"] == "back\n"
+        assert AuditEvent.objects.get(pk=again["audit_id"]).reconnected is True
+    assert by_host["t1"].connection.hops[0] is by_host["t2"].connection.hops[0]
+    assert all(s.connection.is_active() for s in by_host.values())

@@ -1,0 +1,86 @@
+"""Turning a registered host into a ``ConnectSpec``: the one place host credentials are decrypted.
+
+It runs in the process that makes the SSH connection (the MCP server on the embedded
+default, a Celery worker in distributed mode, the admin or ``hosts scan`` for the jump hosts
+a scan goes through), never where a model could see the result. It lives with the inventory
+so that a host key scan (``hosts/hostkeys.py``) reaches a host behind its jump hosts with the
+same specs a session uses; ``sshcontrol/credentials.py`` re-exports it for the runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from django.conf import settings
+
+from hosts import hostkeys
+from hosts.models import Credential, Host
+from sshlib.connect import ConnectSpec
+
+
+class NoCredential(LookupError):
+    """The host has no credential attached."""
+
+
+class JumpHostDisabled(PermissionError):
+    """A jump host on the way to the host is disabled: no connection may pass through it."""
+
+
+def build_spec(host: Host) -> ConnectSpec:
+    """The spec of ``host``, with the specs of its jump hosts (``host.jump_chain()``) as its hops.
+
+    Raises NoCredential when the host or one of its jump hosts has none, JumpHostDisabled when
+    an administrator disabled one of its jump hosts, and ``hosts.models.JumpLoop`` when the
+    links stored in the database make a loop.
+    """
+    hops = hop_specs(host)
+    target = _spec_of(host)
+    # Output of a session is redacted of every secret used to reach it, the hops' included.
+    secrets = tuple(dict.fromkeys((*target.secrets, *(s for hop in hops for s in hop.secrets))))
+    return replace(target, hops=hops, secrets=secrets)
+
+
+def hop_specs(host: Host) -> tuple[ConnectSpec, ...]:
+    """The specs of the jump hosts on the way to ``host``, outermost first (``()`` when direct).
+
+    Raises NoCredential, JumpHostDisabled and JumpLoop as ``build_spec`` does, for the hops.
+    """
+    chain = host.jump_chain()
+    # Checked before any secret is decrypted: disabling a bastion cuts off what lies behind it.
+    disabled = next((hop for hop in chain if not hop.enabled), None)
+    if disabled is not None:
+        raise JumpHostDisabled(
+            f"jump host '{disabled.name}' of host '{host.name}' is disabled by an administrator"
+        )
+    return tuple(_spec_of(hop, jumped_from=host) for hop in chain)
+
+
+def _spec_of(host: Host, jumped_from: Host | None = None) -> ConnectSpec:
+    credential = host.credential
+    if credential is None or not credential.has_secret:
+        if jumped_from is not None:
+            raise NoCredential(
+                f"jump host '{host.name}' of host '{jumped_from.name}' has no credential; "
+                "an admin must attach one"
+            )
+        raise NoCredential(f"host '{host.name}' has no credential; an admin must attach one")
+    secret = credential.secret()
+    passphrase = credential.passphrase() or None
+    is_password = credential.kind == Credential.Kind.PASSWORD
+    return ConnectSpec(
+        address=host.address,
+        port=host.port,
+        username=host.username,
+        password=secret if is_password else None,
+        private_key=None if is_password else secret,
+        passphrase=passphrase,
+        trusted_keys=hostkeys.trusted_keys(host),
+        # The caller pins a first-use key for the target only; a hop accepted on first use would
+        # never be pinned, so a hop's first key waits for an approval like any unknown key.
+        trust_on_first_use=host.trust_on_first_use and jumped_from is None,
+        connect_timeout=settings.CONNECT_TIMEOUT,
+        keepalive_seconds=settings.KEEPALIVE_SECONDS,
+        secrets=tuple(s for s in (secret if is_password else "", passphrase or "") if s),
+        name=host.name,
+        host_ref=str(host.pk),
+    )
