@@ -202,7 +202,7 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
                 verb,
                 decided.pk,
                 visible_html(short_command(decided.command)),
-                decided.host.name,
+                ", ".join(decided.covered_hosts),
             ),
             messages.SUCCESS if approve else messages.WARNING,
         )
