@@ -162,3 +162,9 @@ def test_the_admin_shows_the_hosts_on_the_request_and_the_band(agent: McpHarness
     assert "2 hosts (n1, n3)" in band
     listing = admin_client.get(reverse("admin:hosts_approvalrequest_changelist")).content.decode()
     assert "n1 +1" in listing
+    # The batch's rows wait on the one request: the audit list shows them awaiting approval.
+    waiting = admin_client.get(reverse("admin:audit_auditevent_changelist"), {"status__exact": "pending"})
+    assert waiting.context["cl"].result_count == 4
+    approvals.decide(request_id, "bob", approve=False)
+    held = admin_client.get(reverse("admin:audit_auditevent_changelist"), {"status__exact": "pending"})
+    assert held.context["cl"].result_count == 0
