@@ -13,7 +13,7 @@ from typing import Any
 
 from django.apps import apps
 from django.contrib import admin
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest
 
@@ -37,7 +37,12 @@ def with_approval_state(queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
     undecided = request_model.objects.filter(
         audit_event_id=OuterRef("pk"), state="pending", expires_at__gt=Now()
     )
-    return queryset.annotate(**{AWAITING: Exists(undecided)})
+    # A batch of ssh_execute_many held for one request: its hosts' rows completed pending wait on it.
+    batch_undecided = request_model.objects.filter(
+        batch_id=OuterRef("batch_id"), state="pending", expires_at__gt=Now()
+    ).exclude(batch_id="")
+    awaiting = Q(Exists(undecided)) | (Q(Exists(batch_undecided)) & Q(status=AuditEvent.Status.PENDING))
+    return queryset.annotate(**{AWAITING: ExpressionWrapper(awaiting, output_field=BooleanField())})
 
 
 def awaiting_approval(event: AuditEvent) -> bool:

@@ -283,12 +283,25 @@ class ApprovalRequest(models.Model):
     comment = models.TextField(blank=True, default="")
     audit_event_id = models.BigIntegerField(null=True, blank=True, help_text="The call that asked.")
     executed_event_id = models.BigIntegerField(null=True, blank=True, help_text="The call that ran it.")
+    # A request of ``ssh_execute_many`` covers one batch: the hosts a rule held back (``host`` is
+    # the first of them), the batch's id (every audit row of the batch carries it) and how to run
+    # it again from ``ssh_approval_status``: every host of the batch in order, and its plan.
+    batch_id = models.CharField(max_length=40, blank=True, default="", db_index=True)
+    batch_hosts = models.JSONField(default=list, blank=True, help_text="The hosts the approval covers.")
+    batch_plan = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at"]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.client.name} on {self.host.name}: {self.command[:60]}"
+
+    @property
+    def covered_hosts(self) -> list[str]:
+        """The hosts the decision is about: the batch's listed hosts, or the one host."""
+        if self.batch_id and isinstance(self.batch_hosts, list):
+            return [str(name) for name in self.batch_hosts]
+        return [self.host.name]
 
     @property
     def barred(self) -> list[str]:

@@ -40,8 +40,12 @@ def create(
     reason: str,
     rule: str,
     session_id: str,
-    audit_event_id: int,
+    audit_event_id: int | None,
+    batch_id: str = "",
+    batch_hosts: list[str] | None = None,
+    batch_plan: dict[str, object] | None = None,
 ) -> ApprovalRequest:
+    """A pending request; for a batch (``batch_id``), ``host`` is the first of ``batch_hosts``."""
     now = timezone.now()
     owner = McpClient.objects.filter(pk=client_id).values_list("owner", flat=True).first() or ""
     return ApprovalRequest.objects.create(
@@ -59,6 +63,9 @@ def create(
         requested_at=now,
         expires_at=now + timedelta(seconds=float(settings.APPROVAL_EXPIRY_SECONDS)),
         audit_event_id=audit_event_id,
+        batch_id=batch_id,
+        batch_hosts=batch_hosts or [],
+        batch_plan=batch_plan or {},
     )
 
 

@@ -74,6 +74,8 @@ class PendingApproval:
     url: str
     # The viewing admin owns the requesting client, so may not decide it: another admin must.
     own: bool
+    # For a batch of ssh_execute_many: every host the one approval covers (host_name is the first).
+    batch_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ def pending_approvals(username: str) -> list[PendingApproval]:
             expires_at=request.expires_at,
             url=reverse("admin:hosts_approvalrequest_change", args=[request.pk]),
             own=bool(approvals.refusal(request, username)),
+            batch_hosts=tuple(request.covered_hosts) if request.batch_id else (),
         )
         for request in approvals.pending()
     ]

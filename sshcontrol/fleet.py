@@ -17,6 +17,13 @@ goes through its ``HostCall`` and the dispatcher, so in distributed mode its com
 on the worker that holds (or opens) its session. With ``batch_size`` the hosts run in
 consecutive batches (the first is the canary); once ``stop_after_failures`` hosts failed,
 no further batch starts, the one in flight finishes, and the rest are ``skipped``.
+
+Hosts where a command rule asks for an administrator's approval share ONE request covering
+the batch (``Approver``, built by the MCP front). The whole batch waits for it, the hosts that
+need no approval included, so the canary and ``stop_after_failures`` see the hosts in the
+order given: approved, everything runs as one batch (grants checked again first); denied, the
+listed hosts are ``refused`` and the others run; undecided in time, nothing runs and
+``ssh_approval_status`` runs the batch once later (``approved``).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from hosts.access import (
     hidden_reason,
     unavailable,
 )
+from hosts.access_models import ApprovalRequest
 from hosts.models import Host
 from hosts.policy import Verdict
 from sshcontrol import calllog, durable
@@ -101,6 +109,25 @@ class BatchOutcome:
     batch_id: str
     results: list[HostResult]
     stopped_early: bool = False  # stop_after_failures was reached and later hosts were skipped
+    # The approval request the batch asked for or ran under; in state pending, nothing ran.
+    approval: ApprovalRequest | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalAsk:
+    """One approval for a batch: the hosts a rule held back, and every host that would run."""
+
+    batch_id: str
+    hosts: list[str]  # the hosts the request covers, in the batch's order
+    rule: str  # the pattern of the first rule that asked
+    all_hosts: list[str]  # the hosts that would run, in order (the ``ssh_approval_status`` run)
+
+
+class Approver(Protocol):
+    """Ask for the approval and wait a while: the request claimed for this run (state executed),
+    denied or expired (the listed hosts are refused), or still pending (nothing runs)."""
+
+    def __call__(self, ask: ApprovalAsk) -> ApprovalRequest: ...
 
 
 @dataclass(frozen=True)
@@ -185,6 +212,7 @@ class _Entry:
     audit_status: str = Status.DENIED
     details: dict[str, Any] = field(default_factory=dict)
     result: HostResult | None = None
+    approval_rule: str | None = None  # the pattern of the rule that asks for an approval here
 
 
 # -- choosing the hosts ------------------------------------------------------------------------
@@ -232,12 +260,8 @@ def _authorize(access: ClientAccess, entries: list[_Entry], op: HostOperation, c
             if decided.sudo_exposed_to:
                 entry.details["sudo_exposed_to"] = list(decided.sudo_exposed_to)
         elif decided.decision is not None and decided.decision.verdict is Verdict.APPROVE:
-            # One approval covering the batch is not built yet: refused, and said so.
-            rule = decided.decision.rule.pattern if decided.decision.rule else ""
-            entry.refusal = (
-                f"the command needs an administrator's approval on host '{entry.name}' (rule {rule!r}); "
-                "ssh_execute_many does not wait for approvals: run it there with ssh_execute"
-            )
+            # Settled for the whole batch at once (``_settle_approval``).
+            entry.approval_rule = decided.decision.rule.pattern if decided.decision.rule else ""
 
 
 def _reusable_sessions(caller: Caller, host_ids: list[int]) -> dict[int, str]:
@@ -332,7 +356,7 @@ def _refuse_all(caller: Caller, op: HostOperation, batch_id: str, entries: list[
         error = entry.audit_error or entry.refusal
         row_status = entry.audit_status if status == Status.DENIED else status
         closing.append((event_id, Completion(row_status, None, error=error), ""))
-        shown: HostStatus = "refused" if status == Status.DENIED else "skipped"
+        shown: HostStatus = "refused" if status == Status.DENIED else "skipped"  # skipped or pending
         entry.result = HostResult(entry.name, shown, event_id, error=entry.refusal)
     _close_rows(closing)
 
@@ -525,11 +549,17 @@ def run_batch(
     progress: Callable[[int, int], None] | None = None,
     cancelled: threading.Event | None = None,
     on_start: Callable[[Batch], None] | None = None,
+    approver: Approver | None = None,
+    approved: ApprovalRequest | None = None,
+    batch_id: str | None = None,
 ) -> BatchOutcome:
     """Run ``op`` on the hosts named (``hosts``) or tagged (``tag``), one audit row per host.
 
     Raises ``BatchRefused`` when nothing can start (no host selected, the client may not act,
-    a limit reached); a host that cannot run is ``refused`` in the outcome instead.
+    a limit reached); a host that cannot run is ``refused`` in the outcome instead. Hosts that
+    need an approval ask ``approver`` for one covering the batch (without one they are
+    refused); ``approved`` is a request already claimed for this run (``ssh_approval_status``),
+    run under ``batch_id``, the batch that asked for it.
     """
     if (hosts is None) == (tag is None):
         raise BatchRefused("give exactly one of hosts or tag")
@@ -551,12 +581,26 @@ def run_batch(
         raise BatchRefused(str(exc)) from None
     command = op.audit("").command
     retrying(lambda: _authorize(access, entries, op, command), "checking the grants")
-    batch = Batch(caller, op, plan, new_batch_id(), len(entries), progress, cancelled or threading.Event())
+    batch = Batch(
+        caller, op, plan, batch_id or new_batch_id(), len(entries), progress, cancelled or threading.Event()
+    )
     if on_start is not None:
         on_start(batch)
     refused = [e for e in entries if e.refusal]
     _refuse_all(caller, op, batch.batch_id, refused, Status.DENIED)
     batch.report(len(refused))
+    request = _settle_approval(batch, client_id, [e for e in entries if not e.refusal], approver, approved)
+    if request is not None and request.state == ApprovalRequest.State.PENDING:
+        held = [e for e in entries if e.result is None]
+        for e in held:
+            e.refusal = (
+                f"waiting for approval request {request.pk}; ssh_approval_status runs the batch once approved"
+            )
+        _refuse_all(caller, op, batch.batch_id, held, Status.PENDING)
+        batch.report(len(held))
+        return BatchOutcome(
+            batch.batch_id, [e.result for e in entries if e.result is not None], False, request
+        )
     runnable = [e for e in entries if not e.refusal]
     host_ids = [e.host.pk for e in runnable if e.host is not None]
     reusable = retrying(lambda: _reusable_sessions(caller, host_ids), "finding sessions to reuse")
@@ -565,7 +609,79 @@ def run_batch(
     stopped = batch.run_all(list(_chunks(runnable, plan.batch_size)), reusable)
     results = [e.result for e in entries if e.result is not None]
     assert len(results) == len(entries)
-    return BatchOutcome(batch.batch_id, results, stopped)
+    return BatchOutcome(batch.batch_id, results, stopped, request)
+
+
+def _settle_approval(
+    batch: Batch,
+    client_id: int,
+    entries: list[_Entry],
+    approver: Approver | None,
+    approved: ApprovalRequest | None,
+) -> ApprovalRequest | None:
+    """Decide the hosts a rule holds back: covered by an approval, refused, or all held (pending).
+
+    Returns the request involved. Hosts refused here get their rows at once.
+    """
+    asking = [e for e in entries if e.approval_rule is not None]
+    if approved is None and asking and approver is not None:
+        request = approver(
+            ApprovalAsk(
+                batch.batch_id,
+                [e.name for e in asking],
+                asking[0].approval_rule or "",
+                [e.name for e in entries],
+            )
+        )
+        for e in asking:
+            e.details["approval_request"] = request.pk
+        if request.state == ApprovalRequest.State.PENDING:
+            return request
+        if request.state != ApprovalRequest.State.EXECUTED:
+            if request.state == ApprovalRequest.State.DENIED:
+                comment = f": {request.comment}" if request.comment else ""
+                why = f"approval request {request.pk} was denied by {request.decided_by}{comment}"
+            else:
+                why = f"approval request {request.pk} is {request.state} and will not run"
+            for e in asking:
+                e.refusal = why
+            _refuse_all(batch.caller, batch.op, batch.batch_id, asking, Status.DENIED)
+            batch.report(len(asking))
+            return request
+        # Approved and claimed after a wait: the grants may have changed meanwhile (a client given
+        # execute could have planted code to catch a sudo password), so every host is checked again.
+        approved = request
+        entries = _reauthorized(batch, client_id, entries)
+        asking = [e for e in entries if e.approval_rule is not None]
+    uncovered = []
+    for e in asking:
+        if approved is not None and e.name in approved.covered_hosts:
+            e.details.update(approval_request=approved.pk, approved_by=approved.decided_by)
+            continue
+        e.refusal = (
+            f"the command needs an administrator's approval on host '{e.name}' (rule {e.approval_rule!r})"
+            + (f" and approval request {approved.pk} does not cover it" if approved is not None else "")
+        )
+        uncovered.append(e)
+    _refuse_all(batch.caller, batch.op, batch.batch_id, uncovered, Status.DENIED)
+    batch.report(len(uncovered))
+    return approved
+
+
+def _reauthorized(batch: Batch, client_id: int, entries: list[_Entry]) -> list[_Entry]:
+    """Authorize ``entries`` again from fresh grants; those refused now get their rows. Returns the rest."""
+    access = retrying(lambda: access_for(client_id), "checking the grants")
+    for e in entries:
+        e.approval_rule, e.authorization = None, Authorization()
+        if access.problem:
+            e.refusal = access.problem
+    command = batch.op.audit("").command
+    if not access.problem:
+        retrying(lambda: _authorize(access, entries, batch.op, command), "checking the grants")
+    refused = [e for e in entries if e.refusal]
+    _refuse_all(batch.caller, batch.op, batch.batch_id, refused, Status.DENIED)
+    batch.report(len(refused))
+    return [e for e in entries if not e.refusal]
 
 
 def _within_session_limit(

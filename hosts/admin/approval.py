@@ -67,6 +67,7 @@ REQUEST_FIELDS = (
     "client",
     "client_owner",
     "host",
+    "batch_display",
     "command_display",
     "working_directory",
     "sudo",
@@ -86,7 +87,7 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
     list_display = (
         "state_display",
         "client",
-        "host",
+        "hosts_short",
         "command_short",
         "sudo",
         "requested_at",
@@ -201,7 +202,7 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
                 verb,
                 decided.pk,
                 visible_html(short_command(decided.command)),
-                decided.host.name,
+                ", ".join(decided.covered_hosts),
             ),
             messages.SUCCESS if approve else messages.WARNING,
         )
@@ -213,6 +214,27 @@ class ApprovalRequestAdmin(InventoryAdmin[ApprovalRequest]):
     def state_display(self, obj: ApprovalRequest) -> SafeString:
         tone = _STATE_TONES.get(ApprovalRequest.State(obj.state), "muted")
         return tone_badge(tone, obj.get_state_display())
+
+    @admin.display(description="Host", ordering="host__name")
+    def hosts_short(self, obj: ApprovalRequest) -> str:
+        # A batch's request covers several hosts: the first and how many more (its page lists them).
+        if not obj.batch_id:
+            return obj.host.name
+        hosts = obj.covered_hosts
+        return f"{hosts[0]} +{len(hosts) - 1}" if len(hosts) > 1 else hosts[0]
+
+    @admin.display(description="Batch")
+    def batch_display(self, obj: ApprovalRequest) -> SafeString | str:
+        """For ssh_execute_many: every host the approval covers, and the batch's page."""
+        if not obj.batch_id:
+            return "-"
+        hosts = ", ".join(obj.covered_hosts)
+        url = admin_url("admin:audit_auditevent_batch", obj.batch_id)
+        if url is None:
+            return format_html("{} hosts: {} (batch {})", len(obj.covered_hosts), hosts, obj.batch_id)
+        return format_html(
+            '{} hosts: {} (<a href="{}">batch {}</a>)', len(obj.covered_hosts), hosts, url, obj.batch_id
+        )
 
     @admin.display(description="Command", ordering="command")
     def command_short(self, obj: ApprovalRequest) -> SafeString:

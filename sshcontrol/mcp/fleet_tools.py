@@ -11,85 +11,40 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from django.conf import settings
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from audit.output_hygiene import clean
 from hosts import visible
+from hosts.access_models import ApprovalRequest
 from sshcontrol import fleet
 from sshcontrol.calllog import observed
 from sshcontrol.dbretry import DatabaseUnavailable
 from sshcontrol.fleet import BatchOutcome, BatchRefused, HostResult, Plan, RunCommand
 from sshcontrol.mcp.approved_runs import checked_timeout
+from sshcontrol.mcp.batch_approval import Asker
 from sshcontrol.mcp.identity import own_client
 from sshcontrol.mcp.render import fence, hygiene
-from sshcontrol.mcp.schemas import OutputWarning, ResponseFormat, warnings_of
+from sshcontrol.mcp.schemas import (
+    BatchApproval,
+    BatchSummary,
+    ExecuteManyResult,
+    HostRun,
+    OutputGroup,
+    PendingApproval,
+    ResponseFormat,
+    warnings_of,
+)
 from sshcontrol.taskspec import CommandSpec
 
 if TYPE_CHECKING:
     from sshcontrol.mcp.tools import Tools
-
-HostStatus = Literal["ok", "failed", "timed_out", "refused", "skipped", "error"]
-
-
-class HostRun(BaseModel):
-    host: str
-    status: HostStatus = Field(
-        description="ok (exit 0), failed (non-zero exit or killed), timed_out, refused (not allowed: "
-        "grants, command rules, limits), skipped (not started: the batch stopped), error (could not run)"
-    )
-    exit_status: int | None
-    stdout: str
-    stderr: str
-    stdout_bytes: int = 0
-    stderr_bytes: int = 0
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    error: str = Field(default="", description="why the host did not run, or did not finish")
-    audit_id: int
-    output_warnings: list[OutputWarning] = Field(default_factory=list)
-    redactions: int = 0
-
-
-class OutputGroup(BaseModel):
-    """Hosts whose command ended the same way: same exit status, same stdout, same stderr."""
-
-    hosts: list[str]
-    count: int
-    exit_status: int | None
-    stdout: str
-    stderr: str
-
-
-class BatchSummary(BaseModel):
-    ok: int
-    failed: int
-    timed_out: int
-    refused: int
-    skipped: int
-    error: int
-    total: int
-
-
-class ExecuteManyResult(BaseModel):
-    batch_id: str = Field(description="the batch's id: every host's audit row carries it")
-    command: str
-    summary: BatchSummary
-    groups: list[OutputGroup] = Field(
-        description="hosts that ran, grouped by identical (exit_status, stdout, stderr); the largest first"
-    )
-    results: list[HostRun] = Field(
-        description="one entry per host, in the order named (or by name for a tag)"
-    )
-    stopped_early: bool = Field(
-        description="true when stop_after_failures was reached and later batches were skipped"
-    )
 
 
 def host_run(result: HostResult) -> HostRun:
@@ -138,10 +93,33 @@ def groups_of(runs: Sequence[HostRun]) -> list[OutputGroup]:
     return sorted(entries, key=lambda g: -g.count)  # stable: ties keep the hosts' order
 
 
+def approval_of(request: ApprovalRequest | None) -> BatchApproval | None:
+    if request is None:
+        return None
+    return BatchApproval(
+        request_id=request.pk,
+        state=request.state,  # type: ignore[arg-type]
+        hosts=request.covered_hosts,
+        decided_by=request.decided_by,
+        comment=request.comment,
+    )
+
+
 def result_of(command: str, outcome: BatchOutcome) -> ExecuteManyResult:
     runs = [host_run(r) for r in outcome.results]
     counts = fleet.summary(outcome.results)
+    request = outcome.approval
+    pending = request is not None and request.state == ApprovalRequest.State.PENDING
     return ExecuteManyResult(
+        state="pending" if pending else "completed",
+        approval=approval_of(request),
+        pending_approval=PendingApproval(
+            request_id=request.pk,
+            expires_at=request.expires_at.isoformat(),
+            next_arguments={"request_id": request.pk},
+        )
+        if pending and request is not None
+        else None,
         batch_id=outcome.batch_id,
         command=command,
         summary=BatchSummary(**counts, total=len(runs)),
@@ -170,6 +148,20 @@ def render(result: ExecuteManyResult) -> str:
         if n
     )
     parts = [f"`{result.command}` on {s.total} host(s): {counted}. Batch `{result.batch_id}`."]
+    if (approval := result.approval) is not None:
+        hosts = _names(approval.hosts)
+        if result.state == "pending":
+            parts.append(
+                f"Waiting for approval request {approval.request_id} covering {hosts}: nothing ran. "
+                f"Call ssh_approval_status with request_id {approval.request_id} later; once approved it "
+                "runs the whole batch, once."
+            )
+        else:
+            by = f" by {approval.decided_by}" if approval.decided_by else ""
+            comment = f": {approval.comment}" if approval.comment else ""
+            parts.append(
+                f"Approval request {approval.request_id} ({approval.state}{by}{comment}) covers {hosts}."
+            )
     if result.stopped_early:
         parts.append("stop_after_failures was reached: later batches did not start (skipped).")
     by_host = {r.host: r for r in result.results}
@@ -284,6 +276,11 @@ class FleetTools:
         cancelled = threading.Event()
         started: list[fleet.Batch] = []
 
+        def notify(message: str) -> None:
+            # While waiting for an approval: the hosts done so far (refused ones), never going back.
+            done, total = (started[0].done, started[0].total) if started else (0, None)
+            asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, message), loop)
+
         def work() -> ExecuteManyResult:
             try:
                 outcome = fleet.run_batch(
@@ -295,6 +292,7 @@ class FleetTools:
                     progress=report,
                     cancelled=cancelled,
                     on_start=started.append,
+                    approver=Asker(caller, spec, reason or "", plan, notify, cancelled),
                 )
             except BatchRefused as exc:
                 raise ToolError(str(exc)) from None

@@ -136,8 +136,10 @@ _APPROVAL_STATES = {
 
 
 def approval_status(result: ApprovalStatusResult) -> str:
+    where = ", ".join(result.batch_hosts) if result.batch_id else result.host
+    batch = f" (batch `{result.batch_id}`)" if result.batch_id else ""
     lines = [
-        f"Approval request {result.request_id} for `{result.command}` on **{result.host}** "
+        f"Approval request {result.request_id} for `{result.command}` on **{where}**{batch} "
         f"{_APPROVAL_STATES[result.state]}."
     ]
     if result.decided_by:
@@ -147,6 +149,12 @@ def approval_status(result: ApprovalStatusResult) -> str:
         lines.append(f"It expires at {result.expires_at}. Ask again later with ssh_approval_status.")
     if result.execution is not None:
         lines.append(execute(result.execution))
+    elif result.batch_execution is not None:
+        from sshcontrol.mcp.fleet_tools import render as render_batch  # fleet_tools imports this module
+
+        lines.append(render_batch(result.batch_execution))
+    elif result.batch_id and result.state == "executed":
+        lines.append(f"The batch ran earlier (batch `{result.batch_id}`); an approval runs once.")
     elif result.executed_audit_id:
         lines.append(f"It ran earlier (audit #{result.executed_audit_id}); an approval runs once.")
     return "\n\n".join(lines)

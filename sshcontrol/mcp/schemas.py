@@ -320,6 +320,82 @@ class DisconnectResult(BaseModel):
     audit_id: int
 
 
+class BatchApproval(BaseModel):
+    """The one approval request of a batch: the hosts it covers and its decision."""
+
+    request_id: int
+    state: Literal["pending", "approved", "denied", "expired", "executed"]
+    hosts: list[str] = Field(description="the hosts a rule held back, which the request covers")
+    decided_by: str = ""
+    comment: str = Field(default="", description="the deciding admin's comment")
+
+
+HostStatus = Literal["ok", "failed", "timed_out", "refused", "skipped", "error"]
+
+
+class HostRun(BaseModel):
+    host: str
+    status: HostStatus = Field(
+        description="ok (exit 0), failed (non-zero exit or killed), timed_out, refused (not allowed: "
+        "grants, command rules, limits), skipped (not started: the batch stopped), error (could not run)"
+    )
+    exit_status: int | None
+    stdout: str
+    stderr: str
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    error: str = Field(default="", description="why the host did not run, or did not finish")
+    audit_id: int
+    output_warnings: list[OutputWarning] = Field(default_factory=list)
+    redactions: int = 0
+
+
+class OutputGroup(BaseModel):
+    """Hosts whose command ended the same way: same exit status, same stdout, same stderr."""
+
+    hosts: list[str]
+    count: int
+    exit_status: int | None
+    stdout: str
+    stderr: str
+
+
+class BatchSummary(BaseModel):
+    ok: int
+    failed: int
+    timed_out: int
+    refused: int
+    skipped: int
+    error: int
+    total: int
+
+
+class ExecuteManyResult(BaseModel):
+    batch_id: str = Field(description="the batch's id: every host's audit row carries it")
+    command: str
+    summary: BatchSummary
+    groups: list[OutputGroup] = Field(
+        description="hosts that ran, grouped by identical (exit_status, stdout, stderr); the largest first"
+    )
+    results: list[HostRun] = Field(
+        description="one entry per host, in the order named (or by name for a tag)"
+    )
+    stopped_early: bool = Field(
+        description="true when stop_after_failures was reached and later batches were skipped"
+    )
+    state: Literal["completed", "pending"] = Field(
+        default="completed",
+        description="'pending' when hosts need an administrator's approval that has not come yet: nothing "
+        "ran (every host that would run is skipped) and pending_approval says what to call later",
+    )
+    approval: BatchApproval | None = Field(
+        default=None, description="the one approval request covering the batch's hosts a rule held back"
+    )
+    pending_approval: PendingApproval | None = Field(default=None, description="set when state is 'pending'")
+
+
 class ApprovalStatusResult(BaseModel):
     request_id: int
     state: Literal["pending", "approved", "denied", "expired", "executed"]
@@ -331,3 +407,10 @@ class ApprovalStatusResult(BaseModel):
     comment: str = Field(description="the deciding admin's comment")
     executed_audit_id: int | None = Field(description="the audit row of the run, once it ran")
     execution: ExecuteResult | None = Field(description="the command's result, when this call ran it")
+    batch_hosts: list[str] = Field(
+        default_factory=list, description="for a batch (ssh_execute_many): the hosts the approval covers"
+    )
+    batch_id: str = Field(default="", description="for a batch: its id, carried by every host's audit row")
+    batch_execution: ExecuteManyResult | None = Field(
+        default=None, description="for a batch: the batch's result, when this call ran it"
+    )

@@ -46,6 +46,7 @@ from sshcontrol.mcp import fleet_tools, render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import await_decision, held_back
 from sshcontrol.mcp.approved_runs import checked_timeout, run_approved
+from sshcontrol.mcp.batch_approval import run_approved_batch
 from sshcontrol.mcp.budget import file_page, hide_key_tail
 from sshcontrol.mcp.hostlist import empty_reason
 from sshcontrol.mcp.identity import ClientRef, caller_for, own_client
@@ -445,8 +446,12 @@ class Tools:
             )
             if request is None:
                 raise ToolError(f"unknown approval request {request_id}")
-            execution = None
-            if request.state == ApprovalRequest.State.APPROVED:
+            execution = batch_execution = None
+            if request.state == ApprovalRequest.State.APPROVED and request.batch_id:
+                outcome = run_approved_batch(caller, request, batch_progress, cancelled)
+                batch_execution = fleet_tools.result_of(request.command, outcome)
+                request.refresh_from_db()
+            elif request.state == ApprovalRequest.State.APPROVED:
                 execution = run_approved(caller, request, call_id, progress)
                 request.refresh_from_db()
             return ApprovalStatusResult(
@@ -460,11 +465,23 @@ class Tools:
                 comment=request.comment,
                 executed_audit_id=request.executed_event_id,
                 execution=execution,
+                batch_hosts=request.covered_hosts if request.batch_id else [],
+                batch_id=request.batch_id,
+                batch_execution=batch_execution,
             )
 
-        return await serve(
-            work, render.approval_status, response_format, on_cancel=lambda: get_dispatcher().cancel(call_id)
-        )
+        loop = asyncio.get_running_loop()
+        cancelled = threading.Event()
+
+        def batch_progress(done: int, total: int) -> None:
+            message = f"{done} of {total} hosts done"
+            asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, message), loop)
+
+        def on_cancel() -> None:
+            cancelled.set()
+            get_dispatcher().cancel(call_id)
+
+        return await serve(work, render.approval_status, response_format, on_cancel=on_cancel)
 
     # -- ssh_upload_file -----------------------------------------------------------------------
 
