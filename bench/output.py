@@ -8,16 +8,16 @@ the reference is OpenSSH (`ssh host <cmd>` over a ControlMaster connection, so b
 reuse an open connection) on the same sshd, which delivers every byte.
 
     git worktree add /tmp/sshc-before e0d1b30
-    .venv/bin/python bench/output.py --before /tmp/sshc-before [--runs 3]
+    .venv/bin/python bench/output.py --before /tmp/sshc-before [--runs 3] [--paging]
+    .venv/bin/python bench/output.py --paging            # the paging half only
 
-The paging half (50 MiB read through ssh_read_output against `ssh host cat`) needs the
-ssh_read_output tool: see ``paging`` below, run with --paging once that tool is on the tree.
+The paging half reads 50 MiB through ssh_read_output (the output_id of `cat` of a 50 MiB
+file) against `ssh host cat` of the same file.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import statistics
 import subprocess
@@ -93,19 +93,14 @@ def measure_tree(server: SshServer, tree: Path, runs: int) -> dict[str, tuple[in
 
 
 def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
-    """50 MiB read through ssh_read_output, page by page, against `ssh host cat` of the same bytes.
-
-    ENABLE AFTER THE JOBS MERGE: needs ssh_read_output (helper "jobs") and an output_id on
-    ssh_execute's result. The argument and result names below follow issue 12
-    (output_id, stream, offset, max_bytes -> data, next_offset, complete); check them against
-    the merged tool before recording a result.
-    """
+    """50 MiB read through ssh_read_output, page by page (1 MiB, the most a page may be), against
+    `ssh host cat` of the same bytes; the time includes the ssh_execute that produced them."""
     deployment = deployment_for(server, tree)
     client = RawStdioClient(deployment.env)
     try:
         tools = {t["name"] for t in client.request("tools/list", {}).result["tools"]}
         if "ssh_read_output" not in tools:
-            print("paging: skipped, this tree has no ssh_read_output (enable after the jobs merge)")
+            print("paging: skipped, this tree has no ssh_read_output")
             return
         session_id = client.call("ssh_connect", host="bench").result["structuredContent"]["session_id"]
         path = f"/tmp/sshc-bench-output-{os.getpid()}"
@@ -119,13 +114,12 @@ def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
             output_id = ran.result["structuredContent"]["output_id"]
             offset, received = 0, 0
             while True:
-                page = client.call(
+                chunk = client.call(
                     "ssh_read_output", output_id=output_id, stream="stdout", offset=offset, max_bytes=1 << 20
-                ).result["structuredContent"]
-                data = page["data"]
-                received += len(base64.b64decode(data) if page.get("encoding") == "base64" else data.encode())
-                offset = page["next_offset"]
-                if page["complete"]:
+                ).result["structuredContent"]["chunk"]
+                received += len(chunk["text"].encode())
+                offset = chunk["next_offset"]
+                if chunk["complete"]:
                     break
             best = min(best, time.perf_counter() - start)
             assert received == cat_bytes == FIFTY_MIB, (received, cat_bytes)
@@ -142,7 +136,7 @@ def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True, help="a tree of the commit before the budget")
+    parser.add_argument("--before", type=Path, help="a tree of the commit before the budget")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--paging", action="store_true", help="also page 50 MiB (needs ssh_read_output)")
     args = parser.parse_args()
@@ -152,34 +146,39 @@ def main() -> None:
     ssh = openssh_args(server, workdir)
     try:
         timed_openssh(ssh, "true")
-        measured = {
-            "before": measure_tree(server, args.before.resolve(), args.runs),
-            "after": measure_tree(server, REPO, args.runs),
-        }
-        reference = {
-            name: statistics.median_low([timed_openssh(ssh, command) for _ in range(args.runs)])
-            for name, command in COMMANDS.items()
-        }
-        print(f"budget {BUDGET} bytes per stream; median wall time of {args.runs} runs; {REPO}")
-        print(f"{'':18} {'':8} {'bytes to client':>16} {'wall ms':>9}")
-        for name in COMMANDS:
-            for label, (size, seconds) in (
-                ("before", measured["before"][name]),
-                ("after", measured["after"][name]),
-                ("openssh", reference[name]),
-            ):
-                print(f"{name:18} {label:8} {size:16,d} {seconds * 1000:9.0f}")
-            before, after, ssh_ref = measured["before"][name], measured["after"][name], reference[name]
-            print(
-                f"{'':18} ratios: bytes after/before {after[0] / before[0]:.4f}, "
-                f"after / (2 x budget x 2 streams) {after[0] / (4 * BUDGET):.2f} (target <= 1); "
-                f"time after/before {after[1] / before[1]:.2f}, after/openssh {after[1] / ssh_ref[1]:.2f}"
-            )
+        if args.before is not None:
+            before_and_after(server, args.before.resolve(), ssh, args.runs)
         if args.paging:
             paging(server, REPO, ssh, args.runs)
     finally:
         subprocess.run([*ssh[:-1], "-O", "exit", ssh[-1]], capture_output=True, check=False)
         server.remove()
+
+
+def before_and_after(server: SshServer, before_tree: Path, ssh: list[str], runs: int) -> None:
+    measured = {
+        "before": measure_tree(server, before_tree, runs),
+        "after": measure_tree(server, REPO, runs),
+    }
+    reference = {
+        name: statistics.median_low([timed_openssh(ssh, command) for _ in range(runs)])
+        for name, command in COMMANDS.items()
+    }
+    print(f"budget {BUDGET} bytes per stream; median wall time of {runs} runs; {REPO}")
+    print(f"{'':18} {'':8} {'bytes to client':>16} {'wall ms':>9}")
+    for name in COMMANDS:
+        for label, (size, seconds) in (
+            ("before", measured["before"][name]),
+            ("after", measured["after"][name]),
+            ("openssh", reference[name]),
+        ):
+            print(f"{name:18} {label:8} {size:16,d} {seconds * 1000:9.0f}")
+        before, after, ssh_ref = measured["before"][name], measured["after"][name], reference[name]
+        print(
+            f"{'':18} ratios: bytes after/before {after[0] / before[0]:.4f}, "
+            f"after / (2 x budget x 2 streams) {after[0] / (4 * BUDGET):.2f} (target <= 1); "
+            f"time after/before {after[1] / before[1]:.2f}, after/openssh {after[1] / ssh_ref[1]:.2f}"
+        )
 
 
 if __name__ == "__main__":
