@@ -42,7 +42,7 @@ from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.hostcall import AuditFields, CallRefused, host_call, refuse
 from sshcontrol.jobs import new_job_id
-from sshcontrol.mcp import fleet_tools, render, visibility
+from sshcontrol.mcp import fleet_file_tools, fleet_tools, render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import await_decision, held_back
 from sshcontrol.mcp.approved_runs import checked_timeout, run_approved
@@ -825,6 +825,7 @@ def register(server: MCPServer, transport: str, client: ClientRef | None) -> Too
             annotations=hints(*flags),
         )
     fleet_tools.register(server, tools)
+    fleet_file_tools.register(server, tools)
     from sshcontrol.mcp import copy_tools  # it builds on this module: imported once this one is loaded
 
     copy_tools.register(server, tools)

@@ -36,6 +36,7 @@ NEEDS: Mapping[str, str] = {
     "ssh_execute_many": "execute",
     "ssh_approval_status": "execute",
     "ssh_download_file": "read",
+    "ssh_download_many": "read",
     "ssh_list_files": "read",
     "ssh_upload_file": "write",
     "ssh_start_job": "execute",
@@ -44,6 +45,7 @@ NEEDS: Mapping[str, str] = {
     "ssh_list_jobs": "execute",
     "ssh_read_output": "execute",
     "ssh_copy": "read+write",  # reads on one host, writes on another: both somewhere
+    "ssh_upload_many": "write",
 }
 SUDO_ARGUMENT = ("ssh_execute", "sudo")
 # Every tool with a ``sudo`` argument.
