@@ -53,6 +53,7 @@ def test_it_offers_no_upload_and_no_sudo_argument_without_those_grants(
         "ssh_execute_many",
         "ssh_approval_status",
         "ssh_download_file",
+        "ssh_download_many",
         "ssh_list_files",
         *JOB_TOOLS,
     }
@@ -70,7 +71,7 @@ def test_it_offers_upload_and_sudo_where_some_grant_allows_them(as_client: AsCli
     second = Grant.objects.create(client=McpClient.objects.get(name="ops"), can_sudo=True)
     second.hosts.set([web2])
     tools = listed(admin)
-    assert "ssh_upload_file" in tools
+    assert "ssh_upload_file" in tools and "ssh_upload_many" in tools
     assert "ssh_copy" in tools  # reads and writes (on web1)
     assert "sudo" in arguments(admin, "ssh_execute")
     assert "sudo" in arguments(admin, "ssh_execute_many")
