@@ -690,6 +690,8 @@ def test_junk_of_every_shape_for_every_tool(world: World) -> None:
         "ssh_approval_status",
         "ssh_execute_many",
         "ssh_copy",
+        "ssh_upload_many",
+        "ssh_download_many",
     ):
         for junk in ({"": None}, {"session_id": {"$gt": ""}}, {"host": ["h"], "command": ["echo"]}):
             answer(world, tool, junk)

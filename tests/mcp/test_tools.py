@@ -337,13 +337,14 @@ def test_it_keeps_secrets_out_of_results_and_the_database_file(
 
 def test_it_describes_every_tool_with_a_schema_and_hints(mcp: McpHarness) -> None:
     listed = {t.name: t for t in mcp.run(mcp.client.list_tools()).tools}
-    read_only = {"ssh_list_hosts", "ssh_status", "ssh_download_file", "ssh_list_files"}
+    read_only = {"ssh_list_hosts", "ssh_status", "ssh_download_file", "ssh_download_many", "ssh_list_files"}
     read_only |= {"ssh_job_status", "ssh_list_jobs", "ssh_read_output"}
     acting = {
         "ssh_connect",
         "ssh_execute",
         "ssh_execute_many",
         "ssh_upload_file",
+        "ssh_upload_many",
         "ssh_disconnect",
         "ssh_approval_status",
         "ssh_copy",
