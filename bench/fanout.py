@@ -12,11 +12,21 @@ inventory host, ``ansible_control_path``). For each size, in the same run:
 - parallel-ssh: ``ParallelSSHClient(pool_size=50)``; cold = a new client, warm = the same
   client again. (It does not check host keys; sshcontrol and Ansible do.)
 
+With ``--upload`` the same fleet instead receives one 10 MiB file (``UPLOAD_BYTES``, random,
+written to a new file ``fanout-upload.bin`` in each login's home; hosts sharing a login
+overwrite each other's copy, in every tool alike), cold and warm as above:
+
+- sshcontrol: ``ssh_upload_many`` with ``local_path`` (a file of its transfer directory),
+  ``overwrite`` true, ``max_parallel`` 50 (each host's SHA-256 checked against the source's).
+- Ansible: ``ansible all -m copy -a "src=... dest=fanout-upload.bin" -f 50``.
+- parallel-ssh: ``ParallelSSHClient.copy_file`` (SFTP) with ``pool_size`` 50.
+
 The references live in their own virtual environment (``ansible-core`` and ``parallel-ssh``
 from PyPI), so they never touch the project's dependencies:
 
     python3 -m venv .venv-refs && .venv-refs/bin/pip install ansible-core parallel-ssh
     sudo .venv/bin/python bench/fanout.py [--sizes 50,200,1000] [--servers 4] [--refs .venv-refs]
+    sudo .venv/bin/python bench/fanout.py --upload --sizes 50
 """
 
 from __future__ import annotations
@@ -42,6 +52,8 @@ from common import REPO, Deployment
 from tests.sshd import SshServer
 
 PARALLEL = 50
+UPLOAD_BYTES = 10 * 1024 * 1024
+UPLOAD_NAME = "fanout-upload.bin"
 
 SETUP_HOSTS = """
 import json, sys
@@ -84,6 +96,26 @@ for _ in range(2):
     output = client.run_command("true", stop_on_errors=False)
     client.join(output)
     failed = sum(1 for o in output if o.exception is not None or o.exit_code != 0)
+    times.append((time.perf_counter() - started, failed))
+print(json.dumps(times))
+"""
+
+
+PSSH_COPY = """
+import json, sys, time
+import gevent
+from pssh.clients import ParallelSSHClient
+from pssh.config import HostConfig
+spec = json.loads(sys.stdin.read())
+hosts = ["127.0.0.1"] * len(spec["hosts"])
+config = [HostConfig(port=h["port"], user=h["user"], private_key=h["key_file"]) for h in spec["hosts"]]
+client = ParallelSSHClient(hosts, host_config=config, pool_size=spec["parallel"], timeout=120)
+times = []
+for _ in range(2):
+    started = time.perf_counter()
+    greenlets = client.copy_file(spec["local"], spec["remote"])
+    gevent.joinall(greenlets, raise_error=False)
+    failed = sum(1 for g in greenlets if g.exception is not None)
     times.append((time.perf_counter() - started, failed))
 print(json.dumps(times))
 """
@@ -148,7 +180,7 @@ def register(deployment: Deployment, fleet: Fleet, size: int) -> None:
     )
 
 
-def bench_sshcontrol(fleet: Fleet, size: int) -> tuple[float, float]:
+def bench_sshcontrol(fleet: Fleet, size: int, upload: Path | None = None) -> tuple[float, float]:
     from mcp import Client
 
     server = fleet.servers[0]
@@ -156,7 +188,16 @@ def bench_sshcontrol(fleet: Fleet, size: int) -> tuple[float, float]:
     deployment.cli("migrate", "--verbosity", "0")
     register(deployment, fleet, size)
     names = [fleet.host(i)[0] for i in range(size)]
-    arguments = {"hosts": names, "command": "true", "max_parallel": PARALLEL, "response_format": "json"}
+    tool = "ssh_execute_many"
+    arguments: dict[str, Any] = {"hosts": names, "max_parallel": PARALLEL, "response_format": "json"}
+    if upload is None:
+        arguments["command"] = "true"
+    else:
+        transfers = deployment.workdir / "data" / "transfers"
+        transfers.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(upload, transfers / upload.name)
+        tool = "ssh_upload_many"
+        arguments |= {"local_path": upload.name, "remote_path": UPLOAD_NAME, "overwrite": True}
 
     async def main() -> tuple[float, float]:
         async with Client(deployment.server_params()) as client:
@@ -164,11 +205,11 @@ def bench_sshcontrol(fleet: Fleet, size: int) -> tuple[float, float]:
             times = []
             for _ in range(2):
                 started = time.perf_counter()
-                result = await client.call_tool("ssh_execute_many", arguments)
+                result = await client.call_tool(tool, arguments)
                 times.append(time.perf_counter() - started)
                 summary = (result.structured_content or {}).get("summary", {})
                 if result.is_error or summary.get("ok") != size:
-                    raise RuntimeError(f"ssh_execute_many did not succeed everywhere: {summary or result}")
+                    raise RuntimeError(f"{tool} did not succeed everywhere: {summary or result}")
             return times[0], times[1]
 
     try:
@@ -178,7 +219,7 @@ def bench_sshcontrol(fleet: Fleet, size: int) -> tuple[float, float]:
         shutil.rmtree(deployment.workdir, ignore_errors=True)
 
 
-def bench_ansible(fleet: Fleet, size: int, refs: Path) -> tuple[float, float]:
+def bench_ansible(fleet: Fleet, size: int, refs: Path, upload: Path | None = None) -> tuple[float, float]:
     inventory = fleet.ansible_inventory(size)
     known = fleet.known_hosts()
     home = fleet.workdir / "ansible-home"
@@ -194,7 +235,12 @@ def bench_ansible(fleet: Fleet, size: int, refs: Path) -> tuple[float, float]:
         "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
     }
-    command = [str(refs / "bin" / "ansible"), "all", "-i", str(inventory), "-m", "raw", "-a", "true"]
+    module = (
+        ["-m", "raw", "-a", "true"]
+        if upload is None
+        else ["-m", "copy", "-a", f"src={upload} dest={UPLOAD_NAME}"]
+    )
+    command = [str(refs / "bin" / "ansible"), "all", "-i", str(inventory), *module]
     command += ["-f", str(PARALLEL)]
     times = []
     try:
@@ -228,16 +274,18 @@ def stop_masters(fleet: Fleet, size: int) -> None:
         list(pool.map(stop, range(size)))
 
 
-def bench_pssh(fleet: Fleet, size: int, refs: Path) -> tuple[float, float]:
+def bench_pssh(fleet: Fleet, size: int, refs: Path, upload: Path | None = None) -> tuple[float, float]:
     spec = {
         "parallel": PARALLEL,
+        "local": str(upload),
+        "remote": UPLOAD_NAME,
         "hosts": [
             {"port": s.port, "user": s.user, "key_file": str(s.client_keys["ed25519"])}
             for s in (fleet.host(i)[1] for i in range(size))
         ],
     }
     done = subprocess.run(
-        [str(refs / "bin" / "python"), "-c", PSSH],
+        [str(refs / "bin" / "python"), "-c", PSSH if upload is None else PSSH_COPY],
         input=json.dumps(spec),
         capture_output=True,
         text=True,
@@ -264,30 +312,38 @@ def main() -> None:
         "--refs", default=str(REPO / ".venv-refs"), help="venv with ansible-core, parallel-ssh"
     )
     parser.add_argument("--skip-refs", action="store_true", help="only sshcontrol")
+    parser.add_argument(
+        "--upload", action="store_true", help=f"upload {UPLOAD_BYTES >> 20} MiB instead of `true`"
+    )
     args = parser.parse_args()
     refs = Path(args.refs)
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="sshcontrol-fanout-"))
     servers = [SshServer.create().start() for _ in range(args.servers)]
     fleet = Fleet(servers, workdir)
+    upload: Path | None = None
+    if args.upload:
+        upload = workdir / "fanout-source.bin"
+        upload.write_bytes(os.urandom(UPLOAD_BYTES))
+        upload.chmod(0o644)
     rows: list[dict[str, Any]] = []
     try:
         print(f"start: {load()}", flush=True)
         for size in sizes:
             row: dict[str, Any] = {"size": size}
-            row["sshcontrol"] = bench_sshcontrol(fleet, size)
+            row["sshcontrol"] = bench_sshcontrol(fleet, size, upload)
             print(
                 f"{size} hosts sshcontrol cold {row['sshcontrol'][0]:.2f} s "
                 f"warm {row['sshcontrol'][1]:.2f} s",
                 flush=True,
             )
             if not args.skip_refs:
-                row["pssh"] = bench_pssh(fleet, size, refs)
+                row["pssh"] = bench_pssh(fleet, size, refs, upload)
                 print(
                     f"{size} hosts parallel-ssh cold {row['pssh'][0]:.2f} s warm {row['pssh'][1]:.2f} s",
                     flush=True,
                 )
-                row["ansible"] = bench_ansible(fleet, size, refs)
+                row["ansible"] = bench_ansible(fleet, size, refs, upload)
                 print(
                     f"{size} hosts ansible cold {row['ansible'][0]:.2f} s warm {row['ansible'][1]:.2f} s",
                     flush=True,
