@@ -24,7 +24,7 @@ from audit.chain import reset_chain_state
 from hosts.access_models import ApprovalRequest, ClientGroup, CommandRule, Grant
 from hosts.clients import create_client
 from hosts.models import Credential, Host, HostKey
-from sshcontrol.models import SshSession, WorkerHeartbeat
+from sshcontrol.models import Job, SshSession, WorkerHeartbeat
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -126,6 +126,13 @@ def fill_every_list() -> None:
                 host=hosts[n], session_id=session_id, command=LONG_COMMAND,
             )  # fmt: skip
             writer.complete(event_id, status=status, exit_status=0, stdout="x" * 200)
+        Job.objects.create(
+            job_id=f"job_{n}f9c2a7e1b3d5f60718293a4b5c6d7e8a9b0c1d2", client=client,
+            actor=client.name, host=hosts[n], host_name=hosts[n].name, session_id=session_id,
+            command=LONG_COMMAND, timeout=3600, audit_event_id=event_id,
+            holder=f"embedded:build-machine-{n}.example.internal:123456:1764400000.123",
+            stdout_bytes=123_456_789, stderr_bytes=4_321,
+        )  # fmt: skip
         ApprovalRequest.objects.create(
             client=client, host=hosts[n], command=LONG_COMMAND, requested_at=now,
             expires_at=now + timedelta(hours=1), reason="The deploy changed nginx.conf; reload it",
