@@ -64,13 +64,14 @@ def execute_job(
     self: Any, session_id: str, spec: Any, ticket: Any, audit_event_id: int | None = None
 ) -> wire.Envelope:
     """``execute_job``: progress as ``execute``'s while the call waits; the job goes on in this worker."""
-    # The command's own thread reports progress: the task's id is thread-local, so it is taken here.
-    task_id = self.request.id
+    # The command's own thread reports progress: the task's request (its id, and the reply
+    # queue the rpc:// backend of a RabbitMQ deployment answers on) is thread-local, so it is
+    # taken here; update_state would read an empty request in that thread.
+    request = self.request
 
     def progress(out_bytes: int, err_bytes: int) -> None:
-        self.update_state(
-            task_id=task_id, state="PROGRESS", meta={"stdout_bytes": out_bytes, "stderr_bytes": err_bytes}
-        )
+        meta = {"stdout_bytes": out_bytes, "stderr_bytes": err_bytes}
+        self.backend.store_result(request.id, meta, "PROGRESS", request=request)
 
     return _answer(
         lambda: wire.dump(
