@@ -61,6 +61,14 @@ def hosts(mcp: McpHarness, make_host: Callable[..., Host], sshd: SshServer, othe
     return dirs
 
 
+def server_files() -> set[tuple[str, int, int]]:
+    """Every file below the server's transfer directory (earlier tests may have left some)."""
+    root = local_root()
+    if not root.exists():
+        return set()
+    return {(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in root.rglob("*") if f.is_file()}
+
+
 def sha256_on(mcp: McpHarness, host: str, path: str) -> str:
     return str(mcp.ok("ssh_execute", host=host, command=f"sha256sum {path}")["stdout"].split()[0])
 
@@ -75,12 +83,13 @@ def test_it_copies_between_hosts_streamed_hashed_and_audited_on_both_ends(
 ) -> None:
     source, target = f"{hosts['a']}/src.bin", f"{hosts['b']}/dst.bin"
     mcp.ok("ssh_execute", host="a", command=f"head -c {size} /dev/urandom > {source}")
+    before = server_files()
     done = mcp.ok("ssh_copy", from_host="a", from_path=source, to_host="b", to_path=target)
 
     digest = sha256_on(mcp, "a", source)
     assert done["bytes"] == size and done["sha256"] == digest == sha256_on(mcp, "b", target)
     assert listing(mcp, "b", hosts["b"]) == ["dst.bin"]  # no temporary file left
-    assert list(local_root().iterdir()) == []  # nothing passed through the server's disk
+    assert server_files() == before  # nothing passed through the server's disk
 
     rows = {row.details["copy_end"]: row for row in AuditEvent.objects.filter(tool="ssh_copy")}
     assert set(rows) == {"source", "destination"}
