@@ -153,7 +153,9 @@ def test_ssh_execute_returns_the_budget_and_the_totals(mcp: McpHarness, host: st
     result = mcp.ok("ssh_execute", host=host, command="seq 1 100000; seq 1 3 >&2")
     total = len(numbered(1, 100000))
     assert result["stdout_bytes"] == total and result["stdout_lines"] == 100000
-    assert result["stdout_truncated"] is True and result["output_id"] is None
+    # The rest is kept for paging, and the marker names where to read it.
+    assert result["stdout_truncated"] is True and result["output_id"].startswith("job_")
+    assert f'ssh_read_output(output_id="{result["output_id"]}"' in result["stdout"]
     omitted = result["stdout_omitted"]
     head, _, tail = parts(result["stdout"])
     assert len(head.encode()) + len(tail.encode()) <= 4096
