@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -38,4 +38,16 @@ async def eventually(predicate: Callable[[], T], timeout: float = 10.0, message:
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout:g} s: {message or predicate}")
+        await asyncio.sleep(INTERVAL)
+
+
+async def until(check: Callable[[], Awaitable[T]], timeout: float = 10.0, message: str = "") -> T:
+    """``eventually`` for a check that is itself async (an MCP call): awaited on the event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout:g} s: {message or check}")
         await asyncio.sleep(INTERVAL)

@@ -11,14 +11,13 @@ import asyncio
 import signal
 from typing import Any
 
-import anyio
 from mcp import Client
 
 from audit.models import AuditEvent
 from sshcontrol.models import Job
 from tests.distributed.conftest import WorkerPool
 from tests.distributed.test_workers import ok, run
-from tests.polling import eventually, wait_until
+from tests.polling import eventually, until, wait_until
 from tests.sshd import SshServer
 
 
@@ -37,10 +36,7 @@ async def follow(client: Client, job_id: str, timeout: float = 60) -> tuple[str,
             offsets[key] = last[stream]["next_offset"]
         return last["state"] != "running" and last["stdout"]["complete"] and last["stderr"]["complete"]
 
-    deadline = anyio.current_time() + timeout
-    while not await done():
-        assert anyio.current_time() < deadline, f"job {job_id} did not end: {last}"
-        await anyio.sleep(0.2)
+    await until(done, timeout, f"job {job_id} ended and its output was read to the end")
     return "".join(out), "".join(err), last
 
 

@@ -11,12 +11,11 @@ import os
 import signal
 from typing import Any
 
-import anyio
 import pytest
 from mcp import Client
 
 from tests.mcp.test_stdio import _server_pid, exported_rows, ok, server_params
-from tests.polling import eventually
+from tests.polling import eventually, until
 from tests.sshd import SshServer
 
 pytestmark = [pytest.mark.anyio]
@@ -38,10 +37,7 @@ async def follow(client: Client, job_id: str, timeout: float) -> tuple[str, dict
         offset = last["stdout"]["next_offset"]
         return last["state"] != "running" and last["stdout"]["complete"]
 
-    deadline = anyio.current_time() + timeout
-    while not await step():
-        assert anyio.current_time() < deadline, f"job {job_id} did not end: {last}"
-        await anyio.sleep(0.2)
+    await until(step, timeout, f"job {job_id} ended and its output was read to the end")
     return "".join(parts), last
 
 
@@ -79,10 +75,7 @@ async def test_a_killed_holder_leaves_its_job_lost_and_its_command_killed(
             status = await ok(client, "ssh_job_status", job_id=job_id)
             return status["state"] == "lost"
 
-        deadline = anyio.current_time() + 30
-        while not await lost():
-            assert anyio.current_time() < deadline, "the job was not marked lost"
-            await anyio.sleep(0.2)
+        await until(lost, 30, "the job was marked lost")
         await eventually(lambda: not sshd.user_processes("sleep 614"), 30, "the orphaned command was killed")
         status = await ok(client, "ssh_job_status", job_id=job_id)
     assert "stopped" in status["error"]
