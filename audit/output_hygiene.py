@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from audit.cues import Cues, in_lines
 from audit.redaction import REDACTED, redact
 from hosts.visible import code_point, is_hidden
 
@@ -89,6 +90,19 @@ _PROTOCOL = re.compile(
     r"""|["']jsonrpc["'][ \t]*:[ \t]*["']2\.0["']"""
 )
 
+# Words without which neither expression above can match (a test holds them to it): a page is
+# searched for these in one pass, and the expressions run only on the lines that hold one.
+_IMPOSTOR_CUES = Cues(
+    [
+        *("User", "USER", "Assistant", "ASSISTANT", "System", "SYSTEM", "Human", "HUMAN"),
+        *("<|", "jsonrpc", "function_result", "function_call", "invoke", "parameter"),
+        *("tool_use", "tool_result", "tool_call", "tool_response", "system"),
+    ]
+)
+
+# What an ASCII text may hold besides printable characters: newline and tab.
+_ASCII_LAYOUT = bytes(range(0x20, 0x7F)) + b"\n\t"
+
 
 # Token formats with a recognisable shape, beyond those audit.redaction already hides (AWS
 # access key ids, private keys, password=..., bearer tokens). Exact lengths and prefixes, so
@@ -137,9 +151,7 @@ def _line_at(text: str, position: int) -> int:
 
 def redact_output(text: str) -> str:
     """Secret-shaped strings hidden: the audit's patterns and the token formats above."""
-    text = redact(text)
-    # As in audit.redaction: a substring test is far cheaper than a regex scan of 1 MiB.
-    return text
+    return redact(text)
 
 
 def _removed(text: str) -> tuple[str, list[Flag]]:
@@ -159,7 +171,9 @@ def _removed(text: str) -> tuple[str, list[Flag]]:
             )
         )
         text = _ESCAPE.sub("", text)
-    controls = list(_CONTROL.finditer(text))
+    # ASCII text (most output) is checked as bytes: deleting every allowed byte leaves nothing.
+    clear = text.isascii() and not text.encode("ascii").translate(None, _ASCII_LAYOUT)
+    controls = [] if clear else list(_CONTROL.finditer(text))
     if controls:
         first = controls[0]
         flags.append(Flag("control_characters", _line_at(text, first.start()), first.group(), len(controls)))
@@ -207,23 +221,31 @@ def _line_flags(text: str) -> tuple[list[Flag], int]:
     invisible = {c for c in hidden - _BIDI if unicodedata.category(c) != "Zs"}
     # Impostors are looked for in the text as a model reads it: "Assis\u200btant:" is still one.
     plain = text.translate(dict.fromkeys(map(ord, hidden))) if hidden else text
+    # Both expressions are searched only in the lines that hold one of their words.
+    cued = _IMPOSTOR_CUES.positions(plain)
     found = [
         _by_line("bidi_control", text, _occurrences(bidi, text)),
         _by_line("invisible_characters", text, _occurrences(invisible, text)),
-        _by_line("role_line", plain, _ROLE.finditer(plain)),
-        _by_line("protocol_marker", plain, _PROTOCOL.finditer(plain)),
+        _by_line("role_line", plain, in_lines(_ROLE, plain, cued)),
+        _by_line("protocol_marker", plain, in_lines(_PROTOCOL, plain, cued)),
     ]
     flags = sorted((flag for listed, _ in found for flag in listed), key=lambda flag: flag.line)
     return flags, sum(unlisted for _, unlisted in found)
 
 
-def clean(raw: str) -> Cleaned:
-    """What of ``raw`` a model may see, the warnings about it, and the count of ``[REDACTED]`` markers."""
+def clean(raw: str, *, redacted: bool = False) -> Cleaned:
+    """What of ``raw`` a model may see, the warnings about it, and the count of ``[REDACTED]`` markers.
+
+    ``redacted``: ``raw`` already went through :func:`audit.redaction.redact` (a kept output's
+    page does, where it is read); it is redacted again only if removing something could have
+    joined a secret's pieces (a token split by escape sequences).
+    """
     if not raw:
         return Cleaned(raw)
-    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    text = raw.replace("\r\n", "\n").replace("\r", "\n") if "\r" in raw else raw
     text, warnings = _removed(text)
-    text = redact_output(text)
+    if not redacted or text != raw:
+        text = redact_output(text)
     by_line, unlisted = _line_flags(text)
     warnings += by_line
     if len(warnings) > MAX_WARNINGS or unlisted:

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
+from audit.cues import Cues
+
 REDACTED = "[REDACTED]"
 
 # Shorter "secrets" would redact ordinary words and numbers all over the output.
@@ -112,7 +114,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], tu
     (_PRIVATE_KEY, _private_key, ("private key",)),
     (_AUTHORIZATION, _keep_quotes, ("authorization",)),
     (_BEARER, _keep_quotes, ("bearer",)),
-    (_OPTION, _keep_quotes, ("--",)),
+    # Not "--", which every ls -l line holds: the option's name holds one of the key words.
+    (_OPTION, _keep_quotes, ("password", "passwd", "pwd", "secret", "token", "api", "sshpass")),
     (_KEY_VALUE, _keep_quotes, ("password", "passwd", "pwd", "secret", "token", "api", "sshpass")),
     (_SSHPASS, _keep_quotes, ("sshpass",)),
     (_IDENTIFIED_BY, _keep_quotes, ("identified",)),
@@ -127,6 +130,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], tu
 )
 
 
+# Every cue word above, found in one pass over the lower-cased text (audit/cues.py says why).
+_CUES = Cues(cue for _, _, cues in _PATTERNS for cue in cues)
+
+
 @lru_cache(maxsize=256)
 def _secrets_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
     # One alternation, longest first, applied in a single pass: a shorter secret that is part
@@ -139,14 +146,16 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     """Replace known secrets and secret-looking patterns (private keys, password=..., tokens)."""
     if not text:
         return text
-    known = tuple(sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
+    # Only the secrets that occur: a substring test is far cheaper than the alternation's scan.
+    known = tuple(
+        sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH and s in text}, key=len, reverse=True)
+    )
     if known:
         text = _secrets_pattern(known).sub(REDACTED, text)
-    lowered = text.lower()
+    found = _CUES.found(text, any_case=True)
     for pattern, replacement, cues in _PATTERNS:
-        # A substring test is two orders of magnitude cheaper than a regex scan, and most
-        # output contains none of the cue words, so most patterns never run.
-        if any(cue in lowered for cue in cues):
+        # Most output contains none of the cue words, so most patterns never run.
+        if not found.isdisjoint(cues):
             text = pattern.sub(replacement, text)
     return text
 

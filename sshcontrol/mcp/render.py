@@ -18,7 +18,9 @@ from sshcontrol.mcp.schemas import (
 
 def _fence(text: str) -> str:
     # A fence longer than any backtick run inside keeps hostile output from closing it early.
-    longest = max((len(run) for run in text.split("\n") if set(run) == {"`"}), default=0)
+    longest = (
+        max((len(run) for run in text.split("\n") if set(run) == {"`"}), default=0) if "`" in text else 0
+    )
     ticks = "`" * max(3, longest + 1)
     return f"{ticks}\n{text.rstrip(chr(10))}\n{ticks}"
 

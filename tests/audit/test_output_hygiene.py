@@ -202,6 +202,14 @@ def test_a_token_split_by_escape_sequences_is_still_redacted() -> None:
     assert result.text == f"{REDACTED}\n" and result.redactions == 1
 
 
+def test_already_redacted_text_is_redacted_again_when_cleaning_joined_a_secret() -> None:
+    # A page of kept output comes redacted; removing an escape sequence can still make a token.
+    result = clean(f"AKIA{ESC}[0mIOSFODNN7EXAMPLE\n", redacted=True)
+    assert result.text == f"{REDACTED}\n" and result.redactions == 1
+    carriage = clean("AKIA\rIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLE\n", redacted=True)
+    assert carriage.text == f"AKIA\nIOSFODNN7EXAMPLE {REDACTED}\n"
+
+
 def test_markers_already_in_the_output_are_counted() -> None:
     # The runtime hides the host's own credentials before this; those count too.
     assert clean(f"login {REDACTED}\n").redactions == 1
