@@ -14,6 +14,7 @@ import hashlib
 import logging
 import secrets as pysecrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import wraps
@@ -395,18 +396,40 @@ def _host_name(host_id: int) -> str:
     return name or ""
 
 
+# A model pages through a large output in many calls: the host's secrets (decrypted for the
+# redaction of each page) are looked up once per output and this many seconds, not per page,
+# which cost more than the page itself (several queries and a decryption).
+_SECRETS_SECONDS = 30.0
+_page_secrets: dict[str, tuple[float, tuple[str, ...]]] = {}
+_page_secrets_lock = threading.Lock()
+
+
+def _secrets_for_page(spec: ReadSpec) -> tuple[str, ...]:
+    host_id = spec.host_id
+    if host_id is None:
+        return ()
+    now = time.monotonic()
+    with _page_secrets_lock:
+        for output_id in [k for k, (at, _) in _page_secrets.items() if now - at > _SECRETS_SECONDS]:
+            del _page_secrets[output_id]
+        if (known := _page_secrets.get(spec.output_id)) is not None:
+            return known[1]
+    secrets: tuple[str, ...] = ()
+    host = retrying(
+        lambda: Host.objects.select_related("credential").filter(pk=host_id).first(), "reading the host"
+    )
+    if host is not None:
+        with contextlib.suppress(NoCredential, JumpHostDisabled, JumpLoop):
+            secrets = build_spec(host).secrets
+    with _page_secrets_lock:
+        _page_secrets[spec.output_id] = (now, secrets)
+    return secrets
+
+
 @task
 def read_output(spec: ReadSpec) -> OutputPage:
     """A page of an output kept by this process (a job's), redacted of its host's secrets."""
-    secrets: tuple[str, ...] = ()
-    if spec.host_id is not None:
-        host_id = spec.host_id
-        host = retrying(
-            lambda: Host.objects.select_related("credential").filter(pk=host_id).first(), "reading the host"
-        )
-        if host is not None:
-            with contextlib.suppress(NoCredential, JumpHostDisabled, JumpLoop):
-                secrets = build_spec(host).secrets
+    secrets = _secrets_for_page(spec)
     try:
         return jobs.page(spec.output_id, spec.stream, spec.offset, spec.max_bytes, secrets)
     except outputs.OutputNotFound:

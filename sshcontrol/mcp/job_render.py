@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from sshcontrol.mcp.job_schemas import (
     CancelResult,
     JobList,
@@ -32,7 +34,24 @@ def _chunk(name: str, chunk: OutputChunk) -> str:
         where += f" ({chunk.skipped} bytes before were not kept)"
     if not chunk.text:
         return f"**{name}** ({where}): nothing new"
-    return f"**{name}** ({where}):\n{_fence(chunk.text)}"
+    return f"**{name}** ({where}):\n{_fence(_within_budget(chunk.text))}"
+
+
+def _within_budget(text: str) -> str:
+    """A page asked larger than the output budget, shown head and tail: the whole page is in the
+    structured content, and the text must not carry it a second time (README, "Output")."""
+    budget = int(settings.OUTPUT_BUDGET_BYTES)
+    if len(text) <= budget and len(text.encode()) <= budget:
+        return text
+    half = budget // 2
+    head_end = text.rfind("\n", 0, half) + 1 or half
+    tail_start = text.find("\n", len(text) - half) + 1 or len(text) - half
+    left = text[head_end:tail_start]
+    return (
+        f"{text[:head_end]}[... {left.count(chr(10))} lines, {len(left.encode())} bytes of this page are in "
+        f"the structured content only (chunk.text); a page of max_bytes <= {budget} is shown whole ...]\n"
+        f"{text[tail_start:]}"
+    )
 
 
 def status(result: JobStatus) -> str:

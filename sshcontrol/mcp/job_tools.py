@@ -207,7 +207,7 @@ def read_chunk(
             text="", offset=offset, next_offset=offset, total=total, complete=job.state != Job.State.RUNNING
         )
         return chunk, shown, f"its {stream} cannot be read: {exc.message}"
-    shown = clean(got.text)
+    shown = clean(got.text, redacted=True)  # jobs.page redacted it
     chunk = OutputChunk(
         text=shown.text,
         offset=got.offset,

@@ -15,6 +15,8 @@ tools), the SDK's own transport is used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -63,12 +65,26 @@ def _pipe_like(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
 
 
+# A pipe holds 64 KiB by default: a page of output (up to 1 MiB, ssh_read_output) then takes
+# sixteen writes, each waiting for the client to drain the pipe. Linux lets an unprivileged
+# process grow its pipes up to /proc/sys/fs/pipe-max-size (1 MiB by default).
+PIPE_BYTES = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        with contextlib.suppress(OSError):  # above the system's maximum, or over the user's quota
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
 @asynccontextmanager
 async def _loop_pipes() -> AsyncIterator[tuple[_Lines, _Writer]]:
     """The wire's pipes as loop transports; fd 0 and 1 point elsewhere until the block ends."""
     loop = asyncio.get_running_loop()
     saved = {fd: os.dup(fd) for fd in (0, 1)}  # put back on exit
     wire_in, wire_out = os.dup(0), os.dup(1)  # owned, and closed, by the transports
+    for fd in (wire_in, wire_out):
+        _widen(fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

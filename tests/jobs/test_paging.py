@@ -35,6 +35,14 @@ def test_paging_reads_every_byte_of_20_mib_exactly_once(
     assert digest.hexdigest() == remote
     assert pages == -(-offset // (1 << 20))
 
+    # A page asked larger than the budget is whole in the structured content, not twice over.
+    big = mcp.call("ssh_read_output", output_id=output_id, stream="stdout", offset=0, max_bytes=1 << 20)
+    text = big.content[0].text  # type: ignore[union-attr]
+    whole = big.structured_content["chunk"]["text"]  # type: ignore[index]
+    assert len(whole.encode()) == 1 << 20
+    assert len(text.encode()) < 2 * 16384 and "are in the structured content only" in text
+    assert text.split("```\n", 1)[1].startswith(whole[:8000])
+
 
 def test_a_small_output_has_no_output_id_and_another_client_cannot_read_a_big_one(
     as_client: Any, make_host: Any, sshd: SshServer
