@@ -94,7 +94,11 @@ def measure_tree(server: SshServer, tree: Path, runs: int) -> dict[str, tuple[in
 
 def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
     """50 MiB read through ssh_read_output, page by page (1 MiB, the most a page may be), against
-    `ssh host cat` of the same bytes; the time includes the ssh_execute that produced them."""
+    `ssh host cat` of the same bytes (ControlMaster, so without the connection's set-up).
+
+    Two numbers, best of ``runs`` each: the pages alone (the issue's target: paging at least at
+    half the speed of ssh cat), and the ssh_execute that produced the output plus the pages.
+    """
     deployment = deployment_for(server, tree)
     client = RawStdioClient(deployment.env)
     try:
@@ -105,13 +109,16 @@ def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
         session_id = client.call("ssh_connect", host="bench").result["structuredContent"]["session_id"]
         path = f"/tmp/sshc-bench-output-{os.getpid()}"
         client.call("ssh_execute", session_id=session_id, command=f"{BIG} > {path}", timeout=600)
-        cats = [timed_openssh(ssh, f"cat {path}") for _ in range(runs)]
-        cat_bytes, cat_seconds = min(cats, key=lambda sample: sample[1])
-        best = float("inf")
+        pages_best = whole_best = float("inf")
+        cat_seconds = float("inf")
         for _ in range(runs):
+            # Interleaved, so that both see the same moment of the machine.
+            cat_bytes, seconds = timed_openssh(ssh, f"cat {path}")
+            cat_seconds = min(cat_seconds, seconds)
             start = time.perf_counter()
             ran = client.call("ssh_execute", session_id=session_id, command=f"cat {path}", timeout=600)
             output_id = ran.result["structuredContent"]["output_id"]
+            paging_start = time.perf_counter()
             offset, received = 0, 0
             while True:
                 chunk = client.call(
@@ -121,13 +128,19 @@ def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
                 offset = chunk["next_offset"]
                 if chunk["complete"]:
                     break
-            best = min(best, time.perf_counter() - start)
+            end = time.perf_counter()
+            pages_best = min(pages_best, end - paging_start)
+            whole_best = min(whole_best, end - start)
             assert received == cat_bytes == FIFTY_MIB, (received, cat_bytes)
         client.call("ssh_execute", session_id=session_id, command=f"rm -f {path}")
+
+        def speed(seconds: float) -> str:
+            return f"{FIFTY_MIB / seconds / 2**20:.0f} MiB/s"
+
         print(
-            f"paging 50 MiB: ssh_read_output {FIFTY_MIB / best / 2**20:.0f} MiB/s, ssh cat "
-            f"{FIFTY_MIB / cat_seconds / 2**20:.0f} MiB/s; "
-            f"speed ratio {cat_seconds / best:.2f} (target >= 0.50)"
+            f"paging 50 MiB: ssh cat {speed(cat_seconds)}; ssh_read_output pages {speed(pages_best)}, "
+            f"ratio {cat_seconds / pages_best:.2f} (target >= 0.50); ssh_execute + pages "
+            f"{speed(whole_best)}, ratio {cat_seconds / whole_best:.2f}"
         )
     finally:
         client.close()

@@ -34,23 +34,25 @@ def _chunk(name: str, chunk: OutputChunk) -> str:
         where += f" ({chunk.skipped} bytes before were not kept)"
     if not chunk.text:
         return f"**{name}** ({where}): nothing new"
-    return f"**{name}** ({where}):\n{_fence(_within_budget(chunk.text))}"
+    return f"**{name}** ({where}):\n{_fence(_within_budget(chunk))}"
 
 
-def _within_budget(text: str) -> str:
+def _within_budget(chunk: OutputChunk) -> str:
     """A page asked larger than the output budget, shown head and tail: the whole page is in the
     structured content, and the text must not carry it a second time (README, "Output")."""
-    budget = int(settings.OUTPUT_BUDGET_BYTES)
-    if len(text) <= budget and len(text.encode()) <= budget:
+    text, budget = chunk.text, int(settings.OUTPUT_BUDGET_BYTES)
+    page_bytes = chunk.next_offset - chunk.offset
+    if page_bytes <= budget and len(text) <= 2 * budget:  # cleaning can write a character longer
         return text
     half = budget // 2
     head_end = text.rfind("\n", 0, half) + 1 or half
     tail_start = text.find("\n", len(text) - half) + 1 or len(text) - half
-    left = text[head_end:tail_start]
+    head, tail = text[:head_end], text[tail_start:]
+    # Cleaning may have changed the page's length a little: the byte count is about right.
+    left = max(0, page_bytes - len(head.encode()) - len(tail.encode()))
     return (
-        f"{text[:head_end]}[... {left.count(chr(10))} lines, {len(left.encode())} bytes of this page are in "
-        f"the structured content only (chunk.text); a page of max_bytes <= {budget} is shown whole ...]\n"
-        f"{text[tail_start:]}"
+        f"{head}[... about {left} bytes of this page are in the structured content only "
+        f"(chunk.text); a page of max_bytes <= {budget} is shown whole ...]\n{tail}"
     )
 
 
