@@ -21,8 +21,8 @@ through ``mcp_serve``, which only sends the two tasks and waits for their answer
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from sshcontrol import filestream
 from sshcontrol.taskspec import (
@@ -39,34 +39,39 @@ from sshcontrol.taskspec import (
 log = logging.getLogger(__name__)
 
 
+# The source's task is waited for on a thread of this pool, never on a thread made per copy:
+# with the rpc:// result backend (RabbitMQ) a thread's replies come to a queue named after its
+# thread ident, and a new thread that got a dead one's ident shared that queue with the dead
+# thread's consumer, which took the reply (seen: the second copy waited forever). Pool threads live on.
+_SOURCES = ThreadPoolExecutor(max_workers=256, thread_name_prefix="copy-source")
+
+
 class _Source:
-    """The download on the source's worker, waited for on a thread of this process."""
+    """The download on the source's worker, waited for on a pool thread of this process."""
 
     def __init__(self, download: Callable[[DownloadSpec], Downloaded], spec: DownloadSpec) -> None:
-        self.done: Downloaded | None = None
         self.error: DispatchError | None = None
-        self._download, self._spec = download, spec
-        self.thread = threading.Thread(target=self._run, name=f"copy {spec.stream}", daemon=True)
-        self.thread.start()
+        self.future: Future[Downloaded | None] = _SOURCES.submit(self._run, download, spec)
 
-    def _run(self) -> None:
+    def _run(self, download: Callable[[DownloadSpec], Downloaded], spec: DownloadSpec) -> Downloaded | None:
         try:
-            self.done = self._download(self._spec)
+            return download(spec)
         except DispatchError as exc:
             self.error = exc
         except Exception:
             log.exception("the source side of a copy failed unexpectedly")
             self.error = DispatchError(Failure.INTERNAL_ERROR, "internal error; see the server log")
+        return None
 
     def finished(self) -> bool:
-        return not self.thread.is_alive()
+        return self.future.done()
 
     def result(self) -> Downloaded:
-        self.thread.join()  # bounded: the dispatcher's wait, and the stream's stall timeout
+        done = self.future.result()  # bounded: the dispatcher's wait, and the stream's stall timeout
         if self.error is not None:
             raise self.error
-        assert self.done is not None
-        return self.done
+        assert done is not None
+        return done
 
 
 def across(
@@ -89,7 +94,7 @@ def across(
             )
         except DispatchError as exc:
             filestream.abort_sender(stream_id, f"the destination stopped the copy: {exc.message}")
-            source.thread.join()
+            source.future.result()
             # The source's own failure explains a broken stream better than the stream does.
             if exc.kind is Failure.TRANSFER_STREAM and source.error is not None:
                 raise source.error from None

@@ -204,11 +204,7 @@ def wait_for_sender(stream_id: str, gave_up: Callable[[], bool], poll: float = 0
 
         client = redis.Redis.from_url(url, socket_connect_timeout=3)
         try:
-            while not gave_up():
-                if client.llen(data):
-                    return True
-                time.sleep(poll)
-            return False
+            return _polled(lambda: bool(client.llen(data)), gave_up, poll)
         finally:
             client.close()
     from sshcontrol.celery import app
@@ -216,15 +212,27 @@ def wait_for_sender(stream_id: str, gave_up: Callable[[], bool], poll: float = 0
     with app.connection_for_write() as connection:
         channel = connection.channel()
         arguments = {"x-expires": QUEUE_TTL_SECONDS * 1000}
-        while not gave_up():
+
+        def sent() -> bool:
             # Declared as both ends declare it (same arguments); the answer carries the message count.
             declared = channel.queue_declare(
                 queue=data, durable=False, auto_delete=False, arguments=arguments
             )
-            if declared.message_count:
-                return True
-            time.sleep(poll)
-    return False
+            return bool(declared.message_count)
+
+        return _polled(sent, gave_up, poll)
+
+
+def _polled(sent: Callable[[], bool], gave_up: Callable[[], bool], poll: float) -> bool:
+    while True:
+        # Looked at once more after giving up: a sender that finished at once (an empty file)
+        # left its frames behind before it ended.
+        stop = gave_up()
+        if sent():
+            return True
+        if stop:
+            return False
+        time.sleep(poll)
 
 
 def abort_sender(stream_id: str, reason: str) -> None:
