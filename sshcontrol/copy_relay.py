@@ -24,6 +24,8 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from django.db import close_old_connections
+
 from sshcontrol import filestream
 from sshcontrol.taskspec import (
     Copied,
@@ -54,6 +56,7 @@ class _Source:
         self.future: Future[Downloaded | None] = _SOURCES.submit(self._run, download, spec)
 
     def _run(self, download: Callable[[DownloadSpec], Downloaded], spec: DownloadSpec) -> Downloaded | None:
+        close_old_connections()  # the session's holder is read from the database: not on a dropped link
         try:
             return download(spec)
         except DispatchError as exc:

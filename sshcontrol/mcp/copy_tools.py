@@ -57,6 +57,13 @@ from sshcontrol.mcp.tools import (
 from sshcontrol.taskspec import CopySpec
 
 Status = AuditEvent.Status
+ToHostsArg = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=100)]] | None,
+    Field(max_length=fleet.MAX_HOSTS, description="The destinations: registered host names (or to_tag)."),
+]
+ToTagArg = Annotated[
+    str | None, Field(max_length=100, description="The destinations: every host with this tag you may use.")
+]
 PathArg = Annotated[str, Field(min_length=1, max_length=4096)]
 SessionArg = Annotated[str | None, Field(max_length=64)]
 HostNameArg = Annotated[str | None, Field(max_length=100)]
@@ -301,8 +308,8 @@ def register(server: MCPServer, tools: Tools) -> None:
         to_path: Annotated[PathArg, Field(description="Where to write it on each destination host.")],
         from_session_id: Annotated[SessionArg, Field(description="The source: a session id.")] = None,
         from_host: Annotated[HostNameArg, Field(description="The source: a host name (instead).")] = None,
-        to_hosts: many.HostsArg = None,
-        to_tag: many.TagArg = None,
+        to_hosts: ToHostsArg = None,
+        to_tag: ToTagArg = None,
         file_mode: Annotated[
             int | str | None,
             Field(description='Octal permissions of the new files, e.g. "0644" (default: the server\'s).'),
