@@ -25,13 +25,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
-from sshcontrol import holders, metrics, shared_storage, tasks, transfer_relay, wire
+from sshcontrol import copy_relay, holders, metrics, shared_storage, tasks, transfer_relay, wire
 from sshcontrol.dbretry import retrying
 from sshcontrol.models import SshSession
 from sshcontrol.routing import Routing, holder_alive, worker_stopped
 from sshcontrol.taskspec import (
     CommandSpec,
     Connected,
+    Copied,
+    CopySpec,
     Disconnected,
     DispatchError,
     Downloaded,
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R", Executed, Uploaded, Downloaded, Listed, wire.ExecutedOrJob)
+R = TypeVar("R", Executed, Uploaded, Downloaded, Listed, Copied, wire.ExecutedOrJob)
 
 # A broker that is down gives a clear error within seconds instead of a hang.
 SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
@@ -144,6 +146,8 @@ class CeleryDispatcher:
                 Uploaded, session_id, "upload", {"spec": wire.dump(streamed)}, _transfer_wait()
             )
 
+        if spec.stream is not None:
+            return run(spec)  # the bytes come from another worker's stream (copy_relay.py)
         if spec.local_path is not None and settings.TRANSFER_SHARED:
             self._require_shared(session_id)
             return run(spec)
@@ -157,11 +161,21 @@ class CeleryDispatcher:
             )
 
         if spec.local_path is None:
-            return run(spec)  # inline: one page of at most max_inline_bytes, in the reply
+            return run(spec)  # inline (one page, in the reply), or to another worker (copy_relay.py)
         if settings.TRANSFER_SHARED:
             self._require_shared(session_id)
             return run(spec)
         return transfer_relay.download(spec, run)
+
+    def copy(self, session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
+        node = self._holder_of(session_id)
+        if node == self._holder_of(dest_session_id) and self.routing.is_live(node):
+            # One worker holds both ends: the copy runs there in one task, as on the embedded default.
+            kwargs = {"dest_session_id": dest_session_id, "spec": wire.dump(spec)}
+            return self._on_session(Copied, session_id, "copy", kwargs, _transfer_wait())
+        return copy_relay.across(
+            partial(self.download, session_id), partial(self.upload, dest_session_id), spec
+        )
 
     def _require_shared(self, session_id: str) -> None:
         """Refuse unless the worker that will open the path passed the shared-storage probe.

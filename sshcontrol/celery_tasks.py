@@ -15,6 +15,7 @@ from sshcontrol import tasks, wire
 from sshcontrol.celery import app
 from sshcontrol.taskspec import (
     CommandSpec,
+    CopySpec,
     DispatchError,
     DownloadSpec,
     JobTicket,
@@ -101,6 +102,11 @@ def upload(session_id: str, spec: Any) -> wire.Envelope:
 @app.task(name="sshcontrol.download")
 def download(session_id: str, spec: Any) -> wire.Envelope:
     return _answer(lambda: wire.dump(tasks.download(session_id, wire.load(DownloadSpec, spec))))
+
+
+@app.task(name="sshcontrol.copy")
+def copy(session_id: str, dest_session_id: str, spec: Any) -> wire.Envelope:
+    return _answer(lambda: wire.dump(tasks.copy(session_id, dest_session_id, wire.load(CopySpec, spec))))
 
 
 @app.task(name="sshcontrol.read_probe")

@@ -1,69 +1,88 @@
-"""The work of ``ssh_copy`` where both sessions live: host to host, without a local file.
+"""The work of ``ssh_copy``: host to host without a local file, to one destination or many.
 
-On the embedded default both sessions are held by this process, and the copy runs in the
-calling thread (``sshlib/remote_copy.py``: SFTP read streamed into an SFTP write, bounded
-memory, SHA-256 of the bytes). Distributed mode would run it as one task on the worker
-holding the source session; that is not built yet, and ``run`` says so instead of copying
-through the wrong process.
+One copy is ``HostCall.copy_here`` on the destination's call, which asks the dispatcher:
+
+- embedded default, or one worker holding both sessions: one task in that process
+  (``tasks.copy``, ``sshlib/remote_copy.py``: SFTP read streamed into SFTP write);
+- distributed, sessions on two workers: a download on the source's worker streamed through
+  the broker into an upload on the destination's (``sshcontrol/copy_relay.py``).
+
+A copy to many hosts (``ssh_copy_many``) is a batch of ``fleet.run_batch`` whose per-host
+operation is :class:`CopyEach`: **one read of the source per destination**, each its own
+copy as above. Chosen over one read fanned out to every destination because every
+destination then stands alone: a slow destination does not hold back the others (a shared
+read goes at the pace of the slowest), a broken one fails only itself, the batch's
+``max_parallel``, canary and ``stop_after_failures`` apply unchanged, and the single copy's
+tested path (temporary name, rename, SHA-256 checked on arrival) is the only one. The cost
+is the source read N times (over N SFTP channels of its one SSH session), which matters
+little next to N writes.
+
+Integrity: each copy hashes the bytes read from the source and the bytes that arrived (and
+in distributed mode refuses, before the rename, bytes whose SHA-256 differs from the
+sender's). Across destinations every copy must come to the same SHA-256: one that differs
+means the source changed during the batch, and the result says so (``source_changed``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sshcontrol import tasks
-from sshcontrol.dispatch import get_dispatcher
-from sshcontrol.taskspec import DispatchError, Failure
-from sshlib import remote_copy
+from audit.models import AuditEvent
+from audit.writer import Completion
+from hosts.access import Permission
+from sshcontrol.fleet import HostResult
+from sshcontrol.fleet_files import TransferResult
+from sshcontrol.hostcall import AuditFields, HostCall
+from sshcontrol.taskspec import CopySpec
 
-
-@dataclass(frozen=True)
-class CopySpec:
-    source_path: str
-    dest_path: str
-    overwrite: bool = False
-    mode: int | None = None
+Status = AuditEvent.Status
 
 
 @dataclass(frozen=True)
-class Copied:
-    source_path: str
-    dest_path: str
-    size: int
-    sha256: str
-    reconnected: bool = False  # either session's link had dropped and was re-established
+class CopyEach:
+    """``ssh_copy_many``'s operation: the source session's file copied to each destination host."""
 
+    source_session_id: str
+    source_host: str
+    source_audit_id: int  # the source's read row: each destination's row names it
+    spec: CopySpec
+    reason: str = ""
+    tool: str = "ssh_copy_many"
+    permission: Permission = Permission.WRITE
+    sudo: bool = False
 
-UNAVAILABLE = "ssh_copy is not available in distributed mode yet (only on the embedded default)"
+    def audit(self, batch_id: str) -> AuditFields:
+        return AuditFields(remote_path=self.spec.dest_path, batch_id=batch_id)
 
+    def details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "copy_end": "destination",
+            "copy_from_host": self.source_host,
+            "copy_from_path": self.spec.source_path,
+            "copy_audit_id": self.source_audit_id,
+        }
+        if self.reason:
+            details["reason"] = self.reason[:2000]
+        return details
 
-def available() -> bool:
-    """Whether copies can run here: checked before any session is opened for one."""
-    return get_dispatcher().embedded
-
-
-def run(source_session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
-    """Copy between two sessions held where this runs; ``DispatchError`` for a failure."""
-    if not available():
-        raise DispatchError(Failure.INTERNAL_ERROR, UNAVAILABLE)
-    return copy(source_session_id, dest_session_id, spec)
-
-
-@tasks.task
-def copy(source_session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
-    source = tasks._held(source_session_id)
-    dest = tasks._held(dest_session_id)
-    source_client, source_reconnected = tasks._client_for(source)
-    dest_client, dest_reconnected = tasks._client_for(dest)
-    result = remote_copy.copy(
-        source_client, spec.source_path, dest_client, spec.dest_path, overwrite=spec.overwrite, mode=spec.mode
-    )
-    source.touch()
-    dest.touch()
-    return Copied(
-        result.source_path,
-        result.dest_path,
-        result.size,
-        result.sha256,
-        source_reconnected or dest_reconnected,
-    )
+    def run(self, call: HostCall, call_id: str) -> tuple[HostResult, Completion]:
+        done = call.copy_here(self.source_session_id, self.spec)
+        result = TransferResult(
+            call.host.name,
+            "ok",
+            call.event_id,
+            session_id=call.open_session_id,
+            remote_path=done.dest_path,
+            size=done.size,
+            sha256=done.sha256,
+        )
+        outcome = Completion(
+            Status.OK,
+            call.open_session_id,
+            reconnected=bool(call.details.get("reconnected")),
+            details=call.details,
+            file_size=done.size,
+            file_sha256=done.sha256,
+        )
+        return result, outcome

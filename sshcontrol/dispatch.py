@@ -21,6 +21,8 @@ from sshcontrol import holders, tasks
 from sshcontrol.taskspec import (
     CommandSpec,
     Connected,
+    Copied,
+    CopySpec,
     Disconnected,
     DispatchError,
     Downloaded,
@@ -80,6 +82,10 @@ class Dispatcher(Protocol):
 
     def list_files(self, session_id: str, spec: ListSpec) -> Listed: ...
 
+    def copy(self, session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
+        """Copy a file from ``session_id``'s host to ``dest_session_id``'s, never through a local disk."""
+        ...
+
     def disconnect(self, session_id: str, reason: str = CLIENT_CLOSE) -> Disconnected: ...
 
     def cancel(self, call_id: str) -> None: ...
@@ -133,6 +139,9 @@ class EmbeddedDispatcher:
 
     def list_files(self, session_id: str, spec: ListSpec) -> Listed:
         return tasks.list_files(session_id, spec)
+
+    def copy(self, session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
+        return tasks.copy(session_id, dest_session_id, spec)
 
     def disconnect(self, session_id: str, reason: str = CLIENT_CLOSE) -> Disconnected:
         return tasks.disconnect(session_id, reason)

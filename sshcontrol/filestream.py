@@ -39,7 +39,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Protocol, cast
 
 from django.conf import settings
@@ -186,6 +186,64 @@ def delete(stream_id: str) -> None:
             channel = connection.channel()
             for name in names:
                 channel.queue_delete(name)
+
+
+def wait_for_sender(stream_id: str, gave_up: Callable[[], bool], poll: float = 0.05) -> bool:
+    """Wait until the sender has put a frame on the stream (True), or ``gave_up()`` (False).
+
+    For a stream between two workers (``sshcontrol/copy_relay.py``): the receiving task is
+    sent only once the sending one runs, so a receiver never takes a worker thread while its
+    sender still waits for one (both queued behind each other: a deadlock until the stall
+    timeout). Nothing consumes the data queue before the receiver starts, so a frame there
+    (data, end or abort) means the sender runs.
+    """
+    data, _ctl = queue_names(stream_id)
+    url: str = settings.BROKER_URL
+    if url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        try:
+            return _polled(lambda: bool(client.llen(data)), gave_up, poll)
+        finally:
+            client.close()
+    from sshcontrol.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.channel()
+        arguments = {"x-expires": QUEUE_TTL_SECONDS * 1000}
+
+        def sent() -> bool:
+            # Declared as both ends declare it (same arguments); the answer carries the message count.
+            declared = channel.queue_declare(
+                queue=data, durable=False, auto_delete=False, arguments=arguments
+            )
+            return bool(declared.message_count)
+
+        return _polled(sent, gave_up, poll)
+
+
+def _polled(sent: Callable[[], bool], gave_up: Callable[[], bool], poll: float) -> bool:
+    while True:
+        # Looked at once more after giving up: a sender that finished at once (an empty file)
+        # left its frames behind before it ended.
+        stop = gave_up()
+        if sent():
+            return True
+        if stop:
+            return False
+        time.sleep(poll)
+
+
+def abort_sender(stream_id: str, reason: str) -> None:
+    """Tell a stream's sender to stop (its receiver never started, so nobody else will)."""
+    data, ctl = queue_names(stream_id)
+    with contextlib.suppress(Exception):
+        carrier = _carrier(ctl, data)
+        try:
+            carrier.send(_ABORT + reason.encode()[:2000])
+        finally:
+            carrier.close()
 
 
 # -- the two ends ---------------------------------------------------------------------------------

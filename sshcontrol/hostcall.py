@@ -49,6 +49,8 @@ from sshcontrol.targets import Target, resolve, reusable_session
 from sshcontrol.taskspec import (
     CommandSpec,
     Connected,
+    Copied,
+    CopySpec,
     Disconnected,
     DispatchError,
     Downloaded,
@@ -235,6 +237,20 @@ class HostCall:
 
     def list_files(self, spec: ListSpec) -> Listed:
         return self._on_session(lambda d, sid: d.list_files(sid, spec))
+
+    def copy_here(self, source_session_id: str, spec: CopySpec) -> Copied:
+        """``ssh_copy`` from ``source_session_id`` into this call's session, the destination.
+
+        Not through ``_on_session``: a session not found may be the source's, and the
+        destination's must not be marked lost (or re-opened) for it.
+        """
+        try:
+            done = _dispatcher().copy(source_session_id, self.session_id, spec)
+        except DispatchError as exc:
+            self._dispatch_failed(exc)
+        if done.reconnected:
+            self.details["reconnected"] = True
+        return done
 
     def disconnect(self, reason: str = "closed by the client") -> Disconnected:
         try:

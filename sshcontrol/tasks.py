@@ -34,6 +34,8 @@ from sshcontrol.models import Job, SshSession
 from sshcontrol.taskspec import (
     CommandSpec,
     Connected,
+    Copied,
+    CopySpec,
     Disconnected,
     DispatchError,
     Downloaded,
@@ -51,7 +53,7 @@ from sshcontrol.taskspec import (
     Uploaded,
     UploadSpec,
 )
-from sshlib import ranges, transfer
+from sshlib import ranges, remote_copy, transfer
 from sshlib.capture import OutputSink
 from sshlib.errors import (
     AuthenticationFailed,
@@ -548,6 +550,31 @@ def download(session_id: str, spec: DownloadSpec) -> Downloaded:
         result = transfer.download(client, spec.remote_path, dest, max_inline_bytes=spec.max_inline_bytes)
     session.touch()
     return Downloaded(result.remote_path, result.size, result.sha256, result.content, reconnected)
+
+
+@task
+def copy(session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
+    """``ssh_copy`` between two sessions held by this process: SFTP read streamed into SFTP write.
+
+    The embedded default, and a worker that holds both ends (``celery_dispatch`` sends the
+    copy there as one task rather than through the broker).
+    """
+    source = _held(session_id)
+    dest = _held(dest_session_id)
+    source_client, source_reconnected = _client_for(source)
+    dest_client, dest_reconnected = _client_for(dest)
+    result = remote_copy.copy(
+        source_client, spec.source_path, dest_client, spec.dest_path, overwrite=spec.overwrite, mode=spec.mode
+    )
+    source.touch()
+    dest.touch()
+    return Copied(
+        result.source_path,
+        result.dest_path,
+        result.size,
+        result.sha256,
+        source_reconnected or dest_reconnected,
+    )
 
 
 @contextlib.contextmanager

@@ -169,6 +169,16 @@ class DownloadSpec:
 
 
 @dataclass(frozen=True)
+class CopySpec:
+    """``ssh_copy``: a file from the source session's host to the destination session's."""
+
+    source_path: str
+    dest_path: str
+    overwrite: bool = False
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
 class ListSpec:
     remote_path: str
     show_hidden: bool = False
@@ -254,6 +264,15 @@ class Downloaded:
     # Inline downloads read a page: the file's size, and where the page starts.
     file_size: int | None = None
     offset: int = 0
+
+
+@dataclass(frozen=True)
+class Copied:
+    source_path: str
+    dest_path: str
+    size: int
+    sha256: str  # of the bytes read from the source, checked against those written
+    reconnected: bool = False  # either session's link had dropped and was re-established
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def host_transfer(result: HostResult, remote_path: str) -> HostTransfer:
     )
 
 
-def _summary(outcome: BatchOutcome) -> BatchSummary:
+def summary_of(outcome: BatchOutcome) -> BatchSummary:
     return BatchSummary(**fleet.summary(outcome.results), total=len(outcome.results))
 
 
@@ -131,14 +131,14 @@ def hash_groups(results: Sequence[HostTransfer]) -> list[HashGroup]:
     return sorted(groups, key=lambda g: -g.count)
 
 
-def _counted(s: BatchSummary) -> str:
+def counted(s: BatchSummary) -> str:
     pairs = ((s.ok, "ok"), (s.refused, "refused"), (s.skipped, "skipped"), (s.error, "error"))
     return ", ".join(
         f"{n} {label}" for n, label in (*pairs, (s.failed, "failed"), (s.timed_out, "timed out")) if n
     )
 
 
-def _problems(results: Sequence[HostTransfer]) -> list[str]:
+def problems(results: Sequence[HostTransfer]) -> list[str]:
     others = [r for r in results if r.status != "ok"]
     if not others:
         return []
@@ -150,34 +150,34 @@ def _problems(results: Sequence[HostTransfer]) -> list[str]:
     return ["\n".join(rows)]
 
 
-def _stopped(stopped: bool) -> list[str]:
+def stopped(stopped: bool) -> list[str]:
     return ["stop_after_failures was reached: later batches did not start (skipped)."] if stopped else []
 
 
 def render_upload(result: UploadManyResult) -> str:
     head = (
         f"Upload of {result.source} ({result.bytes} bytes, SHA-256 {result.sha256}) "
-        f"to `{result.remote_path}` on {result.summary.total} host(s): {_counted(result.summary)}. "
+        f"to `{result.remote_path}` on {result.summary.total} host(s): {counted(result.summary)}. "
         f"Batch `{result.batch_id}`."
     )
     done = [r.host for r in result.results if r.status == "ok"]
-    parts = [head, *_stopped(result.stopped_early)]
+    parts = [head, *stopped(result.stopped_early)]
     if done:
         parts.append(f"**Written, SHA-256 checked:** {', '.join(done)}")
-    return "\n\n".join(parts + _problems(result.results))
+    return "\n\n".join(parts + problems(result.results))
 
 
 def render_download(result: DownloadManyResult) -> str:
     head = (
         f"Download of `{result.remote_path}` from {result.summary.total} host(s) "
         f"into `{result.local_dir}/<host>/`: "
-        f"{_counted(result.summary)}. Batch `{result.batch_id}`."
+        f"{counted(result.summary)}. Batch `{result.batch_id}`."
     )
-    parts = [head, *_stopped(result.stopped_early)]
+    parts = [head, *stopped(result.stopped_early)]
     for group in result.groups:
         shape = f"{group.count} host(s), {group.bytes} bytes, SHA-256 {group.sha256}"
         parts.append(f"**{shape}:** {', '.join(group.hosts)}")
-    return "\n\n".join(parts + _problems(result.results))
+    return "\n\n".join(parts + problems(result.results))
 
 
 HostsArg = Annotated[
@@ -203,13 +203,17 @@ ReasonArg = Annotated[
 FormatArg = Annotated[ResponseFormat, Field(description="'markdown' (readable text, default) or 'json'.")]
 
 
-def _check_selection(hosts: list[str] | None, tag: str | None) -> None:
+def check_selection(
+    hosts: list[str] | None, tag: str | None, names: tuple[str, str] = ("hosts", "tag")
+) -> None:
+    """Exactly one of the two arguments (named ``names`` in the tool) choosing the hosts."""
+    hosts_arg, tag_arg = names
     if (hosts is None) == (tag is None):
-        raise ToolError("give exactly one of hosts or tag")
+        raise ToolError(f"give exactly one of {hosts_arg} or {tag_arg}")
     if hosts is not None and any("\x00" in h for h in hosts):
-        raise ToolError("hosts contains a NUL byte; remove it")
+        raise ToolError(f"{hosts_arg} contains a NUL byte; remove it")
     if hosts is not None and not hosts:
-        raise ToolError("hosts is empty; name at least one host")
+        raise ToolError(f"{hosts_arg} is empty; name at least one host")
 
 
 class FleetFileTools:
@@ -232,7 +236,7 @@ class FleetFileTools:
     ) -> CallToolResult:
         """Run the batch off the event loop, reporting "N of M hosts done", cancelling in-flight hosts."""
         caller = self.tools.caller(ctx)
-        _check_selection(hosts, tag)
+        check_selection(hosts, tag)
         own_client(caller)
         loop = asyncio.get_running_loop()
 
@@ -348,7 +352,7 @@ class FleetFileTools:
                 source=source,
                 bytes=size,
                 sha256=sha256,
-                summary=_summary(outcome),
+                summary=summary_of(outcome),
                 results=[host_transfer(r, remote_path) for r in outcome.results],
                 stopped_early=outcome.stopped_early,
             )
@@ -400,7 +404,7 @@ class FleetFileTools:
                 batch_id=outcome.batch_id,
                 remote_path=remote_path,
                 local_dir=shown[0],
-                summary=_summary(outcome),
+                summary=summary_of(outcome),
                 groups=hash_groups(results),
                 results=results,
                 stopped_early=outcome.stopped_early,

@@ -45,6 +45,7 @@ NEEDS: Mapping[str, str] = {
     "ssh_list_jobs": "execute",
     "ssh_read_output": "execute",
     "ssh_copy": "read+write",  # reads on one host, writes on another: both somewhere
+    "ssh_copy_many": "read+write",
     "ssh_upload_many": "write",
 }
 SUDO_ARGUMENT = ("ssh_execute", "sudo")

@@ -690,6 +690,7 @@ def test_junk_of_every_shape_for_every_tool(world: World) -> None:
         "ssh_approval_status",
         "ssh_execute_many",
         "ssh_copy",
+        "ssh_copy_many",
         "ssh_upload_many",
         "ssh_download_many",
     ):

@@ -348,6 +348,7 @@ def test_it_describes_every_tool_with_a_schema_and_hints(mcp: McpHarness) -> Non
         "ssh_disconnect",
         "ssh_approval_status",
         "ssh_copy",
+        "ssh_copy_many",
     }
     acting |= {"ssh_start_job", "ssh_cancel_job"}
     assert set(listed) == read_only | acting
