@@ -13,6 +13,7 @@ holds none, so a page pays for an expression only where its words are.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from re import Match, Pattern
 
 from ahocorasick_rs import AhoCorasick, BytesAhoCorasick, MatchKind
@@ -37,33 +38,43 @@ class Cues:
             frozenset(other for other in self.words if _may_start_inside(other, word)) for word in self.words
         )
 
-    def found(self, text: str, *, any_case: bool = False) -> frozenset[str]:
-        """Every word that occurs in ``text``, and perhaps some that do not (never fewer).
-
-        ``any_case``: look in ``text.lower()`` (for lower-case words).
-        """
-        if text.isascii():
+    def hits(self, text: str, *, any_case: bool = False) -> Hits:
+        """The words in ``text`` (``any_case``: in ``text.lower()``, for lower-case words), and where."""
+        exact = True
+        if text.isascii():  # the bytes' offsets are the characters'
             data = text.encode("ascii")
-            data = data.lower() if any_case else data  # bytes.lower: a fraction of str.lower's time
+            matches = self._bytes.find_matches_as_indexes(data.lower() if any_case else data)
         else:
-            data = (text.lower() if any_case else text).encode("utf-8", "surrogatepass")
-        reported = {index for index, _, _ in self._bytes.find_matches_as_indexes(data)}
-        return frozenset().union(*(self._overlapping[index] for index in reported))
+            subject = text.lower() if any_case else text
+            # The same length: each character lowered to one, so the offsets are text's too.
+            exact = len(subject) == len(text)
+            try:
+                matches = self._chars.find_matches_as_indexes(subject)
+            except UnicodeEncodeError:  # a lone surrogate, which UTF-8 cannot carry
+                matches = self._bytes.find_matches_as_indexes(subject.encode("utf-8", "surrogatepass"))
+                exact = False
+        at = [(self._overlapping[index], start) for index, start, _ in matches]
+        return Hits(frozenset().union(*(words for words, _ in at)), at if exact else None)
+
+    def found(self, text: str, *, any_case: bool = False) -> frozenset[str]:
+        """Every word that occurs in ``text``, and perhaps some that do not (never fewer)."""
+        return self.hits(text, any_case=any_case).found
 
     def positions(self, text: str) -> list[int] | None:
         """Where in ``text`` occurrences of the words start, in order: every line holding one holds
-        one of these (an occurrence inside another is not listed). None: look everywhere.
+        one of these (an occurrence inside another is not listed). None: look everywhere."""
+        at = self.hits(text).at
+        return None if at is None else [start for _, start in at]
 
-        None only for text holding a lone surrogate, which the automaton's UTF-8 cannot carry.
-        """
-        if text.isascii():  # byte offsets are character offsets
-            matches = self._bytes.find_matches_as_indexes(text.encode("ascii"))
-        else:
-            try:
-                matches = self._chars.find_matches_as_indexes(text)
-            except UnicodeEncodeError:
-                return None
-        return [start for _, start, _ in matches]
+
+@dataclass(frozen=True)
+class Hits:
+    """What :meth:`Cues.hits` found: never fewer words than occur."""
+
+    found: frozenset[str]
+    # Each reported occurrence's start (a character offset into the text) with the words that
+    # may occur there; None when the offsets are not the text's (see Cues.hits).
+    at: list[tuple[frozenset[str], int]] | None
 
 
 def _may_start_inside(other: str, word: str) -> bool:

@@ -100,8 +100,11 @@ _IMPOSTOR_CUES = Cues(
     ]
 )
 
-# What an ASCII text may hold besides printable characters: newline and tab.
-_ASCII_LAYOUT = bytes(range(0x20, 0x7F)) + b"\n\t"
+# Bytes of UTF-8 that are no C0 control or DEL: printable ASCII, newline and tab, and every byte
+# of a multi-byte character (among which the C1 controls U+0080..U+009F, \xc2\x80..\xc2\x9f).
+_NOT_C0 = bytes(range(0x20, 0x7F)) + b"\n\t" + bytes(range(0x80, 0x100))
+_C1 = re.compile(rb"\xc2[\x80-\x9f]")
+_ASCII = bytes(range(0x80))
 
 
 # Token formats with a recognisable shape, beyond those audit.redaction already hides (AWS
@@ -157,9 +160,12 @@ def redact_output(text: str) -> str:
 def _removed(text: str) -> tuple[str, list[Flag]]:
     """``text`` without escape sequences and control characters, and one warning for each kind removed."""
     flags: list[Flag] = []
-    # Without a 7-bit introducer or any non-ASCII character (8-bit ones are), there is no sequence.
-    maybe = "\x1b" in text or not text.isascii()
-    sequences = list(_ESCAPE.finditer(text)) if maybe else []
+    # Looked for in the UTF-8 bytes: a C0 control (ESC is one) by deleting every other byte, a
+    # C1 control (the 8-bit introducers are ones) by its two-byte form; far cheaper than _CONTROL.
+    data = text.encode("utf-8", "surrogatepass")
+    c0 = bool(data.translate(None, _NOT_C0))
+    c1 = not text.isascii() and _C1.search(data) is not None
+    sequences = list(_ESCAPE.finditer(text)) if c0 or c1 else []
     if sequences:
         first = sequences[0]
         flags.append(
@@ -171,9 +177,7 @@ def _removed(text: str) -> tuple[str, list[Flag]]:
             )
         )
         text = _ESCAPE.sub("", text)
-    # ASCII text (most output) is checked as bytes: deleting every allowed byte leaves nothing.
-    clear = text.isascii() and not text.encode("ascii").translate(None, _ASCII_LAYOUT)
-    controls = [] if clear else list(_CONTROL.finditer(text))
+    controls = list(_CONTROL.finditer(text)) if c0 or c1 else []
     if controls:
         first = controls[0]
         flags.append(Flag("control_characters", _line_at(text, first.start()), first.group(), len(controls)))
@@ -215,8 +219,12 @@ def _line_flags(text: str) -> tuple[list[Flag], int]:
     Whole-text regular expressions rather than a loop over lines and characters: output up
     to the 1 MiB cap goes through here on every call.
     """
-    # Each distinct character is looked at once, however long the text.
-    hidden = {c for c in set(text) if not c.isascii() and is_hidden(c)} if not text.isascii() else set()
+    # Each distinct character is looked at once, however long the text; only the non-ASCII ones
+    # can be hidden, and deleting the ASCII bytes of the UTF-8 leaves those whole.
+    hidden: set[str] = set()
+    if not text.isascii():
+        rest = text.encode("utf-8", "surrogatepass").translate(None, _ASCII).decode("utf-8", "surrogatepass")
+        hidden = {c for c in set(rest) if is_hidden(c)}
     bidi = hidden & _BIDI
     invisible = {c for c in hidden - _BIDI if unicodedata.category(c) != "Zs"}
     # Impostors are looked for in the text as a model reads it: "Assis\u200btant:" is still one.

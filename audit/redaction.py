@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from audit.cues import Cues
 
@@ -132,6 +132,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], tu
 
 # Every cue word above, found in one pass over the lower-cased text (audit/cues.py says why).
 _CUES = Cues(cue for _, _, cues in _PATTERNS for cue in cues)
+# The private key block is the one pattern that spans lines; the others are matched line by line.
+assert _PATTERNS[0][0] is _PRIVATE_KEY
+_PRIVATE_KEY_CUES = frozenset(_PATTERNS[0][2])
+_LINE_PATTERNS = _PATTERNS[1:]
 
 
 @lru_cache(maxsize=256)
@@ -152,12 +156,52 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     )
     if known:
         text = _secrets_pattern(known).sub(REDACTED, text)
-    found = _CUES.found(text, any_case=True)
-    for pattern, replacement, cues in _PATTERNS:
-        # Most output contains none of the cue words, so most patterns never run.
-        if not found.isdisjoint(cues):
-            text = pattern.sub(replacement, text)
-    return text
+    hits = _CUES.hits(text, any_case=True)
+    if not hits.found:  # most output: no pattern can match
+        return text
+    if not _PRIVATE_KEY_CUES.isdisjoint(hits.found):
+        # Key blocks span lines: hidden in the whole text first, then the rest line by line.
+        text = _PRIVATE_KEY.sub(_private_key, text)
+        hits = _CUES.hits(text, any_case=True)
+    if hits.at is None:  # where they are is not known (see Cues.hits): every cued pattern, whole
+        for pattern, replacement, cues in _LINE_PATTERNS:
+            if not hits.found.isdisjoint(cues):
+                text = pattern.sub(replacement, text)
+        return text
+    return _redact_lines(text, hits.at)
+
+
+def _redact_lines(text: str, hits: list[tuple[frozenset[str], int]]) -> str:
+    """The one-line patterns applied only to the lines of ``text`` holding their cue words (``hits``).
+
+    Each of these patterns matches within one line and sees nothing beyond it (a line's ends
+    are non-word characters to ``\b`` as a newline is), and a replacement adds no line break,
+    so this is the whole text's substitution without a scan of the lines no pattern can match.
+    """
+    # (start, end, patterns) of each line holding a hit, in order; each line is looked for once,
+    # so a long line full of cue words costs no more than its length.
+    lines: list[tuple[int, int, set[int]]] = []
+    for words, start in hits:
+        if not lines or start >= lines[-1][1]:
+            end = text.find("\n", start)
+            lines.append((text.rfind("\n", 0, start) + 1, len(text) if end < 0 else end, set()))
+        lines[-1][2].update(_patterns_cued_by(words))
+    pieces: list[str] = []
+    done = 0
+    for line_start, line_end, wanted in lines:
+        line = text[line_start:line_end]
+        for i in sorted(wanted):  # in the patterns' order, as on the whole text
+            pattern, replacement, _ = _LINE_PATTERNS[i]
+            line = pattern.sub(replacement, line)
+        pieces += (text[done:line_start], line)
+        done = line_end
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+@cache
+def _patterns_cued_by(words: frozenset[str]) -> frozenset[int]:
+    return frozenset(i for i, (_, _, cues) in enumerate(_LINE_PATTERNS) if not words.isdisjoint(cues))
 
 
 def cap(text: str, limit: int) -> tuple[str, bool]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sshcontrol.mcp.schemas import (
     ApprovalStatusResult,
     ConnectResult,
@@ -15,12 +17,15 @@ from sshcontrol.mcp.schemas import (
     UploadResult,
 )
 
+# A line of backticks only (the only kind that can close a fence), found from its line break:
+# a literal start lets the search skip ahead, where a multi-line ``^`` is tried at every position.
+_TICK_LINE = re.compile(r"\n(`+)(?=\n|\Z)")
+
 
 def _fence(text: str) -> str:
     # A fence longer than any backtick run inside keeps hostile output from closing it early.
-    longest = (
-        max((len(run) for run in text.split("\n") if set(run) == {"`"}), default=0) if "`" in text else 0
-    )
+    runs = [len(m.group(1)) for m in _TICK_LINE.finditer("\n" + text)] if "`" in text else []
+    longest = max(runs, default=0)
     ticks = "`" * max(3, longest + 1)
     return f"{ticks}\n{text.rstrip(chr(10))}\n{ticks}"
 
