@@ -7,6 +7,7 @@ that shares the test database; the in-process MCP harness calls the tools.
 from __future__ import annotations
 
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -125,6 +126,26 @@ def test_ssh_execute_past_its_foreground_limit_becomes_a_job(
     quick = mcp.ok("ssh_execute", host="box", command="echo quick", foreground_seconds=30)
     assert quick["still_running"] is False and quick["job_id"] is None and quick["stdout"] == "quick\n"
     assert Job.objects.count() == 1
+
+
+def test_a_90_second_command_returns_at_the_default_foreground_limit_and_completes_as_a_job(
+    mcp: McpHarness, make_host: Any, sshd: SshServer, settings: Any
+) -> None:
+    # The issue's own numbers: a 90-second command, the default limit (50 s, below the ~60 s
+    # after which Claude Desktop gives up on a call). Mostly waiting, little CPU.
+    assert settings.FOREGROUND_SECONDS == 50.0
+    make_host("box")
+    command = "for i in $(seq 1 90); do echo tick $i; sleep 1; done"
+    started = time.monotonic()
+    result = mcp.ok("ssh_execute", host="box", command=command, timeout=300)
+    returned_after = time.monotonic() - started
+    assert result["still_running"] is True and result["job_id"] and result["exit_status"] is None
+    assert returned_after >= 50, f"returned after {returned_after:.0f} s, before the 50 s limit"
+    assert result["stdout"].startswith("tick 1\ntick 2\n")
+    stdout, _, last = follow(mcp, result["job_id"], timeout=120)
+    assert stdout == "".join(f"tick {i}\n" for i in range(1, 91)), "every line once, the first ones included"
+    assert last["state"] == "exited" and last["exit_status"] == 0
+    assert AuditEvent.objects.filter(command=command).count() == 1
 
 
 @pytest.fixture(autouse=True)
