@@ -13,18 +13,32 @@ reuse an open connection) on the same sshd, which delivers every byte.
 
 The paging half reads 50 MiB through ssh_read_output (the output_id of `cat` of a 50 MiB
 file) against `ssh host cat` of the same file.
+
+With ``--peer`` the same two commands also go through the strongest peer that runs here, the
+npm package ssh-mcp (its stdio MCP server, quick-start flags for the same sshd and key, tier
+dev, approval off, host key trusted on first use), tool ``run-command``, on a connection its
+first call opened; measured the same way, with each call cut off after ``PEER_TIMEOUT``
+seconds (what happens then is the result). It lives in its own git-ignored directory:
+
+    npm install --prefix .peer-ssh-mcp --no-audit --no-fund ssh-mcp@2.11.0
+    .venv/bin/python bench/output.py --peer [--before /tmp/sshc-before] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -39,6 +53,10 @@ FIFTY_MIB = 50 << 20
 BIG = f"yes {'0123456789' * 10} | head -c {FIFTY_MIB}"
 COMMANDS = {"seq 1 400000": SEQ, "50 MiB of output": BIG}
 BUDGET = 16 << 10
+PEER_DIR = REPO / ".peer-ssh-mcp"
+PEER_SERVER = PEER_DIR / "node_modules" / "ssh-mcp" / "build" / "index.js"
+PEER_INSTALL = f"npm install --prefix {PEER_DIR} --no-audit --no-fund ssh-mcp@2.11.0"
+PEER_TIMEOUT = 120.0
 
 
 def openssh_args(server: SshServer, workdir: Path) -> list[str]:
@@ -147,11 +165,112 @@ def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
         deployment.close()
 
 
+@dataclass(frozen=True)
+class PeerCall:
+    size: int  # bytes of the response line the client received (of what arrived, if cut off)
+    seconds: float
+    outcome: str  # "ok ...", or what went wrong, as the client saw it
+
+
+def peer_argv(server: SshServer) -> list[str] | None:
+    """ssh-mcp's stdio server for ``server``, or None (saying why) when it cannot run here."""
+    node = shutil.which("node")
+    if node is None:
+        print("peer: skipped, node is not installed (ssh-mcp is a Node.js server)")
+        return None
+    if not PEER_SERVER.is_file():
+        print(f"peer: skipped, ssh-mcp is not installed in {PEER_DIR}; install it with\n    {PEER_INSTALL}")
+        return None
+    return [
+        *(node, str(PEER_SERVER), f"--host={server.address}", f"--port={server.port}"),
+        *(f"--user={server.user}", f"--key={server.client_keys['ed25519']}"),
+        # Approval off and tier dev: this measures output, not its policy gate. The command
+        # timeout matches the one sshcontrol gets (600 s); PEER_TIMEOUT cuts first.
+        *("--group=dev", "--disableApproval", "--timeout=600000"),
+    ]
+
+
+def timed_peer_call(client: RawStdioClient, command: str) -> PeerCall:
+    """``run-command`` through the peer, killed after PEER_TIMEOUT: a hang is a result, not a stall."""
+    assert client.proc.stdout is not None
+    client.next_id += 1
+    request_id = client.next_id
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        client.proc.kill()
+
+    killer = threading.Timer(PEER_TIMEOUT, kill)
+    start = time.perf_counter()
+    client.send(
+        {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": "tools/call",
+            "params": {"name": "run-command", "arguments": {"command": command}},
+        }
+    )
+    killer.start()
+    try:
+        while line := client.proc.stdout.readline():
+            if not line.endswith(b"\n"):
+                break  # cut off mid-message
+            message = json.loads(line)
+            if message.get("id") == request_id:
+                return PeerCall(len(line) - 1, time.perf_counter() - start, peer_outcome(message))
+        seconds = time.perf_counter() - start
+    finally:
+        killer.cancel()
+    why = f"killed after {PEER_TIMEOUT:.0f} s" if killed.is_set() else "it closed its stdout"
+    return PeerCall(len(line), seconds, f"no answer ({why}), {len(line):,} bytes of a response read")
+
+
+def peer_outcome(message: dict[str, Any]) -> str:
+    if (error := message.get("error")) is not None:
+        return f"JSON-RPC error {error.get('code')}: {str(error.get('message'))[:300]}"
+    result = message["result"]
+    text = "".join(c.get("text", "") for c in result.get("content", []))
+    label = "isError" if result.get("isError") else "ok"
+    return f"{label}, text {len(text.encode()):,} bytes, ends {text[-200:]!r}"
+
+
+def measure_peer(server: SshServer, runs: int) -> dict[str, tuple[int, float]]:
+    argv = peer_argv(server)
+    if argv is None:
+        return {}
+    home = Path(tempfile.mkdtemp(prefix="sshcontrol-bench-peer-"))
+    # Its audit log and (absent) config go to a throwaway home, never the user's.
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config")}
+    env["XDG_DATA_HOME"] = str(home / "data")
+    client = RawStdioClient(env, argv)
+    results = {}
+    try:
+        warm = timed_peer_call(client, "true")  # opens its SSH connection, as ssh_connect does
+        assert warm.outcome.startswith("ok"), warm
+        for name, command in COMMANDS.items():
+            samples = []
+            for _ in range(runs):
+                call = timed_peer_call(client, command)
+                samples.append(call)
+                print(f"ssh-mcp {name}: {call.size:,} bytes, {call.seconds * 1000:.0f} ms, {call.outcome}")
+                if client.proc.poll() is not None:
+                    client.close()  # killed or gone: the next run gets a new server and connection
+                    client = RawStdioClient(env, argv)
+                    timed_peer_call(client, "true")
+            results[name] = (samples[-1].size, statistics.median(s.seconds for s in samples))
+        return results
+    finally:
+        client.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="a tree of the commit before the budget")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--paging", action="store_true", help="also page 50 MiB (needs ssh_read_output)")
+    parser.add_argument("--peer", action="store_true", help=f"also ssh-mcp (npm), installed in {PEER_DIR}")
     args = parser.parse_args()
     os.chdir("/")  # `python -m sshcontrol` would import the current directory's tree first
     server = SshServer.create().start()
@@ -159,8 +278,8 @@ def main() -> None:
     ssh = openssh_args(server, workdir)
     try:
         timed_openssh(ssh, "true")
-        if args.before is not None:
-            before_and_after(server, args.before.resolve(), ssh, args.runs)
+        if args.before is not None or args.peer:
+            compare(server, args.before.resolve() if args.before else None, ssh, args.runs, args.peer)
         if args.paging:
             paging(server, REPO, ssh, args.runs)
     finally:
@@ -168,30 +287,33 @@ def main() -> None:
         server.remove()
 
 
-def before_and_after(server: SshServer, before_tree: Path, ssh: list[str], runs: int) -> None:
-    measured = {
-        "before": measure_tree(server, before_tree, runs),
-        "after": measure_tree(server, REPO, runs),
-    }
-    reference = {
+def compare(server: SshServer, before_tree: Path | None, ssh: list[str], runs: int, peer: bool) -> None:
+    """One table: before (with --before), after, OpenSSH, and ssh-mcp (with --peer)."""
+    measured = {}
+    if before_tree is not None:
+        measured["before"] = measure_tree(server, before_tree, runs)
+    measured["after"] = measure_tree(server, REPO, runs)
+    measured["openssh"] = {
         name: statistics.median_low([timed_openssh(ssh, command) for _ in range(runs)])
         for name, command in COMMANDS.items()
     }
+    if peer and (peer_results := measure_peer(server, runs)):
+        measured["ssh-mcp"] = peer_results
     print(f"budget {BUDGET} bytes per stream; median wall time of {runs} runs; {REPO}")
     print(f"{'':18} {'':8} {'bytes to client':>16} {'wall ms':>9}")
     for name in COMMANDS:
-        for label, (size, seconds) in (
-            ("before", measured["before"][name]),
-            ("after", measured["after"][name]),
-            ("openssh", reference[name]),
-        ):
+        for label, rows in measured.items():
+            size, seconds = rows[name]
             print(f"{name:18} {label:8} {size:16,d} {seconds * 1000:9.0f}")
-        before, after, ssh_ref = measured["before"][name], measured["after"][name], reference[name]
-        print(
-            f"{'':18} ratios: bytes after/before {after[0] / before[0]:.4f}, "
-            f"after / (2 x budget x 2 streams) {after[0] / (4 * BUDGET):.2f} (target <= 1); "
-            f"time after/before {after[1] / before[1]:.2f}, after/openssh {after[1] / ssh_ref[1]:.2f}"
-        )
+        after, ssh_ref = measured["after"][name], measured["openssh"][name]
+        ratios = [f"after / (2 x budget x 2 streams) {after[0] / (4 * BUDGET):.2f} (target <= 1)"]
+        if before := measured.get("before", {}).get(name):
+            ratios[:0] = [f"bytes after/before {after[0] / before[0]:.4f}"]
+            ratios.append(f"time after/before {after[1] / before[1]:.2f}")
+        ratios.append(f"after/openssh {after[1] / ssh_ref[1]:.2f}")
+        if other := measured.get("ssh-mcp", {}).get(name):
+            ratios.append(f"ssh-mcp/after bytes {other[0] / after[0]:.1f}, time {other[1] / after[1]:.2f}")
+        print(f"{'':18} ratios: {', '.join(ratios)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A raw JSON-RPC client over a real ``mcp_serve`` stdio pipe: the bytes of each response, as sent.
 
 The SDK's client hands back parsed results; to hold the server to a size limit on the wire,
-this one reads the newline-delimited messages itself.
+this one reads the newline-delimited messages itself. ``argv`` starts another stdio MCP server
+instead (bench/output.py measures a peer the same way).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ class Response:
 
 
 class RawStdioClient:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], argv: list[str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sshcontrol", "mcp_serve"],
+            argv or [sys.executable, "-m", "sshcontrol", "mcp_serve"],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -58,7 +59,7 @@ class RawStdioClient:
             message = json.loads(line)
             if message.get("id") == self.next_id:
                 return Response(line.rstrip(b"\n"), message)
-        raise AssertionError("mcp_serve closed its stdout without answering")
+        raise AssertionError("the server closed its stdout without answering")
 
     def call(self, tool: str, **arguments: Any) -> Response:
         return self.request("tools/call", {"name": tool, "arguments": arguments})
