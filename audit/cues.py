@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from re import Match, Pattern
 
-from ahocorasick_rs import AhoCorasick, BytesAhoCorasick, MatchKind
+from ahocorasick_rs import BytesAhoCorasick, MatchKind
 
 
 class Cues:
@@ -33,38 +33,37 @@ class Cues:
         # ``positions`` the reported one stands on the same line.
         kind = MatchKind.LeftmostLongest
         self._bytes = BytesAhoCorasick([word.encode() for word in self.words], matchkind=kind)
-        self._chars = AhoCorasick(self.words, matchkind=kind)
         self._overlapping = tuple(
             frozenset(other for other in self.words if _may_start_inside(other, word)) for word in self.words
         )
 
     def hits(self, text: str, *, any_case: bool = False) -> Hits:
         """The words in ``text`` (``any_case``: in ``text.lower()``, for lower-case words), and where."""
-        exact = True
-        if text.isascii():  # the bytes' offsets are the characters'
-            data = text.encode("ascii")
-            matches = self._bytes.find_matches_as_indexes(data.lower() if any_case else data)
-        else:
-            subject = text.lower() if any_case else text
-            # The same length: each character lowered to one, so the offsets are text's too.
-            exact = len(subject) == len(text)
-            try:
-                matches = self._chars.find_matches_as_indexes(subject)
-            except UnicodeEncodeError:  # a lone surrogate, which UTF-8 cannot carry
-                matches = self._bytes.find_matches_as_indexes(subject.encode("utf-8", "surrogatepass"))
-                exact = False
+        if any_case and not text.isascii() and any(c in text for c in _LOWERS_TO_ASCII):
+            # The two characters whose lower case holds ASCII letters: only str.lower knows them,
+            # and it changes the text's length (the offsets are then not the text's).
+            data = text.lower().encode("utf-8", "surrogatepass")
+            at = [(self._overlapping[index], start) for index, start, _ in self._bytes.find_matches_as_indexes(data)]
+            return Hits(frozenset().union(*(words for words, _ in at)), None)
+        # Over the UTF-8 bytes: bytes.lower changes only ASCII letters, which is all the words
+        # hold, and the automaton's SIMD search works on bytes.
+        data = text.encode("utf-8", "surrogatepass")
+        matches = self._bytes.find_matches_as_indexes(data.lower() if any_case else data)
         at = [(self._overlapping[index], start) for index, start, _ in matches]
-        return Hits(frozenset().union(*(words for words, _ in at)), at if exact else None)
+        if not text.isascii():  # byte offsets to character offsets
+            at = list(zip((words for words, _ in at), _char_offsets(data, [start for _, start in at]), strict=True))
+        return Hits(frozenset().union(*(words for words, _ in at)), at)
 
     def found(self, text: str, *, any_case: bool = False) -> frozenset[str]:
         """Every word that occurs in ``text``, and perhaps some that do not (never fewer)."""
         return self.hits(text, any_case=any_case).found
 
-    def positions(self, text: str) -> list[int] | None:
+    def positions(self, text: str) -> list[int]:
         """Where in ``text`` occurrences of the words start, in order: every line holding one holds
-        one of these (an occurrence inside another is not listed). None: look everywhere."""
+        one of these (an occurrence inside another is not listed)."""
         at = self.hits(text).at
-        return None if at is None else [start for _, start in at]
+        assert at is not None  # only a lower-casing search loses the offsets
+        return [start for _, start in at]
 
 
 @dataclass(frozen=True)
@@ -77,21 +76,37 @@ class Hits:
     at: list[tuple[frozenset[str], int]] | None
 
 
+# The only characters whose str.lower() holds an ASCII letter: U+0130 (to "i" and a combining
+# dot) and the Kelvin sign U+212A (to "k").
+_LOWERS_TO_ASCII = ("\u0130", "\u212a")
+
+# UTF-8's continuation bytes: every other byte starts a character.
+_CONTINUATION = bytes(range(0x80, 0xC0))
+
+
+def _char_offsets(data: bytes, starts: list[int]) -> list[int]:
+    """Character offsets of the byte offsets ``starts`` (ascending, each at a character's start)
+    into UTF-8 ``data``: the bytes before each that start a character, counted stretch by stretch."""
+    offsets: list[int] = []
+    chars = done = 0
+    for start in starts:
+        chars += len(data[done:start].translate(None, _CONTINUATION))
+        done = start
+        offsets.append(chars)
+    return offsets
+
+
 def _may_start_inside(other: str, word: str) -> bool:
     """Whether an occurrence of ``other`` can start inside an occurrence of ``word`` (itself included)."""
     return any(word[i:].startswith(other) or other.startswith(word[i:]) for i in range(len(word)))
 
 
-def in_lines(pattern: Pattern[str], text: str, positions: Iterable[int] | None) -> Iterator[Match[str]]:
-    """``pattern``'s matches in the lines of ``text`` that hold one of ``positions``, in order
-    (all of them when ``positions`` is None).
+def in_lines(pattern: Pattern[str], text: str, positions: Iterable[int]) -> Iterator[Match[str]]:
+    """``pattern``'s matches in the lines of ``text`` that hold one of ``positions``, in order.
 
     For expressions that never cross a line end: the same matches as ``pattern.finditer(text)``
     when every match holds one of the positions, found without scanning the other lines.
     """
-    if positions is None:
-        yield from pattern.finditer(text)
-        return
     end = -1
     for position in sorted(positions):
         if position < end:

@@ -261,6 +261,8 @@ def clean(raw: str, *, redacted: bool = False) -> Cleaned:
         listed = warnings[:MAX_WARNINGS]
         # At the last line listed: the ones left out are at it or past it.
         warnings = [*listed, Flag("more_warnings", listed[-1].line, "", left_out)]
-    if not text.isascii():
+    # Tag characters are U+E0000..U+E007F, \xf3\xa0\x80\x80..\xf3\xa0\x81\xbf in UTF-8: looked
+    # for as bytes first, as the expression alone would try every character of the page.
+    if not text.isascii() and b"\xf3\xa0" in text.encode("utf-8", "surrogatepass"):
         text = _TAG_CHARACTERS.sub(lambda m: f"<{code_point(m.group())}>", text)
     return Cleaned(text, warnings, text.count(REDACTED))
