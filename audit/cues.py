@@ -42,17 +42,20 @@ class Cues:
         if any_case and not text.isascii() and any(c in text for c in _LOWERS_TO_ASCII):
             # The two characters whose lower case holds ASCII letters: only str.lower knows them,
             # and it changes the text's length (the offsets are then not the text's).
-            data = text.lower().encode("utf-8", "surrogatepass")
-            at = [(self._overlapping[index], start) for index, start, _ in self._bytes.find_matches_as_indexes(data)]
-            return Hits(frozenset().union(*(words for words, _ in at)), None)
+            lowered = self._search(text.lower().encode("utf-8", "surrogatepass"))
+            return Hits(frozenset().union(*(words for words, _ in lowered)), None)
         # Over the UTF-8 bytes: bytes.lower changes only ASCII letters, which is all the words
         # hold, and the automaton's SIMD search works on bytes.
         data = text.encode("utf-8", "surrogatepass")
-        matches = self._bytes.find_matches_as_indexes(data.lower() if any_case else data)
-        at = [(self._overlapping[index], start) for index, start, _ in matches]
+        at = self._search(data.lower() if any_case else data)
         if not text.isascii():  # byte offsets to character offsets
-            at = list(zip((words for words, _ in at), _char_offsets(data, [start for _, start in at]), strict=True))
+            starts = _char_offsets(data, [start for _, start in at])
+            at = [(words, start) for (words, _), start in zip(at, starts, strict=True)]
         return Hits(frozenset().union(*(words for words, _ in at)), at)
+
+    def _search(self, data: bytes) -> list[tuple[frozenset[str], int]]:
+        matches = self._bytes.find_matches_as_indexes(data)
+        return [(self._overlapping[index], start) for index, start, _ in matches]
 
     def found(self, text: str, *, any_case: bool = False) -> frozenset[str]:
         """Every word that occurs in ``text``, and perhaps some that do not (never fewer)."""
