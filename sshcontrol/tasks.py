@@ -374,7 +374,8 @@ def execute_job(
         ticket=replace(ticket, session_id=session_id),
         spec=spec,
         host_id=host_id,
-        host_name=_host_name(host_id),
+        # Known from the session's opening: one query less on every ssh_execute.
+        host_name=session.host_name or _host_name(host_id),
         session_id=session_id,
         audit_event_id=audit_event_id,
         secrets=secrets,

@@ -33,6 +33,7 @@ class Session:
     secrets: tuple[str, ...] = field(default=(), repr=False)  # what to redact from this session's output
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     jumps: JumpPool | None = field(default=None, repr=False)  # the jump connections it shares
+    host_name: str = ""  # the host's name when it was opened (ConnectSpec.name)
 
     def client(self, respec: Callable[[], ConnectSpec]) -> tuple[paramiko.SSHClient, bool]:
         """An active client, reconnecting first if the connection dropped. Returns (client, reconnected)."""
@@ -107,6 +108,7 @@ class SessionRegistry:
             connection=connection,
             secrets=spec.secrets,
             jumps=self.jumps,
+            host_name=spec.name,
         )
         with self._lock:
             previous = self._sessions.pop(session_id, None)
