@@ -58,6 +58,7 @@ def test_each_hosts_row_is_open_while_its_command_runs_and_completed_after(
             30,
             "the unreachable host's row completed",
         )
+        assert closed is not None
         assert closed.status == AuditEvent.Status.ERROR and closed.error
         assert closed.finished_at is not None
         still = AuditEvent.objects.filter(pk__in=[rows[h.name].pk for h in running], status="running")
