@@ -28,7 +28,7 @@ import logging
 import threading
 from typing import Any
 
-from django.db import close_old_connections, connections, router
+from django.db import close_old_connections, connections, router, transaction
 from django.utils import timezone
 
 from audit import writelock, writer
@@ -79,7 +79,12 @@ def _record(rows: list[list[Any]]) -> list[int]:
     ids: list[int] = []
     connection = connections[router.db_for_write(RemoteCommand)]
     # Queued behind the process's other writers (audit rows) rather than in SQLite's busy handler.
-    with writelock.serialized(connection), connection.cursor() as cursor:
+    # One transaction: a retry after a lost reply must not find some chunks written already.
+    with (
+        writelock.serialized(connection),
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
         for start in range(0, len(rows), CHUNK):
             ids += [int(i) for i in _RECORD_MANY.execute(cursor, rows[start : start + CHUNK])]
     return ids
