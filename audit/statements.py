@@ -137,6 +137,20 @@ class Statement:
             row[name] = value
         return row
 
+    def execute_many(self, cursor: CursorWrapper, rows: Sequence[Sequence[Any]]) -> None:
+        """Run once per row of ``rows`` in one ``executemany`` (a statement without RETURNING)."""
+        connection = cursor.db
+        compiled = self._for(connection)
+        assert not compiled.returning, "executemany returns no rows"
+        cursor.executemany(
+            compiled.sql,
+            [
+                [prepare(value, connection) for prepare, value in zip(self._preparers, values, strict=True)]
+                + compiled.constants
+                for values in rows
+            ],
+        )
+
     def _returning_sql(self, connection: BaseDatabaseWrapper) -> str:
         if not self.returning:
             return ""

@@ -456,10 +456,12 @@ def _finish(event_id: int, changes: Mapping[str, Any]) -> bool:
         row["chain_seq"] = seq
         row["prev_hash"] = prev_hash
         digest = chain.row_hash(row)
-        _LINK.execute(cursor, [seq, prev_hash, digest, event_id])
         if getattr(_many, "active", False):
-            _many.head = (seq, digest)  # finish_many moves the head once, after its last row
+            # finish_many links its rows in one executemany and moves the head once, at its end.
+            _many.links.append((seq, prev_hash, digest, event_id))
+            _many.head = (seq, digest)
         else:
+            _LINK.execute(cursor, [seq, prev_hash, digest, event_id])
             _MOVE_HEAD.execute(cursor, [seq, digest, chain.HEAD_ID])
     return True
 
@@ -546,13 +548,14 @@ def finish_many(completions: Sequence[tuple[int, Completion]]) -> None:
     """
     connection = _connection()
     with writelock.serialized(connection), transaction.atomic(using=connection.alias, savepoint=False):
-        _many.active, _many.head = True, None
+        _many.active, _many.head, _many.links = True, None, []
         try:
             for event_id, completion in completions:
                 finish(event_id, completion)
             head: tuple[int, str] | None = _many.head
             if head is not None:
                 with connection.cursor() as cursor:
+                    _LINK.execute_many(cursor, _many.links)
                     _MOVE_HEAD.execute(cursor, [*head, chain.HEAD_ID])
         finally:
-            _many.active, _many.head = False, None
+            _many.active, _many.head, _many.links = False, None, []

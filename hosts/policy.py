@@ -228,6 +228,8 @@ class _Parsed:
     segments: tuple[str, ...]
 
 
+# A batch checks one command against the rules of each of its hosts: parsed once, not per host.
+@lru_cache(maxsize=32)
 def _parse(command: str) -> _Parsed:
     text = normalise(command)
     found = _split(text)

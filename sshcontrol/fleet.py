@@ -28,14 +28,17 @@ listed hosts are ``refused`` and the others run; undecided in time, nothing runs
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import logging
+import queue
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -80,6 +83,9 @@ FAILED: frozenset[HostStatus] = frozenset({"failed", "timed_out", "error"})
 MAX_HOSTS = 5000
 # How often the rows of hosts that finished are completed while others still run.
 FLUSH_SECONDS = 0.5
+# Progress is reported at most this often (and when the last host is done): one notification
+# per host of a 1,000-host batch would cost the event loop more than the hosts themselves.
+PROGRESS_SECONDS = 0.2
 # Rows completed per transaction: the write lock (all of SQLite) is held while they are chained,
 # and a transaction of hundreds of rows, its statements each waiting for the GIL behind the
 # host threads, held it past other writers' busy timeout on a loaded machine (1,000 hosts).
@@ -468,9 +474,16 @@ class Batch:
         return False
 
     def run_chunk(self, entries: list[_Entry], reusable: dict[int, str]) -> None:
-        """Open the rows of ``entries``, then run them, at most ``max_parallel`` at once."""
+        """Open the rows of ``entries``, then run them, at most ``max_parallel`` at once.
+
+        Every row is committed (``_open_rows``) before the first host is contacted. Then
+        ``max_parallel`` pool threads each take the next waiting host as soon as their last one
+        is done, so no host waits for this thread to wake up and hand it on (under the GIL, with
+        dozens of SSH threads busy, each such hand-off cost milliseconds). This thread only
+        collects the results, completes their rows and reports progress.
+        """
         ids = _open_rows([_row(self.caller, self.op, self.batch_id, e) for e in entries])
-        calls: list[tuple[_Entry, HostCall]] = []
+        waiting: collections.deque[tuple[_Entry, HostCall]] = collections.deque()
         for event_id, entry in zip(ids, entries, strict=True):
             assert entry.host is not None
             calllog.note_audit(event_id, entry.name)
@@ -484,40 +497,13 @@ class Batch:
                 entry.details,
                 known_reusable=reusable.get(entry.host.pk, ""),
             )
-            calls.append((entry, call))
-        waiting = list(reversed(calls))
-        # Completed rows are written together, every FLUSH_SECONDS and at the end: each write
-        # made while dozens of host threads hold the GIL waits for it once per statement.
-        closing: list[tuple[int, Completion, str]] = []
-        flushed = time.monotonic()
-        running: dict[Future[tuple[HostResult, Completion | None]], tuple[_Entry, HostCall, str]] = {}
+            waiting.append((entry, call))
+        finished: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
+        runners = min(self.plan.max_parallel, len(waiting))
         pool = _executor()
-        while waiting or running:
-            while waiting and len(running) < self.plan.max_parallel and not self.cancelled.is_set():
-                entry, call = waiting.pop()
-                call_id = f"{self.batch_id}-{call.event_id}"
-                with self.lock:
-                    self.call_ids[call_id] = entry.name
-                running[pool.submit(_on_host, self.op, call, call_id)] = (entry, call, call_id)
-            if not running:
-                break  # cancelled: what did not start is skipped below
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in finished:
-                entry, call, call_id = running.pop(future)
-                with self.lock:
-                    self.call_ids.pop(call_id, None)
-                result, outcome = future.result()
-                entry.result = result
-                if outcome is not None:
-                    closing.append((call.event_id, outcome, call.open_session_id))
-                    call.completed = True
-                if result.status in FAILED:
-                    self.failures += 1
-            self.report(len(finished))
-            if closing and (not running or time.monotonic() - flushed >= FLUSH_SECONDS):
-                _close_rows(closing)
-                closing, flushed = [], time.monotonic()
-        _close_rows(closing)
+        for _ in range(runners):
+            pool.submit(self.runner, waiting, finished)
+        self.collect_all(finished, runners)
         if waiting:  # cancelled before these started: their rows are open, complete them as skipped
             reason = "not started: the call was cancelled"
             closing = []
@@ -527,6 +513,75 @@ class Batch:
                 call.completed = True
             _close_rows(closing)
             self.report(len(waiting))
+
+    def runner(
+        self,
+        waiting: collections.deque[tuple[_Entry, HostCall]],
+        finished: queue.SimpleQueue[_Finished | None],
+    ) -> None:
+        """On a pool thread: run waiting hosts one after the other until none is left (or cancelled)."""
+        try:
+            while True:
+                with self.lock:
+                    if self.cancelled.is_set() or not waiting:
+                        return
+                    entry, call = waiting.popleft()
+                    call_id = f"{self.batch_id}-{call.event_id}"
+                    self.call_ids[call_id] = entry.name
+                try:
+                    result, outcome = _on_host(self.op, call, call_id)
+                finally:
+                    with self.lock:
+                        self.call_ids.pop(call_id, None)
+                finished.put(_Finished(entry, call, result, outcome))
+        finally:
+            finished.put(None)  # this runner is done
+
+    def collect_all(self, finished: queue.SimpleQueue[_Finished | None], runners: int) -> None:
+        """Take the hosts' results until every runner is done; complete their rows in groups."""
+        # Completed rows are written together, every FLUSH_SECONDS and at the end: each write
+        # made while dozens of host threads hold the GIL waits for it once per statement.
+        closing: list[tuple[int, Completion, str]] = []
+        flushed = reported = time.monotonic()
+        unreported = 0
+        while runners:
+            batch: list[_Finished | None] = []
+            with contextlib.suppress(queue.Empty):
+                batch.append(finished.get(timeout=PROGRESS_SECONDS))
+                while True:  # everything that finished meanwhile, handled at once
+                    batch.append(finished.get_nowait())
+            for done in batch:
+                if done is None:
+                    runners -= 1
+                else:
+                    unreported += 1
+                    self.collect(done, closing)
+            now = time.monotonic()
+            if unreported and (not runners or now - reported >= PROGRESS_SECONDS):
+                self.report(unreported)
+                unreported, reported = 0, now
+            if closing and runners and now - flushed >= FLUSH_SECONDS:
+                _close_rows(closing)
+                closing, flushed = [], time.monotonic()
+        _close_rows(closing)
+
+    def collect(self, done: _Finished, closing: list[tuple[int, Completion, str]]) -> None:
+        done.entry.result = done.result
+        if done.outcome is not None:
+            closing.append((done.call.event_id, done.outcome, done.call.open_session_id))
+            done.call.completed = True
+        if done.result.status in FAILED:
+            self.failures += 1
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """A host whose work ended, handed from its pool thread to the batch's thread."""
+
+    entry: _Entry
+    call: HostCall
+    result: HostResult
+    outcome: Completion | None  # still to write (None: written already)
 
 
 def _chunks(entries: list[_Entry], size: int | None) -> Iterator[list[_Entry]]:

@@ -4,8 +4,8 @@ Closing a non-pty channel does not stop a remote command, and a process killed w
 ``kill -9`` (or a lost machine) cannot kill the process groups of the commands it ran. So
 every process holding sessions (a Celery worker, or ``mcp_serve`` itself on the embedded
 default) records each running command's remote process group (``RemoteCommand``) as soon as
-the remote shell reports it, and deletes the row when the command ends: one INSERT and one
-DELETE per command.
+the remote shell reports it, and deletes the row when the command ends. The rows of commands
+that start and end together (a batch's hosts) are written together (``_Recorder``).
 
 A worker's row left behind is an orphan when its worker is dead (stale heartbeat, and no
 answer to a ping over the broker: a worker whose database writes fail only looks dead) or
@@ -22,18 +22,19 @@ row ``orphan_kill`` that names the original call's audit row.
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import threading
 from typing import Any
 
-from django.db import close_old_connections, connections, router
+from django.db import close_old_connections, connections, router, transaction
 from django.utils import timezone
 
-from audit import writer
+from audit import writelock, writer
 from audit.models import AuditEvent
 from audit.process import current_process_key
-from audit.statements import Insert
+from audit.statements import Insert, MultiInsert
 from hosts.models import Host
 from sshcontrol import holders, jobs
 from sshcontrol.credentials import build_spec
@@ -56,39 +57,45 @@ def recording() -> bool:
     return True
 
 
-# Precompiled (``audit.statements``): every command of an embedded server pays for these two
-# statements, and the ORM's create and delete cost several times the statements themselves.
+# Precompiled (``audit.statements``): every command pays for these statements, and the ORM's
+# create and delete cost several times the statements themselves.
 _RECORD = Insert(
     RemoteCommand,
     ("worker", "worker_process", "session_id", "host_id", "pgid", "audit_event_id", "started_at"),
     returning=("id",),
 )
+_RECORD_MANY = MultiInsert(_RECORD)
+# Rows per statement: 7 parameters each stays far below any backend's parameter limit.
+CHUNK = 100
 
 
-def _forget_sql(quote: Any) -> str:
-    return f"DELETE FROM {quote(RemoteCommand._meta.db_table)} WHERE {quote('id')} = %s"  # noqa: S608
+def _forget_sql(quote: Any, count: int) -> str:
+    marks = ", ".join(["%s"] * count)
+    return f"DELETE FROM {quote(RemoteCommand._meta.db_table)} WHERE {quote('id')} IN ({marks})"  # noqa: S608
 
 
-def _record(session_id: str, host_id: int, pgid: int, audit_event_id: int | None) -> int:
-    with connections[router.db_for_write(RemoteCommand)].cursor() as cursor:
-        values = [
-            holders.current_worker(),
-            current_process_key(),
-            session_id,
-            host_id,
-            pgid,
-            audit_event_id,
-            timezone.now(),
-        ]
-        row = _RECORD.execute(cursor, values)
-    assert row is not None
-    return int(row["id"])
-
-
-def _forget(row_id: int) -> None:
+def _record(rows: list[list[Any]]) -> list[int]:
+    """Insert the rows (in chunks, each one statement); their ids, in order."""
+    ids: list[int] = []
     connection = connections[router.db_for_write(RemoteCommand)]
-    with connection.cursor() as cursor:
-        cursor.execute(_forget_sql(connection.ops.quote_name), [row_id])
+    # Queued behind the process's other writers (audit rows) rather than in SQLite's busy handler.
+    # One transaction: a retry after a lost reply must not find some chunks written already.
+    with (
+        writelock.serialized(connection),
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
+        for start in range(0, len(rows), CHUNK):
+            ids += [int(i) for i in _RECORD_MANY.execute(cursor, rows[start : start + CHUNK])]
+    return ids
+
+
+def _forget(row_ids: list[int]) -> None:
+    connection = connections[router.db_for_write(RemoteCommand)]
+    with writelock.serialized(connection), connection.cursor() as cursor:
+        for start in range(0, len(row_ids), CHUNK):
+            chunk = row_ids[start : start + CHUNK]
+            cursor.execute(_forget_sql(connection.ops.quote_name, len(chunk)), chunk)
 
 
 def _embedded(worker: str) -> bool:
@@ -96,37 +103,148 @@ def _embedded(worker: str) -> bool:
 
 
 class Tracker:
-    """The ``RemoteCommand`` row of one running command: written on start, deleted at the end."""
+    """The ``RemoteCommand`` row of one running command: written on start, deleted at the end.
+
+    The writes go through the process's ``_Recorder``, which writes the rows of commands that
+    start (and end) together in one statement each.
+    """
 
     def __init__(self, session_id: str, host_id: int, audit_event_id: int | None) -> None:
         self.session_id = session_id
         self.host_id = host_id
         self.audit_event_id = audit_event_id
         self.row_id: int | None = None
+        self.values: list[Any] = []
+        self.state = _State.NEW
+        self.forget_when_written = False
 
     def started(self, pgid: int) -> None:
-        try:
-            self.row_id = retrying(
-                lambda: _record(self.session_id, self.host_id, pgid, self.audit_event_id),
-                "recording the remote process group",
-                seconds=2.0,
-            )
-        except Exception:  # the command runs regardless; only its clean-up after a crash is lost
-            log.exception("could not record process group %s of session %s", pgid, self.session_id)
+        self.values = [
+            holders.current_worker(),
+            current_process_key(),
+            self.session_id,
+            self.host_id,
+            pgid,
+            self.audit_event_id,
+            timezone.now(),
+        ]
+        _recorder.started(self)
 
     def done(self) -> None:
-        row_id = self.row_id
-        if row_id is None:
-            return
-        what = f"forgetting process group row {row_id}"
+        _recorder.done(self)
+
+
+class _State(enum.Enum):
+    NEW = "new"  # started() not called (the shell never reported its process group)
+    QUEUED = "queued"  # waiting for the next write
+    WRITING = "writing"  # in the statement being written
+    WRITTEN = "written"  # row_id set (None: the write failed; the command ran unrecorded)
+    DROPPED = "dropped"  # ended before its row was written: nothing to write, nothing to delete
+
+
+class _Recorder:
+    """Group commit of the ``RemoteCommand`` rows of one process.
+
+    A command's thread that finds no write in progress writes its row at once (a lone
+    ``ssh_execute`` records its group exactly as soon as before) and then, before it goes
+    back to its command, every row queued meanwhile by other threads: those return at once.
+    Fifty commands of a batch starting together thus cost a few statements instead of fifty
+    INSERTs and fifty DELETEs contending for SQLite's one write lock, and a command that
+    ended while its row still waited is never written at all. A queued row waits at most
+    for the write in progress, so a holder killed meanwhile leaves unrecorded only the
+    commands that started within that one write.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inserts: dict[int, Tracker] = {}  # id(tracker) -> tracker, in start order
+        self._deletes: list[int] = []
+        self._writing = False
+
+    def started(self, tracker: Tracker) -> None:
+        with self._lock:
+            tracker.state = _State.QUEUED
+            self._inserts[id(tracker)] = tracker
+            lead = self._lead_if_idle()
+        if lead:
+            self._write_queued()
+
+    def done(self, tracker: Tracker) -> None:
+        with self._lock:
+            if tracker.state is _State.QUEUED:
+                del self._inserts[id(tracker)]
+                tracker.state = _State.DROPPED
+                return
+            if tracker.state is _State.WRITING:
+                tracker.forget_when_written = True  # the writer deletes it right after
+                return
+            if tracker.state is not _State.WRITTEN or tracker.row_id is None:
+                return
+            self._deletes.append(tracker.row_id)
+            tracker.row_id = None
+            lead = self._lead_if_idle()
+        if lead:
+            self._write_queued()
+
+    def _lead_if_idle(self) -> bool:
+        if self._writing:
+            return False
+        self._writing = True
+        return True
+
+    def _write_queued(self) -> None:
+        """Write what is queued until nothing is (this thread is the only writer meanwhile)."""
         try:
-            retrying(lambda: _forget(row_id), what)
+            while True:
+                with self._lock:
+                    inserts = list(self._inserts.values())
+                    self._inserts.clear()
+                    deletes, self._deletes = self._deletes, []
+                    if not inserts and not deletes:
+                        self._writing = False
+                        return
+                    for tracker in inserts:
+                        tracker.state = _State.WRITING
+                if inserts:
+                    self._insert(inserts)
+                if deletes:
+                    self._delete(deletes)
+        except BaseException:
+            with self._lock:
+                self._writing = False
+            raise
+
+    def _insert(self, trackers: list[Tracker]) -> None:
+        rows = [t.values for t in trackers]
+        try:
+            ids: list[int | None] = list(
+                retrying(lambda: _record(rows), "recording the remote process groups", seconds=2.0)
+            )
+        except Exception:  # the commands run regardless; only their clean-up after a crash is lost
+            log.exception("could not record the process groups of %d command(s)", len(rows))
+            ids = [None] * len(trackers)
+        with self._lock:
+            for tracker, row_id in zip(trackers, ids, strict=True):
+                tracker.state = _State.WRITTEN
+                if tracker.forget_when_written:
+                    if row_id is not None:
+                        self._deletes.append(row_id)
+                else:
+                    tracker.row_id = row_id
+
+    def _delete(self, row_ids: list[int]) -> None:
+        what = f"forgetting {len(row_ids)} process group row(s)"
+        try:
+            retrying(lambda: _forget(row_ids), what)
         except DatabaseUnavailable:
-            # Left behind, the row would make a survivor kill a group that has ended (whose id
-            # the host may have reused): delete it once the database is back.
-            postpone(lambda: _forget(row_id), what)
+            # Left behind, a row would make a survivor kill a group that has ended (whose id
+            # the host may have reused): delete them once the database is back.
+            postpone(lambda: _forget(row_ids), what)
         except Exception:
-            log.exception("could not forget process group row %s", row_id)
+            log.exception("could not forget process group rows %s", row_ids)
+
+
+_recorder = _Recorder()
 
 
 def orphans() -> list[RemoteCommand]:
