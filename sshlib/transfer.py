@@ -5,12 +5,13 @@ connection (an SFTP session costs one channel open and one round trip). Writes g
 temporary file next to the target and are renamed into place, so readers never see half a
 file and a failed transfer leaves nothing behind.
 
-Speed (bench/transfer.py, docs/benchmarks.md "Transfers"): the SFTP channel's receive buffer
-is a ``bytearray`` (paramiko's ``array`` moves everything it holds on every read: with a 2 MiB
-window that memmove was the largest cost of a download), uploads write requests that fit
-one SSH packet each (paramiko's 32 KiB requests each took a second, 30-byte packet), and
-downloads read one prefetched block at a time (a larger read re-concatenates the blocks it
-gathers). Files are hashed as they stream; nothing holds more than a chunk.
+Speed (bench/transfer.py, docs/benchmarks.md "Transfers"): with OpenSSH, reads and writes of
+255 KiB (eight times paramiko's 32 KiB) and channel packets up to 256 KiB this way, so the
+Python work per byte (a packet, a message, an answer) is an eighth; downloads keep a fixed
+number of reads in flight from the reading thread itself (sshlib/sftp_reads.py; paramiko's
+prefetch thread has a race that held up to the whole file in memory). The SFTP channel's
+receive buffer is a ``bytearray`` (paramiko's ``array`` moves everything it holds on every
+read). Files are hashed as they stream; nothing holds more than a chunk.
 """
 
 from __future__ import annotations
@@ -30,13 +31,28 @@ import paramiko
 from paramiko.buffered_pipe import BufferedPipe
 
 from sshlib.errors import ChannelFailed, ConnectionLost, RemoteFileError
+from sshlib.sftp_reads import PipelinedReader
 
 _CHUNK = 1 << 20
 # An SFTP write request carries 25 bytes and the handle besides its data, and a channel
 # packet at most the peer's maximum less 64 (paramiko's margin): this much keeps the whole
 # request in one packet for handles up to 39 bytes (OpenSSH's are 4).
 _REQUEST_OVERHEAD = 64 + 64
-_IN_FLIGHT = 256  # prefetched read requests outstanding at most (see download)
+# OpenSSH's sftp-server takes messages up to 256 KiB and reads and writes up to 256 KiB less
+# 1 KiB (what its own limits@openssh.com extension announces, and its sftp client uses).
+# Eight times paramiko's 32 KiB: an eighth of the requests, answers and Python work per byte.
+# Other servers get paramiko's size, which every SFTP server takes.
+_OPENSSH_REQUEST = (256 << 10) - 1024
+_PORTABLE_REQUEST = 32768
+# What this side offers the server for the SFTP channel: packets up to the SSH maximum of 256
+# KiB (OpenSSH then sends each read's answer in one packet instead of eight), and paramiko's
+# 2 MiB window, which bounds what the channel holds in this process. Measured (1 GiB, under
+# load): a 4 MiB window was no faster and peaked 12-14 MiB above the start; 2 MiB stays flat.
+_MAX_PACKET = 256 << 10
+_WINDOW = 2 << 20
+# Read requests outstanding at most in a download (sshlib/sftp_reads.py): 4 MiB asked for,
+# twice the window, so the server always has the next answer ready.
+_IN_FLIGHT = 16
 
 
 @dataclass
@@ -100,7 +116,7 @@ def _open_sftp(client: paramiko.SSHClient) -> paramiko.SFTPClient:
     transport = client.get_transport()
     if transport is None or not transport.is_active():
         raise paramiko.SSHException("the connection is closed")
-    channel = transport.open_session()
+    channel = transport.open_session(window_size=_WINDOW, max_packet_size=_MAX_PACKET)
     channel.in_buffer = _ReceiveBuffer()
     channel.invoke_subsystem("sftp")
     return paramiko.SFTPClient(channel)
@@ -202,8 +218,7 @@ def _write_all(handle: paramiko.SFTPFile, source: BinaryIO | bytes, mode: int | 
     # Do not wait for each write's acknowledgement: errors still surface at close.
     handle.set_pipelined(True)
     # Unbuffered (see upload), so each write is cut into requests of exactly this size.
-    channel = handle.sftp.sock
-    handle.MAX_REQUEST_SIZE = min(handle.MAX_REQUEST_SIZE, channel.out_max_packet_size - _REQUEST_OVERHEAD)
+    handle.MAX_REQUEST_SIZE = _write_request_size(handle.sftp)
     digest = hashlib.sha256()
     size = 0
     for chunk in _local_chunks(source):
@@ -211,6 +226,18 @@ def _write_all(handle: paramiko.SFTPFile, source: BinaryIO | bytes, mode: int | 
         digest.update(chunk)
         size += len(chunk)
     return size, digest.hexdigest()
+
+
+def _is_openssh(sftp: paramiko.SFTPClient) -> bool:
+    transport = sftp.sock.get_transport()
+    return "OpenSSH" in (transport.remote_version or "")
+
+
+def _write_request_size(sftp: paramiko.SFTPClient) -> int:
+    if _is_openssh(sftp):
+        return _OPENSSH_REQUEST
+    # One request per packet: a 32 KiB request would take a second, 30-byte packet each.
+    return min(_PORTABLE_REQUEST, sftp.sock.out_max_packet_size - _REQUEST_OVERHEAD)
 
 
 def _move_into_place(sftp: paramiko.SFTPClient, temp: str, remote_path: str, overwrite: bool) -> None:
@@ -290,35 +317,35 @@ def download(
             )
         try:
             with sftp.open(remote_path, "rb") as handle:
-                # Capped: paramiko keeps a record per request in flight, so prefetching a whole
-                # 1 GiB file at once held ~19 MiB of them; 256 blocks (8 MiB) still exceed the
-                # 2 MiB channel window, so the cap costs no speed.
-                handle.prefetch(size, _IN_FLIGHT)
+                request = _OPENSSH_REQUEST if _is_openssh(sftp) else _PORTABLE_REQUEST
+                reader = PipelinedReader(handle, size, request, _IN_FLIGHT)
                 if dest is None:
-                    return _read_inline(handle, remote_path, max_inline_bytes)
-                return _read_to_file(handle, remote_path, dest)
+                    return _read_inline(reader, remote_path, max_inline_bytes)
+                return _read_to_file(reader, remote_path, dest)
         except OSError as exc:
             raise _remote_error(remote_path, exc) from None
 
 
-def _read_inline(handle: paramiko.SFTPFile, remote_path: str, limit: int) -> DownloadResult:
-    # The file may have grown since stat: never read more than the cap.
-    content = handle.read(limit + 1)
+def _read_inline(reader: PipelinedReader, remote_path: str, limit: int) -> DownloadResult:
+    # The file may have grown since stat: never hold more than the cap.
+    content = bytearray()
+    for block in reader.blocks():
+        content += block
+        if len(content) > limit:
+            break
     if len(content) > limit:
         raise RemoteFileError(
             f"{remote_path} grew past the inline limit of {limit} bytes while downloading; "
             "pass local_path to download it to a file"
         )
-    return DownloadResult(remote_path, len(content), hashlib.sha256(content).hexdigest(), content)
+    return DownloadResult(remote_path, len(content), hashlib.sha256(content).hexdigest(), bytes(content))
 
 
-def _read_to_file(handle: paramiko.SFTPFile, remote_path: str, dest: LocalSink) -> DownloadResult:
+def _read_to_file(reader: PipelinedReader, remote_path: str, dest: LocalSink) -> DownloadResult:
     digest = hashlib.sha256()
     total = 0
-    # One prefetched block per read: paramiko gathers a larger read by concatenating bytes.
-    block = handle.MAX_REQUEST_SIZE
     with dest.writer() as out:
-        while chunk := handle.read(block):
+        for chunk in reader.blocks():
             try:
                 out.write(chunk)
             except OSError as exc:
