@@ -87,6 +87,9 @@ class Deployment:
             self.env["DATABASE_URL"] = f"sqlite:///{self.workdir / 'shared.sqlite3'}"
             self.env["SSHCONTROL_BROKER_URL"] = broker_url
         self.workers: list[subprocess.Popen[bytes]] = []
+        # Set only for the workers (a worker on another machine has its own transfer directory).
+        self.worker_env: dict[str, str] = {}
+        self.worker_count = 2
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
@@ -119,18 +122,18 @@ class Deployment:
         self.cli("hosts", "trust", "bench", fingerprint)
         if self.distributed:
             tag = secrets.token_hex(3)
-            for i in (1, 2):
+            for i in range(1, self.worker_count + 1):
                 self.workers.append(
                     subprocess.Popen(
                         worker_command(f"bench{tag}w{i}@{socket.gethostname()}", 32),
-                        env=self.env,
+                        env={**self.env, **self.worker_env},
                         cwd=REPO,
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
                 )
             try:
-                self._wait_for_workers(2)
+                self._wait_for_workers(self.worker_count)
             except BaseException:
                 self.close()  # never leave workers behind
                 raise

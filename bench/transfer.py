@@ -15,6 +15,9 @@ Contenders (one function each, returning a :class:`Contender`; add yours to CONT
 - raw paramiko SFTP on an open connection: ``putfo`` / ``getfo`` (prefetching), with
   paramiko's default cipher order (aes128-ctr first) and with aes128-gcm preferred.
 - ``rsync -e ssh`` when rsync is installed (a whole-file copy: the destination never exists).
+- sshcontrol distributed: the same tools, the session held by one Celery worker whose
+  transfer directory differs from ``mcp_serve``'s (as on another machine), so the bytes
+  stream through a private Redis broker; peak RSS of ``mcp_serve``, the worker and Redis.
 
     sudo .venv/bin/python bench/transfer.py [--size-mib 100] [--runs 3] [--only NAME,...]
 """
@@ -41,7 +44,7 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Deployment, children_named, process_cpu, raw_client
+from common import Deployment, RedisServer, children_named, process_cpu, raw_client
 
 from tests.sshd import SshServer
 
@@ -217,6 +220,13 @@ class McpClient:
         self.thread.join(10)
 
 
+def _start_mcp(deployment: Deployment) -> tuple[McpClient, int]:
+    """A stdio client of a new mcp_serve, and that process's id."""
+    running = set(children_named("mcp_serve"))
+    client = McpClient(deployment)
+    return client, _only([p for p in children_named("mcp_serve") if p not in running])
+
+
 def sshcontrol_embedded(bench: Bench) -> Contender:
     """ssh_upload_file / ssh_download_file through a real mcp_serve over stdio (sessions held in it)."""
     deployment = Deployment(bench.server)
@@ -226,14 +236,62 @@ def sshcontrol_embedded(bench: Bench) -> Contender:
     # A round of 1 GiB transfers by the others can outlast the default idle timeout (15 min).
     deployment.env["SSHCONTROL_SESSION_IDLE_TIMEOUT"] = "86400"
     deployment.setup()
-    client = McpClient(deployment)
+    client, pid = _start_mcp(deployment)
     session_id = client.ok("ssh_connect", host="bench")["session_id"]
-    pid = _only(children_named("mcp_serve"))
-    return _through_mcp(bench, "sshcontrol embedded (mcp_serve, stdio)", client, session_id, transfers, pid)
+    return _through_mcp(
+        bench, "sshcontrol embedded (mcp_serve, stdio)", client, session_id, transfers, {"mcp_serve": pid}
+    )
+
+
+def sshcontrol_distributed(bench: Bench) -> Contender | None:
+    """The same tools with the session held by a Celery worker whose transfer directory is not mcp_serve's.
+
+    As on two machines: mcp_serve streams the file through the broker (a private Redis) to the
+    worker that holds the session (sshcontrol/transfer_relay.py, filestream.py). One worker,
+    so the peak memory reported is the holder's; Redis's own peak is reported too.
+    """
+    if shutil.which("redis-server") is None:
+        return None
+    redis = RedisServer().start()
+    deployment = Deployment(bench.server, distributed=True, broker_url=redis.url)
+    serve_root = bench.workdir / "distributed-serve-transfers"
+    worker_root = bench.workdir / "distributed-worker-transfers"
+    for root in (serve_root, worker_root):
+        root.mkdir(mode=0o700)
+    deployment.env["SSHCONTROL_LOCAL_ROOT"] = str(serve_root)
+    deployment.env["SSHCONTROL_SESSION_IDLE_TIMEOUT"] = "86400"
+    deployment.worker_env["SSHCONTROL_LOCAL_ROOT"] = str(worker_root)
+    deployment.worker_count = 1
+    try:
+        deployment.setup()
+        client, pid = _start_mcp(deployment)
+        session_id = client.ok("ssh_connect", host="bench")["session_id"]
+    except BaseException:
+        deployment.close()
+        redis.stop()
+        raise
+    assert redis.proc is not None
+    pids = {"mcp_serve": pid, "worker": deployment.workers[0].pid, "redis-server": redis.proc.pid}
+    made = _through_mcp(
+        bench, "sshcontrol distributed (Redis, separate dirs)", client, session_id, serve_root, pids
+    )
+
+    def close() -> None:
+        client.close()
+        leaked = list(worker_root.iterdir())
+        deployment.close()
+        redis.stop()
+        if leaked:
+            raise RuntimeError(f"the worker wrote to its own transfer directory: {leaked}")
+
+    made.close = close
+    # The client side of this row is two processes: what both used.
+    made.cpu = lambda: process_cpu(pids["mcp_serve"]) + process_cpu(pids["worker"])
+    return made
 
 
 def _through_mcp(
-    bench: Bench, name: str, client: McpClient, session_id: str, transfers: Path, pid: int
+    bench: Bench, name: str, client: McpClient, session_id: str, transfers: Path, pids: dict[str, int]
 ) -> Contender:
     """The sshcontrol rows: the file is linked into the transfer directory (same tmpfs)."""
 
@@ -253,7 +311,7 @@ def _through_mcp(
         os.replace(inside, local)
 
     return Contender(
-        name, upload, download, client.close, lambda: {"mcp_serve": pid}, cpu=lambda: process_cpu(pid)
+        name, upload, download, client.close, lambda: pids, cpu=lambda: process_cpu(pids["mcp_serve"])
     )
 
 
@@ -265,6 +323,7 @@ CONTENDERS: list[Callable[[Bench], Contender | None]] = [
     paramiko_default,
     paramiko_gcm,
     sshcontrol_embedded,
+    sshcontrol_distributed,
 ]
 
 
@@ -371,6 +430,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated factory names (e.g. openssh_scp)")
     args = parser.parse_args()
     wanted = {n for n in args.only.split(",") if n}
+    load_before = os.getloadavg()
     server = SshServer.create().start()
     bench = prepare(server, args.size_mib * MIB)
     contenders: list[Contender] = []
@@ -395,6 +455,8 @@ def main() -> None:
         shutil.rmtree(bench.workdir, ignore_errors=True)
         shutil.rmtree(bench.remote_dir, ignore_errors=True)
     report(bench, contenders, results, args.runs)
+    # Seconds depend on what else runs on the machine; ratios within one run hold better.
+    print(f"\nload average (1, 5, 15 min): before {load_before}, after {os.getloadavg()}")
 
 
 def report(bench: Bench, contenders: list[Contender], results: dict[str, Samples], runs: int) -> None:
