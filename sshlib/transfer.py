@@ -111,6 +111,22 @@ class _ReceiveBuffer(_Pipe):
         return bytes(self._buffer[:limit])
 
 
+class _SFTPClient(paramiko.SFTPClient):
+    """paramiko's client, sending a request without re-copying what is left of it per packet.
+
+    A 255 KiB write request leaves in eight channel packets; paramiko slices the remaining
+    ``bytes`` after each (copying 4.5 times the request in all), a view slices for free.
+    """
+
+    def _write_all(self, out: bytes) -> None:
+        view = memoryview(out)
+        while view:
+            sent = self.sock.send(view)  # type: ignore[arg-type]  # any buffer: it is sliced and written
+            if sent <= 0:
+                raise EOFError()
+            view = view[sent:]
+
+
 def _open_sftp(client: paramiko.SSHClient) -> paramiko.SFTPClient:
     """``client.open_sftp()``, with the receive buffer swapped before the server can send anything."""
     transport = client.get_transport()
@@ -119,7 +135,7 @@ def _open_sftp(client: paramiko.SSHClient) -> paramiko.SFTPClient:
     channel = transport.open_session(window_size=_WINDOW, max_packet_size=_MAX_PACKET)
     channel.in_buffer = _ReceiveBuffer()
     channel.invoke_subsystem("sftp")
-    return paramiko.SFTPClient(channel)
+    return _SFTPClient(channel)
 
 
 @contextlib.contextmanager
