@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import paramiko
 
 from sshlib.errors import ChannelFailed, ConnectionLost, RemoteFileError
+from sshlib.sftp_reads import PipelinedReader
+
+# paramiko's read size, which every SFTP server takes (a page is at most a few MiB), and
+# enough requests in flight for a page of 1 MiB.
+_REQUEST = 32768
+_IN_FLIGHT = 32
 
 
 @dataclass(frozen=True)
@@ -64,13 +70,18 @@ def read_range(client: paramiko.SSHClient, remote_path: str, offset: int, length
             return RangeRead(remote_path, size, offset, b"")
         try:
             with sftp.open(remote_path, "rb") as handle:
-                handle.seek(offset)
                 wanted = min(length, size - offset)
-                handle.prefetch(wanted)
+                # Not paramiko's prefetch, whose race can strand answers (sshlib/sftp_reads.py).
+                reader = PipelinedReader(handle, offset + wanted, _REQUEST, _IN_FLIGHT, start=offset)
                 data = bytearray()
-                # A short read is not the end: SFTP servers cap one read at 32-256 KiB.
-                while len(data) < wanted and (chunk := handle.read(wanted - len(data))):
-                    data += chunk
+                blocks = reader.blocks()
+                try:
+                    for block in blocks:
+                        data += block[: wanted - len(data)]
+                        if len(data) >= wanted:
+                            break
+                finally:
+                    blocks.close()  # takes the answers still due before the handle is closed
         except OSError as exc:
             raise RemoteFileError(f"{remote_path}: {_reason(exc)}") from None
         return RangeRead(remote_path, size, offset, bytes(data))

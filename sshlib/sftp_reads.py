@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +47,11 @@ class _Answers:
 
 
 class PipelinedReader:
-    """The blocks of an open remote file, in order, from offset 0 to its end."""
+    """The blocks of an open remote file, in order, from ``start`` to its end (stop early at will)."""
 
-    def __init__(self, handle: paramiko.SFTPFile, size: int, request_size: int, in_flight: int) -> None:
+    def __init__(
+        self, handle: paramiko.SFTPFile, size: int, request_size: int, in_flight: int, start: int = 0
+    ) -> None:
         # paramiko's request plumbing is not in its type stubs: used through Any.
         self._sftp: Any = handle.sftp
         self._handle = handle.handle
@@ -59,11 +61,11 @@ class PipelinedReader:
         self._pending: deque[_Request] = deque()
         self._answers = _Answers()
         self._early: dict[int, bytes] = {}  # blocks that arrived before a gap in front of them
-        self._next = 0  # where the next new request starts
-        self._done = 0  # bytes handed out so far
+        self._next = start  # where the next new request starts
+        self._done = start  # the offset of the next byte to hand out
         self._end: int | None = None  # the end of the file, once a read met it
 
-    def blocks(self) -> Iterator[bytes]:
+    def blocks(self) -> Generator[bytes, None, None]:
         try:
             while True:
                 self._top_up()

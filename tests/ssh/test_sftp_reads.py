@@ -101,3 +101,19 @@ def test_a_server_error_is_raised_and_the_answers_due_are_still_taken() -> None:
     with pytest.raises(PermissionError):
         read_all(server, 50_000)
     assert server.queue == []
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_range_starts_at_its_offset_and_stopping_early_takes_the_answers_due(shuffle: bool) -> None:
+    data = os.urandom(50_000)
+    server = FakeServer(data, 1000, shuffle)
+    reader = PipelinedReader(FakeHandle(server), 30_000, 4096, 8, start=12_345)  # type: ignore[arg-type]
+    got = bytearray()
+    blocks = reader.blocks()
+    for block in blocks:
+        got += block
+        if len(got) >= 10_000:
+            break
+    blocks.close()
+    assert bytes(got[:10_000]) == data[12_345:22_345]
+    assert server.queue == []
