@@ -303,5 +303,6 @@ def test_memory_stays_flat_for_a_file_far_larger_than_any_buffer(
     for direction in ("up", "down"):
         grown_mib = (report[direction]["peak"] - report[direction]["before"]) / 1024
         assert report[direction]["size"] == size
-        # A few MiB in practice; the file is 256 MiB, so anything that held it would show.
-        assert grown_mib < 48, (direction, report)
+        # ~9 MiB for a process's first transfer (the window, packet copies, the allocator's
+        # arenas; docs/benchmarks.md), flat after; the file is 256 MiB, so holding it would show.
+        assert grown_mib < 24, (direction, report)
