@@ -193,6 +193,30 @@ def own_job(caller: Caller, job_id: str) -> Job:
     return job
 
 
+# A finished job's row no longer changes (only its removal at expiry, after which its output
+# is gone too), and a model paging through a large output asks for it once per page: it is
+# kept here for this long instead of queried again (a third of a small page's cost).
+_FINISHED_SECONDS = 30.0
+_finished: dict[tuple[int, str], tuple[float, Job]] = {}
+_finished_lock = threading.Lock()
+
+
+def readable_job(caller: Caller, output_id: str) -> Job:
+    """``own_job`` for ``ssh_read_output``, a finished job's row remembered for a while."""
+    key, now = (own_client(caller), output_id), time.monotonic()
+    with _finished_lock:
+        known = _finished.get(key)
+        if known is not None and now - known[0] < _FINISHED_SECONDS:
+            return known[1]
+    job = own_job(caller, output_id)
+    if job.state != Job.State.RUNNING:
+        with _finished_lock:
+            for stale in [k for k, (at, _) in _finished.items() if now - at >= _FINISHED_SECONDS]:
+                del _finished[stale]
+            _finished[key] = (now, job)
+    return job
+
+
 def read_chunk(
     job: Job, stream: Literal["stdout", "stderr"], offset: int, max_bytes: int
 ) -> tuple[OutputChunk, Cleaned, str]:
@@ -506,7 +530,7 @@ class JobTools:
 
         def work() -> ReadOutputResult:
             try:
-                job = own_job(caller, output_id)
+                job = readable_job(caller, output_id)
             except ToolError:
                 raise ToolError(f"unknown output_id {output_id!r}") from None
             chunk, shown, problem = read_chunk(job, stream, offset, size)
