@@ -20,6 +20,7 @@ from celery.signals import celeryd_init
 from django.conf import settings
 
 from sshcontrol.filemodes import restrict_umask
+from sshcontrol.malloc_tuning import keep_freed_buffers
 
 # `celery -A sshcontrol worker` imports this module before anything has configured Django.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sshcontrol.settings")
@@ -100,8 +101,9 @@ app.conf.update(
 
 def _private_files(**kwargs: object) -> None:
     # In the worker process only (the senders import this module too): files it writes
-    # (SQLite's, downloads) are owner-only.
+    # (SQLite's, downloads) are owner-only, and the buffers it moves are reused.
     restrict_umask()
+    keep_freed_buffers()
 
 
 celeryd_init.connect(_private_files, weak=False)

@@ -83,8 +83,10 @@ def main(argv: list[str]) -> int:
     stdin = sys.stdin.buffer.read().decode("utf-8", "surrogatepass") if "--stdin" in argv[2:] else None
 
     from sshcontrol.filemodes import restrict_umask
+    from sshcontrol.malloc_tuning import keep_freed_buffers
 
     restrict_umask()
+    keep_freed_buffers()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sshcontrol.settings")
     import django
 

@@ -29,6 +29,7 @@ from sshcontrol.dispatch import get_dispatcher
 from sshcontrol.holders import close_sessions_of_this_process, mark_dead_embedded_sessions
 from sshcontrol.httplimits import uvicorn_guard
 from sshcontrol.idle import start_idle_reaper
+from sshcontrol.malloc_tuning import keep_freed_buffers
 from sshcontrol.management.commands.serve import ensure_admin_user, parse_bind
 from sshcontrol.mcp import stdio
 from sshcontrol.mcp.identity import process_client
@@ -80,6 +81,7 @@ class Command(BaseCommand):
         transport: str = options["transport"]
         if transport == "stdio" and (options["bind"] or options["no_admin"]):
             raise CommandError("--bind and --no-admin only apply to --transport streamable-http")
+        keep_freed_buffers()  # a page of output, a window of a transfer: reused, not refaulted
         # Resolve everything that can fail before touching state left by a previous run.
         run = self.stdio_runner() if transport == "stdio" else self.http_runner(options)
 
