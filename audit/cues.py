@@ -38,12 +38,12 @@ class Cues:
         )
 
     def hits(self, text: str, *, any_case: bool = False) -> Hits:
-        """The words in ``text`` (``any_case``: in ``text.lower()``, for lower-case words), and where."""
-        if any_case and not text.isascii() and any(c in text for c in _LOWERS_TO_ASCII):
-            # The two characters whose lower case holds ASCII letters: only str.lower knows them,
-            # and it changes the text's length (the offsets are then not the text's).
-            lowered = self._search(text.lower().encode("utf-8", "surrogatepass"))
-            return Hits(frozenset().union(*(words for words, _ in lowered)), None)
+        """The words in ``text``, and where (``any_case``: in any case, as ``re.IGNORECASE`` sees
+        it, for lower-case words)."""
+        if any_case and not text.isascii() and any(chr(c) in text for c in _FOLDS_TO_ASCII):
+            # The four characters that case-insensitive expressions take for ASCII letters:
+            # searched as those letters (one character for one, so the offsets still hold).
+            text = text.translate(_FOLDS_TO_ASCII)
         # Over the UTF-8 bytes: bytes.lower changes only ASCII letters, which is all the words
         # hold, and the automaton's SIMD search works on bytes.
         data = text.encode("utf-8", "surrogatepass")
@@ -64,9 +64,7 @@ class Cues:
     def positions(self, text: str) -> list[int]:
         """Where in ``text`` occurrences of the words start, in order: every line holding one holds
         one of these (an occurrence inside another is not listed)."""
-        at = self.hits(text).at
-        assert at is not None  # only a lower-casing search loses the offsets
-        return [start for _, start in at]
+        return [start for _, start in self.hits(text).at]
 
 
 @dataclass(frozen=True)
@@ -75,13 +73,13 @@ class Hits:
 
     found: frozenset[str]
     # Each reported occurrence's start (a character offset into the text) with the words that
-    # may occur there; None when the offsets are not the text's (see Cues.hits).
-    at: list[tuple[frozenset[str], int]] | None
+    # may occur there.
+    at: list[tuple[frozenset[str], int]]
 
 
-# The only characters whose str.lower() holds an ASCII letter: U+0130 (to "i" and a combining
-# dot) and the Kelvin sign U+212A (to "k").
-_LOWERS_TO_ASCII = ("\u0130", "\u212a")
+# The only characters Python's re.IGNORECASE matches to an ASCII letter: U+0130 and U+0131
+# ("i"), U+017F, the long s, and U+212A, the Kelvin sign ("k").
+_FOLDS_TO_ASCII = {0x130: "i", 0x131: "i", 0x17F: "s", 0x212A: "k"}
 
 # UTF-8's continuation bytes: every other byte starts a character.
 _CONTINUATION = bytes(range(0x80, 0xC0))

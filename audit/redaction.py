@@ -163,11 +163,6 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
         # Key blocks span lines: hidden in the whole text first, then the rest line by line.
         text = _PRIVATE_KEY.sub(_private_key, text)
         hits = _CUES.hits(text, any_case=True)
-    if hits.at is None:  # where they are is not known (see Cues.hits): every cued pattern, whole
-        for pattern, replacement, cues in _LINE_PATTERNS:
-            if not hits.found.isdisjoint(cues):
-                text = pattern.sub(replacement, text)
-        return text
     return _redact_lines(text, hits.at)
 
 
