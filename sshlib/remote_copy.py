@@ -1,22 +1,38 @@
 """A file copied from one SSH connection to another, streamed through this process's memory only.
 
-The source is read over SFTP with prefetching, one block at a time, and each block is
+The source is read over SFTP with a fixed number of reads in flight, sent from the reading
+thread itself (``sshlib.sftp_reads``, as downloads do: paramiko's prefetch thread has a race
+that can leave up to the whole file's answers stored and never read), and each block is
 written to the destination as it arrives (``sshlib.transfer.upload``: temporary file, rename
 into place, pipelined writes, SHA-256 of what was written). Nothing touches a local disk and
-nothing holds more than the channel windows and one block: memory stays flat whatever the
-file's size. A failure on either side leaves the destination name untouched.
+nothing holds more than the channel windows and the reads in flight: memory stays flat
+whatever the file's size. A failure on either side leaves the destination name untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
 import paramiko
+from paramiko.sftp import SFTPError
 
 from sshlib.errors import ConnectionLost, RemoteFileError
-from sshlib.transfer import UploadResult, _reason, _remote_error, _sftp, _stat_file, upload
+from sshlib.sftp_reads import PipelinedReader
+from sshlib.transfer import (
+    _IN_FLIGHT,
+    _OPENSSH_REQUEST,
+    _PORTABLE_REQUEST,
+    UploadResult,
+    _is_openssh,
+    _reason,
+    _remote_error,
+    _sftp,
+    _stat_file,
+    upload,
+)
 
 
 @dataclass(frozen=True)
@@ -27,38 +43,30 @@ class CopyResult:
     sha256: str  # of the bytes read from the source and written to the destination
 
 
-# Read requests in flight at most. Closing a file waits for the answers to every request sent
-# (paramiko's prefetch otherwise sends them all at once), so a copy failing early would first
-# read the rest of the source; 256 blocks (8 MiB) are far more than the 2 MiB channel window
-# can carry at a time, so the cap costs no speed.
-_IN_FLIGHT = 256
-
-
 class _SourceBlocks:
     """The source file as ``upload`` reads a local one; its failures are named as the source's.
 
-    Prefetching starts at the first read, after ``upload`` has checked the destination: a copy
-    refused there never asks the source for a byte.
+    The first read request goes out at the first read, after ``upload`` has checked the
+    destination: a copy refused there never asks the source for a byte.
     """
 
-    def __init__(self, handle: paramiko.SFTPFile, where: str, size: int) -> None:
-        self.handle = handle
+    def __init__(self, blocks: Generator[bytes, None, None], channel: paramiko.Channel, where: str) -> None:
+        self.blocks = blocks
+        self.channel = channel
         self.where = where
-        self.size = size
-        self.block = handle.MAX_REQUEST_SIZE  # one prefetched block per read (see transfer.py)
-        self.started = False
 
     def read(self, _size: int = -1) -> bytes:
+        # One block per read (up to 255 KiB with OpenSSH), whatever ``upload`` asks for: it
+        # writes each as it comes, so joining or cutting them would only copy bytes.
         try:
-            if not self.started:
-                self.started = True
-                self.handle.prefetch(self.size, _IN_FLIGHT)
-            return self.handle.read(self.block)
-        except (paramiko.SSHException, EOFError) as exc:
-            raise ConnectionLost(
-                f"the connection to the source was lost while reading {self.where}: {_reason(exc)}"
-            ) from None
-        except OSError as exc:
+            return next(self.blocks, b"")
+        except (paramiko.SSHException, EOFError, OSError, SFTPError) as exc:
+            # The reader sends requests as it goes: a connection that went away shows as an
+            # OSError ("Socket is closed") from the send, and the channel closed with it.
+            if isinstance(exc, (paramiko.SSHException, EOFError)) or self.channel.closed:
+                raise ConnectionLost(
+                    f"the connection to the source was lost while reading {self.where}: {_reason(exc)}"
+                ) from None
             raise RemoteFileError(f"source {self.where}: {_reason(exc)}") from None
 
 
@@ -82,8 +90,16 @@ def copy(
         except OSError as exc:
             raise _remote_error(source_path, exc) from None
         with contextlib.closing(handle):
-            blocks = _SourceBlocks(handle, source_path, size)
-            written: UploadResult = upload(
-                dest, dest_path, cast(BinaryIO, blocks), mode=mode, overwrite=overwrite
-            )
+            request = _OPENSSH_REQUEST if _is_openssh(sftp) else _PORTABLE_REQUEST
+            reader = PipelinedReader(handle, size, request, _IN_FLIGHT)
+            # Closed before the handle, also when the destination fails: the reads still in
+            # flight are answered and taken first, so the close meets no stray answer.
+            with contextlib.closing(reader.blocks()) as blocks:
+                written: UploadResult = upload(
+                    dest,
+                    dest_path,
+                    cast(BinaryIO, _SourceBlocks(blocks, sftp.sock, source_path)),
+                    mode=mode,
+                    overwrite=overwrite,
+                )
     return CopyResult(source_path, written.remote_path, written.size, written.sha256)
