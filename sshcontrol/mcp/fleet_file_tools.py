@@ -12,8 +12,6 @@ upload's source once, and turns the outcome into the typed result.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
@@ -296,21 +294,12 @@ class FleetFileTools:
         (host names, or a tag). Each host gets it through a temporary name and rename, its SHA-256 checked
         against the source's; an existing file is kept unless overwrite. Returns counts per status and
         one result per host, each authorized and audited alone."""
-        from sshcontrol.mcp.tools import parse_file_mode
+        from sshcontrol.mcp.tools import decoded, parse_file_mode
 
         if (local_path is None) == (content is None):
             raise ToolError("give exactly one of local_path or content")
         mode = parse_file_mode(file_mode)
-        data: bytes | None = None
-        if content is not None:
-            try:
-                data = (
-                    base64.b64decode(content, validate=True)
-                    if content_encoding == "base64"
-                    else content.encode()
-                )
-            except (binascii.Error, ValueError):
-                raise ToolError("content is not valid base64") from None
+        data = decoded(content, content_encoding)
         summary: list[tuple[str, int, str]] = []
 
         def prepare() -> UploadEach:

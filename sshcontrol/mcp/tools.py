@@ -130,6 +130,16 @@ def parse_file_mode(value: int | str | None) -> int | None:
     return int(text, 8)
 
 
+def decoded(content: str | None, encoding: str) -> bytes | None:
+    """An upload's inline ``content`` as bytes (``encoding`` is 'utf-8' or 'base64'); None without it."""
+    if content is None:
+        return None
+    try:
+        return base64.b64decode(content, validate=True) if encoding == "base64" else content.encode()
+    except (binascii.Error, ValueError):
+        raise ToolError("content is not valid base64") from None
+
+
 # File content may hold any character; every other text argument ends up in an SQL lookup (which
 # PostgreSQL refuses with a NUL in it), an SSH request or an SFTP path (cut at a NUL, or the
 # link dropped), so a NUL there is refused before the tool runs.
@@ -483,16 +493,7 @@ class Tools:
         if (local_path is None) == (content is None):
             raise ToolError("give exactly one of local_path or content")
         mode = parse_file_mode(file_mode)
-        data: bytes | None = None
-        if content is not None:
-            try:
-                data = (
-                    base64.b64decode(content, validate=True)
-                    if content_encoding == "base64"
-                    else content.encode()
-                )
-            except (binascii.Error, ValueError):
-                raise ToolError("content is not valid base64") from None
+        data = decoded(content, content_encoding)
 
         def work() -> UploadResult:
             try:
