@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack, cast
 
 from django.conf import settings
 from django.db import connections, router, transaction
@@ -175,26 +175,29 @@ def _stdin_columns(stdin: str | None, secrets: Sequence[str]) -> tuple[str, int 
     return text, len(sent), "" if hid_something else hashlib.sha256(sent).hexdigest(), cut
 
 
-def begin(
-    *,
-    tool: str,
-    actor: str,
-    transport: str,
-    client: str | None = None,
-    oauth_issuer: str | None = None,
-    oauth_subject: str | None = None,
-    host: Host | None = None,
-    session_id: str = "",
-    command: str = "",
-    working_directory: str = "",
-    stdin: str | None = None,
-    remote_path: str = "",
-    local_path: str = "",
-    request_id: uuid.UUID | None = None,
-    details: Mapping[str, Any] | None = None,
-    secrets: Sequence[str] = (),
-    batch_id: str | None = None,
-) -> int:
+class Opening(TypedDict, total=False):
+    """``begin``'s keyword arguments: what a row says about a call when it is opened."""
+
+    tool: Required[str]
+    actor: Required[str]
+    transport: Required[str]
+    client: str | None
+    oauth_issuer: str | None
+    oauth_subject: str | None
+    host: Host | None
+    session_id: str
+    command: str
+    working_directory: str
+    stdin: str | None
+    remote_path: str
+    local_path: str
+    request_id: uuid.UUID | None
+    details: Mapping[str, Any] | None
+    secrets: Sequence[str]
+    batch_id: str | None
+
+
+def begin(**opening: Unpack[Opening]) -> int:
     """Open a row in status ``running`` and return its id.
 
     The host's id, name and address are copied onto the row so it still says where the
@@ -202,25 +205,7 @@ def begin(
     covers the copies. ``stdin`` is what the caller feeds the command (None: none).
     ``batch_id`` ties the row to the other hosts of one ``ssh_execute_many`` call.
     """
-    values = _begin_values(
-        tool=tool,
-        actor=actor,
-        transport=transport,
-        client=client,
-        oauth_issuer=oauth_issuer,
-        oauth_subject=oauth_subject,
-        host=host,
-        session_id=session_id,
-        command=command,
-        working_directory=working_directory,
-        stdin=stdin,
-        remote_path=remote_path,
-        local_path=local_path,
-        request_id=request_id,
-        details=details,
-        secrets=secrets,
-        batch_id=batch_id,
-    )
+    values = _begin_values(opening)
     connection = _connection()
     with writelock.serialized(connection), connection.cursor() as cursor:
         row = _INSERT.execute(cursor, values)
@@ -238,7 +223,7 @@ def begin_many(rows: Sequence[Mapping[str, Any]]) -> list[int]:
     afterwards still writes before it acts.
     """
     connection = _connection()
-    prepared = [_begin_values(**row) for row in rows]
+    prepared = [_begin_values(_opening(row)) for row in rows]
     ids: list[int] = []
     with (
         writelock.serialized(connection),
@@ -263,53 +248,50 @@ def _remember(event_id: int, values: Sequence[Any]) -> None:
 _DETAILS = _BEGUN.index("details")
 
 
-def _begin_values(
-    *,
-    tool: str,
-    actor: str,
-    transport: str,
-    client: str | None = None,
-    oauth_issuer: str | None = None,
-    oauth_subject: str | None = None,
-    host: Host | None = None,
-    session_id: str = "",
-    command: str = "",
-    working_directory: str = "",
-    stdin: str | None = None,
-    remote_path: str = "",
-    local_path: str = "",
-    request_id: uuid.UUID | None = None,
-    details: Mapping[str, Any] | None = None,
-    secrets: Sequence[str] = (),
-    batch_id: str | None = None,
-) -> tuple[Any, ...]:
+def _begin_values(opening: Opening) -> tuple[Any, ...]:
     """The INSERT's values for one row, in ``_BEGUN`` order, redacted and cut to fit."""
-    command_text, _ = cap(_storable(command, secrets), COMMAND_LIMIT)
-    stored_details = _redact_json(dict(details or {}), secrets)
+    o = opening
+    secrets = o.get("secrets", ())
+    host = o.get("host")
+    client, issuer, subject = o.get("client"), o.get("oauth_issuer"), o.get("oauth_subject")
+    batch_id = o.get("batch_id")
+    command_text, _ = cap(_storable(o.get("command", ""), secrets), COMMAND_LIMIT)
+    stored_details = _redact_json(dict(o.get("details") or {}), secrets)
     return (
-        request_id or uuid.uuid4(),
+        o.get("request_id") or uuid.uuid4(),
         timezone.now(),
         AuditEvent.Status.RUNNING,
-        _fit("actor", actor),
+        _fit("actor", o["actor"]),
         _fit("client", client) if client is not None else None,
-        _fit("oauth_issuer", oauth_issuer) if oauth_issuer is not None else None,
-        _fit("oauth_subject", oauth_subject) if oauth_subject is not None else None,
-        _fit("transport", transport),
+        _fit("oauth_issuer", issuer) if issuer is not None else None,
+        _fit("oauth_subject", subject) if subject is not None else None,
+        _fit("transport", o["transport"]),
         process.current_process_key(),
         host.pk if host is not None else None,
         host.pk if host is not None else None,
         _fit("host_name", host.name) if host is not None else "",
         _fit("host_address", host.address) if host is not None else "",
-        _fit("session_id", session_id),
-        _fit("tool", tool),
+        _fit("session_id", o.get("session_id", "")),
+        _fit("tool", o["tool"]),
         command_text,
-        _storable(working_directory, secrets),
-        *_stdin_columns(stdin, secrets),
-        _storable(remote_path, secrets),
-        _storable(local_path, secrets),
+        _storable(o.get("working_directory", ""), secrets),
+        *_stdin_columns(o.get("stdin"), secrets),
+        _storable(o.get("remote_path", ""), secrets),
+        _storable(o.get("local_path", ""), secrets),
         stored_details,
         _fit("batch_id", batch_id) if batch_id is not None else None,
     )
+
+
+_OPENING_KEYS = frozenset(Opening.__annotations__)
+
+
+def _opening(row: Mapping[str, Any]) -> Opening:
+    """A row of ``begin_many`` as ``begin``'s arguments; an unknown name is refused as by ``begin``."""
+    unknown = set(row) - _OPENING_KEYS
+    if unknown:
+        raise TypeError(f"unexpected audit row fields: {sorted(unknown)}")
+    return cast(Opening, row)
 
 
 def complete(

@@ -42,10 +42,21 @@ from sshcontrol.fleet import BatchOutcome, BatchRefused, Plan
 from sshcontrol.fleet_files import TransferResult
 from sshcontrol.hostcall import AuditFields, HostCall, host_call
 from sshcontrol.mcp import fleet_file_tools as many
+from sshcontrol.mcp.arguments import (
+    BatchReasonArg,
+    BatchSizeArg,
+    FormatArg,
+    HostArg,
+    HostsArg,
+    ParallelArg,
+    RemotePathArg,
+    SessionIdArg,
+    StopArg,
+    TagArg,
+)
 from sshcontrol.mcp.identity import own_client
 from sshcontrol.mcp.schemas import BatchSummary
 from sshcontrol.mcp.tools import (
-    FormatArg,
     Tools,
     describe,
     hints,
@@ -57,16 +68,8 @@ from sshcontrol.mcp.tools import (
 from sshcontrol.taskspec import CopySpec
 
 Status = AuditEvent.Status
-ToHostsArg = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=100)]] | None,
-    Field(max_length=fleet.MAX_HOSTS, description="The destinations: registered host names (or to_tag)."),
-]
-ToTagArg = Annotated[
-    str | None, Field(max_length=100, description="The destinations: every host with this tag you may use.")
-]
-PathArg = Annotated[str, Field(min_length=1, max_length=4096)]
-SessionArg = Annotated[str | None, Field(max_length=64)]
-HostNameArg = Annotated[str | None, Field(max_length=100)]
+ToHostsArg = Annotated[HostsArg, Field(description="The destinations: registered host names (or to_tag).")]
+ToTagArg = Annotated[TagArg, Field(description="The destinations: every host with this tag you may use.")]
 
 
 class CopyResult(BaseModel):
@@ -238,12 +241,12 @@ def copy_to_many(
 def register(server: MCPServer, tools: Tools) -> None:
     async def ssh_copy(
         ctx: Context,
-        from_path: Annotated[PathArg, Field(description="The file to copy, on the source host.")],
-        to_path: Annotated[PathArg, Field(description="Where to write it on the destination host.")],
-        from_session_id: Annotated[SessionArg, Field(description="The source: a session id.")] = None,
-        from_host: Annotated[HostNameArg, Field(description="The source: a host name (instead).")] = None,
-        to_session_id: Annotated[SessionArg, Field(description="The destination: a session id.")] = None,
-        to_host: Annotated[HostNameArg, Field(description="The destination: a host name (instead).")] = None,
+        from_path: Annotated[RemotePathArg, Field(description="The file to copy, on the source host.")],
+        to_path: Annotated[RemotePathArg, Field(description="Where to write it on the destination host.")],
+        from_session_id: Annotated[SessionIdArg, Field(description="The source: a session id.")] = None,
+        from_host: Annotated[HostArg, Field(description="The source: a host name (instead).")] = None,
+        to_session_id: Annotated[SessionIdArg, Field(description="The destination: a session id.")] = None,
+        to_host: Annotated[HostArg, Field(description="The destination: a host name (instead).")] = None,
         file_mode: Annotated[
             int | str | None,
             Field(description='Octal permissions of the new file, e.g. "0644" (default: the server\'s).'),
@@ -304,10 +307,10 @@ def register(server: MCPServer, tools: Tools) -> None:
 
     async def ssh_copy_many(
         ctx: Context,
-        from_path: Annotated[PathArg, Field(description="The file to copy, on the source host.")],
-        to_path: Annotated[PathArg, Field(description="Where to write it on each destination host.")],
-        from_session_id: Annotated[SessionArg, Field(description="The source: a session id.")] = None,
-        from_host: Annotated[HostNameArg, Field(description="The source: a host name (instead).")] = None,
+        from_path: Annotated[RemotePathArg, Field(description="The file to copy, on the source host.")],
+        to_path: Annotated[RemotePathArg, Field(description="Where to write it on each destination host.")],
+        from_session_id: Annotated[SessionIdArg, Field(description="The source: a session id.")] = None,
+        from_host: Annotated[HostArg, Field(description="The source: a host name (instead).")] = None,
         to_hosts: ToHostsArg = None,
         to_tag: ToTagArg = None,
         file_mode: Annotated[
@@ -315,10 +318,10 @@ def register(server: MCPServer, tools: Tools) -> None:
             Field(description='Octal permissions of the new files, e.g. "0644" (default: the server\'s).'),
         ] = None,
         overwrite: Annotated[bool, Field(description="Replace existing destination files.")] = False,
-        max_parallel: many.ParallelArg = 50,
-        batch_size: many.BatchSizeArg = None,
-        stop_after_failures: many.StopArg = None,
-        reason: many.ReasonArg = None,
+        max_parallel: ParallelArg = 50,
+        batch_size: BatchSizeArg = None,
+        stop_after_failures: StopArg = None,
+        reason: BatchReasonArg = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, CopyManyResult]:
         """Copy a file from one host to many hosts (host names, or a tag) in parallel, streamed between

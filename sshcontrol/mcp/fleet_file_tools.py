@@ -12,8 +12,6 @@ upload's source once, and turns the outcome into the typed result.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
@@ -36,6 +34,20 @@ from sshcontrol.fleet_files import (
     file_name_of,
     make_directories,
     sha256_of,
+)
+from sshcontrol.mcp.arguments import (
+    BatchFormatArg,
+    BatchReasonArg,
+    BatchSizeArg,
+    ContentArg,
+    ContentEncodingArg,
+    FileModeArg,
+    HostsArg,
+    OverwriteArg,
+    ParallelArg,
+    RemotePathArg,
+    StopArg,
+    TagArg,
 )
 from sshcontrol.mcp.identity import own_client
 from sshcontrol.mcp.schemas import BatchSummary, ResponseFormat
@@ -180,27 +192,7 @@ def render_download(result: DownloadManyResult) -> str:
     return "\n\n".join(parts + problems(result.results))
 
 
-HostsArg = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=100)]] | None,
-    Field(max_length=fleet.MAX_HOSTS, description="Registered host names (instead of tag)."),
-]
-TagArg = Annotated[
-    str | None, Field(max_length=100, description="Every host with this tag you may use (instead of hosts).")
-]
-RemotePath = Annotated[str, Field(min_length=1, max_length=4096, description="Path on each host.")]
-ParallelArg = Annotated[int, Field(ge=1, le=fleet.POOL_THREADS, description="Hosts at once (default 50).")]
-BatchSizeArg = Annotated[
-    int | None,
-    Field(ge=1, description="Run in consecutive batches of this many hosts; the first is the canary."),
-]
-StopArg = Annotated[
-    int | None,
-    Field(ge=1, description="Once this many hosts failed, start no further batch; the rest are skipped."),
-]
-ReasonArg = Annotated[
-    str | None, Field(max_length=2000, description="Why you need this; recorded with each host's audit row.")
-]
-FormatArg = Annotated[ResponseFormat, Field(description="'markdown' (readable text, default) or 'json'.")]
+RemotePath = Annotated[RemotePathArg, Field(description="Path on each host.")]
 
 
 def check_selection(
@@ -288,41 +280,26 @@ class FleetFileTools:
             str | None,
             Field(max_length=4096, description="File in the server's transfer directory (or content)."),
         ] = None,
-        content: Annotated[
-            str | None, Field(max_length=50_000_000, description="File content (instead of local_path).")
-        ] = None,
-        content_encoding: Annotated[
-            str, Field(pattern="^(utf-8|base64)$", description="'utf-8' or 'base64'.")
-        ] = "utf-8",
-        file_mode: Annotated[
-            int | str | None, Field(description='Octal permissions, e.g. "0644" or 644.')
-        ] = None,
-        overwrite: Annotated[bool, Field(description="Replace an existing remote file.")] = False,
+        content: ContentArg = None,
+        content_encoding: ContentEncodingArg = "utf-8",
+        file_mode: FileModeArg = None,
+        overwrite: OverwriteArg = False,
         max_parallel: ParallelArg = 50,
         batch_size: BatchSizeArg = None,
         stop_after_failures: StopArg = None,
-        reason: ReasonArg = None,
-        response_format: FormatArg = "markdown",
+        reason: BatchReasonArg = None,
+        response_format: BatchFormatArg = "markdown",
     ) -> Annotated[CallToolResult, UploadManyResult]:
         """Upload one file (from the transfer directory, or inline content) to many hosts in parallel
         (host names, or a tag). Each host gets it through a temporary name and rename, its SHA-256 checked
         against the source's; an existing file is kept unless overwrite. Returns counts per status and
         one result per host, each authorized and audited alone."""
-        from sshcontrol.mcp.tools import parse_file_mode
+        from sshcontrol.mcp.tools import decoded, parse_file_mode
 
         if (local_path is None) == (content is None):
             raise ToolError("give exactly one of local_path or content")
         mode = parse_file_mode(file_mode)
-        data: bytes | None = None
-        if content is not None:
-            try:
-                data = (
-                    base64.b64decode(content, validate=True)
-                    if content_encoding == "base64"
-                    else content.encode()
-                )
-            except (binascii.Error, ValueError):
-                raise ToolError("content is not valid base64") from None
+        data = decoded(content, content_encoding)
         summary: list[tuple[str, int, str]] = []
 
         def prepare() -> UploadEach:
@@ -381,8 +358,8 @@ class FleetFileTools:
         max_parallel: ParallelArg = 50,
         batch_size: BatchSizeArg = None,
         stop_after_failures: StopArg = None,
-        reason: ReasonArg = None,
-        response_format: FormatArg = "markdown",
+        reason: BatchReasonArg = None,
+        response_format: BatchFormatArg = "markdown",
     ) -> Annotated[CallToolResult, DownloadManyResult]:
         """Download one file from many hosts in parallel (host names, or a tag) into the server's
         transfer directory, each host's copy as <local_dir>/<host>/<file name>; existing files are kept

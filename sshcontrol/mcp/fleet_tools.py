@@ -28,6 +28,19 @@ from sshcontrol.calllog import observed
 from sshcontrol.dbretry import DatabaseUnavailable
 from sshcontrol.fleet import BatchOutcome, BatchRefused, HostResult, Plan, RunCommand
 from sshcontrol.mcp.approved_runs import checked_timeout
+from sshcontrol.mcp.arguments import (
+    BatchFormatArg,
+    BatchReasonArg,
+    BatchSizeArg,
+    CommandArg,
+    HostsArg,
+    ParallelArg,
+    StopArg,
+    SudoArg,
+    TagArg,
+    TimeoutArg,
+    WorkingDirectoryArg,
+)
 from sshcontrol.mcp.batch_approval import Asker
 from sshcontrol.mcp.identity import own_client
 from sshcontrol.mcp.render import fence, hygiene
@@ -38,7 +51,6 @@ from sshcontrol.mcp.schemas import (
     HostRun,
     OutputGroup,
     PendingApproval,
-    ResponseFormat,
     warnings_of,
 )
 from sshcontrol.taskspec import CommandSpec
@@ -200,52 +212,25 @@ class FleetTools:
     async def ssh_execute_many(
         self,
         ctx: Context,
-        command: Annotated[
-            str,
-            Field(min_length=1, max_length=100_000, description="Shell command line to run on every host."),
-        ],
-        hosts: Annotated[
-            list[Annotated[str, Field(min_length=1, max_length=100)]] | None,
-            Field(max_length=fleet.MAX_HOSTS, description="Registered host names (instead of tag)."),
-        ] = None,
-        tag: Annotated[
-            str | None,
-            Field(max_length=100, description="Every host with this tag you may use (instead of hosts)."),
-        ] = None,
+        command: Annotated[CommandArg, Field(description="Shell command line to run on every host.")],
+        hosts: HostsArg = None,
+        tag: TagArg = None,
         timeout: Annotated[
-            float | None,
-            Field(gt=0, description="Seconds before each host's command is killed (default 60)."),
+            TimeoutArg, Field(description="Seconds before each host's command is killed (default 60).")
         ] = None,
-        max_parallel: Annotated[
-            int, Field(ge=1, le=fleet.POOL_THREADS, description="Hosts running at once (default 50).")
-        ] = 50,
-        batch_size: Annotated[
-            int | None,
-            Field(
-                ge=1, description="Run in consecutive batches of this many hosts; the first is the canary."
-            ),
-        ] = None,
+        max_parallel: Annotated[ParallelArg, Field(description="Hosts running at once (default 50).")] = 50,
+        batch_size: BatchSizeArg = None,
         stop_after_failures: Annotated[
-            int | None,
+            StopArg,
             Field(
-                ge=1,
                 description="Once this many hosts failed (failed, timed_out or error), start no further "
-                "batch; the rest are skipped.",
+                "batch; the rest are skipped."
             ),
         ] = None,
-        working_directory: Annotated[
-            str | None, Field(max_length=4096, description="Directory to run in (quoted safely).")
-        ] = None,
-        sudo: Annotated[
-            bool, Field(description="Run as root with sudo (only where an administrator allows it).")
-        ] = False,
-        reason: Annotated[
-            str | None,
-            Field(max_length=2000, description="Why you need this; recorded with each host's audit row."),
-        ] = None,
-        response_format: Annotated[
-            ResponseFormat, Field(description="'markdown' (readable text, default) or 'json'.")
-        ] = "markdown",
+        working_directory: WorkingDirectoryArg = None,
+        sudo: SudoArg = False,
+        reason: BatchReasonArg = None,
+        response_format: BatchFormatArg = "markdown",
     ) -> Annotated[CallToolResult, ExecuteManyResult]:
         """Run one shell command on many hosts in parallel (host names, or a tag) and get counts per status,
         outputs grouped (identical exit status, stdout and stderr shown once) and one result per host.

@@ -37,6 +37,17 @@ from sshcontrol.hostcall import AuditFields, HostCall, host_call
 from sshcontrol.mcp import job_render
 from sshcontrol.mcp.approval_flow import await_decision
 from sshcontrol.mcp.approved_runs import checked_timeout
+from sshcontrol.mcp.arguments import (
+    CommandArg,
+    FormatArg,
+    HostArg,
+    ReasonArg,
+    SessionIdArg,
+    StdinArg,
+    SudoArg,
+    TimeoutArg,
+    WorkingDirectoryArg,
+)
 from sshcontrol.mcp.identity import own_client
 from sshcontrol.mcp.job_schemas import (
     CancelResult,
@@ -81,10 +92,6 @@ MaxBytesArg = Annotated[
         ge=1,
         description=f"Most bytes per stream to return (default {DEFAULT_PAGE_BYTES}; capped by the server).",
     ),
-]
-FormatArg = Annotated[
-    Literal["markdown", "json"],
-    Field(description="'markdown' (readable text, default) or 'json' (the same data as JSON)."),
 ]
 
 
@@ -302,31 +309,16 @@ class JobTools:
     async def ssh_start_job(
         self,
         ctx: Context,
-        command: Annotated[
-            str, Field(min_length=1, max_length=100_000, description="Shell command line to run.")
-        ],
-        session_id: Annotated[
-            str | None, Field(max_length=64, description="A session id from ssh_connect.")
-        ] = None,
-        host: Annotated[
-            str | None, Field(max_length=100, description="A registered host name (instead of session_id).")
-        ] = None,
-        working_directory: Annotated[
-            str | None, Field(max_length=4096, description="Directory to run in (quoted safely).")
-        ] = None,
+        command: CommandArg,
+        session_id: SessionIdArg = None,
+        host: Annotated[HostArg, Field(description="A registered host name (instead of session_id).")] = None,
+        working_directory: WorkingDirectoryArg = None,
         timeout: Annotated[
-            float | None, Field(gt=0, description="Seconds before the job is killed (default 60).")
+            TimeoutArg, Field(description="Seconds before the job is killed (default 60).")
         ] = None,
-        stdin: Annotated[
-            str | None, Field(max_length=10_000_000, description="Text fed to the command's stdin.")
-        ] = None,
-        sudo: Annotated[
-            bool, Field(description="Run as root with sudo (only where an administrator allows it).")
-        ] = False,
-        reason: Annotated[
-            str | None,
-            Field(max_length=2000, description="Why you need this; shown to the admin if it needs approval."),
-        ] = None,
+        stdin: StdinArg = None,
+        sudo: SudoArg = False,
+        reason: ReasonArg = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, JobStarted]:
         """Start a long command in the background (builds, upgrades, backups) and return its job_id at once.

@@ -46,6 +46,23 @@ from sshcontrol.mcp import fleet_file_tools, fleet_tools, render, visibility
 from sshcontrol.mcp.adhoc import register as register_adhoc
 from sshcontrol.mcp.approval_flow import await_decision, held_back
 from sshcontrol.mcp.approved_runs import checked_timeout, run_approved
+from sshcontrol.mcp.arguments import (
+    CommandArg,
+    ContentArg,
+    ContentEncodingArg,
+    FileModeArg,
+    FormatArg,
+    HostArg,
+    LocalPathArg,
+    OverwriteArg,
+    ReasonArg,
+    RemotePathArg,
+    SessionIdArg,
+    StdinArg,
+    SudoArg,
+    TimeoutArg,
+    WorkingDirectoryArg,
+)
 from sshcontrol.mcp.batch_approval import run_approved_batch
 from sshcontrol.mcp.budget import file_page, hide_key_tail
 from sshcontrol.mcp.hostlist import empty_reason
@@ -74,29 +91,6 @@ from sshcontrol.taskspec import CommandSpec, DownloadSpec, ListSpec, UploadSpec
 
 Status = AuditEvent.Status
 M = TypeVar("M", bound=BaseModel)
-
-SessionIdArg = Annotated[str | None, Field(max_length=64, description="A session id from ssh_connect.")]
-HostArg = Annotated[
-    str | None,
-    Field(
-        max_length=100,
-        description="A registered host name (instead of session_id); "
-        "a session is opened or reused automatically.",
-    ),
-]
-FormatArg = Annotated[
-    ResponseFormat,
-    Field(description="'markdown' (readable text, default) or 'json' (the same data as JSON)."),
-]
-RemotePathArg = Annotated[str, Field(min_length=1, max_length=4096, description="Path on the remote host.")]
-LocalPathArg = Annotated[
-    str | None,
-    Field(
-        max_length=4096,
-        description="Path inside the server's transfer directory "
-        "(SSHCONTROL_LOCAL_ROOT); relative paths are taken from there.",
-    ),
-]
 
 
 def respond(model: BaseModel, markdown: str, response_format: ResponseFormat) -> CallToolResult:
@@ -134,6 +128,16 @@ def parse_file_mode(value: int | str | None) -> int | None:
     if not text or len(text) > 4 or any(c not in "01234567" for c in text):
         raise ToolError(f'file_mode {value!r} is not an octal mode such as "0644"')
     return int(text, 8)
+
+
+def decoded(content: str | None, encoding: str) -> bytes | None:
+    """An upload's inline ``content`` as bytes (``encoding`` is 'utf-8' or 'base64'); None without it."""
+    if content is None:
+        return None
+    try:
+        return base64.b64decode(content, validate=True) if encoding == "base64" else content.encode()
+    except (binascii.Error, ValueError):
+        raise ToolError("content is not valid base64") from None
 
 
 # File content may hold any character; every other text argument ends up in an SQL lookup (which
@@ -223,8 +227,7 @@ class Tools:
         ctx: Context,
         host: Annotated[str, Field(min_length=1, max_length=100, description="A registered host name.")],
         session_id: Annotated[
-            str | None,
-            Field(max_length=64, description="Reuse this open session of the same host."),
+            SessionIdArg, Field(description="Reuse this open session of the same host.")
         ] = None,
         address: Annotated[
             str | None, Field(max_length=255, description="Only for ad-hoc connections (off by default).")
@@ -329,29 +332,14 @@ class Tools:
     async def ssh_execute(
         self,
         ctx: Context,
-        command: Annotated[
-            str, Field(min_length=1, max_length=100_000, description="Shell command line to run.")
-        ],
+        command: CommandArg,
         session_id: SessionIdArg = None,
         host: HostArg = None,
-        working_directory: Annotated[
-            str | None, Field(max_length=4096, description="Directory to run in (quoted safely).")
-        ] = None,
-        timeout: Annotated[
-            float | None,
-            Field(gt=0, description="Seconds before the command is killed (default 60)."),
-        ] = None,
-        stdin: Annotated[
-            str | None, Field(max_length=10_000_000, description="Text fed to the command's stdin.")
-        ] = None,
-        sudo: Annotated[
-            bool,
-            Field(description="Run as root with sudo (only where an administrator allows it)."),
-        ] = False,
-        reason: Annotated[
-            str | None,
-            Field(max_length=2000, description="Why you need this; shown to the admin if it needs approval."),
-        ] = None,
+        working_directory: WorkingDirectoryArg = None,
+        timeout: TimeoutArg = None,
+        stdin: StdinArg = None,
+        sudo: SudoArg = False,
+        reason: ReasonArg = None,
         foreground_seconds: Annotated[
             float | None,
             Field(
@@ -492,16 +480,10 @@ class Tools:
         session_id: SessionIdArg = None,
         host: HostArg = None,
         local_path: LocalPathArg = None,
-        content: Annotated[
-            str | None, Field(max_length=50_000_000, description="File content (instead of local_path).")
-        ] = None,
-        content_encoding: Annotated[
-            str, Field(pattern="^(utf-8|base64)$", description="'utf-8' or 'base64'.")
-        ] = "utf-8",
-        file_mode: Annotated[
-            int | str | None, Field(description='Octal permissions, e.g. "0644" or 644.')
-        ] = None,
-        overwrite: Annotated[bool, Field(description="Replace an existing remote file.")] = False,
+        content: ContentArg = None,
+        content_encoding: ContentEncodingArg = "utf-8",
+        file_mode: FileModeArg = None,
+        overwrite: OverwriteArg = False,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, UploadResult]:
         """Upload a file to a host from inline content (utf-8 or base64) or from the server's transfer
@@ -511,16 +493,7 @@ class Tools:
         if (local_path is None) == (content is None):
             raise ToolError("give exactly one of local_path or content")
         mode = parse_file_mode(file_mode)
-        data: bytes | None = None
-        if content is not None:
-            try:
-                data = (
-                    base64.b64decode(content, validate=True)
-                    if content_encoding == "base64"
-                    else content.encode()
-                )
-            except (binascii.Error, ValueError):
-                raise ToolError("content is not valid base64") from None
+        data = decoded(content, content_encoding)
 
         def work() -> UploadResult:
             try:

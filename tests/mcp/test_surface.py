@@ -64,7 +64,7 @@ def test_it_gives_every_tool_a_short_clean_description() -> None:
         return {tool.name: tool.description or "" for tool in (await client.list_tools()).tools}
 
     descriptions = talk("auto", body)
-    assert len(descriptions) == 18  # ten single-host and fleet, two fleet transfers, five jobs, ssh_copy
+    assert len(descriptions) == 19  # ten single-host and fleet, two fleet transfers, five jobs, two copies
     for name, text in descriptions.items():
         assert text and "\n" not in text and "  " not in text, (name, text)
         assert len(text) <= 400, (name, len(text))
