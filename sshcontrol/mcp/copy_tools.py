@@ -324,10 +324,9 @@ def register(server: MCPServer, tools: Tools) -> None:
         reason: BatchReasonArg = None,
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, CopyManyResult]:
-        """Copy a file from one host to many hosts (host names, or a tag) in parallel, streamed between
-        the SSH sessions without passing through the server's disk. Needs read access on the source (else
-        nothing is copied) and write access on each destination (a destination you may not write is refused
-        in the result). Each destination gets it through a temporary name and rename, its SHA-256 checked;
+        """Copy a file from one host to many hosts (names or a tag) in parallel, streamed between SSH
+        sessions, not through the server's disk. Needs read access on the source and write access on each
+        destination (refused ones are listed in the result). Temporary name and rename, SHA-256 checked;
         an existing file is kept unless overwrite. Returns counts per status and one result per host."""
         caller = tools.caller(ctx)
         _one_of(from_session_id, from_host, "from")

@@ -514,7 +514,8 @@ class JobTools:
         response_format: FormatArg = "markdown",
     ) -> Annotated[CallToolResult, ReadOutputResult]:
         """Page through kept output by byte offset: returns the text from offset and the next_offset to ask
-        for; complete is true at the end of a finished command's stream."""
+        for; complete is true at the end of a finished command's stream. A page larger than the output
+        budget is whole in the structured content; the text then shows its head and tail."""
         from sshcontrol.mcp.tools import serve
 
         caller = self.tools.caller(ctx)
