@@ -216,8 +216,9 @@ def _occurrences(chars: set[str], text: str) -> Iterator[re.Match[str]]:
 def _line_flags(text: str) -> tuple[list[Flag], int]:
     """Flags for hidden characters and impostor lines in line order, and how many were left unlisted.
 
-    Whole-text regular expressions rather than a loop over lines and characters: output up
-    to the 1 MiB cap goes through here on every call.
+    Output up to a 1 MiB page goes through here on every call: hidden characters are found
+    among the text's distinct characters, and the impostor expressions run only on the lines
+    holding one of their cue words (``_IMPOSTOR_CUES``).
     """
     # Each distinct character is looked at once, however long the text; only the non-ASCII ones
     # can be hidden, and deleting the ASCII bytes of the UTF-8 leaves those whole.
