@@ -40,7 +40,7 @@ class Cues:
     def hits(self, text: str, *, any_case: bool = False) -> Hits:
         """The words in ``text``, and where (``any_case``: in any case, as ``re.IGNORECASE`` sees
         it, for lower-case words)."""
-        if any_case and not text.isascii() and any(chr(c) in text for c in _FOLDS_TO_ASCII):
+        if any_case and not text.isascii() and any(c in text for c in _FOLD_CHARACTERS):
             # The four characters that case-insensitive expressions take for ASCII letters:
             # searched as those letters (one character for one, so the offsets still hold).
             text = text.translate(_FOLDS_TO_ASCII)
@@ -80,6 +80,7 @@ class Hits:
 # The only characters Python's re.IGNORECASE matches to an ASCII letter: U+0130 and U+0131
 # ("i"), U+017F, the long s, and U+212A, the Kelvin sign ("k").
 _FOLDS_TO_ASCII = {0x130: "i", 0x131: "i", 0x17F: "s", 0x212A: "k"}
+_FOLD_CHARACTERS = tuple(map(chr, _FOLDS_TO_ASCII))
 
 # UTF-8's continuation bytes: every other byte starts a character.
 _CONTINUATION = bytes(range(0x80, 0xC0))

@@ -31,18 +31,14 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
 
 async def eventually(predicate: Callable[[], T], timeout: float = 10.0, message: str = "") -> T:
     """``wait_until`` for async tests: the predicate runs in a thread (it may use the ORM or pgrep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(predicate)
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout:g} s: {message or predicate}")
-        await asyncio.sleep(INTERVAL)
+    return await until(lambda: asyncio.to_thread(predicate), timeout, message or repr(predicate))
 
 
 async def until(check: Callable[[], Awaitable[T]], timeout: float = 10.0, message: str = "") -> T:
-    """``eventually`` for a check that is itself async (an MCP call): awaited on the event loop."""
+    """``eventually`` for a check that is itself async (an MCP call): awaited on the event loop.
+
+    Between two checks it waits ``INTERVAL``: the pace of the polling, not a wait for the condition.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = await check()

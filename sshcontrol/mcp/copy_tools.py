@@ -18,7 +18,6 @@ Registered by ``tools.register``; offered to callers that may read and write fil
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -54,6 +53,7 @@ from sshcontrol.mcp.arguments import (
     StopArg,
     TagArg,
 )
+from sshcontrol.mcp.batch_progress import hosts_done_reporter
 from sshcontrol.mcp.identity import own_client
 from sshcontrol.mcp.schemas import BatchSummary
 from sshcontrol.mcp.tools import (
@@ -333,11 +333,7 @@ def register(server: MCPServer, tools: Tools) -> None:
         many.check_selection(to_hosts, to_tag, ("to_hosts", "to_tag"))
         own_client(caller)
         mode = parse_file_mode(file_mode)
-        loop = asyncio.get_running_loop()
-
-        def report(done: int, total: int) -> None:
-            message = f"{done} of {total} hosts done"
-            asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, message), loop)
+        report = hosts_done_reporter(ctx)
 
         cancelled = threading.Event()
         started: list[fleet.Batch] = []

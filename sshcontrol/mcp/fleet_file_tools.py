@@ -11,7 +11,6 @@ upload's source once, and turns the outcome into the typed result.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ from sshcontrol.mcp.arguments import (
     StopArg,
     TagArg,
 )
+from sshcontrol.mcp.batch_progress import hosts_done_reporter
 from sshcontrol.mcp.identity import own_client
 from sshcontrol.mcp.schemas import BatchSummary, ResponseFormat
 from sshcontrol.taskspec import UploadSpec
@@ -230,11 +230,7 @@ class FleetFileTools:
         caller = self.tools.caller(ctx)
         check_selection(hosts, tag)
         own_client(caller)
-        loop = asyncio.get_running_loop()
-
-        def report(done: int, total: int) -> None:
-            message = f"{done} of {total} hosts done"
-            asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, message), loop)
+        report = hosts_done_reporter(ctx)
 
         cancelled = threading.Event()
         started: list[fleet.Batch] = []

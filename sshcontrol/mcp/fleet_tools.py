@@ -42,6 +42,7 @@ from sshcontrol.mcp.arguments import (
     WorkingDirectoryArg,
 )
 from sshcontrol.mcp.batch_approval import Asker
+from sshcontrol.mcp.batch_progress import hosts_done_reporter
 from sshcontrol.mcp.identity import own_client
 from sshcontrol.mcp.render import fence, hygiene
 from sshcontrol.mcp.schemas import (
@@ -254,9 +255,7 @@ class FleetTools:
         plan = Plan(max_parallel=max_parallel, batch_size=batch_size, stop_after_failures=stop_after_failures)
         loop = asyncio.get_running_loop()
 
-        def report(done: int, total: int) -> None:
-            message = f"{done} of {total} hosts done"
-            asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, message), loop)
+        report = hosts_done_reporter(ctx)
 
         cancelled = threading.Event()
         started: list[fleet.Batch] = []
