@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from tests.mcp.conftest import McpHarness
@@ -57,3 +58,27 @@ def test_a_small_output_has_no_output_id_and_another_client_cannot_read_a_big_on
     problem = bob.error("ssh_read_output", output_id=big["output_id"], stream="stdout", offset=0)
     assert problem.endswith(f"unknown output_id {big['output_id']!r}")
     assert bob.ok("ssh_list_jobs")["jobs"] == []
+
+
+def test_pages_of_kept_output_never_show_the_host_s_password(
+    mcp: McpHarness, make_host: Any, sshd: SshServer
+) -> None:
+    # The password credential's secret, printed by the host past the budget (the model never
+    # writes it: the command names a file). Every page is redacted, the first read and the
+    # ones that find the output's secrets already looked up.
+    make_host("box")
+    leak = Path(f"/home/{sshd.user}/leak.txt")  # readable by the host's login, not pytest's tmp
+    leak.write_text(f"db login {sshd.password} ok\n")
+    leak.chmod(0o644)
+    result = mcp.ok("ssh_execute", host="box", command="for i in $(seq 1 3000); do cat ~/leak.txt; done")
+    assert result["output_id"] and sshd.password not in result["stdout"]
+    for _ in range(2):
+        offset = 0
+        while True:
+            page = mcp.ok("ssh_read_output", output_id=result["output_id"], offset=offset, max_bytes=20000)
+            chunk = page["chunk"]
+            assert sshd.password not in chunk["text"]
+            assert chunk["text"].count("db login [REDACTED] ok\n") >= 1, chunk["text"][:200]
+            offset = chunk["next_offset"]
+            if chunk["complete"]:
+                break
