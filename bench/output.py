@@ -9,10 +9,17 @@ reuse an open connection) on the same sshd, which delivers every byte.
 
     git worktree add /tmp/sshc-before e0d1b30
     .venv/bin/python bench/output.py --before /tmp/sshc-before [--runs 3] [--paging]
-    .venv/bin/python bench/output.py --paging            # the paging half only
+    .venv/bin/python bench/output.py --paging [--sdk]    # the paging half only
 
 The paging half reads 50 MiB through ssh_read_output (the output_id of `cat` of a 50 MiB
-file) against `ssh host cat` of the same file.
+file) against `ssh host cat` of the same file. Its client (``tests/mcp/rawstdio.py``) reads each
+response line whole and parses the whole message, taking each page's text and next offset from
+it, as any client must; it parses with jiter (``pydantic_core.from_json``), the JSON parser the
+SDK's client runs on, which costs what Node's ``JSON.parse`` does on a page's message (about 1.1
+and 1.0 ms per MiB here; stdlib ``json`` 1.7 ms, so until 2026-11-29 this client was slower than
+a real one), through a 1 MiB read buffer. ``--sdk`` adds the same pages read through the SDK's own
+client (``mcp.Client``: anyio streams, each message validated as a JSON-RPC message and its result
+as a CallToolResult), which costs more per page than either.
 
 With ``--peer`` the same two commands also go through the strongest peer that runs here, the
 npm package ssh-mcp (its stdio MCP server, quick-start flags for the same sshd and key, tier
@@ -27,7 +34,7 @@ seconds (what happens then is the result). It lives in its own git-ignored direc
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import os
 import shutil
 import statistics
@@ -39,6 +46,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pydantic_core
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -110,12 +119,51 @@ def measure_tree(server: SshServer, tree: Path, runs: int) -> dict[str, tuple[in
         deployment.close()
 
 
-def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
+def read_pages(client: RawStdioClient, output_id: str) -> int:
+    """Every page of ``output_id``'s stdout, in 1 MiB pages: the bytes received."""
+    offset, received = 0, 0
+    while True:
+        chunk = client.call(
+            "ssh_read_output", output_id=output_id, stream="stdout", offset=offset, max_bytes=1 << 20
+        ).result["structuredContent"]["chunk"]
+        received += len(chunk["text"].encode())
+        offset = chunk["next_offset"]
+        if chunk["complete"]:
+            return received
+
+
+def sdk_pages(deployment: Deployment, path: str) -> tuple[int, float]:
+    """``cat path`` run, then its output paged through the SDK's own client: bytes, seconds of the pages."""
+    from mcp import Client
+
+    async def run() -> tuple[int, float]:
+        async with Client(deployment.server_params()) as client:
+            opened = await client.call_tool("ssh_connect", {"host": "bench"})
+            session_id = opened.structured_content["session_id"]  # type: ignore[index]
+            ran = await client.call_tool(
+                "ssh_execute", {"session_id": session_id, "command": f"cat {path}", "timeout": 600}
+            )
+            output_id = ran.structured_content["output_id"]  # type: ignore[index]
+            start, offset, received = time.perf_counter(), 0, 0
+            while True:
+                arguments = {"output_id": output_id, "offset": offset, "max_bytes": 1 << 20}
+                page = await client.call_tool("ssh_read_output", arguments)
+                chunk = page.structured_content["chunk"]  # type: ignore[index]
+                received += len(chunk["text"].encode())
+                offset = chunk["next_offset"]
+                if chunk["complete"]:
+                    return received, time.perf_counter() - start
+
+    return asyncio.run(run())
+
+
+def paging(server: SshServer, tree: Path, ssh: list[str], runs: int, sdk: bool = False) -> None:
     """50 MiB read through ssh_read_output, page by page (1 MiB, the most a page may be), against
     `ssh host cat` of the same bytes (ControlMaster, so without the connection's set-up).
 
     Two numbers, best of ``runs`` each: the pages alone (the issue's target: paging at least at
     half the speed of ssh cat), and the ssh_execute that produced the output plus the pages.
+    ``sdk``: a third, the pages read through the SDK's own client instead of the raw one.
     """
     deployment = deployment_for(server, tree)
     client = RawStdioClient(deployment.env)
@@ -127,7 +175,7 @@ def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
         session_id = client.call("ssh_connect", host="bench").result["structuredContent"]["session_id"]
         path = f"/tmp/sshc-bench-output-{os.getpid()}"
         client.call("ssh_execute", session_id=session_id, command=f"{BIG} > {path}", timeout=600)
-        pages_best = whole_best = float("inf")
+        pages_best = whole_best = sdk_best = float("inf")
         cat_seconds = float("inf")
         for _ in range(runs):
             # Interleaved, so that both see the same moment of the machine.
@@ -137,19 +185,15 @@ def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
             ran = client.call("ssh_execute", session_id=session_id, command=f"cat {path}", timeout=600)
             output_id = ran.result["structuredContent"]["output_id"]
             paging_start = time.perf_counter()
-            offset, received = 0, 0
-            while True:
-                chunk = client.call(
-                    "ssh_read_output", output_id=output_id, stream="stdout", offset=offset, max_bytes=1 << 20
-                ).result["structuredContent"]["chunk"]
-                received += len(chunk["text"].encode())
-                offset = chunk["next_offset"]
-                if chunk["complete"]:
-                    break
+            received = read_pages(client, output_id)
             end = time.perf_counter()
             pages_best = min(pages_best, end - paging_start)
             whole_best = min(whole_best, end - start)
             assert received == cat_bytes == FIFTY_MIB, (received, cat_bytes)
+            if sdk:
+                received, seconds = sdk_pages(deployment, path)
+                sdk_best = min(sdk_best, seconds)
+                assert received == FIFTY_MIB, received
         client.call("ssh_execute", session_id=session_id, command=f"rm -f {path}")
 
         def speed(seconds: float) -> str:
@@ -160,6 +204,8 @@ def paging(server: SshServer, tree: Path, ssh: list[str], runs: int) -> None:
             f"ratio {cat_seconds / pages_best:.2f} (target >= 0.50); ssh_execute + pages "
             f"{speed(whole_best)}, ratio {cat_seconds / whole_best:.2f}"
         )
+        if sdk:
+            print(f"  pages through the SDK's client {speed(sdk_best)}, ratio {cat_seconds / sdk_best:.2f}")
     finally:
         client.close()
         deployment.close()
@@ -216,7 +262,7 @@ def timed_peer_call(client: RawStdioClient, command: str) -> PeerCall:
         while line := client.proc.stdout.readline():
             if not line.endswith(b"\n"):
                 break  # cut off mid-message
-            message = json.loads(line)
+            message = pydantic_core.from_json(line)
             if message.get("id") == request_id:
                 return PeerCall(len(line) - 1, time.perf_counter() - start, peer_outcome(message))
         seconds = time.perf_counter() - start
@@ -270,6 +316,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="a tree of the commit before the budget")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--paging", action="store_true", help="also page 50 MiB (needs ssh_read_output)")
+    parser.add_argument("--sdk", action="store_true", help="with --paging: also through the SDK's own client")
     parser.add_argument("--peer", action="store_true", help=f"also ssh-mcp (npm), installed in {PEER_DIR}")
     args = parser.parse_args()
     os.chdir("/")  # `python -m sshcontrol` would import the current directory's tree first
@@ -281,7 +328,7 @@ def main() -> None:
         if args.before is not None or args.peer:
             compare(server, args.before.resolve() if args.before else None, ssh, args.runs, args.peer)
         if args.paging:
-            paging(server, REPO, ssh, args.runs)
+            paging(server, REPO, ssh, args.runs, args.sdk)
     finally:
         subprocess.run([*ssh[:-1], "-O", "exit", ssh[-1]], capture_output=True, check=False)
         server.remove()
