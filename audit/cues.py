@@ -57,6 +57,12 @@ class Cues:
         matches = self._bytes.find_matches_as_indexes(data)
         return [(self._overlapping[index], start) for index, start, _ in matches]
 
+    def occur_in(self, data: bytes) -> bool:
+        """Whether any of the words occurs in ``data``, bytes compared as they are (lower-case
+        ``data`` first for lower-case words in any case)."""
+        # Leftmost-longest reports the leftmost occurrence of any word: never nothing when one occurs.
+        return bool(self._bytes.find_matches_as_indexes(data))
+
     def found(self, text: str, *, any_case: bool = False) -> frozenset[str]:
         """Every word that occurs in ``text``, and perhaps some that do not (never fewer)."""
         return self.hits(text, any_case=any_case).found

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from audit.cues import Cues, in_lines
-from audit.redaction import REDACTED, redact
+from audit.redaction import CUE_WORDS, REDACTED, redact, redactable
 from hosts.visible import code_point, is_hidden
 
 WarningKind = Literal[
@@ -268,3 +269,34 @@ def clean(raw: str, *, redacted: bool = False) -> Cleaned:
         text = _TAG_CHARACTERS.sub(lambda m: f"<{code_point(m.group())}>", text)
     # A marker starts with its bracket: looking for that one character is a memchr.
     return Cleaned(text, warnings, text.count(REDACTED) if "[" in text else 0)
+
+
+# -- pages that need nothing ------------------------------------------------------------------
+
+
+def is_plain(data: bytes, secrets: Sequence[str] = ()) -> bool:
+    """Whether the text of ``data`` is one that neither :func:`audit.redaction.redact` (with
+    ``secrets``) nor :func:`clean` would change or flag; :func:`plain` then stands for both.
+
+    True only for ASCII (nothing hidden, no C1 control, no tag character) without a C0 control
+    or DEL (``\\r`` and ESC are ones), holding in any case none of the cue words without which
+    no redaction or impostor expression matches, nor any of the ``secrets``. Each step on its
+    own encodes the text and searches it again; this is one pass of each kind over the bytes
+    (about 0.7 ms for a 1 MiB page against 1.5 for redaction and cleaning that find nothing).
+    A "no" only means the full steps must run.
+    """
+    if not data.isascii() or data.translate(None, _NOT_C0):
+        return False
+    return not _plain_cues(tuple(s for s in redactable(secrets) if s.isascii())).occur_in(data.lower())
+
+
+@lru_cache(maxsize=256)
+def _plain_cues(secrets: tuple[str, ...]) -> Cues:
+    # Lower-cased, to be found in the lower-cased bytes: a superset of what each step looks for
+    # (the impostor words are case-sensitive there, and so are the secrets).
+    return Cues([*CUE_WORDS, *(word.lower() for word in _IMPOSTOR_CUES.words), *(s.lower() for s in secrets)])
+
+
+def plain(text: str) -> Cleaned:
+    """What :func:`clean` makes of a text :func:`is_plain` vouched for: the text, nothing flagged."""
+    return Cleaned(text, [], text.count(REDACTED) if "[" in text else 0)

@@ -132,6 +132,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], tu
 
 # Every cue word above, found in one pass over the lower-cased text (audit/cues.py says why).
 _CUES = Cues(cue for _, _, cues in _PATTERNS for cue in cues)
+# Lower-case ASCII: no pattern matches a text that holds none of these in any case.
+CUE_WORDS: tuple[str, ...] = _CUES.words
 # The private key block is the one pattern that spans lines; the others are matched line by line.
 assert _PATTERNS[0][0] is _PRIVATE_KEY
 _PRIVATE_KEY_CUES = frozenset(_PATTERNS[0][2])
@@ -146,14 +148,17 @@ def _secrets_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(re.escape(s) for s in secrets))
 
 
+def redactable(secrets: Sequence[str]) -> list[str]:
+    """The ``secrets`` that :func:`redact` looks for: shorter ones would hide ordinary words."""
+    return [s for s in secrets if len(s) >= MIN_SECRET_LENGTH]
+
+
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
     """Replace known secrets and secret-looking patterns (private keys, password=..., tokens)."""
     if not text:
         return text
     # Only the secrets that occur: a substring test is far cheaper than the alternation's scan.
-    known = tuple(
-        sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH and s in text}, key=len, reverse=True)
-    )
+    known = tuple(sorted({s for s in redactable(secrets) if s in text}, key=len, reverse=True))
     if known:
         text = _secrets_pattern(known).sub(REDACTED, text)
     hits = _CUES.hits(text, any_case=True)

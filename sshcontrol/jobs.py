@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from audit import writer
 from audit.models import AuditEvent
+from audit.output_hygiene import is_plain
 from audit.process import current_process_key
 from audit.redaction import redact
 from audit.writer import Completion
@@ -127,13 +128,15 @@ def page(output_id: str, stream: Stream, offset: int, max_bytes: int, secrets: t
     """A page of a kept output from this process's store, ending on a whole UTF-8 character.
 
     Raises ``outputs.OutputNotFound``. The text is redacted of ``secrets`` (a secret split
-    across two pages is not: see docs/security.md).
+    across two pages is not: see docs/security.md); a page with nothing to redact or clean
+    (most output) is found so in one pass over its bytes, and marked ``plain``.
     """
     got = outputs.read(output_id, stream, offset, max_bytes)
     data = got.data
     if not got.complete and data:
         data = data[: len(data) - _partial_tail(data)]
-    text = redact(data.decode("utf-8", errors="replace"), secrets)
+    plain = is_plain(data, secrets)
+    text = data.decode("ascii") if plain else redact(data.decode("utf-8", errors="replace"), secrets)
     end = got.offset + len(data)
     return OutputPage(
         text=text,
@@ -142,6 +145,7 @@ def page(output_id: str, stream: Stream, offset: int, max_bytes: int, secrets: t
         total=got.total,
         complete=got.complete and end == got.total,
         skipped=got.skipped,
+        plain=plain,
     )
 
 

@@ -236,6 +236,8 @@ class OutputPage:
 
     ``skipped``: bytes before ``offset`` that were not kept (the middle of a huge output).
     ``complete``: the command ended and this is the end of the stream.
+    ``plain``: the text needs no cleaning either (``audit.output_hygiene.is_plain``), so the
+    process that shows it to a model takes it as it is.
     """
 
     text: str
@@ -244,6 +246,7 @@ class OutputPage:
     total: int
     complete: bool
     skipped: int = 0
+    plain: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import Field
 
-from audit.output_hygiene import Cleaned, clean
+from audit.output_hygiene import Cleaned, clean, plain
 from hosts import approvals, visible
 from hosts.access import Permission
 from hosts.access_models import ApprovalRequest
@@ -238,7 +238,7 @@ def read_chunk(
             text="", offset=offset, next_offset=offset, total=total, complete=job.state != Job.State.RUNNING
         )
         return chunk, shown, f"its {stream} cannot be read: {exc.message}"
-    shown = clean(got.text, redacted=True)  # jobs.page redacted it
+    shown = plain(got.text) if got.plain else clean(got.text, redacted=True)  # jobs.page redacted it
     chunk = OutputChunk(
         text=shown.text,
         offset=got.offset,

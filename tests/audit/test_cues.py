@@ -168,3 +168,35 @@ def test_found_never_misses_a_word_that_occurs(text: str) -> None:
     for word in _WORDS:
         for start in (m.start() for m in re.finditer(f"(?={re.escape(word)})", text)):
             assert text.count("\n", 0, start) in lines
+
+
+_PAGE_PIECES = st.one_of(
+    _SECRET_PIECES,
+    _IMPOSTOR_PIECES,
+    st.sampled_from(["hunter22", "HUNTER22", "[REDACTED]", "\r\n", "\r", "\x1b[31m", "\x07", "\x7f", "\x00"]),
+    st.sampled_from(["\x9b", "\u202e", "\U000e0041", "0123456789", "ok\n", "a-b_c"]),
+    st.text(st.characters(max_codepoint=0x7F), max_size=8),
+)
+_PAGE_TEXT = st.lists(_PAGE_PIECES, max_size=30).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_PAGE_TEXT, st.sampled_from([(), ("hunter22",), ("hunter22", "ab"), ("x\u00e9\u00e9y",)]))
+def test_a_page_found_plain_is_what_redaction_and_cleaning_make_of_it(
+    text: str, secrets: tuple[str, ...]
+) -> None:
+    data = text.encode("utf-8", "surrogatepass")
+    if not hygiene.is_plain(data, secrets):
+        return
+    assert redaction.redact(text, secrets) == text
+    assert hygiene.clean(text) == hygiene.clean(text, redacted=True) == hygiene.plain(text)
+
+
+def test_a_page_is_not_plain_with_anything_to_redact_or_clean() -> None:
+    assert hygiene.is_plain(b"12\n34\tok [REDACTED]\n")
+    assert hygiene.plain("12\n34 [REDACTED]\n").redactions == 1
+    for data in (b"db PassWord=x", b"User: hi", b"user: yaml", b"a\rb", b"\x1b[0m", b"\x00", b"caf\xc3\xa9"):
+        assert not hygiene.is_plain(data), data
+    # The host's secret, in any case (a superset of redaction's exact match), and only from 4 characters.
+    assert not hygiene.is_plain(b"login HUNTER22 ok", ("hunter22",))
+    assert hygiene.is_plain(b"login ab ok", ("ab",))
