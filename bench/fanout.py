@@ -21,11 +21,18 @@ overwrite each other's copy, in every tool alike), cold and warm as above:
 - Ansible: ``ansible all -m copy -a "src=... dest=fanout-upload.bin" -f 50``.
 - parallel-ssh: ``ParallelSSHClient.copy_file`` (SFTP) with ``pool_size`` 50.
 
+Each run also reports CPU seconds: the tool's own processes (``client``) and the fleet's sshd
+with everything it forks (``sshd``), counted in cgroup v2 groups (``common.CpuGroup``), and the
+floor (client + sshd) / cores, the least wall time that much CPU allows on this machine: it
+tells whether a target can be reached at all. ``--paramiko`` adds plain paramiko connections
+in the bench process (no database, no MCP), the floor of any paramiko client.
+
 The references live in their own virtual environment (``ansible-core`` and ``parallel-ssh``
 from PyPI), so they never touch the project's dependencies:
 
     python3 -m venv .venv-refs && .venv-refs/bin/pip install ansible-core parallel-ssh
-    sudo .venv/bin/python bench/fanout.py [--sizes 50,200,1000] [--servers 4] [--refs .venv-refs]
+    sudo .venv/bin/python bench/fanout.py [--sizes 50,200,1000] [--servers 4] [--refs .venv-refs] \
+        [--warm-runs 3] [--paramiko]
     sudo .venv/bin/python bench/fanout.py --upload --sizes 50
 """
 
@@ -394,7 +401,50 @@ def load() -> str:
     return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
-TOOLS = {"sshcontrol": "sshcontrol", "pssh": "parallel-ssh", "ansible": "Ansible"}
+def bench_paramiko(fleet: Fleet, size: int, warm_runs: int) -> Runs:
+    """The floor of a paramiko client: plain connections in this process, ``true`` from PARALLEL threads.
+
+    No database, no MCP, no audit: sshlib's ``run_command`` on each host's own connection, the
+    connections opened as sshcontrol opens them (aes128-gcm first, the pinned host key). The
+    client's CPU is this process's (nothing else runs in it meanwhile).
+    """
+    from common import raw_client
+
+    from sshlib.execute import ExecRequest, run_command
+
+    meters = Meters(fleet.sshd, CpuGroup("paramiko"))
+    meters.client.add(os.getpid())
+    request = ExecRequest(command="true")
+    clients: list[Any] = []
+    runs: list[Run] = []
+
+    def run_on(client: Any) -> None:
+        if run_command(client, request).exit_status != 0:
+            raise RuntimeError("true failed")
+
+    try:
+        with ThreadPoolExecutor(PARALLEL) as pool, meters.run(runs):
+            clients += pool.map(
+                lambda i: raw_client(fleet.host(i)[1], ciphers=("aes128-gcm@openssh.com",)), range(size)
+            )
+            list(pool.map(run_on, clients))  # the cold run: connect, then the first command
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            for _ in range(warm_runs):
+                with meters.run(runs):
+                    list(pool.map(run_on, clients))
+    finally:
+        for client in clients:
+            client.close()
+        meters.client.close()  # moves this process back to the root group
+    return Runs(runs[0], runs[1:])
+
+
+TOOLS = {
+    "sshcontrol": "sshcontrol",
+    "pssh": "parallel-ssh",
+    "ansible": "Ansible",
+    "paramiko": "paramiko alone",
+}
 
 
 def describe(run: Run) -> str:
@@ -444,7 +494,7 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
                 )
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -455,12 +505,21 @@ def main() -> None:
     )
     parser.add_argument("--skip-refs", action="store_true", help="only sshcontrol")
     parser.add_argument(
+        "--paramiko",
+        action="store_true",
+        help="also plain paramiko connections in this process (the floor of a paramiko client)",
+    )
+    parser.add_argument(
         "--warm-runs", type=int, default=1, help="warm runs per tool after the cold one (the median is shown)"
     )
     parser.add_argument(
         "--upload", action="store_true", help=f"upload {UPLOAD_BYTES >> 20} MiB instead of `true`"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     refs = Path(args.refs)
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="sshcontrol-fanout-"))
@@ -484,6 +543,8 @@ def main() -> None:
             if not args.skip_refs:
                 row["pssh"] = bench_pssh(fleet, size, refs, args.warm_runs, upload)
                 row["ansible"] = bench_ansible(fleet, size, refs, args.warm_runs, upload)
+            if args.paramiko and upload is None:
+                row["paramiko"] = bench_paramiko(fleet, size, args.warm_runs)
             for name, label in TOOLS.items():
                 runs: Runs | None = row.get(name)
                 if runs is not None:
