@@ -30,17 +30,32 @@ Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
 Preparer = Callable[[Any, BaseDatabaseWrapper], Any]
 
 
+# Stock fields that store a value of exactly this type as it is (their preparation is int(),
+# bool() or float() of it), on every backend.
+_PLAIN: dict[type[models.Field[Any, Any]], type] = {
+    models.CharField: str,
+    models.TextField: str,
+    models.IntegerField: int,
+    models.PositiveIntegerField: int,
+    models.BigIntegerField: int,
+    models.BooleanField: bool,
+    models.FloatField: float,
+}
+
+
 def _preparer(field: models.Field[Any, Any]) -> Preparer:
     """The field's ``get_db_prep_save``, short-cut where Django's own fields pass the value through.
 
-    Every stock field stores None as NULL, and a stock text field stores a str as it is;
-    four layers of Field methods to learn that cost more, over the thirty columns of an
-    audit row, than binding them. Anything else goes through the field.
+    Every stock field stores None as NULL, and a stock text, integer, boolean or float field
+    stores a value of its own Python type as it is; four layers of Field methods to learn that
+    cost more, over the thirty columns of an audit row, than binding them. Anything else goes
+    through the field.
     """
     prepare = field.get_db_prep_save
-    if type(field) in (models.CharField, models.TextField):
+    plain = _PLAIN.get(type(field))
+    if plain is not None:
         return lambda value, connection: (
-            value if value is None or isinstance(value, str) else prepare(value, connection)
+            value if value is None or type(value) is plain else prepare(value, connection)
         )
     if type(field).__module__.startswith("django.db.models."):
         return lambda value, connection: None if value is None else prepare(value, connection)
@@ -60,6 +75,15 @@ class _Compiled:
         self.sql = sql
         self.constants = constants
         self.returning = [_converters(field, connection) for field in returning]
+
+    def row(self, raw: Sequence[Any], connection: BaseDatabaseWrapper) -> dict[str, Any]:
+        """A returned row as the ORM would give it, keyed by attribute name (``host_id``, not ``host``)."""
+        row: dict[str, Any] = {}
+        for (name, col, converters), value in zip(self.returning, raw, strict=True):
+            for convert in converters:
+                value = convert(value, col, connection)
+            row[name] = value
+        return row
 
 
 def _converters(
@@ -128,14 +152,7 @@ class Statement:
         if not compiled.returning:
             return None
         raw = cursor.fetchone()
-        if raw is None:
-            return None
-        row: dict[str, Any] = {}
-        for (name, col, converters), value in zip(compiled.returning, raw, strict=True):
-            for convert in converters:
-                value = convert(value, col, connection)
-            row[name] = value
-        return row
+        return None if raw is None else compiled.row(raw, connection)
 
     def execute_many(self, cursor: CursorWrapper, rows: Sequence[Sequence[Any]]) -> None:
         """Run once per row of ``rows`` in one ``executemany`` (a statement without RETURNING)."""
@@ -228,6 +245,56 @@ class Update(Statement):
         table = qn(self.model._meta.db_table)
         returning = self._returning_sql(connection)
         return f"UPDATE {table} SET {assignments} WHERE {condition}{returning}"  # noqa: S608
+
+
+class UpdateMany:
+    """An ``Update`` of many rows, each with its own values, in one statement; returns every row it changed.
+
+    ``UPDATE table SET a = v.column1, ... FROM (VALUES (...), (...)) AS v WHERE table.x = v.columnN
+    AND ... RETURNING ...`` (SQLite 3.33 and later, PostgreSQL). A row's values are the ``Update``'s
+    parameters in its order: the set fields, then the where fields. ``VALUES`` names its columns
+    ``column1``, ``column2``, ... on both backends. On PostgreSQL each value is cast to its column's
+    type: a column of NULLs in a VALUES list would otherwise be text; SQLite stores values by the
+    target column's affinity and needs no cast (a CAST there would convert text dates to numbers).
+    The rows come back in no particular order: callers match them by a returned key.
+    """
+
+    def __init__(self, update: Update) -> None:
+        self.update = update
+
+    def sql(self, connection: BaseDatabaseWrapper, rows: int) -> str:
+        qn = connection.ops.quote_name
+        update = self.update
+        table = qn(update.model._meta.db_table)
+        cast = connection.vendor == "postgresql"
+        placeholders = ", ".join(
+            f"CAST(%s AS {field.db_type(connection)})" if cast else "%s" for field in update.params
+        )
+        values = ", ".join([f"({placeholders})"] * rows)
+        set_fields, where_fields = update.params[: update.set_count], update.params[update.set_count :]
+        assignments = ", ".join(f"{qn(field.column)} = v.column{i}" for i, field in enumerate(set_fields, 1))
+        condition = " AND ".join(
+            f"{table}.{qn(field.column)} = v.column{i}"
+            for i, field in enumerate(where_fields, update.set_count + 1)
+        )
+        returning = update._returning_sql(connection)
+        # Only quoted names from the model's own metadata go into the text; values are parameters.
+        return f"UPDATE {table} SET {assignments} FROM (VALUES {values}) AS v WHERE {condition}{returning}"  # noqa: S608
+
+    def execute(self, cursor: CursorWrapper, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """Run with one values list per row; the rows it changed, keyed by attribute name, in any order."""
+        if not rows:
+            return []
+        connection = cursor.db
+        compiled = self.update._for(connection)
+        preparers = self.update._preparers
+        params: list[Any] = []
+        for values in rows:
+            params += [prepare(value, connection) for prepare, value in zip(preparers, values, strict=True)]
+        cursor.execute(self.sql(connection, len(rows)), params)
+        if not compiled.returning:
+            return []
+        return [compiled.row(raw, connection) for raw in cursor.fetchall()]
 
 
 class SelectForUpdate(Statement):

@@ -13,7 +13,6 @@ precompiled SQL (``audit.statements``): they sit on the path of every tool call.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -35,7 +34,7 @@ from django.utils import timezone
 from audit import chain, process, writelock
 from audit.models import AuditEvent, ChainHead
 from audit.redaction import cap, redact
-from audit.statements import Insert, MultiInsert, SelectForUpdate, Update
+from audit.statements import Insert, MultiInsert, SelectForUpdate, Update, UpdateMany
 from hosts.models import Host
 from sshlib.execute import ExecResult
 
@@ -129,6 +128,16 @@ _MOVE_HEAD = Update(ChainHead, ("seq", "hash"), where=("id",))
 def _finishing(fields: tuple[str, ...]) -> Update:
     """UPDATE ... SET fields WHERE id = %s AND status = %s RETURNING every other column."""
     return Update(AuditEvent, fields, where=("id", "status"), returning=_RETURNED)
+
+
+@functools.lru_cache(maxsize=16)
+def _finishing_many(fields: tuple[str, ...]) -> UpdateMany:
+    """``_finishing`` for many rows in one statement (``finish_many``)."""
+    return UpdateMany(_finishing(fields))
+
+
+# Rows per statement of finish_many: well below every backend's limit on parameters (about 20 each).
+_FINISH_ROWS = 100
 
 
 def _connection() -> BaseDatabaseWrapper:
@@ -320,55 +329,86 @@ def complete(
     flags are set when either the SSH layer (the flags passed in) or the audit cap cut
     the text; byte counts are stored as the SSH layer measured them.
     """
-    if status not in _FINAL_STATUSES:
-        raise ValueError(f"not a final audit status: {status!r} (expected one of {sorted(_FINAL_STATUSES)})")
+    completion = Completion(
+        status=status,
+        session_id=session_id,
+        exit_status=exit_status,
+        signal=signal,
+        stdout=stdout,
+        stderr=stderr,
+        stdout_bytes=stdout_bytes,
+        stderr_bytes=stderr_bytes,
+        stdout_truncated=stdout_truncated,
+        stderr_truncated=stderr_truncated,
+        file_size=file_size,
+        file_sha256=file_sha256,
+        reconnected=reconnected,
+        error=error,
+        details=details,
+    )
+    _complete(event_id, completion, secrets)
+
+
+def _complete(event_id: int, completion: Completion, secrets: Sequence[str] = ()) -> None:
+    changes = _changes(event_id, completion, secrets)
+    if changes is not None and not _finish(event_id, changes):
+        logger.warning(_NOT_RUNNING, event_id, completion.status)
+
+
+def _changes(event_id: int, c: Completion, secrets: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The columns that finish the row, redacted and capped.
+
+    None (and a warning logged) when the row was opened by another process and is not running.
+    """
+    if c.status not in _FINAL_STATUSES:
+        raise ValueError(
+            f"not a final audit status: {c.status!r} (expected one of {sorted(_FINAL_STATUSES)})"
+        )
     finished_at = timezone.now()
     with _starts_lock:
         begun = _starts.pop(event_id, None)
 
     limit: int = settings.AUDIT_OUTPUT_BYTES
-    stdout_text, stdout_cut = cap(_storable(stdout, secrets), limit)
-    stderr_text, stderr_cut = cap(_storable(stderr, secrets), limit)
-    error_text, _ = cap(_storable(error, secrets), limit)
+    stdout_text, stdout_cut = cap(_storable(c.stdout, secrets), limit)
+    stderr_text, stderr_cut = cap(_storable(c.stderr, secrets), limit)
+    error_text, _ = cap(_storable(c.error, secrets), limit)
     changes: dict[str, Any] = {
-        "status": status,
+        "status": c.status,
         "finished_at": finished_at,
-        "exit_status": exit_status,
-        "signal": _fit("signal", signal),
+        "exit_status": c.exit_status,
+        "signal": _fit("signal", c.signal),
         "stdout": stdout_text,
         "stderr": stderr_text,
-        "stdout_bytes": stdout_bytes,
-        "stderr_bytes": stderr_bytes,
-        "stdout_truncated": stdout_truncated or stdout_cut,
-        "stderr_truncated": stderr_truncated or stderr_cut,
-        "file_size": file_size,
-        "file_sha256": _fit("file_sha256", file_sha256),
-        "reconnected": reconnected,
+        "stdout_bytes": c.stdout_bytes,
+        "stderr_bytes": c.stderr_bytes,
+        "stdout_truncated": c.stdout_truncated or stdout_cut,
+        "stderr_truncated": c.stderr_truncated or stderr_cut,
+        "file_size": c.file_size,
+        "file_sha256": _fit("file_sha256", c.file_sha256),
+        "reconnected": c.reconnected,
         "error": error_text,
     }
-    if session_id is not None:
-        changes["session_id"] = _fit("session_id", session_id)
+    if c.session_id is not None:
+        changes["session_id"] = _fit("session_id", c.session_id)
     if begun is not None:
         changes["duration_ms"] = (time.monotonic() - begun.started) * 1000
-        if details:
-            changes["details"] = {**begun.details, **_redact_json(dict(details), secrets)}
-    else:
-        # Opened by another process (or evicted): time it, and merge details, from the stored row.
-        row = (
-            AuditEvent.objects.filter(pk=event_id, status=AuditEvent.Status.RUNNING)
-            .values_list("started_at", "details")
-            .first()
-        )
-        if row is None:
-            logger.warning(_NOT_RUNNING, event_id, status)
-            return
-        started_at: datetime = row[0]
-        changes["duration_ms"] = (finished_at - started_at).total_seconds() * 1000
-        if details:
-            changes["details"] = {**row[1], **_redact_json(dict(details), secrets)}
-
-    if not _finish(event_id, changes):
-        logger.warning(_NOT_RUNNING, event_id, status)
+        if c.details:
+            changes["details"] = {**begun.details, **_redact_json(dict(c.details), secrets)}
+        return changes
+    # Opened by another process (or evicted): time it, and merge details, from the stored row.
+    row = (
+        AuditEvent.objects.filter(pk=event_id, status=AuditEvent.Status.RUNNING)
+        .values_list("started_at", "details")
+        .first()
+    )
+    if row is None:
+        logger.warning(_NOT_RUNNING, event_id, c.status)
+        return None
+    started_at: datetime = row[0]
+    changes["duration_ms"] = (finished_at - started_at).total_seconds() * 1000
+    if c.details:
+        changes["details"] = {**row[1], **_redact_json(dict(c.details), secrets)}
+    return changes
 
 
 @dataclass(frozen=True)
@@ -411,7 +451,7 @@ class Completion:
 
 def finish(event_id: int, completion: Completion) -> None:
     """``complete`` with the arguments held by ``completion``."""
-    complete(event_id, **{f.name: getattr(completion, f.name) for f in dataclasses.fields(completion)})
+    _complete(event_id, completion)
 
 
 def _finish(event_id: int, changes: Mapping[str, Any]) -> bool:
@@ -432,24 +472,14 @@ def _finish(event_id: int, changes: Mapping[str, Any]) -> bool:
         )
         if row is None:
             return False
-        held: tuple[int, str] | None = getattr(_many, "head", None)
-        seq, prev_hash = held if held is not None else _lock_head(cursor)
+        seq, prev_hash = _lock_head(cursor)
         seq += 1
         row["chain_seq"] = seq
         row["prev_hash"] = prev_hash
         digest = chain.row_hash(row)
-        if getattr(_many, "active", False):
-            # finish_many links its rows in one executemany and moves the head once, at its end.
-            _many.links.append((seq, prev_hash, digest, event_id))
-            _many.head = (seq, digest)
-        else:
-            _LINK.execute(cursor, [seq, prev_hash, digest, event_id])
-            _MOVE_HEAD.execute(cursor, [seq, digest, chain.HEAD_ID])
+        _LINK.execute(cursor, [seq, prev_hash, digest, event_id])
+        _MOVE_HEAD.execute(cursor, [seq, digest, chain.HEAD_ID])
     return True
-
-
-# finish_many on this thread: the head it locked (seq, hash of its last row chained so far).
-_many = threading.local()
 
 
 def _lock_head(cursor: CursorWrapper) -> tuple[int, str]:
@@ -526,18 +556,53 @@ def mark_interrupted() -> int:
 def finish_many(completions: Sequence[tuple[int, Completion]]) -> None:
     """``finish`` several rows in one transaction (one commit), chained in the order given.
 
-    A batch's hosts finish together; committing each row alone cost most of its write.
+    A batch's hosts finish together. Committing each row alone cost most of its write, and a
+    statement per row most of the rest: here the rows are finished by one
+    ``UPDATE ... FROM (VALUES ...)`` per shape of completion (the columns it sets: with or
+    without a session id or details; a batch has one or two), which returns the values as
+    stored for the hashes, as ``complete``'s UPDATE does; then the head is locked, the rows are
+    chained in the order given, linked in one ``executemany``, and the head is moved once.
     """
+    prepared: list[tuple[int, str, dict[str, Any]]] = []
+    seen: set[int] = set()
+    for event_id, completion in completions:
+        changes = _changes(event_id, completion) if event_id not in seen else None
+        if changes is not None:
+            prepared.append((event_id, completion.status, changes))
+        elif event_id in seen:  # finished a moment ago, by this very call
+            logger.warning(_NOT_RUNNING, event_id, completion.status)
+        seen.add(event_id)
+    if not prepared:
+        return
+    shapes: dict[tuple[str, ...], list[list[Any]]] = {}
+    for event_id, _status, changes in prepared:
+        shapes.setdefault(tuple(changes), []).append([*changes.values(), event_id, AuditEvent.Status.RUNNING])
     connection = _connection()
-    with writelock.serialized(connection), transaction.atomic(using=connection.alias, savepoint=False):
-        _many.active, _many.head, _many.links = True, None, []
-        try:
-            for event_id, completion in completions:
-                finish(event_id, completion)
-            head: tuple[int, str] | None = _many.head
-            if head is not None:
-                with connection.cursor() as cursor:
-                    _LINK.execute_many(cursor, _many.links)
-                    _MOVE_HEAD.execute(cursor, [*head, chain.HEAD_ID])
-        finally:
-            _many.active, _many.head, _many.links = False, None, []
+    with (
+        writelock.serialized(connection),
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
+        stored: dict[int, dict[str, Any]] = {}
+        for fields, rows in shapes.items():
+            statement = _finishing_many(fields)
+            for start in range(0, len(rows), _FINISH_ROWS):
+                stored.update(
+                    (row["id"], row) for row in statement.execute(cursor, rows[start : start + _FINISH_ROWS])
+                )
+        links: list[tuple[int, str, str, int]] = []
+        head: tuple[int, str] | None = None
+        for event_id, status, _changed in prepared:
+            row = stored.get(event_id)
+            if row is None:
+                logger.warning(_NOT_RUNNING, event_id, status)
+                continue
+            seq, prev_hash = head if head is not None else _lock_head(cursor)
+            seq += 1
+            row["chain_seq"] = seq
+            row["prev_hash"] = prev_hash
+            head = (seq, chain.row_hash(row))
+            links.append((seq, prev_hash, head[1], event_id))
+        if head is not None:
+            _LINK.execute_many(cursor, links)
+            _MOVE_HEAD.execute(cursor, [*head, chain.HEAD_ID])

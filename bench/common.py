@@ -7,6 +7,7 @@ runs on the machine, and its CPU can be attributed) and per-process CPU accounti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -292,6 +293,91 @@ def children_named(word: str, parent: int | None = None) -> list[int]:
         if word in cmdline:
             found.append(pid)
     return found
+
+
+def _cgroup2_root() -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup`` or, hybrid, ``.../unified``)."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "cgroup2":
+            return Path(fields[1])
+    return None
+
+
+class CpuGroup:
+    """The CPU time of some processes and of everything they start, from a cgroup v2 group.
+
+    A process added here (and every process it forks afterwards, daemons included) is counted
+    in the group's ``cpu.stat`` to the microsecond, whether it still runs or has exited. The
+    per-process alternative, ``/proc/PID/stat``, counts in clock ticks (10 ms) per process:
+    hundreds of sshd processes that each spend a millisecond per run, all with about the same
+    time so far, read as nothing for several runs and then as a whole tick each at once. The
+    group has no controller enabled: it only counts, it limits nothing. Without a writable
+    cgroup v2 hierarchy (not root, no cgroup2 mount) ``tree_cpu`` of the added processes is used
+    instead, and ``exact`` is False.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.roots: list[int] = []
+        root = _cgroup2_root()
+        self.path: Path | None = None
+        if root is not None:
+            path = root / f"sshcontrol-bench-{os.getpid()}-{name}"
+            try:
+                path.mkdir()
+                self.path = path
+            except OSError:
+                pass
+
+    @property
+    def exact(self) -> bool:
+        return self.path is not None
+
+    def add(self, pid: int) -> None:
+        """Count ``pid`` from now on (all its threads), and whatever it starts later."""
+        self.roots.append(pid)
+        if self.path is not None:
+            (self.path / "cgroup.procs").write_text(str(pid))
+
+    def wrap(self, command: list[str]) -> list[str]:
+        """``command`` run through a shell that first joins this group (so all of its run is counted)."""
+        if self.path is None:
+            return command
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *command]
+
+    def usage(self) -> float:
+        """CPU seconds (user + system) of the group so far."""
+        if self.path is None:
+            return sum(tree_cpu(pid) for pid in self.roots)
+        for line in (self.path / "cpu.stat").read_text().splitlines():
+            name, value = line.split()
+            if name == "usage_usec":
+                return int(value) / 1e6
+        raise RuntimeError(f"no usage_usec in {self.path / 'cpu.stat'}")
+
+    def settled(self, quiet: float = 0.002, deadline: float = 3.0) -> float:
+        """``usage`` once the group has stopped working (a run's processes wind down after it ends)."""
+        last = self.usage()
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            time.sleep(0.05)
+            now = self.usage()
+            if now - last < quiet:
+                return now
+            last = now
+        return last
+
+    def close(self) -> None:
+        """Move what still runs back to the root group and remove this one."""
+        if self.path is None:
+            return
+        parent = self.path.parent / "cgroup.procs"
+        for pid in (self.path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):  # it may have exited meanwhile
+                parent.write_text(pid)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+        self.path = None
 
 
 def machine_busy() -> float:

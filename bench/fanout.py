@@ -21,11 +21,18 @@ overwrite each other's copy, in every tool alike), cold and warm as above:
 - Ansible: ``ansible all -m copy -a "src=... dest=fanout-upload.bin" -f 50``.
 - parallel-ssh: ``ParallelSSHClient.copy_file`` (SFTP) with ``pool_size`` 50.
 
+Each run also reports CPU seconds: the tool's own processes (``client``) and the fleet's sshd
+with everything it forks (``sshd``), counted in cgroup v2 groups (``common.CpuGroup``), and the
+floor (client + sshd) / cores, the least wall time that much CPU allows on this machine: it
+tells whether a target can be reached at all. ``--paramiko`` adds plain paramiko connections
+in the bench process (no database, no MCP), the floor of any paramiko client.
+
 The references live in their own virtual environment (``ansible-core`` and ``parallel-ssh``
 from PyPI), so they never touch the project's dependencies:
 
     python3 -m venv .venv-refs && .venv-refs/bin/pip install ansible-core parallel-ssh
-    sudo .venv/bin/python bench/fanout.py [--sizes 50,200,1000] [--servers 4] [--refs .venv-refs]
+    sudo .venv/bin/python bench/fanout.py [--sizes 50,200,1000] [--servers 4] [--refs .venv-refs] \
+        [--warm-runs 3] [--paramiko]
     sudo .venv/bin/python bench/fanout.py --upload --sizes 50
 """
 
@@ -40,18 +47,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, Deployment
+from common import REPO, CpuGroup, Deployment, children_named
 
 from tests.sshd import SshServer
 
 PARALLEL = 50
+CORES = os.cpu_count() or 1
 UPLOAD_BYTES = 10 * 1024 * 1024
 UPLOAD_NAME = "fanout-upload.bin"
 
@@ -82,22 +92,24 @@ HostKey.objects.bulk_create(keys)
 print(len(hosts))
 """
 
+# Each reference script reads its spec (one JSON line), then runs once per "go" line it reads and
+# answers each with one JSON line: [wall seconds, hosts failed]. The bench reads the CPU counters
+# between the lines, so each run's cost is its own.
 PSSH = """
 import json, sys, time
 from pssh.clients import ParallelSSHClient
 from pssh.config import HostConfig
-spec = json.loads(sys.stdin.read())
+spec = json.loads(sys.stdin.readline())
 hosts = ["127.0.0.1"] * len(spec["hosts"])
 config = [HostConfig(port=h["port"], user=h["user"], private_key=h["key_file"]) for h in spec["hosts"]]
 client = ParallelSSHClient(hosts, host_config=config, pool_size=spec["parallel"], timeout=60)
-times = []
-for _ in range(2):
+for line in sys.stdin:
     started = time.perf_counter()
     output = client.run_command("true", stop_on_errors=False)
     client.join(output)
+    wall = time.perf_counter() - started
     failed = sum(1 for o in output if o.exception is not None or o.exit_code != 0)
-    times.append((time.perf_counter() - started, failed))
-print(json.dumps(times))
+    print(json.dumps([wall, failed]), flush=True)
 """
 
 
@@ -106,25 +118,84 @@ import json, sys, time
 import gevent
 from pssh.clients import ParallelSSHClient
 from pssh.config import HostConfig
-spec = json.loads(sys.stdin.read())
+spec = json.loads(sys.stdin.readline())
 hosts = ["127.0.0.1"] * len(spec["hosts"])
 config = [HostConfig(port=h["port"], user=h["user"], private_key=h["key_file"]) for h in spec["hosts"]]
 client = ParallelSSHClient(hosts, host_config=config, pool_size=spec["parallel"], timeout=120)
-times = []
-for _ in range(2):
+for line in sys.stdin:
     started = time.perf_counter()
     greenlets = client.copy_file(spec["local"], spec["remote"])
     gevent.joinall(greenlets, raise_error=False)
+    wall = time.perf_counter() - started
     failed = sum(1 for g in greenlets if g.exception is not None)
-    times.append((time.perf_counter() - started, failed))
-print(json.dumps(times))
+    print(json.dumps([wall, failed]), flush=True)
 """
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed run of a tool: its wall time, its own processes' CPU and every sshd's CPU (seconds)."""
+
+    wall: float
+    client_cpu: float
+    sshd_cpu: float
+
+    @property
+    def floor(self) -> float:
+        """The least wall time this much CPU allows: all of it spread over every core of the machine."""
+        return (self.client_cpu + self.sshd_cpu) / CORES
+
+
+@dataclass(frozen=True)
+class Runs:
+    """A tool's cold run, then its warm runs (the table shows the median warm run, by wall time)."""
+
+    cold: Run
+    warm_runs: list[Run]
+
+    @property
+    def warm(self) -> Run:
+        ordered = sorted(self.warm_runs, key=lambda run: run.wall)
+        return ordered[(len(ordered) - 1) // 2]
+
+
+@dataclass
+class Meters:
+    """CPU counters for one tool's runs: its own processes (``client``) and the fleet's sshd.
+
+    sshd forks (and re-executes itself) per connection, and each connection forks the user's
+    shell per command: all of that is in the ``sshd`` group, joined by the listeners when they
+    start. A tool joins ``client`` when it starts (every process it starts follows, Ansible's
+    ControlMasters too).
+    """
+
+    sshd: CpuGroup
+    client: CpuGroup
+
+    @contextmanager
+    def run(self, runs: list[Run]) -> Iterator[None]:
+        """Time the block; append its wall time and the CPU both groups spent meanwhile to ``runs``.
+
+        Each reading waits until its group is idle: a run's processes wind down after the run.
+        """
+        sshd_before, client_before = self.sshd.settled(), self.client.settled()
+        started = time.perf_counter()
+        yield
+        wall = time.perf_counter() - started
+        runs.append(Run(wall, self.client.settled() - client_before, self.sshd.settled() - sshd_before))
+
+    def close(self) -> None:
+        self.client.close()
 
 
 @dataclass
 class Fleet:
     servers: list[SshServer]
     workdir: Path
+    sshd: CpuGroup  # every listener of ``servers`` joined it when it started
+
+    def meters(self, tool: str) -> Meters:
+        return Meters(self.sshd, CpuGroup(tool))
 
     def host(self, i: int) -> tuple[str, SshServer]:
         return f"h{i:04d}", self.servers[i % len(self.servers)]
@@ -180,7 +251,8 @@ def register(deployment: Deployment, fleet: Fleet, size: int) -> None:
     )
 
 
-def bench_sshcontrol(fleet: Fleet, size: int, upload: Path | None = None) -> tuple[float, float]:
+def bench_sshcontrol(fleet: Fleet, size: int, warm_runs: int, upload: Path | None = None) -> Runs:
+    """ssh_execute_many (or ssh_upload_many) through one embedded mcp_serve; its CPU is the client's."""
     from mcp import Client
 
     server = fleet.servers[0]
@@ -199,27 +271,32 @@ def bench_sshcontrol(fleet: Fleet, size: int, upload: Path | None = None) -> tup
         tool = "ssh_upload_many"
         arguments |= {"local_path": upload.name, "remote_path": UPLOAD_NAME, "overwrite": True}
 
-    async def main() -> tuple[float, float]:
+    meters = fleet.meters("sshcontrol")
+
+    async def main() -> Runs:
         async with Client(deployment.server_params()) as client:
             await client.call_tool("ssh_list_hosts", {"search": "nothing-matches"})  # the server is up
-            times = []
-            for _ in range(2):
-                started = time.perf_counter()
-                result = await client.call_tool(tool, arguments)
-                times.append(time.perf_counter() - started)
+            # The client's CPU is mcp_serve's (all its threads; this process only reads the replies).
+            [pid] = children_named("mcp_serve")
+            meters.client.add(pid)
+            runs: list[Run] = []
+            for _ in range(1 + warm_runs):
+                with meters.run(runs):
+                    result = await client.call_tool(tool, arguments)
                 summary = (result.structured_content or {}).get("summary", {})
                 if result.is_error or summary.get("ok") != size:
                     raise RuntimeError(f"{tool} did not succeed everywhere: {summary or result}")
-            return times[0], times[1]
+            return Runs(runs[0], runs[1:])
 
     try:
         return asyncio.run(main())
     finally:
+        meters.close()
         deployment.close()
         shutil.rmtree(deployment.workdir, ignore_errors=True)
 
 
-def bench_ansible(fleet: Fleet, size: int, refs: Path, upload: Path | None = None) -> tuple[float, float]:
+def bench_ansible(fleet: Fleet, size: int, refs: Path, warm_runs: int, upload: Path | None = None) -> Runs:
     inventory = fleet.ansible_inventory(size)
     known = fleet.known_hosts()
     home = fleet.workdir / "ansible-home"
@@ -242,19 +319,22 @@ def bench_ansible(fleet: Fleet, size: int, refs: Path, upload: Path | None = Non
     )
     command = [str(refs / "bin" / "ansible"), "all", "-i", str(inventory), *module]
     command += ["-f", str(PARALLEL)]
-    times = []
+    # The client's CPU: ansible, its forks, the ssh clients and the ControlMasters they leave.
+    meters = fleet.meters("ansible")
+    command = meters.client.wrap(command)
+    runs: list[Run] = []
     try:
-        for _ in range(2):
-            started = time.perf_counter()
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-            times.append(time.perf_counter() - started)
+        for _ in range(1 + warm_runs):
+            with meters.run(runs):
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(
                     f"ansible failed ({done.returncode}): {done.stdout[-1500:]} {done.stderr[-1500:]}"
                 )
     finally:
         stop_masters(fleet, size)
-    return times[0], times[1]
+        meters.close()
+    return Runs(runs[0], runs[1:])
 
 
 def stop_masters(fleet: Fleet, size: int) -> None:
@@ -274,7 +354,7 @@ def stop_masters(fleet: Fleet, size: int) -> None:
         list(pool.map(stop, range(size)))
 
 
-def bench_pssh(fleet: Fleet, size: int, refs: Path, upload: Path | None = None) -> tuple[float, float]:
+def bench_pssh(fleet: Fleet, size: int, refs: Path, warm_runs: int, upload: Path | None = None) -> Runs:
     spec = {
         "parallel": PARALLEL,
         "local": str(upload),
@@ -284,17 +364,36 @@ def bench_pssh(fleet: Fleet, size: int, refs: Path, upload: Path | None = None) 
             for s in (fleet.host(i)[1] for i in range(size))
         ],
     }
-    done = subprocess.run(
-        [str(refs / "bin" / "python"), "-c", PSSH if upload is None else PSSH_COPY],
-        input=json.dumps(spec),
-        capture_output=True,
+    meters = fleet.meters("pssh")
+    proc = subprocess.Popen(
+        meters.client.wrap([str(refs / "bin" / "python"), "-c", PSSH if upload is None else PSSH_COPY]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
     )
-    (cold, cold_failed), (warm, warm_failed) = json.loads(done.stdout.strip().splitlines()[-1])
-    if cold_failed or warm_failed:
-        raise RuntimeError(f"parallel-ssh: {cold_failed} / {warm_failed} hosts failed")
-    return cold, warm
+    meters.client.roots.append(proc.pid)  # counted by its process tree where no cgroup is available
+    assert proc.stdin is not None and proc.stdout is not None
+    runs: list[Run] = []
+    try:
+        proc.stdin.write(json.dumps(spec) + "\n")
+        for _ in range(1 + warm_runs):
+            measured: list[Run] = []
+            with meters.run(measured):
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                answer = proc.stdout.readline()
+            if not answer:
+                raise RuntimeError(f"parallel-ssh stopped (exit status {proc.wait()})")
+            wall, failed = json.loads(answer)
+            if failed:
+                raise RuntimeError(f"parallel-ssh: {failed} of {size} hosts failed")
+            # The wall time is the script's own timing of the run, not the pipe's round trip.
+            runs.append(replace(measured[0], wall=wall))
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+        meters.close()
+    return Runs(runs[0], runs[1:])
 
 
 def load() -> str:
@@ -302,7 +401,100 @@ def load() -> str:
     return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
-def main() -> None:
+def bench_paramiko(fleet: Fleet, size: int, warm_runs: int) -> Runs:
+    """The floor of a paramiko client: plain connections in this process, ``true`` from PARALLEL threads.
+
+    No database, no MCP, no audit: sshlib's ``run_command`` on each host's own connection, the
+    connections opened as sshcontrol opens them (aes128-gcm first, the pinned host key). The
+    client's CPU is this process's (nothing else runs in it meanwhile).
+    """
+    from common import raw_client
+
+    from sshlib.execute import ExecRequest, run_command
+
+    meters = Meters(fleet.sshd, CpuGroup("paramiko"))
+    meters.client.add(os.getpid())
+    request = ExecRequest(command="true")
+    clients: list[Any] = []
+    runs: list[Run] = []
+
+    def run_on(client: Any) -> None:
+        if run_command(client, request).exit_status != 0:
+            raise RuntimeError("true failed")
+
+    try:
+        with ThreadPoolExecutor(PARALLEL) as pool, meters.run(runs):
+            clients += pool.map(
+                lambda i: raw_client(fleet.host(i)[1], ciphers=("aes128-gcm@openssh.com",)), range(size)
+            )
+            list(pool.map(run_on, clients))  # the cold run: connect, then the first command
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            for _ in range(warm_runs):
+                with meters.run(runs):
+                    list(pool.map(run_on, clients))
+    finally:
+        for client in clients:
+            client.close()
+        meters.client.close()  # moves this process back to the root group
+    return Runs(runs[0], runs[1:])
+
+
+TOOLS = {
+    "sshcontrol": "sshcontrol",
+    "pssh": "parallel-ssh",
+    "ansible": "Ansible",
+    "paramiko": "paramiko alone",
+}
+
+
+def describe(run: Run) -> str:
+    return (
+        f"{run.wall:.2f} s (CPU: client {run.client_cpu:.2f} s, sshd {run.sshd_cpu:.2f} s, "
+        f"floor {run.floor:.2f} s)"
+    )
+
+
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    """The times and ratios (the targets' table), then where each run's CPU went and its floor."""
+    print(
+        "| hosts | sshcontrol cold | warm | parallel-ssh cold | warm | Ansible cold | warm | "
+        "Ansible/sshcontrol cold | warm | parallel-ssh/sshcontrol cold | warm |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        ours: Runs = row["sshcontrol"]
+        cells = [str(row["size"]), f"{ours.cold.wall:.2f} s", f"{ours.warm.wall:.2f} s"]
+        for name in ("pssh", "ansible"):
+            ref = row.get(name)
+            cells += [f"{ref.cold.wall:.2f} s", f"{ref.warm.wall:.2f} s"] if ref else ["-", "-"]
+        for name in ("ansible", "pssh"):
+            ref = row.get(name)
+            cells += (
+                [f"{ref.cold.wall / ours.cold.wall:.1f}x", f"{ref.warm.wall / ours.warm.wall:.1f}x"]
+                if ref
+                else ["-", "-"]
+            )
+        print("| " + " | ".join(cells) + " |")
+    print(
+        f"\nCPU seconds per run: the tool's own processes (client) and every sshd with what it forked;"
+        f"\nfloor = (client + sshd) / {CORES} cores, the least wall time that CPU allows on this machine;"
+        f"\nsshd / {CORES} is the floor of any client that cost nothing.\n"
+    )
+    print("| hosts | tool | run | wall | client CPU | sshd CPU | floor | sshd / cores |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        for name, label in TOOLS.items():
+            runs: Runs | None = row.get(name)
+            if runs is None:
+                continue
+            for kind, run in (("cold", runs.cold), ("warm", runs.warm)):
+                print(
+                    f"| {row['size']} | {label} | {kind} | {run.wall:.2f} s | {run.client_cpu:.2f} s | "
+                    f"{run.sshd_cpu:.2f} s | {run.floor:.2f} s | {run.sshd_cpu / CORES:.2f} s |"
+                )
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -313,14 +505,30 @@ def main() -> None:
     )
     parser.add_argument("--skip-refs", action="store_true", help="only sshcontrol")
     parser.add_argument(
+        "--paramiko",
+        action="store_true",
+        help="also plain paramiko connections in this process (the floor of a paramiko client)",
+    )
+    parser.add_argument(
+        "--warm-runs", type=int, default=1, help="warm runs per tool after the cold one (the median is shown)"
+    )
+    parser.add_argument(
         "--upload", action="store_true", help=f"upload {UPLOAD_BYTES >> 20} MiB instead of `true`"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     refs = Path(args.refs)
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="sshcontrol-fanout-"))
     servers = [SshServer.create().start() for _ in range(args.servers)]
-    fleet = Fleet(servers, workdir)
+    sshd = CpuGroup("sshd")
+    for server in servers:
+        assert server.proc is not None
+        sshd.add(server.proc.pid)
+    fleet = Fleet(servers, workdir, sshd)
     upload: Path | None = None
     if args.upload:
         upload = workdir / "fanout-source.bin"
@@ -331,43 +539,26 @@ def main() -> None:
         print(f"start: {load()}", flush=True)
         for size in sizes:
             row: dict[str, Any] = {"size": size}
-            row["sshcontrol"] = bench_sshcontrol(fleet, size, upload)
-            print(
-                f"{size} hosts sshcontrol cold {row['sshcontrol'][0]:.2f} s "
-                f"warm {row['sshcontrol'][1]:.2f} s",
-                flush=True,
-            )
+            row["sshcontrol"] = bench_sshcontrol(fleet, size, args.warm_runs, upload)
             if not args.skip_refs:
-                row["pssh"] = bench_pssh(fleet, size, refs, upload)
-                print(
-                    f"{size} hosts parallel-ssh cold {row['pssh'][0]:.2f} s warm {row['pssh'][1]:.2f} s",
-                    flush=True,
-                )
-                row["ansible"] = bench_ansible(fleet, size, refs, upload)
-                print(
-                    f"{size} hosts ansible cold {row['ansible'][0]:.2f} s warm {row['ansible'][1]:.2f} s",
-                    flush=True,
-                )
+                row["pssh"] = bench_pssh(fleet, size, refs, args.warm_runs, upload)
+                row["ansible"] = bench_ansible(fleet, size, refs, args.warm_runs, upload)
+            if args.paramiko and upload is None:
+                row["paramiko"] = bench_paramiko(fleet, size, args.warm_runs)
+            for name, label in TOOLS.items():
+                runs: Runs | None = row.get(name)
+                if runs is not None:
+                    warm = "; ".join(describe(run) for run in runs.warm_runs)
+                    print(f"{size} hosts {label} cold {describe(runs.cold)}; warm {warm}", flush=True)
             rows.append(row)
         print(f"end: {load()}\n")
-        print(
-            "| hosts | sshcontrol cold | warm | parallel-ssh cold | warm | Ansible cold | warm | "
-            "Ansible/sshcontrol cold | warm | parallel-ssh/sshcontrol cold | warm |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for row in rows:
-            ours = row["sshcontrol"]
-            cells = [str(row["size"]), f"{ours[0]:.2f} s", f"{ours[1]:.2f} s"]
-            for name in ("pssh", "ansible"):
-                ref = row.get(name)
-                cells += [f"{ref[0]:.2f} s", f"{ref[1]:.2f} s"] if ref else ["-", "-"]
-            for name in ("ansible", "pssh"):
-                ref = row.get(name)
-                cells += [f"{ref[0] / ours[0]:.1f}x", f"{ref[1] / ours[1]:.1f}x"] if ref else ["-", "-"]
-            print("| " + " | ".join(cells) + " |")
+        if not sshd.exact:
+            print("(no cgroup v2 to count in: CPU from /proc/PID/stat, 10 ms ticks per process, inexact)\n")
+        print_tables(rows)
     finally:
         for server in servers:
             server.remove()
+        sshd.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

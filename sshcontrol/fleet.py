@@ -224,15 +224,21 @@ class _Entry:
 # -- choosing the hosts ------------------------------------------------------------------------
 
 
-def _select(access: ClientAccess, names: Sequence[str] | None, tag: str | None) -> list[_Entry]:
+def _select(
+    access: ClientAccess, names: Sequence[str] | None, tag: str | None, *, sudo: bool = False
+) -> list[_Entry]:
     """The batch's hosts, in order: the names given (each once), or the caller's listable hosts of ``tag``.
 
     A tag shows only hosts the caller may list, so the batch reveals no other host; a name the
     caller may not use reads exactly like an unregistered one, as ``ssh_execute``'s does.
+    The hosts' credentials are read with them only for ``sudo`` (its authorization asks whether a
+    credential holds a sudo password): a connection reads its host's credential where it is made
+    (``tasks.connect``, on the worker that opens it), and a warm host needs none.
     """
+    rows = Host.objects.select_related("credential") if sudo else Host.objects.all()
     if names is not None:
         wanted = list(dict.fromkeys(names))
-        found = {h.name: h for h in Host.objects.filter(name__in=wanted).select_related("credential")}
+        found = {h.name: h for h in rows.filter(name__in=wanted)}
         entries = []
         for name in wanted:
             host = found.get(name)
@@ -249,9 +255,8 @@ def _select(access: ClientAccess, names: Sequence[str] | None, tag: str | None) 
             entries.append(entry)
         return entries
     assert tag is not None
-    matched = (
-        Host.objects.filter(enabled=True).select_related("credential").order_by("name")
-    )  # tags are a JSON list: filtered here, identically on SQLite and PostgreSQL
+    # Tags are a JSON list: filtered here, identically on SQLite and PostgreSQL.
+    matched = rows.filter(enabled=True).order_by("name")
     return [_Entry(h.name, h) for h in matched if tag in h.tag_list and access.can_list(h)]
 
 
@@ -289,23 +294,26 @@ def _reusable_sessions(caller: Caller, host_ids: list[int]) -> dict[int, str]:
 # -- the audit rows ----------------------------------------------------------------------------
 
 
-def _row(caller: Caller, op: HostOperation, batch_id: str, entry: _Entry) -> dict[str, Any]:
+def _rows(caller: Caller, op: HostOperation, batch_id: str, entries: list[_Entry]) -> list[dict[str, Any]]:
+    """The opening of each entry's audit row: what the batch says once, then each host's own."""
     fields = asdict(op.audit(batch_id))
     if fields["stdin"] is None:
         del fields["stdin"]
-    return {
+    shared = {
         "tool": op.tool,
         "actor": caller.actor,
         "client": caller.client_name,
         "oauth_issuer": caller.oauth_issuer,
         "oauth_subject": caller.oauth_subject,
         "transport": caller.transport,
-        "host": entry.host,
         "session_id": "",
-        "request_id": uuid.uuid4(),
-        "details": {**op.details(), **entry.details},
         **fields,
     }
+    details = op.details()
+    return [
+        {**shared, "host": e.host, "request_id": uuid.uuid4(), "details": {**details, **e.details}}
+        for e in entries
+    ]
 
 
 def _open_rows(rows: list[dict[str, Any]]) -> list[int]:
@@ -356,7 +364,7 @@ def _refuse_all(caller: Caller, op: HostOperation, batch_id: str, entries: list[
     """Rows for hosts that will not run (refused, or skipped): opened and completed together."""
     if not entries:
         return
-    ids = _open_rows([_row(caller, op, batch_id, e) for e in entries])
+    ids = _open_rows(_rows(caller, op, batch_id, entries))
     closing = []
     for event_id, entry in zip(ids, entries, strict=True):
         error = entry.audit_error or entry.refusal
@@ -482,7 +490,7 @@ class Batch:
         dozens of SSH threads busy, each such hand-off cost milliseconds). This thread only
         collects the results, completes their rows and reports progress.
         """
-        ids = _open_rows([_row(self.caller, self.op, self.batch_id, e) for e in entries])
+        ids = _open_rows(_rows(self.caller, self.op, self.batch_id, entries))
         waiting: collections.deque[tuple[_Entry, HostCall]] = collections.deque()
         for event_id, entry in zip(ids, entries, strict=True):
             assert entry.host is not None
@@ -623,7 +631,7 @@ def run_batch(
     access = retrying(lambda: access_for(client_id), "checking the grants")
     if access.problem:
         raise BatchRefused(access.problem)
-    entries = retrying(lambda: _select(access, hosts, tag), "finding the hosts")
+    entries = retrying(lambda: _select(access, hosts, tag, sudo=op.sudo), "finding the hosts")
     if not entries:
         raise BatchRefused(
             f"no host with tag '{tag}' is available to client '{access.name}'; ssh_list_hosts shows yours"

@@ -10,7 +10,7 @@ from django.db import connection
 
 from audit import writer
 from audit.models import AuditEvent, ChainHead
-from audit.statements import Insert, SelectForUpdate, Update
+from audit.statements import Insert, SelectForUpdate, Update, UpdateMany
 
 pytestmark = pytest.mark.django_db
 
@@ -72,6 +72,40 @@ def test_it_updates_with_a_where_clause_and_returns_nothing_when_no_row_matches(
         # A None is bound as a parameter, not baked into the cached SQL as NULL.
         assert statement.execute(cursor, [None, "", event_id, "running"]) == {"exit_status": None}
     assert AuditEvent.objects.values_list("exit_status", "signal").get(pk=event_id) == (None, "")
+
+
+def test_it_updates_many_rows_in_one_statement_each_with_its_own_values():
+    ids = [writer.begin(tool="t", actor="a", transport="stdio") for _ in range(3)]
+    statement = UpdateMany(
+        Update(
+            AuditEvent,
+            ("exit_status", "signal", "stdout_truncated"),
+            where=("id", "status"),
+            returning=("id", "exit_status"),
+        )
+    )
+    with connection.cursor() as cursor:
+        # A column of NULLs only (exit_status) is still typed as its column, on every backend.
+        changed = statement.execute(
+            cursor,
+            [
+                [None, "HUP", True, ids[0], "running"],
+                [None, "", False, ids[1], "running"],
+                [None, "never", True, ids[2], "ok"],  # not running: left alone
+            ],
+        )
+        assert sorted(changed, key=lambda row: row["id"]) == [
+            {"id": ids[0], "exit_status": None},
+            {"id": ids[1], "exit_status": None},
+        ]
+        again = statement.execute(cursor, [[7, "", False, ids[2], "running"]])
+    assert again == [{"id": ids[2], "exit_status": 7}]
+    stored = AuditEvent.objects.filter(pk__in=ids).order_by("id")
+    assert list(stored.values_list("exit_status", "signal", "stdout_truncated")) == [
+        (None, "HUP", True),
+        (None, "", False),
+        (7, "", False),
+    ]
 
 
 def test_it_locks_where_the_backend_has_row_locks():

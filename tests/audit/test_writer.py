@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 
-from audit import process, writer
+from audit import chain, process, writer
 from audit.models import AuditEvent
 from audit.redaction import REDACTED
+from audit.writer import Completion
 from hosts.models import Host
 
 pytestmark = pytest.mark.django_db
@@ -236,6 +237,55 @@ def test_it_reads_back_a_row_only_when_another_process_opened_it(django_assert_n
     writer._starts.clear()
     with django_assert_num_queries(5):
         writer.complete(event_id, status="ok", details={"late": True})
+
+
+def test_it_finishes_many_rows_with_one_update_each_shape_and_chains_them_in_the_order_given(host):
+    ids = writer.begin_many(
+        [{"tool": "ssh_execute_many", "actor": "claude", "transport": "stdio", "host": host,
+          "command": f"echo {i}", "details": {"i": i}} for i in range(6)]
+    )  # fmt: skip
+    first, second, third, fourth, fifth, _sixth = ids
+    writer.complete(fifth, status="ok", exit_status=0, stdout="already")
+    writer._starts.pop(fourth)  # as if another process had opened it: timed from the stored row
+    writer.finish_many(
+        [
+            (third, Completion("ok", "s-3", exit_status=0, stdout="three", stdout_bytes=5)),
+            (first, Completion("error", None, exit_status=None, stderr="one", details={"late": 1})),
+            (fifth, Completion("error", None, error="finished before: left alone")),
+            (second, Completion("timeout", "s-2", signal="TERM")),
+            (fourth, Completion("ok", "s-4", exit_status=2, details={"late": 4})),
+            (third, Completion("error", None, error="twice in one call: the first wins")),
+        ]
+    )
+    rows = {r.pk: r for r in AuditEvent.objects.filter(pk__in=ids)}
+    assert [rows[i].status for i in ids] == ["error", "timeout", "ok", "ok", "ok", "running"]
+    assert (rows[third].session_id, rows[third].exit_status, rows[third].stdout) == ("s-3", 0, "three")
+    assert (rows[first].session_id, rows[first].exit_status, rows[first].stderr) == ("", None, "one")
+    assert rows[first].details == {"i": 0, "late": 1} and rows[fourth].details == {"i": 3, "late": 4}
+    assert rows[second].signal == "TERM" and rows[fourth].duration_ms is not None
+    assert (rows[fifth].stdout, rows[fifth].error) == ("already", "")
+    # Chained in the order given, after the row completed alone; the chain verifies.
+    chained = sorted((r.chain_seq, r.pk) for r in rows.values() if r.chain_seq is not None)
+    assert [pk for _seq, pk in chained] == [fifth, third, first, second, fourth]
+    assert [seq for seq, _pk in chained] == list(range(chained[0][0], chained[0][0] + 5))
+    assert chain.verify().ok
+
+
+def test_it_finishes_a_batch_in_one_update_locks_the_head_once_and_links_in_one_go(
+    django_assert_num_queries,
+):
+    rows = [{"tool": "ssh_execute_many", "actor": "claude", "transport": "stdio"} for _ in range(30)]
+    ids = writer.begin_many(rows)
+    done = [(event_id, Completion("ok", "s", exit_status=0)) for event_id in ids]
+    with django_assert_num_queries(4) as finishing:
+        writer.finish_many(done)
+    # Finish every row (reading them back), lock the head, link the rows (one executemany), move the head.
+    finish, lock, link, move = (query["sql"] for query in finishing.captured_queries)
+    assert finish.startswith("UPDATE") and " FROM (VALUES " in finish
+    assert lock.startswith("SELECT") and move.startswith("UPDATE")
+    assert link.startswith("30 times: UPDATE")
+    assert AuditEvent.objects.filter(pk__in=ids, status="ok", chain_hash__isnull=False).count() == 30
+    assert chain.verify().ok
 
 
 def test_it_cuts_over_long_short_fields_instead_of_failing():
