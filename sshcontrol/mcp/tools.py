@@ -120,13 +120,18 @@ def _iso(value: Any) -> str:
     return value.isoformat() if value is not None else ""
 
 
+_QUOTED = 40  # characters of a bad file_mode quoted back: the schema lets a string of any length through
+
+
 def parse_file_mode(value: int | str | None) -> int | None:
     """Modes are octal as people write them: 644, "644", "0644" and "0o644" all mean rw-r--r--."""
     if value is None:
         return None
     text = str(value).strip().lower().removeprefix("0o")
     if not text or len(text) > 4 or any(c not in "01234567" for c in text):
-        raise ToolError(f'file_mode {value!r} is not an octal mode such as "0644"')
+        given = str(value)
+        shown = repr(value) if len(given) <= _QUOTED else f"{given[:_QUOTED]!r}... ({len(given)} characters)"
+        raise ToolError(f'file_mode {shown} is not an octal mode such as "0644"')
     return int(text, 8)
 
 
