@@ -113,3 +113,29 @@ def test_prepared_hosts_connect_without_a_query(
         "outer",
         "inner",
     ]
+
+
+def test_sessions_whose_rows_cannot_be_written_are_closed_not_used_unrecorded(
+    mcp: McpHarness, make_host: Callable[..., Host], monkeypatch: Any
+) -> None:
+    from sshcontrol import fleet
+    from sshcontrol.dbretry import DatabaseUnavailable
+    from sshlib.sessions import registry
+
+    real = fleet.retrying
+
+    def away(fn: Callable[[], Any], what: str) -> Any:
+        # The one seam faked: the group write of completed rows and new sessions finds no database.
+        if what == "completing the batch's audit rows":
+            raise DatabaseUnavailable(what, 0.0, OSError("connection refused"))
+        return real(fn, what)
+
+    monkeypatch.setattr(fleet, "retrying", away)
+    made = [make_host(f"away{i}") for i in range(2)]
+    result = mcp.ok("ssh_execute_many", hosts=[h.name for h in made], command="true")
+    assert set(statuses(result).values()) == {"ok"}
+    assert not SshSession.objects.exists()
+    assert not [s for s in registry.all() if s.host_ref in {str(h.pk) for h in made}]
+    # The completions went the spooled way, one by one: the audit rows are complete all the same.
+    rows = AuditEvent.objects.filter(batch_id=result["batch_id"])
+    assert sorted(rows.values_list("status", flat=True)) == ["ok", "ok"]
