@@ -118,11 +118,11 @@ def test_prepared_hosts_connect_without_a_query(
 def test_sessions_whose_rows_cannot_be_written_are_closed_not_used_unrecorded(
     mcp: McpHarness, make_host: Callable[..., Host], monkeypatch: Any
 ) -> None:
-    from sshcontrol import fleet
+    from sshcontrol import dbretry, fleet
     from sshcontrol.dbretry import DatabaseUnavailable
     from sshlib.sessions import registry
 
-    real = fleet.retrying
+    real = dbretry.retrying
 
     def away(fn: Callable[[], Any], what: str) -> Any:
         # The one seam faked: the group write of completed rows and new sessions finds no database.
