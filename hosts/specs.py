@@ -9,12 +9,13 @@ same specs a session uses; ``sshcontrol/credentials.py`` re-exports it for the r
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 
 from hosts import hostkeys
-from hosts.models import Credential, Host
+from hosts.models import Credential, Host, HostKey
 from sshlib.connect import ConnectSpec
 
 
@@ -26,21 +27,60 @@ class JumpHostDisabled(PermissionError):
     """A jump host on the way to the host is disabled: no connection may pass through it."""
 
 
-def build_spec(host: Host) -> ConnectSpec:
+TrustedKeys = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class PreparedHost:
+    """A host loaded ahead of its connection, for a batch: nothing decrypted, nothing per host.
+
+    ``host`` has its credential and its first two jump hosts (with theirs) selected;
+    ``trusted`` holds the trusted keys of the host and of those jump hosts, as they were when
+    the batch prepared it (a snapshot: a key an administrator changes or revokes after that
+    is seen by the next batch, one before it refuses the host here). A deeper hop not in it
+    reads its keys from the database, as ``build_spec`` does without a prepared host.
+    """
+
+    host: Host
+    trusted: Mapping[int, TrustedKeys]
+
+
+def prepare(host_ids: Iterable[int]) -> dict[int, PreparedHost]:
+    """The hosts of ``host_ids`` with their credentials, jump hosts and trusted keys, in two queries."""
+    hosts = list(
+        Host.objects.select_related(
+            "credential", "jump_host__credential", "jump_host__jump_host__credential"
+        ).filter(pk__in=list(host_ids))
+    )
+    ids: set[int] = set()
+    for host in hosts:  # the host and the two jump hosts select_related loaded
+        ids.add(host.pk)
+        if host.jump_host is not None:
+            ids.update(pk for pk in (host.jump_host.pk, host.jump_host.jump_host_id) if pk is not None)
+    found: dict[int, list[tuple[str, str]]] = {pk: [] for pk in ids}
+    rows = HostKey.objects.filter(host_id__in=ids, state=HostKey.State.TRUSTED).order_by("key_type", "id")
+    for host_id, key_type, blob in rows.values_list("host_id", "key_type", "public_key"):
+        found[host_id].append((key_type, blob))
+    trusted = {pk: tuple(keys) for pk, keys in found.items()}
+    return {host.pk: PreparedHost(host, trusted) for host in hosts}
+
+
+def build_spec(host: Host, trusted: Mapping[int, TrustedKeys] | None = None) -> ConnectSpec:
     """The spec of ``host``, with the specs of its jump hosts (``host.jump_chain()``) as its hops.
 
-    Raises NoCredential when the host or one of its jump hosts has none, JumpHostDisabled when
-    an administrator disabled one of its jump hosts, and ``hosts.models.JumpLoop`` when the
-    links stored in the database make a loop.
+    ``trusted`` (a ``PreparedHost``'s) gives the trusted keys of the hosts it names; the
+    others' are read from the database. Raises NoCredential when the host or one of its jump
+    hosts has none, JumpHostDisabled when an administrator disabled one of its jump hosts,
+    and ``hosts.models.JumpLoop`` when the links stored in the database make a loop.
     """
-    hops = hop_specs(host)
-    target = _spec_of(host)
+    hops = hop_specs(host, trusted)
+    target = _spec_of(host, trusted=trusted)
     # Output of a session is redacted of every secret used to reach it, the hops' included.
     secrets = tuple(dict.fromkeys((*target.secrets, *(s for hop in hops for s in hop.secrets))))
     return replace(target, hops=hops, secrets=secrets)
 
 
-def hop_specs(host: Host) -> tuple[ConnectSpec, ...]:
+def hop_specs(host: Host, trusted: Mapping[int, TrustedKeys] | None = None) -> tuple[ConnectSpec, ...]:
     """The specs of the jump hosts on the way to ``host``, outermost first (``()`` when direct).
 
     Raises NoCredential, JumpHostDisabled and JumpLoop as ``build_spec`` does, for the hops.
@@ -52,10 +92,12 @@ def hop_specs(host: Host) -> tuple[ConnectSpec, ...]:
         raise JumpHostDisabled(
             f"jump host '{disabled.name}' of host '{host.name}' is disabled by an administrator"
         )
-    return tuple(_spec_of(hop, jumped_from=host) for hop in chain)
+    return tuple(_spec_of(hop, jumped_from=host, trusted=trusted) for hop in chain)
 
 
-def _spec_of(host: Host, jumped_from: Host | None = None) -> ConnectSpec:
+def _spec_of(
+    host: Host, jumped_from: Host | None = None, trusted: Mapping[int, TrustedKeys] | None = None
+) -> ConnectSpec:
     credential = host.credential
     if credential is None or not credential.has_secret:
         if jumped_from is not None:
@@ -74,7 +116,7 @@ def _spec_of(host: Host, jumped_from: Host | None = None) -> ConnectSpec:
         password=secret if is_password else None,
         private_key=None if is_password else secret,
         passphrase=passphrase,
-        trusted_keys=hostkeys.trusted_keys(host),
+        trusted_keys=_trusted(host, trusted),
         # The caller pins a first-use key for the target only; a hop accepted on first use would
         # never be pinned, so a hop's first key waits for an approval like any unknown key.
         trust_on_first_use=host.trust_on_first_use and jumped_from is None,
@@ -84,3 +126,8 @@ def _spec_of(host: Host, jumped_from: Host | None = None) -> ConnectSpec:
         name=host.name,
         host_ref=str(host.pk),
     )
+
+
+def _trusted(host: Host, snapshot: Mapping[int, TrustedKeys] | None) -> TrustedKeys:
+    known = snapshot.get(host.pk) if snapshot is not None else None
+    return known if known is not None else hostkeys.trusted_keys(host)

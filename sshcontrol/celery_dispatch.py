@@ -28,6 +28,7 @@ from django.conf import settings
 from sshcontrol import copy_relay, holders, metrics, shared_storage, tasks, transfer_relay, wire
 from sshcontrol.dbretry import retrying
 from sshcontrol.models import SshSession
+from sshcontrol.opening import BatchOpen
 from sshcontrol.routing import Routing, holder_alive, worker_stopped
 from sshcontrol.taskspec import (
     CommandSpec,
@@ -89,7 +90,10 @@ class CeleryDispatcher:
 
     # -- the Dispatcher interface ---------------------------------------------------------------
 
-    def connect(self, host_id: int, owner: Owner, *, session_id: str | None = None) -> Connected:
+    def connect(
+        self, host_id: int, owner: Owner, *, session_id: str | None = None, batch: BatchOpen | None = None
+    ) -> Connected:
+        # ``batch`` is not sent: the worker that connects loads the host and writes its row itself.
         kwargs = {"host_id": host_id, "owner": wire.dump(owner), "session_id": session_id}
         if session_id is None:
             node = self.routing.pick_worker()

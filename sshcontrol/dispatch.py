@@ -18,6 +18,7 @@ from typing import Protocol
 from django.conf import settings
 
 from sshcontrol import holders, tasks
+from sshcontrol.opening import BatchOpen
 from sshcontrol.taskspec import (
     CommandSpec,
     Connected,
@@ -46,8 +47,14 @@ CLIENT_CLOSE = "closed by the client"
 class Dispatcher(Protocol):
     embedded: bool  # True when sessions live in this process
 
-    def connect(self, host_id: int, owner: Owner, *, session_id: str | None = None) -> Connected:
-        """Open a new session for ``owner``, or reuse ``session_id`` of the same host."""
+    def connect(
+        self, host_id: int, owner: Owner, *, session_id: str | None = None, batch: BatchOpen | None = None
+    ) -> Connected:
+        """Open a new session for ``owner``, or reuse ``session_id`` of the same host.
+
+        ``batch``: a batch's prepared host and the collector of its new sessions' rows, used
+        where the connection is made in this process (the embedded default).
+        """
         ...
 
     def execute(
@@ -100,8 +107,10 @@ class EmbeddedDispatcher:
 
     embedded = True
 
-    def connect(self, host_id: int, owner: Owner, *, session_id: str | None = None) -> Connected:
-        return tasks.connect(host_id, owner, session_id)
+    def connect(
+        self, host_id: int, owner: Owner, *, session_id: str | None = None, batch: BatchOpen | None = None
+    ) -> Connected:
+        return tasks.connect(host_id, owner, session_id, batch=batch)
 
     def execute(
         self,

@@ -60,7 +60,8 @@ from hosts.access import (
 from hosts.access_models import ApprovalRequest
 from hosts.models import Host
 from hosts.policy import Verdict
-from sshcontrol import calllog, durable
+from hosts.specs import PreparedHost, prepare
+from sshcontrol import calllog, durable, opening
 from sshcontrol.caller import Caller
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import get_dispatcher
@@ -68,6 +69,7 @@ from sshcontrol.holders import current_worker
 from sshcontrol.hostcall import AuditFields, CallRefused, HostCall
 from sshcontrol.limits import LimitExceeded, check_limits
 from sshcontrol.models import SshSession
+from sshcontrol.opening import BatchOpen, OpenedRow, OpenedRows
 from sshcontrol.taskspec import CommandSpec
 from sshlib.execute import ExecResult
 
@@ -338,24 +340,29 @@ def _open_rows(rows: list[dict[str, Any]]) -> list[int]:
     return retrying(attempt, "opening the batch's audit rows")
 
 
-def _close_rows(done: list[tuple[int, Completion, str]]) -> None:
-    """Complete rows (and record each session's use) in one transaction; postponed if the database is away."""
-    if not done:
+def _close_rows(done: list[tuple[int, Completion, str]], opened: list[OpenedRow] | None = None) -> None:
+    """Complete rows (and record each session's use) in one transaction; postponed if the database is away.
+
+    ``opened``: new sessions of the batch, whose rows are written first, in the first transaction.
+    """
+    if not done and not opened:
         return
+    for start in range(0, max(len(done), 1), FINISH_ROWS):
+        _close_some(done[start : start + FINISH_ROWS], opened if start == 0 else None)
 
-    for start in range(0, len(done), FINISH_ROWS):
-        _close_some(done[start : start + FINISH_ROWS])
 
-
-def _close_some(done: list[tuple[int, Completion, str]]) -> None:
+def _close_some(done: list[tuple[int, Completion, str]], opened: list[OpenedRow] | None = None) -> None:
     def write() -> None:
         with writelock.serialized(connection), transaction.atomic():
+            opening.write(opened or [])
             writer.finish_many([(event_id, outcome) for event_id, outcome, _session in done])
             SshSession.objects.touch_many(sorted({session for *_, session in done if session}))
 
     try:
         retrying(write, "completing the batch's audit rows")
     except DatabaseUnavailable:
+        # A session is never used unrecorded: those opened are closed (their hosts' results stand).
+        opening.abandon(opened or [])
         for event_id, outcome, _session in done:  # one by one, spooled until the database is back
             durable.complete(event_id, functools.partial(writer.finish, event_id, outcome), outcome=outcome)
 
@@ -442,6 +449,8 @@ class Batch:
     failures: int = 0
     call_ids: dict[str, str] = field(default_factory=dict)  # in flight: call id -> host
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The new sessions of the batch whose rows are written with the next completed audit rows.
+    opened: OpenedRows = field(default_factory=OpenedRows)
 
     def report(self, finished: int) -> None:
         self.done += finished
@@ -491,9 +500,11 @@ class Batch:
         collects the results, completes their rows and reports progress.
         """
         ids = _open_rows(_rows(self.caller, self.op, self.batch_id, entries))
+        prepared = _prepared(entries, reusable)
         waiting: collections.deque[tuple[_Entry, HostCall]] = collections.deque()
         for event_id, entry in zip(ids, entries, strict=True):
             assert entry.host is not None
+            ready = prepared.get(entry.host.pk)
             calllog.note_audit(event_id, entry.name)
             call = HostCall(
                 self.op.tool,
@@ -504,6 +515,7 @@ class Batch:
                 None,
                 entry.details,
                 known_reusable=reusable.get(entry.host.pk, ""),
+                batch_open=BatchOpen(ready, self.opened) if ready is not None else None,
             )
             waiting.append((entry, call))
         finished: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
@@ -569,9 +581,10 @@ class Batch:
                 self.report(unreported)
                 unreported, reported = 0, now
             if closing and runners and now - flushed >= FLUSH_SECONDS:
-                _close_rows(closing)
+                _close_rows(closing, self.opened.take())
                 closing, flushed = [], time.monotonic()
-        _close_rows(closing)
+        # Every runner is done: the last new sessions' rows are written before the batch answers.
+        _close_rows(closing, self.opened.take())
 
     def collect(self, done: _Finished, closing: list[tuple[int, Completion, str]]) -> None:
         done.entry.result = done.result
@@ -590,6 +603,22 @@ class _Finished:
     call: HostCall
     result: HostResult
     outcome: Completion | None  # still to write (None: written already)
+
+
+def _prepared(entries: list[_Entry], reusable: dict[int, str]) -> dict[int, PreparedHost]:
+    """The hosts of ``entries`` that will open a session here, loaded in a few queries (embedded only).
+
+    Loaded when the chunk starts, after its audit rows are open: the host keys its connections
+    are checked against are the trusted keys at that moment (a key an administrator changed or
+    revoked before it refuses the host; one changed while the chunk runs counts from the next
+    call). In distributed mode the worker that connects loads its host itself.
+    """
+    if not get_dispatcher().embedded:
+        return {}
+    ids = [e.host.pk for e in entries if e.host is not None and e.host.pk not in reusable]
+    if not ids:
+        return {}
+    return retrying(lambda: prepare(ids), "reading the hosts")
 
 
 def _chunks(entries: list[_Entry], size: int | None) -> Iterator[list[_Entry]]:

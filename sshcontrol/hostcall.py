@@ -45,6 +45,7 @@ from sshcontrol.dbretry import DatabaseUnavailable, complete_eventually, retryin
 from sshcontrol.dispatch import Dispatcher, get_dispatcher
 from sshcontrol.limits import LimitExceeded, check_limits
 from sshcontrol.models import SshSession
+from sshcontrol.opening import BatchOpen
 from sshcontrol.targets import Target, resolve, reusable_session
 from sshcontrol.taskspec import (
     CommandSpec,
@@ -118,6 +119,8 @@ class HostCall:
     # A batch looks up the caller's reusable sessions of all its hosts in one query and hands
     # each call its answer ("" when none), instead of one query per host.
     known_reusable: str | None = None
+    # A batch's new session comes from the host it prepared, its row written by the batch.
+    batch_open: BatchOpen | None = None
 
     @property
     def decision(self) -> Decision | None:
@@ -141,7 +144,7 @@ class HostCall:
     def open_new(self) -> Connected:
         """Open a fresh session for the call (never one the caller left open)."""
         try:
-            connected = _dispatcher().connect(self.host.pk, self._owner())
+            connected = _dispatcher().connect(self.host.pk, self._owner(), batch=self.batch_open)
         except DispatchError as exc:
             self.fail(exc.message)
         self._session_id = connected.session_id

@@ -15,7 +15,7 @@ import logging
 import secrets as pysecrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from functools import wraps
 from typing import Any, BinaryIO, NoReturn, ParamSpec, TypeVar, cast
@@ -29,10 +29,12 @@ from audit import writelock
 from audit.redaction import redact
 from hosts import hostkeys
 from hosts.models import Host, JumpLoop
+from hosts.specs import TrustedKeys
 from sshcontrol import credentials, holders, jobs, localfiles, orphans, outputs
 from sshcontrol.credentials import JumpHostDisabled, NoCredential, build_spec
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.models import Job, SshSession
+from sshcontrol.opening import BatchOpen, OpenedRow
 from sshcontrol.taskspec import (
     CommandSpec,
     Connected,
@@ -166,14 +168,9 @@ def _host_key_refusal(target: Host, exc: HostKeyUnknown | HostKeyChanged) -> NoR
     ) from None
 
 
-def _open(host: Host, session_id: str, record: Callable[[Session], object] | None = None) -> Session:
-    """Connect; record the connection on the host and, with ``record``, the session row, in one commit.
-
-    Queued on the process's write lock (``audit.writelock``) like the audit rows: a batch's
-    hosts connect together, and on SQLite writers that meet in its busy handler sleep in
-    growing steps instead of taking turns (1,000 hosts ran past its timeout).
-    """
-    spec = build_spec(host)
+def _connect_only(host: Host, session_id: str, trusted: Mapping[int, TrustedKeys] | None = None) -> Session:
+    """Connect, verifying the host key against ``trusted`` (a batch's snapshot) or the database."""
+    spec = build_spec(host, trusted)
     try:
         session = registry.open(session_id, str(host.pk), spec)
     except (HostKeyUnknown, HostKeyChanged) as exc:
@@ -181,6 +178,17 @@ def _open(host: Host, session_id: str, record: Callable[[Session], object] | Non
     seen = session.connection.host_key
     if not spec.trusted_keys and spec.trust_on_first_use:
         hostkeys.record_seen(host, seen.key_type, seen.public_key, seen.fingerprint, trusted=True)
+    return session
+
+
+def _open(host: Host, session_id: str, record: Callable[[Session], object] | None = None) -> Session:
+    """Connect; record the connection on the host and, with ``record``, the session row, in one commit.
+
+    Queued on the process's write lock (``audit.writelock``) like the audit rows: a batch's
+    hosts connect together, and on SQLite writers that meet in its busy handler sleep in
+    growing steps instead of taking turns (1,000 hosts ran past its timeout).
+    """
+    session = _connect_only(host, session_id)
 
     def write() -> None:
         with writelock.serialized(db.connection), db.transaction.atomic():
@@ -192,14 +200,49 @@ def _open(host: Host, session_id: str, record: Callable[[Session], object] | Non
     return session
 
 
+def _open_for_batch(batch: BatchOpen, owner: Owner) -> Connected:
+    """A batch's new session: no query, no commit here; its row goes to ``batch.rows``.
+
+    The host was loaded when the batch prepared it (``hosts.specs.prepare``), its host key
+    is checked against the trusted keys of that snapshot, its credential decrypted here.
+    """
+    host = batch.prepared.host
+    if not host.enabled:
+        raise DispatchError(Failure.HOST_DISABLED, f"host '{host.name}' is disabled by an administrator")
+    new_id = new_session_id(host.name)
+    session = _connect_only(host, new_id, batch.prepared.trusted)
+    fingerprint = session.connection.host_key.fingerprint
+    batch.rows.add(
+        OpenedRow(
+            new_id,
+            host.pk,
+            host.name,
+            holders.current_worker(),
+            owner.actor,
+            owner.client_id,
+            fingerprint,
+            timezone.now(),
+        )
+    )
+    return Connected(new_id, reused=False, reconnected=False, host_key_fingerprint=fingerprint)
+
+
 @task
-def connect(host_id: int, owner: Owner, session_id: str | None = None, reopen: bool = False) -> Connected:
+def connect(
+    host_id: int,
+    owner: Owner,
+    session_id: str | None = None,
+    reopen: bool = False,
+    batch: BatchOpen | None = None,
+) -> Connected:
     """Open a session on the host for ``owner``, or reuse ``session_id`` when this process holds it.
 
     ``reopen`` re-creates a known session here after the process that held it died, so the
     caller keeps its session id (the distributed dispatcher uses it; the call is audited as
-    a reconnect).
+    a reconnect). ``batch``: a new session of a batch, from its prepared host (``sshcontrol.opening``).
     """
+    if batch is not None and session_id is None:
+        return _open_for_batch(batch, owner)
     host = _host(host_id)
     if session_id and reopen:
         session = _open(
