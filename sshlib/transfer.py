@@ -21,7 +21,7 @@ import hashlib
 import posixpath
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -226,7 +226,12 @@ def _upload_mode(
     return mode
 
 
-def _write_all(handle: paramiko.SFTPFile, source: BinaryIO | bytes, mode: int | None) -> tuple[int, str]:
+def _write_all(
+    handle: paramiko.SFTPFile,
+    source: BinaryIO | bytes,
+    mode: int | None,
+    source_sha256: Callable[[], str] | None,
+) -> tuple[int, str]:
     """Write ``source`` to a freshly created remote file; (size, SHA-256 hex) of what was written."""
     # Before any data is written, so a 0600 file is never readable with content in it.
     if mode is not None:
@@ -235,12 +240,16 @@ def _write_all(handle: paramiko.SFTPFile, source: BinaryIO | bytes, mode: int | 
     handle.set_pipelined(True)
     # Unbuffered (see upload), so each write is cut into requests of exactly this size.
     handle.MAX_REQUEST_SIZE = _write_request_size(handle.sftp)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256() if source_sha256 is None else None
     size = 0
     for chunk in _local_chunks(source):
         handle.write(chunk)
-        digest.update(chunk)
+        if digest is not None:
+            digest.update(chunk)
         size += len(chunk)
+    if source_sha256 is not None:
+        return size, source_sha256()
+    assert digest is not None
     return size, digest.hexdigest()
 
 
@@ -275,8 +284,13 @@ def upload(
     source: BinaryIO | bytes,
     mode: int | None = None,
     overwrite: bool = False,
+    source_sha256: Callable[[], str] | None = None,
 ) -> UploadResult:
-    """Write ``source`` to ``remote_path`` atomically; refuse to replace a file unless ``overwrite``."""
+    """Write ``source`` to ``remote_path`` atomically; refuse to replace a file unless ``overwrite``.
+
+    ``source_sha256``: the source hashes what it hands out and this gives its SHA-256 once
+    it is read to its end, instead of a second hash here (0.6 CPU s per GiB).
+    """
     if not remote_path or remote_path.endswith("/"):
         raise RemoteFileError(f"{remote_path or '(empty path)'}: not a file path")
     with _sftp(client) as sftp:
@@ -287,7 +301,7 @@ def upload(
             # bufsize 0: paramiko's 8 KiB write buffer would only copy each chunk twice more.
             with sftp.open(temp, "wxb", bufsize=0) as handle:
                 created = True
-                size, sha256 = _write_all(handle, source, mode)
+                size, sha256 = _write_all(handle, source, mode, source_sha256)
             _move_into_place(sftp, temp, remote_path, overwrite)
             created = False
         except _LocalReadError as exc:
