@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import posixpath
 import secrets
 import stat
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -93,8 +95,64 @@ else:
     _Pipe = BufferedPipe
 
 
+class _Packets:
+    """Received bytes kept as the packets that brought them, taken from the front.
+
+    What paramiko's pipe needs of its buffer (``len``, ``del buf[:n]``, ``del buf[:]``) without
+    one contiguous buffer: a ``bytearray`` that grows to the window is reallocated (a new block,
+    a copy, the old one freed) whenever it fills with room only at its front, and glibc kept
+    those 2 MiB blocks and their gaps: a process's first download grew by 10-13 MiB with the
+    2 MiB window, 5-6 MiB with this (docs/benchmarks.md, "Memory of the first transfer").
+    """
+
+    def __init__(self) -> None:
+        self._parts: deque[bytes] = deque()
+        self._size = 0
+        self._start = 0  # bytes of the first part already taken
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._parts.append(data)
+            self._size += len(data)
+
+    def peek(self, limit: int | None = None) -> bytes:
+        """The first ``limit`` bytes (all without one), left in place."""
+        want = self._size if limit is None else min(limit, self._size)
+        if not want:
+            return b""
+        first = self._parts[0]
+        if self._start == 0 and len(first) == want:
+            return first  # a whole packet: no copy
+        if len(first) - self._start >= want:
+            return first[self._start : self._start + want]
+        pieces = [memoryview(first)[self._start :]]
+        got = len(pieces[0])
+        for part in itertools.islice(self._parts, 1, None):
+            if got >= want:
+                break
+            piece = memoryview(part)[: want - got]
+            pieces.append(piece)
+            got += len(piece)
+        return b"".join(pieces)
+
+    def __delitem__(self, key: slice) -> None:
+        drop = self._size if key.stop is None else min(key.stop, self._size)
+        self._size -= drop
+        while drop:
+            left = len(self._parts[0]) - self._start
+            if drop < left:
+                self._start += drop
+                return
+            self._parts.popleft()
+            self._start = 0
+            drop -= left
+
+
 class _ReceiveBuffer(_Pipe):
-    """paramiko's channel receive buffer on a ``bytearray``, which drops what was read in O(1).
+    """paramiko's channel receive buffer, kept as a queue of packets (``_Packets``).
 
     paramiko keeps it in an ``array``, whose ``del buf[:n]`` moves all that remains: each
     SFTP read (two per packet) moved up to the whole window.
@@ -102,13 +160,13 @@ class _ReceiveBuffer(_Pipe):
 
     def __init__(self) -> None:
         super().__init__()
-        self._buffer = bytearray()
+        self._buffer = _Packets()
 
     def _buffer_frombytes(self, data: bytes) -> None:
-        self._buffer += data
+        self._buffer.append(data)
 
     def _buffer_tobytes(self, limit: int | None = None) -> bytes:
-        return bytes(self._buffer[:limit])
+        return self._buffer.peek(limit)
 
 
 class _SFTPClient(paramiko.SFTPClient):
