@@ -44,6 +44,7 @@ import hashlib
 import importlib
 import json
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -80,7 +81,7 @@ class _Carrier(Protocol):
     def send(self, frame: bytes | memoryview) -> None:
         """Queue ``frame`` for the other end (it may still be on its way: see ``flush``)."""
 
-    def receive(self, timeout: float) -> bytes | None: ...
+    def receive(self, timeout: float) -> bytes | bytearray | None: ...
 
     def flush(self) -> None:
         """Return once every frame sent is stored by the broker (raise if one was refused)."""
@@ -93,13 +94,80 @@ class _Carrier(Protocol):
 QUEUE_TTL_SECONDS = 600
 
 
-# What redis-py's own (pure Python) reply reader asks the socket for at a time. Its default,
-# 64 KiB, takes a 1 MiB frame in sixteen pieces through its BytesIO buffer: measured (1 MiB
-# frames through a local Redis, window of 4, no hiredis) 3.6 CPU s per GiB received, 0.9 with
-# a frame and a half at once. End to end (256 MiB upload, distributed, Redis) the receiving
-# worker went from 7.0-7.4 to 5.6-6.0 CPU s per GiB. Only a receive buffer: the bytes held
-# stay those of the frame being read.
-_REDIS_READ_SIZE = 2 * CHUNK
+# The replies of a stream's Redis connection are read into one buffer of this size, reused
+# for its whole life; a frame larger than what is left of it is received straight into its own
+# bytearray. redis-py's reader took a 1 MiB frame through a BytesIO that grew and shrank, socket
+# reads of up to 2 MiB each allocated whole, and three copies: the churn of blocks of varying
+# sizes left 12 MiB in glibc's arenas after mcp_serve's first download (docs/benchmarks.md,
+# "Memory of the first transfer"); here a frame costs one block of its size, reused by the next.
+_READ_BUFFER = 256 << 10
+
+
+class _Replies:
+    """A reader of RESP2 replies on a connected socket (the stream's own: nothing else reads it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray(_READ_BUFFER)
+        self.start = self.end = 0  # the unread bytes are buffer[start:end]
+
+    def _more(self) -> None:
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.end == len(self.buffer):
+            left = self.end - self.start
+            self.buffer[:left] = self.buffer[self.start : self.end]
+            self.start, self.end = 0, left
+        got = self.sock.recv_into(memoryview(self.buffer)[self.end :])
+        if not got:
+            raise ConnectionError("the broker closed the connection")
+        self.end += got
+
+    def _line(self) -> bytes:
+        while True:
+            at = self.buffer.find(b"\r\n", self.start, self.end)
+            if at >= 0:
+                line = bytes(self.buffer[self.start : at])
+                self.start = at + 2
+                return line
+            if self.start == 0 and self.end == len(self.buffer):
+                raise ConnectionError("the broker sent a reply line longer than the read buffer")
+            self._more()
+
+    def _bulk(self, size: int) -> bytearray:
+        out = bytearray(size)
+        view = memoryview(out)
+        have = min(size, self.end - self.start)
+        view[:have] = memoryview(self.buffer)[self.start : self.start + have]
+        self.start += have
+        while have < size:  # the rest straight from the socket, not through the buffer
+            got = self.sock.recv_into(view[have:])
+            if not got:
+                raise ConnectionError("the broker closed the connection")
+            have += got
+        if self._line():
+            raise ConnectionError("the broker sent a malformed reply")
+        return out
+
+    def read(self) -> Any:
+        """The next reply: None, int, bytes(array) or a list of them; an error reply is raised."""
+        import redis
+
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            raise redis.ResponseError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"_":  # RESP3's null, should a server answer with it anyway
+            return None
+        if kind == b"$":
+            return None if int(rest) < 0 else self._bulk(int(rest))
+        if kind == b"*":
+            return None if int(rest) < 0 else [self.read() for _ in range(int(rest))]
+        raise ConnectionError(f"the broker sent an unexpected reply: {line[:40]!r}")
 
 
 class _RedisCarrier:
@@ -107,17 +175,23 @@ class _RedisCarrier:
 
     ``send`` writes RPUSH and EXPIRE and returns without their replies; they are read (in
     order, they are tiny) before the reply of the next blocking pop, or by ``flush``. A
-    refused push (an out-of-memory Redis) is raised there, as redis-py raises it.
+    refused push (an out-of-memory Redis) is raised there. redis-py connects (URL, TLS,
+    credentials, database) and writes the commands; the replies are read by ``_Replies``.
     """
 
     def __init__(self, url: str, outbox: str, inbox: str) -> None:
         import redis
 
-        self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=3, socket_keepalive=True, socket_read_size=_REDIS_READ_SIZE
-        )
+        # RESP2 (redis-py 8 would speak RESP3 with a server that offers it): what _Replies reads.
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_keepalive=True, protocol=2)
         # redis-py's connection methods carry no type hints: the connection is used as Any.
+        # get_connection() connects, and refuses a connection with unread data.
         self.connection: Any = self.client.connection_pool.get_connection()
+        # redis-py's own socket (typed as never set): the replies are read from it here.
+        sock = cast("socket.socket | None", self.connection._sock)
+        if sock is None:
+            raise ConnectionError("the broker connection is not open")
+        self.replies = _Replies(sock)
         self.outbox, self.inbox = outbox, inbox
         self.owed = 0  # replies to commands written and not yet read
 
@@ -131,14 +205,14 @@ class _RedisCarrier:
     def flush(self) -> None:
         while self.owed:
             self.owed -= 1
-            self.connection.read_response()
+            self.replies.read()
 
-    def receive(self, timeout: float) -> bytes | None:
+    def receive(self, timeout: float) -> bytearray | None:
         # BLPOP takes whole seconds on old servers; sub-second values need Redis 6.
         self.connection.send_command("BLPOP", self.inbox, max(timeout, 0.01), check_health=False)
         self.flush()
-        got = self.connection.read_response()
-        return None if got is None else cast(bytes, got[1])
+        got = self.replies.read()
+        return None if got is None else cast(bytearray, got[1])
 
     def close(self) -> None:
         # Replies left unread make the connection unfit for anyone else: never back to a pool.
@@ -306,7 +380,7 @@ class _End:
         self.size = 0
         self.closed = False
 
-    def _next(self, waiting_for: str) -> bytes:
+    def _next(self, waiting_for: str) -> bytes | bytearray:
         """The next frame from the other end; StreamBroken after a stall or a cancel."""
         deadline = time.monotonic() + self.stall
         while True:

@@ -135,3 +135,38 @@ def test_a_push_the_broker_refused_is_raised_not_lost(stream: str) -> None:
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         sender.finish()
     sender.close()
+
+
+def test_the_reply_reader_takes_every_kind_of_reply_in_any_pieces() -> None:
+    # Replies as Redis writes them, cut at awkward places: a frame larger than the read buffer.
+    import socket
+
+    frame = os.urandom(filestream._READ_BUFFER * 3 + 5)
+    wire = (
+        b":1\r\n+OK\r\n*-1\r\n_\r\n-WRONGTYPE not a list\r\n"
+        + b"*2\r\n$3\r\nkey\r\n$"
+        + str(len(frame)).encode()
+        + b"\r\n"
+        + frame
+        + b"\r\n:7\r\n"
+    )
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+
+        def write() -> None:
+            for start in range(0, len(wire), 70_001):
+                theirs.sendall(wire[start : start + 70_001])
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        replies = filestream._Replies(ours)
+        assert replies.read() == 1 and replies.read() == b"OK"
+        assert replies.read() is None and replies.read() is None
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            replies.read()
+        assert replies.read() == [b"key", frame]
+        assert replies.read() == 7
+        writer.join()
+        theirs.close()
+        with pytest.raises(ConnectionError, match="closed the connection"):
+            replies.read()
