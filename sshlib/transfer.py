@@ -10,8 +10,9 @@ Speed (bench/transfer.py, docs/benchmarks.md "Transfers"): with OpenSSH, reads a
 Python work per byte (a packet, a message, an answer) is an eighth; downloads keep a fixed
 number of reads in flight from the reading thread itself (sshlib/sftp_reads.py; paramiko's
 prefetch thread has a race that held up to the whole file in memory). The SFTP channel's
-receive buffer is a ``bytearray`` (paramiko's ``array`` moves everything it holds on every
-read). Files are hashed as they stream; nothing holds more than a chunk.
+receive buffer is a queue of the packets received (paramiko's ``array`` moves everything it
+holds on every read; a growing ``bytearray`` left 10 MiB of freed blocks in glibc's arenas).
+Files are hashed as they stream; nothing holds more than a chunk.
 """
 
 from __future__ import annotations
