@@ -118,10 +118,20 @@ class _Replies:
             left = self.end - self.start
             self.buffer[:left] = self.buffer[self.start : self.end]
             self.start, self.end = 0, left
-        got = self.sock.recv_into(memoryview(self.buffer)[self.end :])
+        self.end += self._recv(memoryview(self.buffer)[self.end :])
+
+    def _recv(self, into: memoryview) -> int:
+        # redis-py's exception, as its own reader raised: not an OSError, which the relay
+        # would take for a failure of the local file.
+        import redis
+
+        try:
+            got = self.sock.recv_into(into)
+        except OSError as exc:
+            raise redis.ConnectionError(f"reading from the broker: {exc}") from None
         if not got:
-            raise ConnectionError("the broker closed the connection")
-        self.end += got
+            raise redis.ConnectionError("the broker closed the connection")
+        return got
 
     def _line(self) -> bytes:
         while True:
@@ -131,7 +141,7 @@ class _Replies:
                 self.start = at + 2
                 return line
             if self.start == 0 and self.end == len(self.buffer):
-                raise ConnectionError("the broker sent a reply line longer than the read buffer")
+                raise _malformed("a reply line longer than the read buffer")
             self._more()
 
     def _bulk(self, size: int) -> bytearray:
@@ -141,12 +151,9 @@ class _Replies:
         view[:have] = memoryview(self.buffer)[self.start : self.start + have]
         self.start += have
         while have < size:  # the rest straight from the socket, not through the buffer
-            got = self.sock.recv_into(view[have:])
-            if not got:
-                raise ConnectionError("the broker closed the connection")
-            have += got
+            have += self._recv(view[have:])
         if self._line():
-            raise ConnectionError("the broker sent a malformed reply")
+            raise _malformed("a bulk reply longer than announced")
         return out
 
     def read(self) -> Any:
@@ -167,7 +174,13 @@ class _Replies:
             return None if int(rest) < 0 else self._bulk(int(rest))
         if kind == b"*":
             return None if int(rest) < 0 else [self.read() for _ in range(int(rest))]
-        raise ConnectionError(f"the broker sent an unexpected reply: {line[:40]!r}")
+        raise _malformed(f"an unexpected reply: {line[:40]!r}")
+
+
+def _malformed(what: str) -> Exception:
+    import redis
+
+    return redis.ConnectionError(f"the broker sent {what}")
 
 
 class _RedisCarrier:

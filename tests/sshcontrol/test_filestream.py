@@ -170,5 +170,5 @@ def test_the_reply_reader_takes_every_kind_of_reply_in_any_pieces() -> None:
         assert replies.read() == 7
         writer.join()
         theirs.close()
-        with pytest.raises(ConnectionError, match="closed the connection"):
+        with pytest.raises(redis.ConnectionError, match="closed the connection"):  # not an OSError
             replies.read()
