@@ -366,6 +366,10 @@ class Samples:
     cpu: dict[str, list[float]] = field(default_factory=lambda: {"up": [], "down": []})
     # Per direction and process: (RSS before, peak during) in KiB, the largest peak of the runs.
     rss: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # Per process: RSS before its first transfer, and the largest peak of all (KiB): what a
+    # process's first transfer sets up is hidden in the per-run growth above.
+    first: dict[str, int] = field(default_factory=dict)
+    highest: dict[str, int] = field(default_factory=dict)
 
 
 def measure(bench: Bench, contender: Contender, samples: Samples, round_no: int) -> None:
@@ -375,6 +379,8 @@ def measure(bench: Bench, contender: Contender, samples: Samples, round_no: int)
     for direction in ("up", "down"):
         pids = contender.pids()
         before = {label: memory(pid)["VmRSS"] for label, pid in pids.items()}
+        for label, kib in before.items():
+            samples.first.setdefault(label, kib)
         for pid in pids.values():
             reset_peak(pid)
         cpu = contender.cpu()
@@ -389,6 +395,7 @@ def measure(bench: Bench, contender: Contender, samples: Samples, round_no: int)
             peak = memory(pid)["VmHWM"]
             old = samples.rss.get((direction, label), (0, 0))
             samples.rss[(direction, label)] = (before[label], max(peak, old[1]))
+            samples.highest[label] = max(peak, samples.highest.get(label, 0))
     # Checked outside the timing: every contender must have moved the very bytes.
     if sha256_file(Path(remote_up)) != bench.sha256 or sha256_file(local_down) != bench.sha256:
         raise RuntimeError(f"{contender.name}: the copy differs from the source")
@@ -489,6 +496,12 @@ def report(bench: Bench, contenders: list[Contender], results: dict[str, Samples
             print(
                 f"  {label} {direction:>4}: RSS before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB "
                 f"(+{(peak - before) / 1024:.1f} MiB)"
+            )
+        for label, start in sorted(results[c.name].first.items()):
+            highest = results[c.name].highest[label]
+            print(
+                f"  {label}: RSS before its first transfer {start / 1024:.1f} MiB, highest peak "
+                f"{highest / 1024:.1f} MiB (+{(highest - start) / 1024:.1f} MiB over all transfers)"
             )
 
 

@@ -16,7 +16,15 @@ as a stream of 1 MiB frames with a credit window:
   here ten times slower than plain lists, hence two small carriers behind one interface.
 - **Back-pressure**: the sender never has more than ``SSHCONTROL_TRANSFER_WINDOW_CHUNKS``
   frames unacknowledged; the receiver acknowledges each frame it consumed. Memory on
-  either end, and in the broker, is bounded by the window whatever the file's size.
+  either end, and in the broker, is bounded by the window whatever the file's size. The
+  sender gathers what it is given into full 1 MiB frames whatever the size of its writes
+  (a download hands it 255 KiB SFTP blocks), so the window is always that many MiB.
+- **No round trip per frame**: on Redis, a push is written and its reply read later, before
+  the next blocking pop on the same connection (replies come in order), so a sender goes
+  back to its file while Redis stores the frame, and a receiver's acknowledgement travels
+  with its next pop. A download used to wait for the broker four times per MiB and had a
+  window of 1 MiB (4 frames of 255 KiB): measured, downloads ran at 0.66-0.75 of ``scp``
+  while uploads (1 MiB frames) reached 1.02 (docs/benchmarks.md, "Distributed downloads").
 - **Integrity end to end**: the sender hashes what it read, the receiver what it got; the
   end frame carries the sender's size and SHA-256 and the receiver refuses a mismatch
   before it reports the end (so an upload's temporary file is never renamed into place).
@@ -36,6 +44,7 @@ import hashlib
 import importlib
 import json
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -69,9 +78,13 @@ def queue_names(stream_id: str) -> tuple[str, str]:
 
 
 class _Carrier(Protocol):
-    def send(self, frame: bytes) -> None: ...
+    def send(self, frame: bytes | memoryview) -> None:
+        """Queue ``frame`` for the other end (it may still be on its way: see ``flush``)."""
 
-    def receive(self, timeout: float) -> bytes | None: ...
+    def receive(self, timeout: float) -> bytes | bytearray | None: ...
+
+    def flush(self) -> None:
+        """Return once every frame sent is stored by the broker (raise if one was refused)."""
 
     def close(self) -> None: ...
 
@@ -81,36 +94,142 @@ class _Carrier(Protocol):
 QUEUE_TTL_SECONDS = 600
 
 
-# What redis-py's own (pure Python) reply reader asks the socket for at a time. Its default,
-# 64 KiB, takes a 1 MiB frame in sixteen pieces through its BytesIO buffer: measured (1 MiB
-# frames through a local Redis, window of 4, no hiredis) 3.6 CPU s per GiB received, 0.9 with
-# a frame and a half at once. End to end (256 MiB upload, distributed, Redis) the receiving
-# worker went from 7.0-7.4 to 5.6-6.0 CPU s per GiB. Only a receive buffer: the bytes held
-# stay those of the frame being read.
-_REDIS_READ_SIZE = 2 * CHUNK
+# The replies of a stream's Redis connection are read into one buffer of this size, reused
+# for its whole life; a frame larger than what is left of it is received straight into its own
+# bytearray. redis-py's reader took a 1 MiB frame through a BytesIO that grew and shrank, socket
+# reads of up to 2 MiB each allocated whole, and three copies: the churn of blocks of varying
+# sizes left 12 MiB in glibc's arenas after mcp_serve's first download (docs/benchmarks.md,
+# "Memory of the first transfer"); here a frame costs one block of its size, reused by the next.
+_READ_BUFFER = 256 << 10
+
+
+class _Replies:
+    """A reader of RESP2 replies on a connected socket (the stream's own: nothing else reads it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray(_READ_BUFFER)
+        self.start = self.end = 0  # the unread bytes are buffer[start:end]
+
+    def _more(self) -> None:
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.end == len(self.buffer):
+            left = self.end - self.start
+            self.buffer[:left] = self.buffer[self.start : self.end]
+            self.start, self.end = 0, left
+        self.end += self._recv(memoryview(self.buffer)[self.end :])
+
+    def _recv(self, into: memoryview) -> int:
+        # redis-py's exception, as its own reader raised: not an OSError, which the relay
+        # would take for a failure of the local file.
+        import redis
+
+        try:
+            got = self.sock.recv_into(into)
+        except OSError as exc:
+            raise redis.ConnectionError(f"reading from the broker: {exc}") from None
+        if not got:
+            raise redis.ConnectionError("the broker closed the connection")
+        return got
+
+    def _line(self) -> bytes:
+        while True:
+            at = self.buffer.find(b"\r\n", self.start, self.end)
+            if at >= 0:
+                line = bytes(self.buffer[self.start : at])
+                self.start = at + 2
+                return line
+            if self.start == 0 and self.end == len(self.buffer):
+                raise _malformed("a reply line longer than the read buffer")
+            self._more()
+
+    def _bulk(self, size: int) -> bytearray:
+        out = bytearray(size)
+        view = memoryview(out)
+        have = min(size, self.end - self.start)
+        view[:have] = memoryview(self.buffer)[self.start : self.start + have]
+        self.start += have
+        while have < size:  # the rest straight from the socket, not through the buffer
+            have += self._recv(view[have:])
+        if self._line():
+            raise _malformed("a bulk reply longer than announced")
+        return out
+
+    def read(self) -> Any:
+        """The next reply: None, int, bytes(array) or a list of them; an error reply is raised."""
+        import redis
+
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            raise redis.ResponseError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"_":  # RESP3's null, should a server answer with it anyway
+            return None
+        if kind == b"$":
+            return None if int(rest) < 0 else self._bulk(int(rest))
+        if kind == b"*":
+            return None if int(rest) < 0 else [self.read() for _ in range(int(rest))]
+        raise _malformed(f"an unexpected reply: {line[:40]!r}")
+
+
+def _malformed(what: str) -> Exception:
+    import redis
+
+    return redis.ConnectionError(f"the broker sent {what}")
 
 
 class _RedisCarrier:
+    """Frames as items of Redis lists, on one connection of its own, pushes pipelined.
+
+    ``send`` writes RPUSH and EXPIRE and returns without their replies; they are read (in
+    order, they are tiny) before the reply of the next blocking pop, or by ``flush``. A
+    refused push (an out-of-memory Redis) is raised there. redis-py connects (URL, TLS,
+    credentials, database) and writes the commands; the replies are read by ``_Replies``.
+    """
+
     def __init__(self, url: str, outbox: str, inbox: str) -> None:
         import redis
 
-        self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=3, socket_keepalive=True, socket_read_size=_REDIS_READ_SIZE
-        )
+        # RESP2 (redis-py 8 would speak RESP3 with a server that offers it): what _Replies reads.
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_keepalive=True, protocol=2)
+        # redis-py's connection methods carry no type hints: the connection is used as Any.
+        # get_connection() connects, and refuses a connection with unread data.
+        self.connection: Any = self.client.connection_pool.get_connection()
+        # redis-py's own socket (typed as never set): the replies are read from it here.
+        sock = cast("socket.socket | None", self.connection._sock)
+        if sock is None:
+            raise ConnectionError("the broker connection is not open")
+        self.replies = _Replies(sock)
         self.outbox, self.inbox = outbox, inbox
+        self.owed = 0  # replies to commands written and not yet read
 
-    def send(self, frame: bytes) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(self.outbox, frame)
-        pipe.expire(self.outbox, QUEUE_TTL_SECONDS)
-        pipe.execute()
+    def send(self, frame: bytes | memoryview) -> None:
+        # The list is deleted when it empties, and its TTL with it: set again on every push.
+        commands = [("RPUSH", self.outbox, frame), ("EXPIRE", self.outbox, QUEUE_TTL_SECONDS)]
+        # Large values and views are written as they are, not copied into the command.
+        self.connection.send_packed_command(self.connection.pack_commands(commands), check_health=False)
+        self.owed += len(commands)
 
-    def receive(self, timeout: float) -> bytes | None:
+    def flush(self) -> None:
+        while self.owed:
+            self.owed -= 1
+            self.replies.read()
+
+    def receive(self, timeout: float) -> bytearray | None:
         # BLPOP takes whole seconds on old servers; sub-second values need Redis 6.
-        got = self.client.blpop([self.inbox], timeout=max(timeout, 0.01))
-        return None if got is None else cast(bytes, got[1])
+        self.connection.send_command("BLPOP", self.inbox, max(timeout, 0.01), check_health=False)
+        self.flush()
+        got = self.replies.read()
+        return None if got is None else cast(bytearray, got[1])
 
     def close(self) -> None:
+        # Replies left unread make the connection unfit for anyone else: never back to a pool.
+        self.connection.disconnect()
         self.client.close()
 
 
@@ -149,9 +268,9 @@ class _KombuCarrier:
     def _on_message(self, body: Any, message: Any) -> None:
         self.inbound.append(bytes(message.body))
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes | memoryview) -> None:
         self.producer.publish(
-            frame,
+            bytes(frame),  # the sender reuses its frame buffer
             content_type="application/octet-stream",
             content_encoding="binary",
             delivery_mode=1,
@@ -163,6 +282,9 @@ class _KombuCarrier:
             with contextlib.suppress(TimeoutError):
                 self.connection.drain_events(timeout=timeout)
         return self.inbound.popleft() if self.inbound else None
+
+    def flush(self) -> None:
+        pass  # a publish is written when it returns (no publisher confirms, as before)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -253,6 +375,7 @@ def abort_sender(stream_id: str, reason: str) -> None:
         carrier = _carrier(ctl, data)
         try:
             carrier.send(_ABORT + reason.encode()[:2000])
+            carrier.flush()
         finally:
             carrier.close()
 
@@ -270,7 +393,7 @@ class _End:
         self.size = 0
         self.closed = False
 
-    def _next(self, waiting_for: str) -> bytes:
+    def _next(self, waiting_for: str) -> bytes | bytearray:
         """The next frame from the other end; StreamBroken after a stall or a cancel."""
         deadline = time.monotonic() + self.stall
         while True:
@@ -292,6 +415,7 @@ class _End:
         """Tell the other end to stop, with the reason (best effort: it may be gone)."""
         with contextlib.suppress(Exception):
             self.carrier.send(_ABORT + reason.encode()[:2000])
+            self.carrier.flush()
 
     def close(self) -> None:
         if not self.closed:
@@ -301,32 +425,64 @@ class _End:
 
 
 class Sender(_End):
-    """Writes frames to the receiver, never more than the window ahead of its acknowledgements."""
+    """Writes frames to the receiver, never more than the window ahead of its acknowledgements.
 
-    def __init__(self, stream_id: str, cancel: threading.Event | None = None) -> None:
+    ``hashing=False``: the caller hashes the bytes it writes anyway (a download on the
+    worker, ``sshlib.transfer``) and hands the SHA-256 to ``finish``; hashing them twice
+    cost the worker 0.6 CPU s per GiB.
+    """
+
+    def __init__(
+        self, stream_id: str, cancel: threading.Event | None = None, *, hashing: bool = True
+    ) -> None:
         super().__init__(stream_id, sending=True, cancel=cancel)
         self.window = int(settings.TRANSFER_WINDOW_CHUNKS)
+        self.hashing = hashing
         self.sent = 0
         self.acked = 0
+        # The frame being gathered, its type byte in front: sent as it is, then refilled.
+        self.frame = bytearray(1 + CHUNK)
+        self.frame[:1] = _DATA
+        self.filled = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
-        for start in range(0, len(view), CHUNK):
-            piece = view[start : start + CHUNK]
-            while self.sent - self.acked >= self.window:
-                frame = self._next("the receiver to take more")
-                if frame[:1] == _ACK:
-                    self.acked = max(self.acked, int(frame[1:]))
-            self.carrier.send(_DATA + piece.tobytes())
-            self.digest.update(piece)
-            self.size += len(piece)
-            self.sent += 1
+        if self.hashing:
+            self.digest.update(view)
+        self.size += len(view)
+        taken = 0
+        while taken < len(view):
+            n = min(CHUNK - self.filled, len(view) - taken)
+            self.frame[1 + self.filled : 1 + self.filled + n] = view[taken : taken + n]
+            self.filled += n
+            taken += n
+            if self.filled == CHUNK:
+                self._send_frame()
         return len(view)
 
-    def finish(self) -> tuple[int, str]:
-        """Send the end frame with the size and SHA-256 of everything written; returns them."""
-        sha256 = self.digest.hexdigest()
+    def _send_frame(self) -> None:
+        while self.sent - self.acked >= self.window:
+            frame = self._next("the receiver to take more")
+            if frame[:1] == _ACK:
+                self.acked = max(self.acked, int(frame[1:]))
+        self.carrier.send(memoryview(self.frame)[: 1 + self.filled])
+        self.filled = 0
+        self.sent += 1
+
+    def finish(self, sha256: str | None = None) -> tuple[int, str]:
+        """Send what is left and the end frame with the size and SHA-256 of everything written.
+
+        ``sha256``: the caller's digest of what it wrote (required when not ``hashing``).
+        Returns once the broker holds every frame.
+        """
+        if self.filled:
+            self._send_frame()
+        if sha256 is None:
+            if not self.hashing:
+                raise ValueError("a sender that does not hash needs the caller's SHA-256")
+            sha256 = self.digest.hexdigest()
         self.carrier.send(_END + json.dumps({"size": self.size, "sha256": sha256}).encode())
+        self.carrier.flush()
         return self.size, sha256
 
 
@@ -397,13 +553,16 @@ def receiving(stream_id: str) -> Iterator[Receiver]:
 
 
 class SendingSink:
-    """A download's destination on the worker (``sshlib.transfer.LocalSink``): frames to ``mcp_serve``."""
+    """A download's destination on the worker (``sshlib.transfer.LocalSink``): frames to ``mcp_serve``.
+
+    The end frame is sent by ``finish`` with the download's own SHA-256 (the bytes are hashed
+    once, by ``sshlib.transfer``), once the download returned.
+    """
 
     shown = "(the caller's transfer directory)"
 
     def __init__(self, stream_id: str) -> None:
-        self.end = Sender(stream_id)
-        self.result: tuple[int, str] | None = None
+        self.end = Sender(stream_id, hashing=False)
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[BinaryIO]:
@@ -412,7 +571,12 @@ class SendingSink:
         except BaseException as exc:
             self.end.abort(_why(exc))
             raise
-        self.result = self.end.finish()
+
+    def finish(self, size: int, sha256: str) -> None:
+        """End the stream with the download's size and SHA-256 (checked against what was sent)."""
+        if size != self.end.size:
+            raise StreamBroken(f"the download read {size} bytes but {self.end.size} were sent")
+        self.end.finish(sha256)
 
 
 @contextlib.contextmanager

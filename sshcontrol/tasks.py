@@ -560,6 +560,9 @@ def upload(session_id: str, spec: UploadSpec) -> Uploaded:
                         cast(BinaryIO, incoming),
                         mode=spec.mode,
                         overwrite=spec.overwrite,
+                        # The stream hashes what it hands out (it checks it against the
+                        # sender's before the end): not hashed a second time.
+                        source_sha256=lambda: incoming.sha256,
                     )
         elif spec.local_path is None:
             result = transfer.upload(
@@ -588,6 +591,7 @@ def download(session_id: str, spec: DownloadSpec) -> Downloaded:
 
             with filestream.sending(spec.stream) as outgoing:
                 result = transfer.download(client, spec.remote_path, outgoing)
+                outgoing.finish(result.size, result.sha256)
         session.touch()
         return Downloaded(result.remote_path, result.size, result.sha256, None, reconnected)
     if spec.local_path is None:

@@ -10,18 +10,21 @@ Speed (bench/transfer.py, docs/benchmarks.md "Transfers"): with OpenSSH, reads a
 Python work per byte (a packet, a message, an answer) is an eighth; downloads keep a fixed
 number of reads in flight from the reading thread itself (sshlib/sftp_reads.py; paramiko's
 prefetch thread has a race that held up to the whole file in memory). The SFTP channel's
-receive buffer is a ``bytearray`` (paramiko's ``array`` moves everything it holds on every
-read). Files are hashed as they stream; nothing holds more than a chunk.
+receive buffer is a queue of the packets received (paramiko's ``array`` moves everything it
+holds on every read; a growing ``bytearray`` left 10 MiB of freed blocks in glibc's arenas).
+Files are hashed as they stream; nothing holds more than a chunk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import posixpath
 import secrets
 import stat
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,8 +96,64 @@ else:
     _Pipe = BufferedPipe
 
 
+class _Packets:
+    """Received bytes kept as the packets that brought them, taken from the front.
+
+    What paramiko's pipe needs of its buffer (``len``, ``del buf[:n]``, ``del buf[:]``) without
+    one contiguous buffer: a ``bytearray`` that grows to the window is reallocated (a new block,
+    a copy, the old one freed) whenever it fills with room only at its front, and glibc kept
+    those 2 MiB blocks and their gaps: a process's first download grew by 10-13 MiB with the
+    2 MiB window, 5-6 MiB with this (docs/benchmarks.md, "Memory of the first transfer").
+    """
+
+    def __init__(self) -> None:
+        self._parts: deque[bytes] = deque()
+        self._size = 0
+        self._start = 0  # bytes of the first part already taken
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._parts.append(data)
+            self._size += len(data)
+
+    def peek(self, limit: int | None = None) -> bytes:
+        """The first ``limit`` bytes (all without one), left in place."""
+        want = self._size if limit is None else min(limit, self._size)
+        if not want:
+            return b""
+        first = self._parts[0]
+        if self._start == 0 and len(first) == want:
+            return first  # a whole packet: no copy
+        if len(first) - self._start >= want:
+            return first[self._start : self._start + want]
+        pieces = [memoryview(first)[self._start :]]
+        got = len(pieces[0])
+        for part in itertools.islice(self._parts, 1, None):
+            if got >= want:
+                break
+            piece = memoryview(part)[: want - got]
+            pieces.append(piece)
+            got += len(piece)
+        return b"".join(pieces)
+
+    def __delitem__(self, key: slice) -> None:
+        drop = self._size if key.stop is None else min(key.stop, self._size)
+        self._size -= drop
+        while drop:
+            left = len(self._parts[0]) - self._start
+            if drop < left:
+                self._start += drop
+                return
+            self._parts.popleft()
+            self._start = 0
+            drop -= left
+
+
 class _ReceiveBuffer(_Pipe):
-    """paramiko's channel receive buffer on a ``bytearray``, which drops what was read in O(1).
+    """paramiko's channel receive buffer, kept as a queue of packets (``_Packets``).
 
     paramiko keeps it in an ``array``, whose ``del buf[:n]`` moves all that remains: each
     SFTP read (two per packet) moved up to the whole window.
@@ -102,13 +161,13 @@ class _ReceiveBuffer(_Pipe):
 
     def __init__(self) -> None:
         super().__init__()
-        self._buffer = bytearray()
+        self._buffer = _Packets()
 
     def _buffer_frombytes(self, data: bytes) -> None:
-        self._buffer += data
+        self._buffer.append(data)
 
     def _buffer_tobytes(self, limit: int | None = None) -> bytes:
-        return bytes(self._buffer[:limit])
+        return self._buffer.peek(limit)
 
 
 class _SFTPClient(paramiko.SFTPClient):
@@ -226,7 +285,12 @@ def _upload_mode(
     return mode
 
 
-def _write_all(handle: paramiko.SFTPFile, source: BinaryIO | bytes, mode: int | None) -> tuple[int, str]:
+def _write_all(
+    handle: paramiko.SFTPFile,
+    source: BinaryIO | bytes,
+    mode: int | None,
+    source_sha256: Callable[[], str] | None,
+) -> tuple[int, str]:
     """Write ``source`` to a freshly created remote file; (size, SHA-256 hex) of what was written."""
     # Before any data is written, so a 0600 file is never readable with content in it.
     if mode is not None:
@@ -235,12 +299,16 @@ def _write_all(handle: paramiko.SFTPFile, source: BinaryIO | bytes, mode: int | 
     handle.set_pipelined(True)
     # Unbuffered (see upload), so each write is cut into requests of exactly this size.
     handle.MAX_REQUEST_SIZE = _write_request_size(handle.sftp)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256() if source_sha256 is None else None
     size = 0
     for chunk in _local_chunks(source):
         handle.write(chunk)
-        digest.update(chunk)
+        if digest is not None:
+            digest.update(chunk)
         size += len(chunk)
+    if source_sha256 is not None:
+        return size, source_sha256()
+    assert digest is not None
     return size, digest.hexdigest()
 
 
@@ -275,8 +343,13 @@ def upload(
     source: BinaryIO | bytes,
     mode: int | None = None,
     overwrite: bool = False,
+    source_sha256: Callable[[], str] | None = None,
 ) -> UploadResult:
-    """Write ``source`` to ``remote_path`` atomically; refuse to replace a file unless ``overwrite``."""
+    """Write ``source`` to ``remote_path`` atomically; refuse to replace a file unless ``overwrite``.
+
+    ``source_sha256``: the source hashes what it hands out and this gives its SHA-256 once
+    it is read to its end, instead of a second hash here (0.6 CPU s per GiB).
+    """
     if not remote_path or remote_path.endswith("/"):
         raise RemoteFileError(f"{remote_path or '(empty path)'}: not a file path")
     with _sftp(client) as sftp:
@@ -287,7 +360,7 @@ def upload(
             # bufsize 0: paramiko's 8 KiB write buffer would only copy each chunk twice more.
             with sftp.open(temp, "wxb", bufsize=0) as handle:
                 created = True
-                size, sha256 = _write_all(handle, source, mode)
+                size, sha256 = _write_all(handle, source, mode, source_sha256)
             _move_into_place(sftp, temp, remote_path, overwrite)
             created = False
         except _LocalReadError as exc:

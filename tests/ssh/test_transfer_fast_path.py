@@ -306,3 +306,28 @@ def test_memory_stays_flat_for_a_file_far_larger_than_any_buffer(
         # ~9 MiB for a process's first transfer (the window, packet copies, the allocator's
         # arenas; docs/benchmarks.md), flat after; the file is 256 MiB, so holding it would show.
         assert grown_mib < 24, (direction, report)
+
+
+def test_the_receive_buffer_hands_out_bytes_in_order_across_packets() -> None:
+    # The channel's buffer as paramiko's pipe uses it: peek up to n, then drop them.
+    from sshlib.transfer import _Packets
+
+    packets = [os.urandom(n) for n in (5, 1, 300, 7, 2048)]
+    buffer = _Packets()
+    for packet in packets:
+        buffer.append(packet)
+    buffer.append(b"")
+    whole = b"".join(packets)
+    assert len(buffer) == len(whole)
+    taken = bytearray()
+    for n in (3, 2, 4, 299, 1, 10):
+        got = buffer.peek(n)
+        assert got == whole[len(taken) : len(taken) + n]
+        del buffer[:n]
+        taken += got
+    assert buffer.peek(len(whole) - len(taken) - 3) == whole[len(taken) : -3]
+    rest = buffer.peek()
+    del buffer[:]
+    assert bytes(taken) + rest == whole and len(buffer) == 0 and buffer.peek() == b""
+    buffer.append(packets[0])
+    assert buffer.peek(100) is packets[0]  # a whole packet is handed out as it came, not copied

@@ -7,6 +7,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -74,9 +75,10 @@ def test_a_receiver_refuses_bytes_that_do_not_match_the_end_frame(stream: str) -
 def test_an_abort_reaches_the_other_end_with_its_reason(stream: str) -> None:
     receiver = filestream.Receiver(stream)
     sender = filestream.Sender(stream)
-    sender.write(b"x")
+    block = os.urandom(filestream.CHUNK)
+    sender.write(block + b"x")  # a full frame leaves; the rest waits for more
     sender.abort("local file: Input/output error")
-    assert receiver.read() == b"x"
+    assert receiver.read() == block
     with pytest.raises(filestream.StreamBroken, match="Input/output error"):
         receiver.read()
     receiver.close()
@@ -90,3 +92,83 @@ def test_a_receiver_gives_up_when_the_sender_falls_silent(stream: str) -> None:
     ):
         receiver.read()
     receiver.close()
+
+
+def test_a_sender_gathers_small_writes_into_full_frames(stream: str) -> None:
+    data = os.urandom(2 * filestream.CHUNK + filestream.CHUNK // 2)
+    sender = filestream.Sender(stream)
+    for start in range(0, len(data), 255 * 1024):  # a download's SFTP blocks
+        sender.write(data[start : start + 255 * 1024])
+    assert sender.finish() == (len(data), hashlib.sha256(data).hexdigest())
+    sender.close()
+    queued = redis.Redis.from_url(URL).lrange(filestream.queue_names(stream)[0], 0, -1)
+    frames = cast(list[bytes], queued)  # a synchronous client's answer
+    assert [len(f) - 1 for f in frames[:-1]] == [filestream.CHUNK, filestream.CHUNK, filestream.CHUNK // 2]
+    assert b"".join(f[1:] for f in frames[:-1]) == data
+    assert json.loads(frames[-1][1:]) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_a_sender_that_does_not_hash_ends_with_the_callers_digest(stream: str) -> None:
+    sender = filestream.Sender(stream, hashing=False)
+    sender.write(b"abc")
+    with pytest.raises(ValueError, match="needs the caller's SHA-256"):
+        sender.finish()
+    receiver = filestream.Receiver(stream)
+    sender.finish(hashlib.sha256(b"abc").hexdigest())
+    assert receiver.read() == b"abc" and receiver.read() == b""
+    receiver.close()
+    sender.close()
+
+
+def test_a_sink_refuses_to_end_with_a_size_other_than_what_it_sent(stream: str) -> None:
+    sink = filestream.SendingSink(stream)
+    with sink.writer() as out:
+        out.write(b"abc")
+    with pytest.raises(filestream.StreamBroken, match="read 4 bytes but 3 were sent"):
+        sink.finish(4, hashlib.sha256(b"abcd").hexdigest())
+    sink.end.close()
+
+
+def test_a_push_the_broker_refused_is_raised_not_lost(stream: str) -> None:
+    # Pushes are pipelined (their replies read later): a refusal must still surface.
+    redis.Redis.from_url(URL).set(filestream.queue_names(stream)[0], b"not a list")
+    sender = filestream.Sender(stream)
+    sender.write(os.urandom(filestream.CHUNK))  # sent; its reply not read yet
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        sender.finish()
+    sender.close()
+
+
+def test_the_reply_reader_takes_every_kind_of_reply_in_any_pieces() -> None:
+    # Replies as Redis writes them, cut at awkward places: a frame larger than the read buffer.
+    import socket
+
+    frame = os.urandom(filestream._READ_BUFFER * 3 + 5)
+    wire = (
+        b":1\r\n+OK\r\n*-1\r\n_\r\n-WRONGTYPE not a list\r\n"
+        + b"*2\r\n$3\r\nkey\r\n$"
+        + str(len(frame)).encode()
+        + b"\r\n"
+        + frame
+        + b"\r\n:7\r\n"
+    )
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+
+        def write() -> None:
+            for start in range(0, len(wire), 70_001):
+                theirs.sendall(wire[start : start + 70_001])
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        replies = filestream._Replies(ours)
+        assert replies.read() == 1 and replies.read() == b"OK"
+        assert replies.read() is None and replies.read() is None
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            replies.read()
+        assert replies.read() == [b"key", frame]
+        assert replies.read() == 7
+        writer.join()
+        theirs.close()
+        with pytest.raises(redis.ConnectionError, match="closed the connection"):  # not an OSError
+            replies.read()
