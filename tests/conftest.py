@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostkeys import trust
 from tests.sshd import SshServer
 
 # The fixtures that start an OpenSSH server: the suite's own, the second server of the
@@ -58,7 +57,8 @@ def sshd() -> Iterator[SshServer]:
 @pytest.fixture
 def make_host(db: None, sshd: SshServer) -> Callable[..., object]:
     """Register the suite's sshd as a host: ``make_host("web1", auth="password"|"ed25519"|"rsa"|"ecdsa")``."""
-    from hosts.models import Credential, Host
+    from hosts.models import Credential, Host, HostKey
+    from sshlib.connect import fingerprint
 
     def factory(
         name: str = "testhost",
@@ -83,7 +83,14 @@ def make_host(db: None, sshd: SshServer) -> Callable[..., object]:
         )
         if trusted:
             for key in sshd.host_public_keys():
-                trust(host, key)
+                HostKey.objects.create(
+                    host=host,
+                    key_type=key.get_name(),
+                    public_key=key.get_base64(),
+                    fingerprint=fingerprint(key),
+                    state=HostKey.State.TRUSTED,
+                    approved_by="test-suite",
+                )
         return host
 
     return factory
