@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from audit.redaction import REDACTED, cap, redact
+from tests.instructions import MARKER, segments
 
 PEM = (
     "-----BEGIN OPENSSH PRIVATE KEY-----\n"
@@ -145,44 +144,39 @@ def test_it_is_idempotent():
     assert redact(once, ["hunter2"]) == once
 
 
-def _cpu_time(text: str) -> float:
-    # CPU time of this thread, not wall time: other processes on a busy machine do not count.
-    started = time.thread_time()
-    redact(text, ["hunter2"])
-    return time.thread_time() - started
-
-
-def _best_times(small: str, large: str, rounds: int = 3) -> tuple[float, float]:
-    """The least CPU time of each, timed in turn: a slow moment of the machine (a neighbour
-    evicting the cache, the host running another guest on this core) meets both, not one."""
-    best_small = best_large = float("inf")
-    for _ in range(rounds):
-        best_small = min(best_small, _cpu_time(small))
-        best_large = min(best_large, _cpu_time(large))
-    return best_small, best_large
-
-
-@pytest.mark.parametrize(
-    "unit",
-    [
-        "lorem ipsum password=abc https://u:p@h Bearer abcdefghij sshc_abcdefgh AKIAIOSFODNN7EXAMPLE\n",
-        "A",
-        "sshpass -f ",
-        'password="',
-        "://a:",
-        "-----BEGIN PRIVATE KEY-----",
-        "--password ",
-    ],
+# Texts that make each pattern try (and mostly fail) a match at every position.
+_REPEATED_UNITS = (
+    "lorem ipsum password=abc https://u:p@h Bearer abcdefghij sshc_abcdefgh AKIAIOSFODNN7EXAMPLE\n",
+    "A",
+    "sshpass -f ",
+    'password="',
+    "://a:",
+    "-----BEGIN PRIVATE KEY-----",
+    "--password ",
 )
-def test_it_takes_time_linear_in_the_text(unit):
-    # Four times the text should take about four times as long; a quadratic pattern would take
-    # sixteen (and a backtracking one far more). Both texts are past the CPU's caches: from
-    # 128 KiB to 1 MiB the time per byte doubles where the text stops fitting (measured 8-20x for
-    # 8x the text; 256 KiB to 1 MiB measured 3.6-5.8x), which a bound tuned on the small side
-    # mistook for growth in a full run. The bound sits between linear and quadratic.
-    small = unit * (256 * 1024 // len(unit))
-    small_time, large_time = _best_times(small, small * 4)
-    assert large_time < 12 * small_time + 0.02
+
+
+def test_it_takes_work_linear_in_the_text():
+    # Sixteen times the text: linear is 16x the instructions, quadratic 256x (a backtracking
+    # pattern far more). Counted, not timed (tests/instructions.py): measured 12-20x, the
+    # highest for "://a:" whose work per byte grows about 7% for each 4x of text.
+    script = f"""
+import os
+from audit.redaction import redact
+for unit in {_REPEATED_UNITS!r}:
+    small = unit * (8192 // len(unit))
+    large = small * 16
+    redact(small, ["hunter2"])  # patterns compiled, caches filled: not counted
+    {MARKER}
+    redact(small, ["hunter2"])
+    {MARKER}
+    redact(large, ["hunter2"])
+    {MARKER}
+"""
+    counts = segments(script)
+    assert len(counts) == 3 * len(_REPEATED_UNITS)
+    ratios = {unit: counts[3 * i + 2] / counts[3 * i + 1] for i, unit in enumerate(_REPEATED_UNITS)}
+    assert all(ratio < 32 for ratio in ratios.values()), ratios
 
 
 def test_it_leaves_short_text_uncapped():
