@@ -14,7 +14,7 @@ from typing import Any
 from mcp import Client
 
 from audit.models import AuditEvent
-from sshcontrol.models import Job
+from sshcontrol.models import Job, RemoteCommand
 from tests.distributed.conftest import WorkerPool
 from tests.distributed.test_workers import ok, run
 from tests.polling import eventually, until, wait_until
@@ -76,6 +76,13 @@ def test_a_killed_worker_leaves_its_job_lost_and_its_command_killed(
     async def body(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
         started = await ok(client, "ssh_start_job", host="h", command="echo begun; sleep 615", timeout=900)
         await eventually(lambda: sshd.user_processes("sleep 615"), 15, "the job runs")
+        # The sweep kills what was recorded: the row is written as soon as the remote shell
+        # reports its process group, a moment after the command starts (docs/security.md).
+        await eventually(
+            lambda: RemoteCommand.objects.filter(audit_event_id=started["audit_id"]).exists(),
+            15,
+            "its process group recorded",
+        )
         holder = await asyncio.to_thread(lambda: Job.objects.get(job_id=started["job_id"]).holder)
         workers.kill(holder, signal.SIGKILL)
         await eventually(

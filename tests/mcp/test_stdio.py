@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
+from sshcontrol.models import RemoteCommand
 from tests.polling import eventually
 from tests.sshd import SshServer
 
@@ -186,6 +188,13 @@ def exported_rows(env: dict[str, str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in exported.stdout.splitlines()]
 
 
+def _recorded_groups(env: dict[str, str]) -> int:
+    """How many ``RemoteCommand`` rows the server's database holds (read-only: the server writes it)."""
+    path = Path(env["SSHCONTROL_DATA_DIR"]) / "sshcontrol.sqlite3"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        return int(db.execute(f"SELECT count(*) FROM {RemoteCommand._meta.db_table}").fetchone()[0])  # noqa: S608
+
+
 def finished_kill(env: dict[str, str]) -> dict[str, Any] | None:
     rows = exported_rows(env)
     return next((r for r in rows if r["tool"] == "orphan_kill" and r["status"] != "running"), None)
@@ -207,6 +216,8 @@ async def test_the_next_server_kills_the_remote_commands_of_a_killed_one(
 
             group.start_soon(long_call)
             await eventually(lambda: sshd.user_processes("sleep 303"), 15, "the command is running")
+            # What a successor kills is what was recorded: a moment after the command starts.
+            await eventually(lambda: _recorded_groups(registered), 15, "its process group recorded")
             os.kill(pid, signal.SIGKILL)
             group.cancel_scope.cancel()
     assert sshd.user_processes("sleep 303"), "the command ended with its server: nothing to test"
