@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hostkeys import trust
 from tests.sshd import SshServer
 
 # The fixtures that start an OpenSSH server: the suite's own, the second server of the
@@ -57,8 +58,7 @@ def sshd() -> Iterator[SshServer]:
 @pytest.fixture
 def make_host(db: None, sshd: SshServer) -> Callable[..., object]:
     """Register the suite's sshd as a host: ``make_host("web1", auth="password"|"ed25519"|"rsa"|"ecdsa")``."""
-    from hosts.models import Credential, Host, HostKey
-    from sshlib.connect import fingerprint
+    from hosts.models import Credential, Host
 
     def factory(
         name: str = "testhost",
@@ -83,14 +83,7 @@ def make_host(db: None, sshd: SshServer) -> Callable[..., object]:
         )
         if trusted:
             for key in sshd.host_public_keys():
-                HostKey.objects.create(
-                    host=host,
-                    key_type=key.get_name(),
-                    public_key=key.get_base64(),
-                    fingerprint=fingerprint(key),
-                    state=HostKey.State.TRUSTED,
-                    approved_by="test-suite",
-                )
+                trust(host, key)
         return host
 
     return factory

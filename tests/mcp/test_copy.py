@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from audit.models import AuditEvent
-from hosts.models import Credential, Grant, Host, HostKey, McpClient
+from hosts.models import Credential, Grant, Host, McpClient
 from sshcontrol.localfiles import local_root
-from sshlib.connect import fingerprint
+from tests.hostkeys import trust
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
 
@@ -39,14 +39,7 @@ def register(server: SshServer, name: str) -> Host:
         name=name, address=server.address, port=server.port, username=server.user, credential=credential
     )
     for key in server.host_public_keys():
-        HostKey.objects.create(
-            host=host,
-            key_type=key.get_name(),
-            public_key=key.get_base64(),
-            fingerprint=fingerprint(key),
-            state=HostKey.State.TRUSTED,
-            approved_by="test-suite",
-        )
+        trust(host, key)
     return host
 
 

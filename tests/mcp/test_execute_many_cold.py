@@ -11,7 +11,7 @@ from audit.models import AuditEvent
 from hosts.models import Host, HostKey
 from hosts.specs import build_spec, prepare
 from sshcontrol.models import SshSession
-from sshlib.connect import fingerprint
+from tests.hostkeys import trust
 from tests.mcp.conftest import McpHarness
 
 
@@ -22,15 +22,7 @@ def statuses(result: dict[str, Any]) -> dict[str, str]:
 def pin_another_key(host: Host) -> None:
     """An administrator replaced the host's trusted key: the server's real key is no longer it."""
     host.host_keys.all().delete()
-    other = paramiko.RSAKey.generate(2048)
-    HostKey.objects.create(
-        host=host,
-        key_type=other.get_name(),
-        public_key=other.get_base64(),
-        fingerprint=fingerprint(other),
-        state=HostKey.State.TRUSTED,
-        approved_by="test",
-    )
+    trust(host, paramiko.RSAKey.generate(2048), approved_by="test")
 
 
 def test_a_changed_or_revoked_pinned_key_refuses_that_host_only(

@@ -14,6 +14,7 @@ from hosts.models import HostKey
 from sshcontrol.models import SshSession
 from sshlib.sessions import registry
 from tests.database import raw_sqlite_bytes
+from tests.hostkeys import trust
 from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
 from tests.sshd import SshServer
@@ -111,16 +112,8 @@ def test_it_refuses_a_changed_host_key_and_keeps_the_trusted_one(mcp: McpHarness
     from sshlib.connect import fingerprint
 
     host = make_host("moved", trusted=False)
-    impostor = paramiko.Ed25519Key.from_private_key_file  # noqa: F841 - only the public half matters below
     other = paramiko.RSAKey.generate(2048)
-    HostKey.objects.create(
-        host=host,
-        key_type=other.get_name(),
-        public_key=other.get_base64(),
-        fingerprint=fingerprint(other),
-        state=HostKey.State.TRUSTED,
-        approved_by="test",
-    )
+    trust(host, other, approved_by="test")
     message = mcp.error("ssh_connect", host="moved")
     assert "HOST KEY CHANGED" in message
     trusted = HostKey.objects.filter(host=host, state=HostKey.State.TRUSTED)

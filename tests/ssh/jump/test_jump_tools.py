@@ -10,6 +10,7 @@ from audit.models import AuditEvent
 from hosts.models import Credential, Host, HostKey
 from sshlib.connect import fingerprint
 from sshlib.sessions import registry
+from tests.hostkeys import trust
 from tests.mcp.conftest import McpHarness
 from tests.netns import JumpNet, NetnsSshServer
 from tests.polling import wait_until
@@ -40,14 +41,7 @@ def register(server: NetnsSshServer, name: str, jump: Host | None = None, creden
         jump_host=jump,
     )
     for key in server.host_public_keys():
-        HostKey.objects.create(
-            host=host,
-            key_type=key.get_name(),
-            public_key=key.get_base64(),
-            fingerprint=fingerprint(key),
-            state=HostKey.State.TRUSTED,
-            approved_by="test-suite",
-        )
+        trust(host, key)
     return host
 
 
