@@ -347,8 +347,10 @@ def _close_rows(done: list[tuple[int, Completion, str]], opened: list[OpenedRow]
     """
     if not done and not opened:
         return
-    for start in range(0, max(len(done), 1), FINISH_ROWS):
-        _close_some(done[start : start + FINISH_ROWS], opened if start == 0 else None)
+    # At least one chunk, even empty: it carries the new sessions.
+    chunks = [done[start : start + FINISH_ROWS] for start in range(0, len(done), FINISH_ROWS)] or [[]]
+    for i, chunk in enumerate(chunks):
+        _close_some(chunk, opened if i == 0 else None)
 
 
 def _close_some(done: list[tuple[int, Completion, str]], opened: list[OpenedRow] | None = None) -> None:
