@@ -25,14 +25,25 @@ Each run also reports CPU seconds: the tool's own processes (``client``) and the
 with everything it forks (``sshd``), counted in cgroup v2 groups (``common.CpuGroup``), and the
 floor (client + sshd) / cores, the least wall time that much CPU allows on this machine: it
 tells whether a target can be reached at all. ``--paramiko`` adds plain paramiko connections
-in the bench process (no database, no MCP), the floor of any paramiko client.
+in the bench process (no database, no MCP), the floor of any paramiko client; it sends the
+product's wire form of ``true`` (``sshlib.execute.remote_command``: the shell's process group
+printed first).
 
-The references live in their own virtual environment (``ansible-core`` and ``parallel-ssh``
-from PyPI), so they never touch the project's dependencies:
+``--libssh2`` adds the floor of a C-library batch path: ``bench/refs/libssh2_fanout.py``
+(ssh2-python, i.e. libssh2, in the references' environment) runs every host from one thread on
+one epoll loop, non-blocking sessions, at most 50 at a time as the others, the pinned host key
+compared, the key authenticated from memory, each command on its own channel read to EOF with
+its exit status; two rows, plain ``true`` and the wire form. ``--libssh`` does the same with
+ssh-python (libssh), ``bench/refs/libssh_fanout.py``. No database, no MCP in either.
+
+The references live in their own virtual environment (``ansible-core``, ``parallel-ssh`` and,
+for the C-library rows, ``ssh2-python`` and ``ssh-python`` from PyPI), so they never touch the
+project's dependencies:
 
     python3 -m venv .venv-refs && .venv-refs/bin/pip install ansible-core parallel-ssh
+    .venv-refs/bin/pip install ssh2-python ssh-python        # for --libssh2 / --libssh
     sudo .venv/bin/python bench/fanout.py [--sizes 50,200,1000] [--servers 4] [--refs .venv-refs] \
-        [--warm-runs 3] [--paramiko]
+        [--warm-runs 3] [--paramiko] [--libssh2] [--libssh] [--skip-ansible]
     sudo .venv/bin/python bench/fanout.py --upload --sizes 50
 """
 
@@ -64,6 +75,7 @@ PARALLEL = 50
 CORES = os.cpu_count() or 1
 UPLOAD_BYTES = 10 * 1024 * 1024
 UPLOAD_NAME = "fanout-upload.bin"
+REFS_SCRIPTS = Path(__file__).resolve().parent / "refs"
 
 SETUP_HOSTS = """
 import json, sys
@@ -364,12 +376,43 @@ def bench_pssh(fleet: Fleet, size: int, refs: Path, warm_runs: int, upload: Path
             for s in (fleet.host(i)[1] for i in range(size))
         ],
     }
-    meters = fleet.meters("pssh")
+    argv = [str(refs / "bin" / "python"), "-c", PSSH if upload is None else PSSH_COPY]
+    return drive_reference(fleet.meters("pssh"), argv, spec, size, warm_runs, "parallel-ssh")
+
+
+def bench_c_client(fleet: Fleet, size: int, refs: Path, warm_runs: int, library: str, wire: bool) -> Runs:
+    """``bench/refs/<library>_fanout.py``: one thread, non-blocking sessions on one epoll loop.
+
+    ``wire``: send what sshcontrol sends for ``true`` (``sshlib.execute.remote_command``, which
+    prints the shell's process group first; stdout is checked for it), else plain ``true``.
+    """
+    from sshlib.capture import PGID_MARKER
+    from sshlib.execute import ExecRequest, remote_command
+
+    spec = {
+        "parallel": PARALLEL,
+        "command": remote_command(ExecRequest(command="true")) if wire else "true",
+        "expect": PGID_MARKER.decode() if wire else None,
+        "hosts": [
+            {
+                "port": s.port,
+                "user": s.user,
+                "key": s.private_key_text("ed25519"),
+                "host_key": s.host_key("ed25519").get_base64(),
+            }
+            for s in (fleet.host(i)[1] for i in range(size))
+        ],
+    }
+    argv = [str(refs / "bin" / "python"), str(REFS_SCRIPTS / f"{library}_fanout.py")]
+    return drive_reference(fleet.meters(library), argv, spec, size, warm_runs, library)
+
+
+def drive_reference(
+    meters: Meters, argv: list[str], spec: dict[str, Any], size: int, warm_runs: int, label: str
+) -> Runs:
+    """Start a reference script in ``meters``' client group; one cold run, then ``warm_runs``."""
     proc = subprocess.Popen(
-        meters.client.wrap([str(refs / "bin" / "python"), "-c", PSSH if upload is None else PSSH_COPY]),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        meters.client.wrap(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     meters.client.roots.append(proc.pid)  # counted by its process tree where no cgroup is available
     assert proc.stdin is not None and proc.stdout is not None
@@ -383,10 +426,10 @@ def bench_pssh(fleet: Fleet, size: int, refs: Path, warm_runs: int, upload: Path
                 proc.stdin.flush()
                 answer = proc.stdout.readline()
             if not answer:
-                raise RuntimeError(f"parallel-ssh stopped (exit status {proc.wait()})")
+                raise RuntimeError(f"{label} stopped (exit status {proc.wait()})")
             wall, failed = json.loads(answer)
             if failed:
-                raise RuntimeError(f"parallel-ssh: {failed} of {size} hosts failed")
+                raise RuntimeError(f"{label}: {failed} of {size} hosts failed")
             # The wall time is the script's own timing of the run, not the pipe's round trip.
             runs.append(replace(measured[0], wall=wall))
     finally:
@@ -444,6 +487,10 @@ TOOLS = {
     "pssh": "parallel-ssh",
     "ansible": "Ansible",
     "paramiko": "paramiko alone",
+    "libssh2": "libssh2, true",
+    "libssh2_wire": "libssh2, wire form",
+    "libssh": "libssh, true",
+    "libssh_wire": "libssh, wire form",
 }
 
 
@@ -504,10 +551,19 @@ def arguments() -> argparse.Namespace:
         "--refs", default=str(REPO / ".venv-refs"), help="venv with ansible-core, parallel-ssh"
     )
     parser.add_argument("--skip-refs", action="store_true", help="only sshcontrol")
+    parser.add_argument("--skip-ansible", action="store_true", help="no Ansible row (~30 s per size)")
     parser.add_argument(
         "--paramiko",
         action="store_true",
         help="also plain paramiko connections in this process (the floor of a paramiko client)",
+    )
+    parser.add_argument(
+        "--libssh2",
+        action="store_true",
+        help="also libssh2 (ssh2-python in --refs) from one thread, plain `true` and our wire form",
+    )
+    parser.add_argument(
+        "--libssh", action="store_true", help="also libssh (ssh-python in --refs), the same two rows"
     )
     parser.add_argument(
         "--warm-runs", type=int, default=1, help="warm runs per tool after the cold one (the median is shown)"
@@ -542,9 +598,16 @@ def main() -> None:
             row["sshcontrol"] = bench_sshcontrol(fleet, size, args.warm_runs, upload)
             if not args.skip_refs:
                 row["pssh"] = bench_pssh(fleet, size, refs, args.warm_runs, upload)
-                row["ansible"] = bench_ansible(fleet, size, refs, args.warm_runs, upload)
+                if not args.skip_ansible:
+                    row["ansible"] = bench_ansible(fleet, size, refs, args.warm_runs, upload)
             if args.paramiko and upload is None:
                 row["paramiko"] = bench_paramiko(fleet, size, args.warm_runs)
+            for library in ("libssh2", "libssh"):
+                if getattr(args, library) and upload is None:
+                    for wire in (False, True):
+                        row[library + ("_wire" if wire else "")] = bench_c_client(
+                            fleet, size, refs, args.warm_runs, library, wire
+                        )
             for name, label in TOOLS.items():
                 runs: Runs | None = row.get(name)
                 if runs is not None:
