@@ -427,7 +427,9 @@ def drive_reference(
                 answer = proc.stdout.readline()
             if not answer:
                 raise RuntimeError(f"{label} stopped (exit status {proc.wait()})")
-            wall, failed = json.loads(answer)
+            wall, failed, *loop = json.loads(answer)
+            if loop and loop[0]:  # the C-library loops: idle nudges and lost wake-ups (fanout_loop)
+                print(f"{label} run {len(runs)}: {loop[0]} idle nudges, {loop[1]} hosts revived", flush=True)
             if failed:
                 raise RuntimeError(f"{label}: {failed} of {size} hosts failed")
             # The wall time is the script's own timing of the run, not the pipe's round trip.

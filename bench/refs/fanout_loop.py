@@ -7,26 +7,35 @@ client scripts beside this file (``libssh2_fanout.py``, ``libssh_fanout.py``) ru
 references' virtual environment, so this module uses the standard library only.
 
 The protocol with ``bench/fanout.py``: one JSON line of spec on stdin, then one run per line
-read ("go"), each answered with one JSON line ``[wall seconds, hosts failed]``; the first run
-connects (cold), later ones reuse the sessions (warm).
+read ("go"), each answered with one JSON line ``[wall seconds, hosts failed, nudges, revived]``
+(see ``NUDGE``); the first run connects (cold), later ones reuse the sessions (warm).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import socket
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
+from types import GeneratorType
 from typing import Any, Generic, TypeVar
 
 # What a host's step yields: selector events to wait for on its socket, 0 = run again now.
 Step = Generator[int, None, None]
 H = TypeVar("H")
 
-STALL = 60.0  # a run with no socket ready for this long fails its unfinished hosts
+STALL = float(os.environ.get("FANOUT_STALL", "60"))  # no socket ready this long: the rest fail
+# libssh (not libssh2, so far) now and then reads what a host is waiting for into its own
+# buffer without reporting it: the socket never becomes readable again and the host waits
+# for ever (seen at 200 hosts, about one run in twenty, waiting for a channel's EOF). After
+# NUDGE seconds with no socket ready, every waiting host is stepped once; each run reports how
+# often that happened and how many hosts then moved on (lost wake-ups). parallel-ssh would not
+# notice one: it waits on each socket with a 1 ms timeout.
+NUDGE = float(os.environ.get("FANOUT_NUDGE", "0.02"))
 
 
 class Loop(Generic[H]):
@@ -42,21 +51,35 @@ class Loop(Generic[H]):
         self.ready: deque[tuple[H, Step]] = deque()
         self.registered: set[int] = set()
         self.active = self.failed = 0
+        # Idle periods that stepped every waiting host, and hosts that moved on when stepped so.
+        self.nudges = self.revived = 0
+        self.nudged: dict[int, str] = {}  # id(step) -> where it waited when nudged
 
     def run(self, hosts: Sequence[H]) -> int:
         """The number of hosts whose work raised (or had not finished after STALL seconds idle)."""
         self.waiting.extend(hosts)
         self._start()
+        idle = 0.0
         try:
             while self.active:
                 self._step_ready()
                 if not self.active:
                     break
-                woken = self.selector.select(STALL)
-                if not woken:
-                    print(f"stalled: {self.active} hosts unfinished", file=sys.stderr)
+                woken = self.selector.select(NUDGE)
+                if woken:
+                    idle = 0.0
+                    self.ready.extend(key.data for key, _mask in woken)
+                    continue
+                idle += NUDGE
+                waiting = [key.data for key in self.selector.get_map().values()]
+                if idle >= STALL:
+                    stuck = [where(step) for _host, step in waiting]
+                    print(f"stalled: {self.active} hosts unfinished, waiting at {stuck}", file=sys.stderr)
                     return self.failed + self.active + len(self.waiting)
-                self.ready.extend(key.data for key, _mask in woken)
+                # Nothing ready for NUDGE seconds: step every waiting host once (see NUDGE).
+                self.nudges += 1
+                self.nudged = {id(step): where(step) for _host, step in waiting}
+                self.ready.extend(waiting)
             return self.failed
         finally:
             self.selector.close()
@@ -70,9 +93,11 @@ class Loop(Generic[H]):
     def _step_ready(self) -> None:
         while self.ready:
             host, step = self.ready.popleft()
+            before = self.nudged.pop(id(step), None)
             try:
                 events = next(step)
             except StopIteration:
+                self.revived += before is not None
                 self._finish(host)
                 continue
             except Exception as error:  # a failed host is counted; the others go on
@@ -80,6 +105,8 @@ class Loop(Generic[H]):
                 self.failed += 1
                 self._finish(host)
                 continue
+            if before is not None and where(step) != before:
+                self.revived += 1
             if not events:
                 self.ready.append((host, step))
                 continue
@@ -115,12 +142,25 @@ def serve(
     cold = True
     for _line in sys.stdin:
         started = time.perf_counter()
-        if cold:
-            failed = Loop(lambda host: _chain(connect(host), execute(host)), fd, limit).run(hosts)
-            cold = False
-        else:
-            failed = Loop(execute, fd, limit).run(hosts)
-        print(json.dumps([time.perf_counter() - started, failed]), flush=True)
+        loop = (
+            Loop(lambda host: _chain(connect(host), execute(host)), fd, limit)
+            if cold
+            else Loop(execute, fd, limit)
+        )
+        failed = loop.run(hosts)
+        cold = False
+        print(json.dumps([time.perf_counter() - started, failed, loop.nudges, loop.revived]), flush=True)
+
+
+def where(step: Step) -> str:
+    """The innermost generator a step is suspended in, and its line (for a stall's report)."""
+    current: object = step
+    while isinstance(current, GeneratorType) and isinstance(current.gi_yieldfrom, GeneratorType):
+        current = current.gi_yieldfrom
+    if not isinstance(current, GeneratorType):
+        return repr(current)
+    frame = current.gi_frame
+    return f"{current.__name__}:{frame.f_lineno}" if frame is not None else current.__name__
 
 
 def _chain(first: Step, second: Step) -> Step:
