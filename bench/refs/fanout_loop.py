@@ -13,6 +13,7 @@ read ("go"), each answered with one JSON line ``[wall seconds, hosts failed, nud
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import selectors
@@ -21,6 +22,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from types import GeneratorType
 from typing import Any, Generic, TypeVar
 
@@ -185,3 +187,38 @@ def connected(sock: socket.socket) -> None:
     code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if code:
         raise OSError(code, "connect failed")
+
+
+class HostKeyMismatch(Exception):
+    pass
+
+
+@dataclass
+class Host:
+    """One host of the spec, and its connection once made (the same for both libraries)."""
+
+    port: int
+    user: str
+    key: bytes
+    host_key: bytes
+    command: str
+    expect: bytes | None
+    sock: socket.socket | None = None
+    session: Any = None
+
+
+def make(spec: dict[str, Any], h: dict[str, Any]) -> Host:
+    expect = spec.get("expect")
+    return Host(
+        port=h["port"],
+        user=h["user"],
+        key=h["key"].encode(),
+        host_key=base64.b64decode(h["host_key"]),
+        command=spec["command"],
+        expect=expect.encode() if expect else None,
+    )
+
+
+def fd(host: Host) -> int:
+    assert host.sock is not None
+    return host.sock.fileno()

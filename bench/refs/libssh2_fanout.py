@@ -17,13 +17,9 @@ The spec (one JSON line): ``parallel``, ``command``, ``expect`` (or null), ``hos
 
 from __future__ import annotations
 
-import base64
 import selectors
-import socket
-from dataclasses import dataclass
-from typing import Any
 
-from fanout_loop import Step, connected, nonblocking_socket, serve
+from fanout_loop import Host, HostKeyMismatch, Step, connected, fd, make, nonblocking_socket, serve
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
 from ssh2.session import (
     LIBSSH2_METHOD_CRYPT_CS,
@@ -37,39 +33,6 @@ from ssh2.session import (
 EAGAIN = LIBSSH2_ERROR_EAGAIN
 # As sshcontrol offers them: aes128-gcm first, the pinned key's type (libssh2's default is chacha20).
 CIPHERS = "aes128-gcm@openssh.com,aes128-ctr"
-
-
-class HostKeyMismatch(Exception):
-    pass
-
-
-@dataclass
-class Host:
-    port: int
-    user: str
-    key: bytes
-    host_key: bytes
-    command: str
-    expect: bytes | None
-    sock: socket.socket | None = None
-    session: Any = None
-
-
-def make(spec: dict[str, Any], h: dict[str, Any]) -> Host:
-    expect = spec.get("expect")
-    return Host(
-        port=h["port"],
-        user=h["user"],
-        key=h["key"].encode(),
-        host_key=base64.b64decode(h["host_key"]),
-        command=spec["command"],
-        expect=expect.encode() if expect else None,
-    )
-
-
-def fd(host: Host) -> int:
-    assert host.sock is not None
-    return host.sock.fileno()
 
 
 def blocked(host: Host) -> int:

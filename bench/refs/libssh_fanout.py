@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import base64
 import selectors
-import socket
-from dataclasses import dataclass
 from typing import Any
 
-from fanout_loop import Step, connected, nonblocking_socket, serve
+from fanout_loop import Host, HostKeyMismatch, Step, connected, fd, make, nonblocking_socket, serve
 from ssh import options
 from ssh.error_codes import SSH_AGAIN
 from ssh.exceptions import EOF
@@ -25,39 +23,6 @@ from ssh.session import SSH_AUTH_AGAIN, SSH_AUTH_SUCCESS, SSH_READ_PENDING, SSH_
 
 # As sshcontrol offers them: aes128-gcm first; only the pinned key's type.
 CIPHERS = "aes128-gcm@openssh.com,aes128-ctr"
-
-
-class HostKeyMismatch(Exception):
-    pass
-
-
-@dataclass
-class Host:
-    port: int
-    user: str
-    key: bytes
-    host_key: bytes
-    command: str
-    expect: bytes | None
-    sock: socket.socket | None = None
-    session: Any = None
-
-
-def make(spec: dict[str, Any], h: dict[str, Any]) -> Host:
-    expect = spec.get("expect")
-    return Host(
-        port=h["port"],
-        user=h["user"],
-        key=h["key"].encode(),
-        host_key=base64.b64decode(h["host_key"]),
-        command=spec["command"],
-        expect=expect.encode() if expect else None,
-    )
-
-
-def fd(host: Host) -> int:
-    assert host.sock is not None
-    return host.sock.fileno()
 
 
 def blocked(host: Host) -> int:
