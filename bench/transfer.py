@@ -18,6 +18,38 @@ Contenders (one function each, returning a :class:`Contender`; add yours to CONT
 - sshcontrol distributed: the same tools, the session held by one Celery worker whose
   transfer directory differs from ``mcp_serve``'s (as on another machine), so the bytes
   stream through a private Redis broker; peak RSS of ``mcp_serve``, the worker and Redis.
+- the peer: blc-ssh-mcp 0.9.1 (PyPI), its stdio server driven by the same MCP client, its own
+  connection kept open, its process's peak RSS reported like ours; skipped (saying how to
+  install it) when ``.peer-blc-ssh-mcp`` is absent, and above 100 MiB, which it refuses.
+
+  Peers tried on 2026-11-30 (MCP servers whose tools move a file by local path; 100 MiB
+  against this bench's sshd and key, one screen per server, then three interleaved runs of the
+  front ones; MiB/s up / down, ranges over those runs, on 2 cores at load 6-21, where raw
+  paramiko (ctr) did 45-159 / 46-124):
+
+  - blc-ssh-mcp 0.9.1 (PyPI, asyncssh SFTP): kept. 79-97 / 84-135, the fastest up + down in
+    two of the three interleaved runs and within 7% of the fastest in the third; checks host
+    keys (asyncssh's default: the host must be in ~/.ssh/known_hosts).
+  - ssh-mcp-new 1.0.2 (PyPI, our predecessor): dropped, 32-100 / 35-97 (paramiko put/get, so
+    raw paramiko's speed at best: 108 / 102 at 1 GiB where raw paramiko did 116 / 98);
+    runs only after ``pip install "mcp<2"`` (it imports 1.x's FastMCP, its ``mcp`` is unpinned),
+    RSA keys only, no host key check (AutoAddPolicy).
+  - sshand 0.2.4 (PyPI): dropped, 49-82 / 83-105 (paramiko put/get); no host key check.
+  - mcp-remote-ssh 0.4.0 (PyPI): dropped, 26-92 / 25-120 (paramiko put/get); no host key check.
+  - ssh-mcp-bridge 2.2.0 (PyPI): dropped, 20-76 / 39-97 (paramiko put/get); no host key check.
+  - ssh-mcp-vn 0.7.1 (PyPI, Python >= 3.12): dropped, 43-60 / 28-66 (asyncssh, a new
+    connection and a SHA-256 pass per transfer, files only in a staging dir); no host key check.
+  - ssh-mcp-server 0.2.0 (PyPI): dropped, no file transfer tool (commands only).
+  - ssh-mcp 2.11.0 (npm, bench/output.py's peer): dropped, 2 / 8-20 (``sftp-upload-file`` /
+    ``sftp-download-file`` need a config file naming a transfer root); pins host keys.
+  - mcp-ssh-manager 3.8.5 (npm, ssh2 fastPut/fastGet): dropped, 50-124 / 26-61; its host key
+    verifier accepts any key.
+  - @marian-craciunescu/ssh-mcp-server-secured 1.0.23 (npm): dropped, 19-61 / 1; no host key
+    check.
+
+  (The npm ones were measured before and after building ssh2's native crypto and
+  cpu-features, which npm 11 skips until ``npm install-scripts approve ssh2 cpu-features`` and
+  ``npm rebuild``: the order did not change.)
 
     sudo .venv/bin/python bench/transfer.py [--size-mib 100] [--runs 3] [--only NAME,...]
 """
@@ -44,7 +76,7 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Deployment, RedisServer, children_named, process_cpu, raw_client
+from common import REPO, Deployment, RedisServer, children_named, process_cpu, raw_client
 
 from tests.sshd import SshServer
 
@@ -183,15 +215,18 @@ def paramiko_gcm(bench: Bench) -> Contender:
 
 
 class McpClient:
-    """A stdio MCP client on its own event loop thread, so contenders stay synchronous."""
+    """A stdio MCP client on its own event loop thread, so contenders stay synchronous.
 
-    def __init__(self, deployment: Deployment) -> None:
+    ``params`` is the ``StdioServerParameters`` of the server to launch (ours or a peer's).
+    """
+
+    def __init__(self, params: Any) -> None:
         from mcp import Client
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.client = Client(deployment.server_params())
+        self.client = Client(params)
         self._stop = asyncio.Event()
         entered: Future[None] = Future()
         # Entered and exited in one task: anyio's cancel scopes demand it.
@@ -206,10 +241,15 @@ class McpClient:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(3600)
 
-    def ok(self, tool: str, **arguments: Any) -> dict[str, Any]:
-        result = self.run(self.client.call_tool(tool, {**arguments, "response_format": "json"}))
+    def call(self, tool: str, arguments: dict[str, Any]) -> Any:
+        """The tool's ``CallToolResult``; a tool error raises, with its text."""
+        result = self.run(self.client.call_tool(tool, arguments))
         if result.is_error:
             raise RuntimeError(f"{tool}: {result.content}")
+        return result
+
+    def ok(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        result = self.call(tool, {**arguments, "response_format": "json"})
         content: dict[str, Any] = result.structured_content or {}
         return content
 
@@ -222,9 +262,14 @@ class McpClient:
 
 def _start_mcp(deployment: Deployment) -> tuple[McpClient, int]:
     """A stdio client of a new mcp_serve, and that process's id."""
-    running = set(children_named("mcp_serve"))
-    client = McpClient(deployment)
-    return client, _only([p for p in children_named("mcp_serve") if p not in running])
+    return _start_stdio(deployment.server_params(), "mcp_serve")
+
+
+def _start_stdio(params: Any, word: str) -> tuple[McpClient, int]:
+    """A stdio client of a new server, and the id of the child whose command line has ``word``."""
+    running = set(children_named(word))
+    client = McpClient(params)
+    return client, _only([p for p in children_named(word) if p not in running], word)
 
 
 def sshcontrol_embedded(bench: Bench) -> Contender:
@@ -315,6 +360,91 @@ def _through_mcp(
     )
 
 
+# -- the peer server -----------------------------------------------------------------------------
+
+# blc-ssh-mcp (PyPI), the fastest peer that moves a file by local path here (the module
+# docstring says which others were tried). It lives in its own git-ignored venv:
+PEER_DIR = REPO / ".peer-blc-ssh-mcp"
+PEER_SERVER = PEER_DIR / "bin" / "blc-ssh-mcp"
+PEER_INSTALL = f"python3 -m venv {PEER_DIR} && {PEER_DIR}/bin/pip install blc-ssh-mcp==0.9.1"
+# Its transfers refuse files over 100 MiB (ssh_mcp/ssh.py's _MAX_SFTP_BYTES, a module constant
+# in 0.9.1, no setting), so at 1 GiB it has no row.
+PEER_MAX_BYTES = 100 * MIB
+
+
+def peer_blc_ssh_mcp(bench: Bench) -> Contender | None:
+    """blc-ssh-mcp's upload_file / download_file over stdio, as Claude Code would launch it.
+
+    Configured as its README says: a servers.toml naming the sshd, its key and port, and a
+    transfer root (0700) that local paths are relative to. It checks host keys (asyncssh's
+    default: the host must be in ~/.ssh/known_hosts), so its throwaway home gets the sshd's
+    pinned key there, as the OpenSSH rows get it. Its connection is opened before the first
+    transfer (an ``execute`` of ``true``), as ssh_connect opens sshcontrol's, and kept.
+    """
+    if not PEER_SERVER.is_file():
+        print(f"peer: skipped, blc-ssh-mcp is not installed in {PEER_DIR}; install it with")
+        print(f"    {PEER_INSTALL}")
+        return None
+    if bench.size > PEER_MAX_BYTES:
+        print(f"peer: skipped, blc-ssh-mcp 0.9.1 refuses files over {PEER_MAX_BYTES // MIB} MiB")
+        return None
+    from mcp import StdioServerParameters
+
+    home = bench.workdir / "peer-home"
+    (home / ".ssh").mkdir(mode=0o700, parents=True)
+    (home / ".ssh" / "config").write_text("")  # its default ssh_config: ours must not leak in
+    shutil.copyfile(bench.known_hosts(), home / ".ssh" / "known_hosts")
+    transfers = bench.workdir / "peer-transfers"
+    transfers.mkdir(mode=0o700)
+    config = home / "servers.toml"
+    server = bench.server
+    config.write_text(
+        # The idle timeout outlasts a round of 1 GiB transfers by the others (default 300 s).
+        "[settings]\nconnection_idle_timeout = 86400\n\n"
+        f'[servers.bench]\ndescription = "bench"\nhostname = "{server.address}"\nport = {server.port}\n'
+        f'user = "{server.user}"\nidentity_file = "{server.client_keys["ed25519"]}"\n'
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "SSH_MCP_CONFIG": str(config),
+        "SSH_MCP_TRANSFER_ROOT": str(transfers),
+    }
+    client, pid = _start_stdio(StdioServerParameters(command=str(PEER_SERVER), env=env), str(PEER_SERVER))
+
+    def call(tool: str, arguments: dict[str, Any], success: str) -> None:
+        # Its failures (an untrusted host key among them) come back as text, not as isError.
+        text = "".join(getattr(part, "text", "") for part in client.call(tool, arguments).content)
+        if success not in text:
+            raise RuntimeError(f"blc-ssh-mcp {tool}: {text[:500]}")
+
+    try:
+        call("execute", {"server": "bench", "command": "true"}, "Exit code: 0")
+    except BaseException:
+        client.close()
+        raise
+
+    def upload(local: Path, remote: str) -> None:
+        inside = transfers / local.name
+        if not inside.exists():
+            os.link(local, inside)
+        call("upload_file", {"server": "bench", "local_path": local.name, "remote_path": remote}, "Uploaded")
+
+    def download(remote: str, local: Path) -> None:
+        arguments = {"server": "bench", "remote_path": remote, "local_path": local.name}
+        call("download_file", arguments, "Downloaded")
+        os.replace(transfers / local.name, local)
+
+    return Contender(
+        "peer: blc-ssh-mcp 0.9.1 (stdio, asyncssh)",
+        upload,
+        download,
+        client.close,
+        lambda: {"blc-ssh-mcp": pid},
+        cpu=lambda: process_cpu(pid),
+    )
+
+
 # Every contender, in the order printed. A factory returns None when its tool is missing.
 CONTENDERS: list[Callable[[Bench], Contender | None]] = [
     openssh_scp,
@@ -324,6 +454,7 @@ CONTENDERS: list[Callable[[Bench], Contender | None]] = [
     paramiko_gcm,
     sshcontrol_embedded,
     sshcontrol_distributed,
+    peer_blc_ssh_mcp,
 ]
 
 
@@ -339,9 +470,9 @@ def run(args: list[str], stdin: str | None = None) -> None:
     subprocess.run(args, input=stdin, text=True, check=True, capture_output=True)
 
 
-def _only(pids: list[int]) -> int:
+def _only(pids: list[int], word: str = "mcp_serve") -> int:
     if len(pids) != 1:
-        raise RuntimeError(f"expected one mcp_serve process, found {pids}")
+        raise RuntimeError(f"expected one new {word} process, found {pids}")
     return pids[0]
 
 
