@@ -144,6 +144,31 @@ def test_it_needs_exactly_one_of_session_and_host_per_end(mcp: McpHarness, hosts
     )
 
 
+def test_a_read_only_grant_refuses_copies_and_uploads_though_another_grant_writes(
+    as_client: Callable[..., McpHarness], mcp: McpHarness, hosts: Dirs
+) -> None:
+    # The client writes files (on a), so the write tools are offered; on b its grant is
+    # read-only with the write flag set: only read_only stands between it and b's files.
+    a, b = Host.objects.get(name="a"), Host.objects.get(name="b")
+    source = f"{hosts['a']}/src.txt"
+    mcp.ok("ssh_upload_file", host="a", remote_path=source, content="s\n")
+    agent = as_client("agent", hosts=[a], can_write_files=True)
+    read_only = Grant.objects.create(
+        client=McpClient.objects.get(name="agent"), can_write_files=True, read_only=True
+    )
+    read_only.hosts.set([b])
+    agent.ok("ssh_upload_file", host="a", remote_path=f"{hosts['a']}/mine", content="ok\n")  # offered
+    refusals = [
+        agent.error("ssh_copy", from_host="a", from_path=source, to_host="b", to_path=f"{hosts['b']}/c"),
+        agent.error("ssh_upload_file", host="b", remote_path=f"{hosts['b']}/u", content="x"),
+    ]
+    assert all("may not write files on host 'b'" in message for message in refusals), refusals
+    assert listing(mcp, "b", hosts["b"]) == []
+    assert agent.ok("ssh_download_file", host="b", remote_path="/etc/hostname")  # reads stay allowed
+    denied = AuditEvent.objects.filter(client="agent", status=Status.DENIED)
+    assert {row.tool for row in denied} == {"ssh_copy", "ssh_upload_file"}
+
+
 def test_it_checks_read_on_the_source_and_write_on_the_destination(
     as_client: Callable[..., McpHarness], mcp: McpHarness, hosts: Dirs
 ) -> None:

@@ -95,14 +95,19 @@ def test_it_copies_to_three_hosts_each_checked_against_the_source(
     assert forced["summary"]["ok"] == 3 and {r["sha256"] for r in forced["results"]} == {digest}
 
 
+# A grant without file writes, and a read-only grant whose write flag is set: neither writes.
+NO_WRITES = [{"can_write_files": False}, {"can_write_files": True, "read_only": True}]
+
+
+@pytest.mark.parametrize("no_writes", NO_WRITES, ids=["no-write-flag", "read-only"])
 def test_a_destination_the_caller_may_not_write_is_refused_the_others_written(
-    as_client: Callable[..., McpHarness], mcp: McpHarness, hosts: dict[str, str]
+    as_client: Callable[..., McpHarness], mcp: McpHarness, hosts: dict[str, str], no_writes: dict[str, bool]
 ) -> None:
     a, b, c, d = (Host.objects.get(name=n) for n in ("a", *DESTINATIONS))
     source = f"{hosts['a']}/src.txt"
     mcp.ok("ssh_upload_file", host="a", remote_path=source, content="fleet\n")
     agent = as_client("agent", hosts=[a, b, c], can_write_files=True)
-    read_only = Grant.objects.create(client=McpClient.objects.get(name="agent"), can_write_files=False)
+    read_only = Grant.objects.create(client=McpClient.objects.get(name="agent"), **no_writes)
     read_only.hosts.set([d])
 
     done = agent.ok(

@@ -17,6 +17,7 @@ AsClient = Callable[..., McpHarness]
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
     ("ssh_execute", {"command": "id"}),
+    ("ssh_start_job", {"command": "id"}),
     ("ssh_connect", {}),
     ("ssh_list_files", {"remote_path": "."}),
     ("ssh_download_file", {"remote_path": "f"}),
