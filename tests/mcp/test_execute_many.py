@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.core.management import call_command
 
 from audit.models import AuditEvent
-from hosts.models import Host
+from hosts.models import CommandRule, Grant, Host, McpClient
 from sshcontrol.models import SshSession
 from tests.mcp.conftest import McpHarness
+from tests.sshd import SshServer
 
 
 def hosts(make_host: Callable[..., Any], count: int, prefix: str = "node", **fields: Any) -> list[Host]:
@@ -166,6 +168,35 @@ def test_command_rules_apply_per_host(as_client, make_host) -> None:
     assert set(statuses(result).values()) == {"refused"}
     denied = AuditEvent.objects.filter(batch_id=result["batch_id"], status=AuditEvent.Status.DENIED)
     assert denied.count() == 2
+
+
+def test_a_rule_on_one_host_refuses_that_host_only(as_client, make_host) -> None:
+    a, b = hosts(make_host, 2)
+    CommandRule.objects.create(host=b, action="deny", pattern="echo .*")
+    agent = as_client("agent", hosts=[a, b], can_execute=True)
+    result = agent.ok("ssh_execute_many", hosts=[a.name, b.name], command="echo hi")
+    assert statuses(result) == {a.name: "ok", b.name: "refused"}
+    rows = AuditEvent.objects.filter(batch_id=result["batch_id"])
+    assert {(row.host_name, row.status) for row in rows} == {(a.name, "ok"), (b.name, "denied")}
+
+
+def test_a_read_only_grant_refuses_a_write_on_its_hosts_only(as_client, make_host, sshd: SshServer) -> None:
+    a, b = hosts(make_host, 2)  # both on the suite's sshd: one file tells which host wrote
+    agent = as_client("agent", hosts=[a], can_execute=True)
+    read_only = Grant.objects.create(client=McpClient.objects.get(name="agent"), read_only=True)
+    read_only.hosts.set([b])
+    # Every line allowed: only the read-only classification stands between the batch and b.
+    CommandRule.objects.create(grant=read_only, action="allow", pattern=".*")
+    probe = Path(f"/tmp/sshc-batch-ro-{sshd.user}")
+    probe.unlink(missing_ok=True)
+    try:
+        result = agent.ok("ssh_execute_many", hosts=[a.name, b.name], command=f"echo x >> {probe}")
+        assert statuses(result) == {a.name: "ok", b.name: "refused"}
+        refused = next(r for r in result["results"] if r["host"] == b.name)
+        assert "a read-only grant refuses" in refused["error"]
+        assert probe.read_text() == "x\n", "only the writable host wrote"
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def test_progress_reports_hosts_done_out_of_total(mcp: McpHarness, make_host) -> None:
