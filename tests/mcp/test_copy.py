@@ -144,19 +144,22 @@ def test_it_needs_exactly_one_of_session_and_host_per_end(mcp: McpHarness, hosts
     )
 
 
+def agent_writing_on_a(as_client: Callable[..., McpHarness], **grant_on_b: bool) -> tuple[McpHarness, Grant]:
+    """Client "agent": reads and writes files on a, and holds a second grant (``grant_on_b``) on b."""
+    agent = as_client("agent", hosts=[Host.objects.get(name="a")], can_write_files=True)
+    on_b = Grant.objects.create(client=McpClient.objects.get(name="agent"), **grant_on_b)
+    on_b.hosts.set([Host.objects.get(name="b")])
+    return agent, on_b
+
+
 def test_a_read_only_grant_refuses_copies_and_uploads_though_another_grant_writes(
     as_client: Callable[..., McpHarness], mcp: McpHarness, hosts: Dirs
 ) -> None:
     # The client writes files (on a), so the write tools are offered; on b its grant is
     # read-only with the write flag set: only read_only stands between it and b's files.
-    a, b = Host.objects.get(name="a"), Host.objects.get(name="b")
     source = f"{hosts['a']}/src.txt"
     mcp.ok("ssh_upload_file", host="a", remote_path=source, content="s\n")
-    agent = as_client("agent", hosts=[a], can_write_files=True)
-    read_only = Grant.objects.create(
-        client=McpClient.objects.get(name="agent"), can_write_files=True, read_only=True
-    )
-    read_only.hosts.set([b])
+    agent, _ = agent_writing_on_a(as_client, can_write_files=True, read_only=True)
     agent.ok("ssh_upload_file", host="a", remote_path=f"{hosts['a']}/mine", content="ok\n")  # offered
     refusals = [
         agent.error("ssh_copy", from_host="a", from_path=source, to_host="b", to_path=f"{hosts['b']}/c"),
@@ -172,13 +175,10 @@ def test_a_read_only_grant_refuses_copies_and_uploads_though_another_grant_write
 def test_it_checks_read_on_the_source_and_write_on_the_destination(
     as_client: Callable[..., McpHarness], mcp: McpHarness, hosts: Dirs
 ) -> None:
-    a, b = Host.objects.get(name="a"), Host.objects.get(name="b")
     source = f"{hosts['a']}/secret.txt"
     mcp.ok("ssh_upload_file", host="a", remote_path=source, content="s\n")
     # Reads and writes on a; on b it may only read: the copy to b is refused, both ends audited.
-    agent = as_client("agent", hosts=[a], can_write_files=True)
-    extra = Grant.objects.create(client=McpClient.objects.get(name="agent"), can_write_files=False)
-    extra.hosts.set([b])
+    agent, extra = agent_writing_on_a(as_client, can_write_files=False)
     message = agent.error("ssh_copy", from_host="a", from_path=source, to_host="b", to_path=f"{hosts['b']}/s")
     assert "may not write files on host 'b'" in message
     rows = AuditEvent.objects.filter(tool="ssh_copy", client="agent")
