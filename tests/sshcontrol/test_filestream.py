@@ -11,6 +11,7 @@ from typing import cast
 
 import pytest
 import redis
+import xxhash
 from django.test import override_settings
 
 from sshcontrol import filestream
@@ -48,7 +49,17 @@ def test_it_moves_bytes_intact_between_the_ends(stream: str) -> None:
         got += chunk
     thread.join()
     receiver.close()
+    # The receiver checked the bytes (XXH3-128) and reports the sender's SHA-256 of them.
     assert bytes(got) == data and receiver.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def _end(data: bytes, **changes: object) -> bytes:
+    fields = {
+        "size": len(data),
+        "xxh3_128": xxhash.xxh3_128_hexdigest(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return b"e" + json.dumps(fields | changes).encode()
 
 
 def test_a_sender_never_runs_more_than_the_window_ahead(stream: str) -> None:
@@ -60,15 +71,37 @@ def test_a_sender_never_runs_more_than_the_window_ahead(stream: str) -> None:
     sender.close()
 
 
-def test_a_receiver_refuses_bytes_that_do_not_match_the_end_frame(stream: str) -> None:
+@pytest.mark.parametrize(
+    "end",
+    [
+        _end(b"abd"),  # one byte changed in flight: same size, another XXH3
+        _end(b"abcd"),  # a frame's tail lost
+        _end(b"abc", xxh3_128="0" * 32),
+        _end(b"abc", sha256="not a digest"),  # nothing the audit row could record
+        _end(b"abc", sha256=None),
+    ],
+)
+def test_a_receiver_refuses_bytes_that_do_not_match_the_end_frame(stream: str, end: bytes) -> None:
     data_queue = filestream.queue_names(stream)[0]
     client = redis.Redis.from_url(URL)
     client.rpush(data_queue, b"dabc")
-    client.rpush(data_queue, b"e" + json.dumps({"size": 3, "sha256": "0" * 64}).encode())
+    client.rpush(data_queue, end)
     receiver = filestream.Receiver(stream)
     assert receiver.read() == b"abc"
-    with pytest.raises(filestream.StreamBroken, match="corrupted"):
+    with pytest.raises(filestream.StreamBroken, match=r"corrupted|carried no SHA-256"):
         receiver.read()
+    with pytest.raises(filestream.StreamBroken, match="has not ended"):
+        receiver.sha256  # noqa: B018  # never a digest for bytes that did not check out
+    receiver.close()
+
+
+def test_a_receiver_takes_an_intact_stream_s_end_frame(stream: str) -> None:
+    data_queue = filestream.queue_names(stream)[0]
+    client = redis.Redis.from_url(URL)
+    client.rpush(data_queue, b"dabc", _end(b"abc"))
+    receiver = filestream.Receiver(stream)
+    assert receiver.read() == b"abc" and receiver.read() == b""
+    assert receiver.sha256 == hashlib.sha256(b"abc").hexdigest()
     receiver.close()
 
 
@@ -105,7 +138,7 @@ def test_a_sender_gathers_small_writes_into_full_frames(stream: str) -> None:
     frames = cast(list[bytes], queued)  # a synchronous client's answer
     assert [len(f) - 1 for f in frames[:-1]] == [filestream.CHUNK, filestream.CHUNK, filestream.CHUNK // 2]
     assert b"".join(f[1:] for f in frames[:-1]) == data
-    assert json.loads(frames[-1][1:]) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert frames[-1] == _end(data)
 
 
 def test_a_sender_that_does_not_hash_ends_with_the_callers_digest(stream: str) -> None:
