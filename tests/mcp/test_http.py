@@ -324,7 +324,14 @@ def test_a_session_cannot_be_used_with_another_clients_token(
     session = opened.headers["mcp-session-id"]
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     headers = {"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
-    assert post(server, listing, **headers, **bearer(other.token)).status_code == 404
+    refused = post(server, listing, **headers, **bearer(other.token))
+    assert refused.status_code == 404
+    assert "ssh_execute" not in refused.text
+    # Control: the same request with the owner's token is served, so the 404 above is the
+    # session refusing another client, not a session that no longer answers anybody.
+    served = post(server, listing, **headers, **bearer(owner.token))
+    assert served.status_code == 200, served.text
+    assert "ssh_execute" in served.text
 
 
 # -- serving -----------------------------------------------------------------------------------
