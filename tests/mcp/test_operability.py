@@ -8,6 +8,7 @@ credential and sudo; the tests then scrape its metrics and read its log.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,10 @@ from tests.mcp.test_http import RunningServer, issue, mcp_client, start_server, 
 from tests.sshd import SshServer
 
 METRICS_TOKEN = "scrape-" + secrets.token_urlsafe(16)
+# Markers no log line or metric may carry: a command's text, the stdin it is given and the
+# output it prints (the stdin reversed, so the output is text the call never sent).
+COMMAND_MARK = "cmdmark" + secrets.token_hex(6)
+STDIN_MARK = "stdinmark" + secrets.token_hex(6)
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +93,20 @@ def calls_made(
             root = await client.call_tool("ssh_execute", as_root)
             denied = await client.call_tool("ssh_execute", {"host": "ops-other", "command": "true"})
             held = await client.call_tool("ssh_execute", {"host": "ops-web", "command": "echo guarded"})
-            return {"plain": plain, "root": root, "denied": denied, "held": held}
+            marked = {"host": "ops-web", "command": f"rev # {COMMAND_MARK}", "stdin": STDIN_MARK + "\n"}
+            fed = await client.call_tool("ssh_execute", marked)
+            return {"plain": plain, "root": root, "denied": denied, "held": held, "fed": fed}
 
     results = anyio.run(run)
     assert not results["plain"].is_error and not results["root"].is_error, results
     assert results["root"].structured_content["stdout"] == "0\n"
     assert results["denied"].is_error
     assert results["held"].structured_content["state"] == "pending"
+    assert results["fed"].structured_content["stdout"] == STDIN_MARK[::-1] + "\n", results["fed"]
     return {
         "ok_ids": [results[k].structured_content["audit_id"] for k in ("plain", "root")],
+        "fed_id": results["fed"].structured_content["audit_id"],
+        "sshd_port": sshd.port,
         "denied_id": AuditEvent.objects.get(host_name="ops-other", client="ops-agent").pk,
         "password": sshd.password,
     }
@@ -128,6 +138,24 @@ def test_it_serves_metrics_only_to_allowed_hosts_with_the_token(ops_server: Runn
     assert "sshcontrol_" not in refused.text
 
 
+def test_its_metrics_name_no_client_host_or_command(
+    ops_server: RunningServer, calls_made: dict[str, Any]
+) -> None:
+    response = scrape(ops_server, authorization=f"Bearer {METRICS_TOKEN}")
+    assert response.status_code == 200, response.text
+    found = samples(response.text)
+    # Control: the scrape comes after the calls and counts them (the marked one included).
+    assert value(found, "sshcontrol_tool_calls_total", tool="ssh_execute", status="ok") >= 3
+    # Labels are the documented kinds only (and the client library's own collectors')...
+    label_names = {name for _, labels in found for name, _ in labels}
+    documented = {"tool", "status", "phase", "task", "state", "outcome", "le"}
+    assert label_names <= documented | {"implementation", "major", "minor", "patchlevel", "version"}
+    # ...and nothing names the client, a host (by name or address) or a command.
+    named = ["ops-agent", "ops-web", "ops-other", "127.0.0.1", f":{calls_made['sshd_port']}"]
+    named += ["echo plain", "echo guarded", COMMAND_MARK, STDIN_MARK, STDIN_MARK[::-1]]
+    assert [name for name in named if name in response.text] == []
+
+
 def test_it_logs_one_line_per_tool_call(ops_server: RunningServer, calls_made: dict[str, Any]) -> None:
     lines = [e for e in log_entries(ops_server) if e["logger"] == "sshcontrol.calls"]
     by_audit = {e["audit_id"]: e for e in lines if e["audit_id"] is not None}
@@ -153,6 +181,41 @@ def test_it_never_logs_the_password_or_the_sudo_password(
     # The server logs at DEBUG, so the check reads everything it would ever write.
     assert any(e["level"] == "DEBUG" for e in log_entries(ops_server))
     assert calls_made["password"] not in text
+
+
+CALL_LINE = re.compile(
+    r"tool call client=\S+ tool=\S+ host=\S* status=\S+ duration_ms=[0-9.]+ audit_id=(\d+|-)"
+)
+
+
+def test_it_never_logs_a_command_its_stdin_or_its_output(
+    ops_server: RunningServer, calls_made: dict[str, Any]
+) -> None:
+    entries = log_entries(ops_server)
+    # Control: the server logs at DEBUG and logged the marked call.
+    assert any(e["level"] == "DEBUG" for e in entries)
+    calls = [e for e in entries if e["logger"] == "sshcontrol.calls"]
+    assert [e["host"] for e in calls if e["audit_id"] == calls_made["fed_id"]] == ["ops-web"]
+    # A call line holds names, ids and a status, in these fields and no others.
+    fields = {
+        "time",
+        "level",
+        "logger",
+        "message",
+        "client",
+        "tool",
+        "host",
+        "status",
+        "duration_ms",
+        "audit_id",
+    }
+    for entry in calls:
+        assert set(entry) == fields, entry
+        assert CALL_LINE.fullmatch(entry["message"]), entry["message"]
+    # No line at all, whatever its logger, has the command, the stdin or the output.
+    text = ops_server.log.read_text()
+    marks = [COMMAND_MARK, STDIN_MARK, STDIN_MARK[::-1], "echo plain", "echo guarded"]
+    assert [mark for mark in marks if mark in text] == []
 
 
 def test_it_answers_health_and_readiness(ops_server: RunningServer) -> None:
