@@ -364,6 +364,11 @@ if ADMIN_OIDC_ISSUER:
     LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sso=failed"
     LOGOUT_REDIRECT_URL = "/admin/"
 
+# sse_starlette logs every event it streams at DEBUG: tool results, with a command's text and its
+# output, which no log line may carry (docs/operations.md, "Logs"). It never logs below INFO.
+_ROOT_LOG_LEVEL = envstr("SSHCONTROL_LOG_LEVEL", "WARNING").upper()
+_STREAM_LOG_LEVEL = "INFO" if _ROOT_LOG_LEVEL in {"DEBUG", "NOTSET"} else _ROOT_LOG_LEVEL
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -376,9 +381,10 @@ LOGGING = {
             **({"formatter": "json"} if LOG_FORMAT == "json" else {}),
         }
     },
-    "root": {"handlers": ["stderr"], "level": envstr("SSHCONTROL_LOG_LEVEL", "WARNING").upper()},
+    "root": {"handlers": ["stderr"], "level": _ROOT_LOG_LEVEL},
     "loggers": {
         "sshcontrol": {"level": envstr("SSHCONTROL_LOG_LEVEL", "INFO").upper()},
         "paramiko": {"level": "WARNING"},
+        "sse_starlette": {"level": _STREAM_LOG_LEVEL},
     },
 }

@@ -28,6 +28,7 @@ METRICS_TOKEN = "scrape-" + secrets.token_urlsafe(16)
 # output it prints (the stdin reversed, so the output is text the call never sent).
 COMMAND_MARK = "cmdmark" + secrets.token_hex(6)
 STDIN_MARK = "stdinmark" + secrets.token_hex(6)
+MARKED = {"host": "ops-web", "command": f"rev # {COMMAND_MARK}", "stdin": STDIN_MARK + "\n"}
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +94,29 @@ def calls_made(
             root = await client.call_tool("ssh_execute", as_root)
             denied = await client.call_tool("ssh_execute", {"host": "ops-other", "command": "true"})
             held = await client.call_tool("ssh_execute", {"host": "ops-web", "command": "echo guarded"})
-            marked = {"host": "ops-web", "command": f"rev # {COMMAND_MARK}", "stdin": STDIN_MARK + "\n"}
-            fed = await client.call_tool("ssh_execute", marked)
-            return {"plain": plain, "root": root, "denied": denied, "held": held, "fed": fed}
+            fed = await client.call_tool("ssh_execute", MARKED)
+        # The handshake era streams its results as server-sent events: the marked call again.
+        async with mcp_client(ops_server, issued.token, "legacy") as client:
+            streamed = await client.call_tool("ssh_execute", MARKED)
+        return {
+            "plain": plain,
+            "root": root,
+            "denied": denied,
+            "held": held,
+            "fed": fed,
+            "streamed": streamed,
+        }
 
     results = anyio.run(run)
     assert not results["plain"].is_error and not results["root"].is_error, results
     assert results["root"].structured_content["stdout"] == "0\n"
     assert results["denied"].is_error
     assert results["held"].structured_content["state"] == "pending"
-    assert results["fed"].structured_content["stdout"] == STDIN_MARK[::-1] + "\n", results["fed"]
+    for marked in ("fed", "streamed"):
+        assert results[marked].structured_content["stdout"] == STDIN_MARK[::-1] + "\n", results[marked]
     return {
         "ok_ids": [results[k].structured_content["audit_id"] for k in ("plain", "root")],
-        "fed_id": results["fed"].structured_content["audit_id"],
+        "marked_ids": [results[k].structured_content["audit_id"] for k in ("fed", "streamed")],
         "sshd_port": sshd.port,
         "denied_id": AuditEvent.objects.get(host_name="ops-other", client="ops-agent").pk,
         "password": sshd.password,
@@ -192,10 +203,10 @@ def test_it_never_logs_a_command_its_stdin_or_its_output(
     ops_server: RunningServer, calls_made: dict[str, Any]
 ) -> None:
     entries = log_entries(ops_server)
-    # Control: the server logs at DEBUG and logged the marked call.
+    # Control: the server logs at DEBUG and logged the marked calls.
     assert any(e["level"] == "DEBUG" for e in entries)
     calls = [e for e in entries if e["logger"] == "sshcontrol.calls"]
-    assert [e["host"] for e in calls if e["audit_id"] == calls_made["fed_id"]] == ["ops-web"]
+    assert [e["host"] for e in calls if e["audit_id"] in calls_made["marked_ids"]] == ["ops-web"] * 2
     # A call line holds names, ids and a status, in these fields and no others.
     fields = {
         "time",
