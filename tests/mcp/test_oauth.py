@@ -44,7 +44,9 @@ from audit import chain
 from audit.models import AuditEvent
 from hosts.access_models import ClientGroup, Grant, McpClient
 from hosts.models import Host
+from tests.leaks import recoverable
 from tests.mcp.test_http import ISSUED, RunningServer, free_port, issue, start_server, stop_server
+from tests.mcp.test_secrets_at_rest import columns_holding, in_the_database_file
 from tests.oidc.idp import REDIRECT_URI, Idp, available, ec_key, rsa_key
 from tests.polling import wait_until
 
@@ -102,7 +104,8 @@ def oauth(
     idp = Idp(tmp)
     idp.start(signing_keys)
     try:
-        proc, server = start_oauth_server(tmp, idp)
+        # DEBUG: the accepted tokens are looked for in everything the server would ever log.
+        proc, server = start_oauth_server(tmp, idp, SSHCONTROL_LOG_LEVEL="DEBUG")
         yield OAuthServer(idp, server)
         stop_server(proc, server)
     finally:
@@ -181,6 +184,28 @@ class MemoryStorage:
         self.client_info = client_info
 
 
+def accepted_token(storage: MemoryStorage) -> str:
+    """The access token the SDK client got and sent; the server's log is checked for it when it stops."""
+    assert storage.tokens is not None
+    token = storage.tokens.access_token
+    ISSUED.append(token)
+    return token
+
+
+def assert_kept_nowhere(oauth: OAuthServer, token: str, subject: str) -> None:
+    """The accepted token is in no log line and no column of any table (its signature alone neither)."""
+    # Control: the scan reads what the server committed for this caller.
+    assert "hosts_mcpclient.oauth_subject" in columns_holding(subject)
+    pieces = [token]
+    if token.count(".") == 2:  # a JWT: its signature is the part no other token shares
+        pieces.append(token.rsplit(".", 1)[1])
+    log = oauth.server.log.read_bytes()
+    for piece in pieces:
+        assert not recoverable(piece, log), "the token is in the server's log"
+        assert columns_holding(piece) == [], "the token is stored in the database"
+        assert not in_the_database_file(piece), "the token is in the database file"
+
+
 # -- metadata and challenges ------------------------------------------------------------------
 
 
@@ -208,9 +233,10 @@ def test_it_runs_tools_for_a_client_credentials_token_from_the_sdk_client(
     make_host("cc-other")
     group_grant("sre-team", web)
     oauth.idp.set_account("bot", email="bot@example.com", groups=["SRE Team", "unknown-group"])
+    storage = MemoryStorage()
     auth = ClientCredentialsOAuthProvider(
         server_url=oauth.server.mcp,
-        storage=MemoryStorage(),
+        storage=storage,
         client_id="bot",
         client_secret="bot-secret",
         scope=SCOPE,
@@ -241,6 +267,7 @@ def test_it_runs_tools_for_a_client_credentials_token_from_the_sdk_client(
     assert chain.verify().ok
     AuditEvent.objects.filter(pk=event.pk).update(oauth_subject="somebody-else")
     assert not chain.verify().ok
+    assert_kept_nowhere(oauth, accepted_token(storage), "bot")
 
 
 def authorize_in_browser(authorization_url: str) -> AuthorizationCodeResult:
@@ -284,10 +311,11 @@ def test_it_runs_tools_after_an_authorization_code_flow_with_pkce(
         scope=SCOPE,
     )
     registered = OAuthClientInformationFull(client_id="agent", **metadata.model_dump(exclude_none=True))
+    storage = MemoryStorage(registered)
     auth = OAuthClientProvider(
         server_url=oauth.server.mcp,
         client_metadata=metadata,
-        storage=MemoryStorage(registered),
+        storage=storage,
         redirect_handler=redirect,
         callback_handler=callback,
     )
@@ -304,6 +332,7 @@ def test_it_runs_tools_after_an_authorization_code_flow_with_pkce(
     assert params["code_challenge_method"] == ["S256"] and params["resource"] == [oauth.resource]
     client = McpClient.objects.get(oauth_subject="alice-sub")
     assert client.name == "alice-example-com"
+    assert_kept_nowhere(oauth, accepted_token(storage), "alice-sub")
 
 
 # -- refusals ----------------------------------------------------------------------------------
