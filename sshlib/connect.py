@@ -36,7 +36,7 @@ from sshlib.errors import (
     one_line,
 )
 from sshlib.jumps import JumpPool, Lease
-from sshlib.private_keys import PrivateKeyError, fingerprint_of_blob, parse_private_key
+from sshlib.private_keys import PrivateKeyError, SupportedKey, fingerprint_of_blob, parse_private_key
 from sshlib.quiet import QuietTransport, quieten
 
 log = logging.getLogger(__name__)
@@ -247,15 +247,23 @@ _KEY_PROBLEMS = {
 }
 
 
+def decrypted_private_key(text: str, passphrase: str | None = None) -> SupportedKey:
+    """Parse an OpenSSH or PEM private key, decrypting it if needed (for paramiko or libssh2).
+
+    Raises AuthenticationFailed with a message that never contains the key or passphrase.
+    """
+    try:
+        return parse_private_key(text, passphrase)
+    except PrivateKeyError as exc:
+        raise AuthenticationFailed(_KEY_PROBLEMS[exc.problem]) from None
+
+
 def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
     """Parse an OpenSSH or PEM private key for paramiko, decrypting it if needed.
 
     Raises AuthenticationFailed with a message that never contains the key or passphrase.
     """
-    try:
-        loaded = parse_private_key(text, passphrase)
-    except PrivateKeyError as exc:
-        raise AuthenticationFailed(_KEY_PROBLEMS[exc.problem]) from None
+    loaded = decrypted_private_key(text, passphrase)
     for crypto_type, key_class in _KEY_CLASSES:
         if isinstance(loaded, crypto_type):
             # paramiko's loaders only read unencrypted OpenSSH text for every key type alike.

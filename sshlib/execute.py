@@ -157,19 +157,32 @@ def _feed_stdin(channel: paramiko.Channel, data: bytes) -> None:
         pass  # the command exited without reading all of its input: not an error
 
 
-def _kill_process_group(transport: paramiko.Transport, pgid: int) -> str | None:
-    """Stop a process group from a second channel: TERM, then KILL if it is still there.
+def kill_script(pgid: int) -> str:
+    """What a second channel runs to stop process group ``pgid``: TERM, then KILL if it is still there.
 
-    Returns the signal that ended it, or None if the group was already gone.
+    It prints the signal that ended the group (``kill_word`` reads it), nothing if it was gone.
     """
-    script = (
+    return (
         f"p={pgid}; kill -TERM -- -$p 2>/dev/null || exit 0; i=0; "
         f"while [ $i -lt {_TERM_GRACE_STEPS} ]; do "
         "kill -0 -- -$p 2>/dev/null || { echo TERM; exit 0; }; sleep 0.1; i=$((i+1)); done; "
         "kill -KILL -- -$p 2>/dev/null; echo KILL"
     )
+
+
+def kill_word(output: bytes) -> str | None:
+    """The signal ``kill_script`` reports having used, or None."""
+    word = output.decode("ascii", errors="replace").strip()
+    return word if word in ("TERM", "KILL") else None
+
+
+def _kill_process_group(transport: paramiko.Transport, pgid: int) -> str | None:
+    """Stop a process group from a second channel: TERM, then KILL if it is still there.
+
+    Returns the signal that ended it, or None if the group was already gone.
+    """
     try:
-        channel = _open_channel(transport, script)
+        channel = _open_channel(transport, kill_script(pgid))
     except ChannelFailed:
         return None
     try:
@@ -178,8 +191,7 @@ def _kill_process_group(transport: paramiko.Transport, pgid: int) -> str | None:
         output = bytearray()
         while chunk := channel.recv(1024):
             output += chunk
-        word = output.decode("ascii", errors="replace").strip()
-        return word if word in ("TERM", "KILL") else None
+        return kill_word(bytes(output))
     except (TimeoutError, OSError, EOFError, paramiko.SSHException):
         return None
     finally:
