@@ -53,7 +53,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +146,7 @@ class _Conn:
         self.next_keepalive = 0.0
         self.progress = 0
         self.registered = 0  # the events its socket is registered for
+        self.registered_sock: socket.socket | None = None  # the socket registered (a connect may try several)
         self.connect_waits = 0  # the events the connect step waits for
         self.last_step = 0.0
 
@@ -234,23 +235,46 @@ def _tcp(conn: _Conn) -> Step:
     """The connection's non-blocking TCP socket, connected."""
     spec, where = conn.spec, conn.where
     try:
-        infos = socket.getaddrinfo(spec.address, spec.port, type=socket.SOCK_STREAM)
+        try:
+            infos = socket.getaddrinfo(
+                spec.address, spec.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:
+            # A name: resolved on a helper thread, so a slow DNS server never stalls the loop.
+            lookup = _resolver().submit(socket.getaddrinfo, spec.address, spec.port, type=socket.SOCK_STREAM)
+            while not lookup.done():
+                yield 0
+            infos = lookup.result()
     except socket.gaierror as exc:
         raise ConnectFailed(f"cannot resolve {spec.address}: {exc.strerror}") from None
-    family, kind, proto, _name, address = infos[0]
-    sock = conn.sock = socket.socket(family, kind, proto)
-    sock.setblocking(False)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    code = sock.connect_ex(address)
-    if code not in (0, errno.EINPROGRESS):
-        raise _socket_error(code, where)
-    if code:
-        yield selectors.EVENT_WRITE
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            raise _socket_error(code, where)
+    code = 0
+    for family, kind, proto, _name, address in infos:  # each address in turn, as create_connection does
+        if conn.sock is not None:
+            conn.sock.close()
+        sock = conn.sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        code = sock.connect_ex(address)
+        if code == errno.EINPROGRESS:
+            yield selectors.EVENT_WRITE
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not code:
+            return
+    raise _socket_error(code, where)
+
+
+_resolver_pool: ThreadPoolExecutor | None = None
+_resolver_lock = threading.Lock()
+
+
+def _resolver() -> ThreadPoolExecutor:
+    global _resolver_pool
+    with _resolver_lock:
+        if _resolver_pool is None:
+            _resolver_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sshcontrol-cbatch-dns")
+        return _resolver_pool
 
 
 def _new_session(conn: _Conn) -> Any:
@@ -587,6 +611,7 @@ class BatchEngine:
         self.connects_at_once = max(1, connects_at_once)
         self.channels = max(1, channels)
         self.connections_opened = 0  # every connection attempt ever made (tests count reconnects)
+        self.most_connecting = 0  # the most connects ever in progress at once
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread: threading.Thread | None = None
@@ -731,6 +756,7 @@ class BatchEngine:
             conn.connect_deadline = time.monotonic() + conn.spec.connect_timeout
             conn.connect_step = _connect(conn)
             self._connecting.add(conn)
+            self.most_connecting = max(self.most_connecting, len(self._connecting))
             self._step_conn(conn, time.monotonic())
 
     def _start_runs(self, conn: _Conn) -> None:
@@ -856,6 +882,8 @@ class BatchEngine:
             events = 0
             for run in conn.runs:
                 events |= run.waits
+        if conn.registered and conn.registered_sock is not conn.sock:
+            self._unregister(conn)
         if events == conn.registered:
             return
         if not events:
@@ -864,13 +892,14 @@ class BatchEngine:
             self._selector.modify(conn.sock, events, conn)
         else:
             self._selector.register(conn.sock, events, conn)
+            conn.registered_sock = conn.sock
         conn.registered = events
 
     def _unregister(self, conn: _Conn) -> None:
-        if conn.registered and conn.sock is not None:
+        if conn.registered and conn.registered_sock is not None:
             with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(conn.sock)
-        conn.registered = 0
+                self._selector.unregister(conn.registered_sock)
+        conn.registered, conn.registered_sock = 0, None
 
     def _drop(self, key: Hashable) -> None:
         conn = self._pool.pop(key, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -292,3 +293,25 @@ def test_a_spec_with_hops_is_refused(sshd: SshServer, engine: BatchEngine) -> No
     spec = password_spec(sshd, hops=(password_spec(sshd),))
     with pytest.raises(ValueError, match="hops"):
         engine.run_many([Job("k", spec, ExecRequest("true"))])
+
+
+def test_a_server_that_never_speaks_times_out(engine: BatchEngine) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        spec = ConnectSpec("127.0.0.1", port, "nobody", password="x", connect_timeout=0.5)
+        outcome = run_one(engine, spec, "true")
+    assert isinstance(outcome, ConnectFailed)
+    assert str(outcome) == f"timed out after 0.5 s connecting to 127.0.0.1:{port}"
+
+
+def test_connects_are_bounded_and_names_are_resolved(sshd: SshServer) -> None:
+    bounded = BatchEngine(connects_at_once=2)
+    try:
+        jobs = [Job(n, password_spec(sshd, address="localhost"), ExecRequest(f"echo {n}")) for n in range(6)]
+        outcomes = bounded.run_many(jobs)
+        assert [result(o).stdout for o in outcomes] == [f"{n}\n" for n in range(6)]
+        assert bounded.most_connecting == 2
+    finally:
+        bounded.close_all()
