@@ -61,7 +61,7 @@ from hosts.access_models import ApprovalRequest
 from hosts.models import Host
 from hosts.policy import Verdict
 from hosts.specs import PreparedHost, prepare
-from sshcontrol import calllog, durable, opening
+from sshcontrol import calllog, durable, fleet_engine, opening
 from sshcontrol.caller import Caller
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import get_dispatcher
@@ -502,9 +502,16 @@ class Batch:
         collects the results, completes their rows and reports progress.
         """
         ids = _open_rows(_rows(self.caller, self.op, self.batch_id, entries))
+        pairs = list(zip(ids, entries, strict=True))
+        if isinstance(self.op, RunCommand) and fleet_engine.enabled() and get_dispatcher().embedded:
+            on_engine = [(i, e) for i, e in pairs if e.host is not None and fleet_engine.eligible(e.host)]
+            if on_engine:
+                self.run_on_engine(on_engine, self.op.spec)
+                pairs = [(i, e) for i, e in pairs if e.result is None]
+                entries = [e for _i, e in pairs]
         prepared = _prepared(entries, reusable)
         waiting: collections.deque[tuple[_Entry, HostCall]] = collections.deque()
-        for event_id, entry in zip(ids, entries, strict=True):
+        for event_id, entry in pairs:
             assert entry.host is not None
             ready = prepared.get(entry.host.pk)
             calllog.note_audit(event_id, entry.name)
@@ -535,6 +542,52 @@ class Batch:
                 call.completed = True
             _close_rows(closing)
             self.report(len(waiting))
+
+    def run_on_engine(self, pairs: list[tuple[int, _Entry]], spec: CommandSpec) -> None:
+        """Run the hosts of ``pairs`` (rows open) on the libssh2 batch engine (``fleet_engine``).
+
+        Their rows are completed in groups as they end, like ``collect_all``'s.
+        """
+        if self.cancelled.is_set():
+            reason = "not started: the call was cancelled"
+            for event_id, entry in pairs:
+                entry.result = HostResult(entry.name, "skipped", event_id, error=reason)
+            _close_rows([(i, Completion(Status.SKIPPED, None, error=reason), "") for i, _e in pairs])
+            self.report(len(pairs))
+            return
+        host_ids = [e.host.pk for _i, e in pairs if e.host is not None]
+        prepared = retrying(lambda: prepare(host_ids), "reading the hosts")
+        hosts = []
+        for event_id, entry in pairs:
+            assert entry.host is not None
+            calllog.note_audit(event_id, entry.name)
+            details = {**entry.details, "ssh_engine": "libssh2"}
+            hosts.append(fleet_engine.EngineHost(event_id, entry.host.pk, details))
+        owner = str(self.caller.client_id) if self.caller.client_id is not None else self.caller.actor
+        closing: list[tuple[int, Completion, str]] = []
+        flushed = reported = time.monotonic()
+        unreported = 0
+        ended_hosts = fleet_engine.run(
+            owner, hosts, prepared, spec, self.cancelled, self.batch_id, idle=PROGRESS_SECONDS
+        )
+        for ended in ended_hosts:
+            if ended is not None:
+                event_id, entry = pairs[ended.index]
+                status: HostStatus = ended.status  # type: ignore[assignment]
+                entry.result = HostResult(entry.name, status, event_id, ended.run, ended.error)
+                closing.append((event_id, ended.completion, ""))
+                if status in FAILED:
+                    self.failures += 1
+                unreported += 1
+            now = time.monotonic()
+            if unreported and now - reported >= PROGRESS_SECONDS:
+                self.report(unreported)
+                unreported, reported = 0, now
+            if closing and now - flushed >= FLUSH_SECONDS:
+                _close_rows(closing)
+                closing, flushed = [], time.monotonic()
+        _close_rows(closing)
+        self.report(unreported)
 
     def runner(
         self,

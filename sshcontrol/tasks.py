@@ -99,8 +99,7 @@ def task(fn: Callable[P, R]) -> Callable[P, R]:
         except DispatchError:
             raise
         except SshError as exc:
-            kind = next((k for cls, k in _KINDS.items() if isinstance(exc, cls)), Failure.SSH_ERROR)
-            raise DispatchError(kind, str(exc)) from None
+            raise ssh_failure(exc) from None
         except NoCredential as exc:
             raise DispatchError(Failure.NO_CREDENTIAL, str(exc)) from None
         except JumpHostDisabled as exc:
@@ -159,13 +158,24 @@ def _host_key_refusal(target: Host, exc: HostKeyUnknown | HostKeyChanged) -> NoR
 
     That host is ``target`` or, when ``exc.host_ref`` names another one, a jump host on its way.
     """
+    raise host_key_refusal(target, exc) from None
+
+
+def host_key_refusal(target: Host, exc: HostKeyUnknown | HostKeyChanged) -> DispatchError:
+    """``_host_key_refusal``'s error, the key stored pending (the batch engine's hosts refused alike)."""
     changed = isinstance(exc, HostKeyChanged)
     host = target if exc.host_ref in ("", str(target.pk)) else _host(int(exc.host_ref))
     hostkeys.record_seen(host, exc.seen.key_type, exc.seen.public_key, exc.seen.fingerprint)
-    raise DispatchError(
+    return DispatchError(
         Failure.HOST_KEY_CHANGED if changed else Failure.HOST_KEY_UNKNOWN,
         _host_key_message(host, exc.seen, changed, target),
-    ) from None
+    )
+
+
+def ssh_failure(exc: SshError) -> DispatchError:
+    """What ``task`` turns an SSH runtime failure into (for work run outside a task: the batch engine)."""
+    kind = next((k for cls, k in _KINDS.items() if isinstance(exc, cls)), Failure.SSH_ERROR)
+    return DispatchError(kind, str(exc))
 
 
 def _connect_only(host: Host, session_id: str, trusted: Mapping[int, TrustedKeys] | None = None) -> Session:

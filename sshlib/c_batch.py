@@ -632,15 +632,31 @@ class BatchEngine:
         ``on_started`` callbacks are called from here (the caller's thread). Closing the
         iterator early does not stop the jobs (set their ``cancel``).
         """
+        for event in self.run_events(jobs):
+            if event is not None:
+                yield event
+
+    def run_events(
+        self, jobs: Sequence[Job], idle: float | None = None
+    ) -> Iterator[tuple[int, Outcome] | None]:
+        """``run_iter`` that also yields None after every ``idle`` seconds with nothing finished.
+
+        For a caller with work of its own to do meanwhile (the fleet completes audit rows).
+        """
         for job in jobs:
             if job.spec.hops:
                 raise ValueError("the batch engine connects directly: a spec with hops goes the paramiko way")
         outbox: queue.SimpleQueue[tuple[int, str, Any]] = queue.SimpleQueue()
         runs = [_Run(job, index, outbox) for index, job in enumerate(jobs)]
-        self._submit(lambda: self._accept(runs))
+        if runs:
+            self._submit(lambda: self._accept(runs))
         left = len(runs)
         while left:
-            index, kind, payload = outbox.get()
+            try:
+                index, kind, payload = outbox.get(timeout=idle)
+            except queue.Empty:
+                yield None
+                continue
             if kind == "started":
                 callback = jobs[index].on_started
                 if callback is not None:

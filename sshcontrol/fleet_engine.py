@@ -1,0 +1,191 @@
+"""``ssh_execute_many``'s hosts on the libssh2 batch engine (``sshlib.c_batch``), embedded only.
+
+With ``SSHCONTROL_BATCH_ENGINE_LIBSSH2`` on, ``fleet.Batch.run_chunk`` hands the hosts of an
+embedded batch that have no jump host and no trust-on-first-use to ``run`` here, and the
+others to the per-host paramiko path as before. Each host's audit row is already open (write
+before act); ``run`` yields each host's outcome and its row's completion as it ends, and the
+batch completes the rows in groups, counts failures and reports progress as for the others.
+
+What stays as on the paramiko path: the hosts and their trusted keys are read when the chunk
+starts (``hosts.specs.prepare``; a key changed or revoked before refuses the host), the
+credential (and a sudo password) is decrypted here, where the connection is made, and only
+for it; a refused host key is stored pending and the row says what ``ssh_execute`` would
+(``tasks.host_key_refusal``); the output is redacted of the host's secrets; each running
+command's process group is recorded (``orphans.Tracker``) so a survivor can kill it; the
+batch's cancellation kills the remote process groups.
+
+What differs: the engine's connections are not sessions. No ``SshSession`` row is written,
+the result and the row carry no session id, and ``ssh_execute`` cannot reuse them; they are
+pooled per (client, host) and reused by the next batch of that client while the host's spec
+(address, credential, trusted keys) is unchanged: any change opens a new connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.conf import settings
+
+from audit.models import AuditEvent
+from audit.redaction import redact
+from audit.writer import Completion
+from hosts.models import Host
+from hosts.specs import PreparedHost, build_spec
+from sshcontrol import credentials, orphans, tasks
+from sshcontrol.dbretry import retrying
+from sshcontrol.taskspec import CommandSpec, DispatchError, Failure
+from sshlib import c_batch
+from sshlib.c_batch import Job
+from sshlib.errors import HostKeyChanged, HostKeyUnknown, SshError
+from sshlib.execute import ExecRequest, ExecResult
+from sshlib.sessions import CLIENT_CANCEL
+
+Status = AuditEvent.Status
+
+
+def enabled() -> bool:
+    return bool(settings.BATCH_ENGINE_LIBSSH2)
+
+
+def eligible(host: Host) -> bool:
+    """The engine connects directly and never trusts a key on first use."""
+    return host.jump_host_id is None and not host.trust_on_first_use
+
+
+@dataclass(frozen=True)
+class EngineHost:
+    """One host of the chunk: its open audit row and what the row opened with."""
+
+    event_id: int
+    host_id: int
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ended:
+    """One host's outcome: the fields of its ``HostResult`` and its row's completion."""
+
+    index: int
+    status: str  # a fleet HostStatus
+    run: ExecResult | None
+    error: str
+    completion: Completion
+
+
+@dataclass
+class _Prepared:
+    index: int
+    host: EngineHost
+    secrets: tuple[str, ...]
+    tracker: orphans.Tracker | None = None
+
+
+def run(
+    owner: str,
+    hosts: Sequence[EngineHost],
+    prepared: dict[int, PreparedHost],
+    spec: CommandSpec,
+    cancel: Any,
+    batch_id: str,
+    idle: float | None = None,
+) -> Iterator[Ended | None]:
+    """Run ``spec`` on ``hosts`` at once on the engine; each host's ``Ended`` as it ends.
+
+    ``owner`` names the caller (its connections are its own); ``cancel``, the batch's event.
+    None is yielded after every ``idle`` seconds in which no host ended.
+    """
+    jobs: list[Job] = []
+    waiting: list[_Prepared] = []
+    for index, host in enumerate(hosts):
+        try:
+            ready = prepared.get(host.host_id)
+            if ready is None:
+                raise DispatchError(Failure.HOST_NOT_FOUND, "the host was removed")
+            job, secrets = _job(owner, ready, spec)
+        except DispatchError as exc:
+            yield _failed(index, host, exc)
+            continue
+        item = _Prepared(index, host, secrets)
+        if orphans.recording():
+            item.tracker = orphans.Tracker(f"{batch_id}-engine", host.host_id, host.event_id)
+            job = replace(job, on_started=item.tracker.started)
+        jobs.append(replace(job, cancel=cancel))
+        waiting.append(item)
+    if not jobs:
+        return
+    for event in c_batch.engine().run_events(jobs, idle):
+        if event is None:
+            yield None
+            continue
+        position, outcome = event
+        item = waiting[position]
+        if item.tracker is not None:
+            item.tracker.done()
+        if isinstance(outcome, SshError):
+            yield _failed(item.index, item.host, _refusal(prepared[item.host.host_id].host, outcome))
+        else:
+            yield _ran(item, outcome)
+
+
+def _job(owner: str, ready: PreparedHost, spec: CommandSpec) -> tuple[Job, tuple[str, ...]]:
+    """The host's engine job and what to redact from its output; DispatchError as the tasks raise."""
+    host = ready.host
+    if not host.enabled:
+        raise DispatchError(Failure.HOST_DISABLED, f"host '{host.name}' is disabled by an administrator")
+    try:
+        connect = build_spec(host, ready.trusted)  # the one place its credential is decrypted
+    except credentials.NoCredential as exc:
+        raise DispatchError(Failure.NO_CREDENTIAL, str(exc)) from None
+    secrets = connect.secrets
+    stdin = spec.stdin.encode() if spec.stdin is not None else None
+    if spec.sudo:
+        # Decrypted here, where the connection is, and only for this run: first line of stdin.
+        try:
+            password = retrying(lambda: credentials.sudo_password(host.pk), "reading the sudo password")
+        except credentials.NoSudoPassword as exc:
+            raise DispatchError(Failure.NO_SUDO_PASSWORD, str(exc)) from None
+        stdin = password.encode() + b"\n" + (stdin or b"")
+        secrets = (*secrets, password)
+    request = ExecRequest(
+        command=spec.command,
+        working_directory=spec.working_directory,
+        timeout=spec.timeout,
+        stdin=stdin,
+        max_output_bytes=settings.MAX_OUTPUT_BYTES,
+        sudo=spec.sudo,
+    )
+    return Job((owner, host.pk), connect, request), secrets
+
+
+def _refusal(host: Host, exc: SshError) -> DispatchError:
+    if isinstance(exc, HostKeyUnknown | HostKeyChanged):
+        return tasks.host_key_refusal(host, exc)
+    return tasks.ssh_failure(exc)
+
+
+def _failed(index: int, host: EngineHost, exc: DispatchError) -> Ended:
+    """As ``HostCall.fail`` completes the row of a call its dispatcher refused."""
+    status = Status.INTERRUPTED if exc.kind.outcome_unknown else Status.ERROR
+    completion = Completion(status, None, error=exc.message, details=host.details)
+    return Ended(index, "error", None, exc.message, completion)
+
+
+def _ran(item: _Prepared, result: ExecResult) -> Ended:
+    """As ``RunCommand.run`` and ``HostCall.execution_outcome`` make a command's result and row."""
+    shown = replace(
+        result, stdout=redact(result.stdout, item.secrets), stderr=redact(result.stderr, item.secrets)
+    )
+    row_status = Status.TIMEOUT if shown.timed_out else Status.INTERRUPTED if shown.cancelled else Status.OK
+    error = CLIENT_CANCEL if shown.cancelled else ""
+    completion = Completion.of_command(
+        shown, status=row_status, error=error, session_id=None, reconnected=False, details=item.host.details
+    )
+    if shown.timed_out:
+        status = "timed_out"
+    elif shown.cancelled:
+        status = "error"
+    else:
+        status = "ok" if shown.exit_status == 0 else "failed"
+    return Ended(item.index, status, shown, error, completion)

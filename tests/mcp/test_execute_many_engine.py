@@ -1,0 +1,194 @@
+"""ssh_execute_many on the libssh2 batch engine (SSHCONTROL_BATCH_ENGINE_LIBSSH2, embedded)."""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paramiko
+import pytest
+
+from audit.models import AuditEvent
+from hosts.models import Credential, Host, HostKey
+from sshcontrol.models import RemoteCommand, SshSession
+from sshlib import c_batch
+from tests.hostkeys import trust
+from tests.mcp.conftest import McpHarness
+from tests.polling import wait_until
+from tests.sshd import SshServer, free_port
+
+
+@pytest.fixture(autouse=True)
+def on_engine(settings: Any) -> Iterator[None]:
+    settings.BATCH_ENGINE_LIBSSH2 = True
+    yield
+    c_batch.engine().close_all()
+
+
+def statuses(result: dict[str, Any]) -> dict[str, str]:
+    return {r["host"]: r["status"] for r in result["results"]}
+
+
+def rows(result: dict[str, Any]) -> dict[str, AuditEvent]:
+    return {r.host_name: r for r in AuditEvent.objects.filter(batch_id=result["batch_id"])}
+
+
+def test_it_runs_on_the_engine_and_reuses_its_connections(
+    mcp: McpHarness, make_host: Callable[..., Host]
+) -> None:
+    made = [make_host(f"eng{i}") for i in range(4)]
+    names = [h.name for h in made]
+    before = c_batch.engine().connections_opened
+    first = mcp.ok("ssh_execute_many", hosts=names, command="echo same; echo err >&2; exit 3")
+    assert set(statuses(first).values()) == {"failed"}
+    assert all(r["exit_status"] == 3 and r["stdout"] == "same\n" for r in first["results"])
+    assert first["groups"][0]["stderr"] == "err\n"
+    written = rows(first)
+    assert all(r.status == AuditEvent.Status.OK and r.exit_status == 3 for r in written.values())
+    assert all(r.details["ssh_engine"] == "libssh2" and r.chain_hash for r in written.values())
+    assert not SshSession.objects.exists()  # the engine's connections are not sessions
+    assert c_batch.engine().connections_opened - before == 4
+    second = mcp.ok("ssh_execute_many", hosts=names, command="echo again")
+    assert set(statuses(second).values()) == {"ok"}
+    assert c_batch.engine().connections_opened - before == 4  # warm: none opened
+
+
+def test_a_changed_or_revoked_key_refuses_the_host_at_the_next_batch(
+    mcp: McpHarness, make_host: Callable[..., Host]
+) -> None:
+    made = [make_host(f"key{i}") for i in range(3)]
+    names = [h.name for h in made]
+    assert set(statuses(mcp.ok("ssh_execute_many", hosts=names, command="true")).values()) == {"ok"}
+    # The connections are pooled and warm; an administrator now replaces one key and revokes another.
+    made[1].host_keys.all().delete()
+    trust(made[1], paramiko.RSAKey.generate(2048), approved_by="test")
+    made[2].host_keys.update(state=HostKey.State.REVOKED)
+    result = mcp.ok("ssh_execute_many", hosts=names, command="echo hi")
+    assert statuses(result) == {"key0": "ok", "key1": "error", "key2": "error"}
+    errors = {r["host"]: r["error"] for r in result["results"]}
+    assert "HOST KEY CHANGED for 'key1'" in errors["key1"]
+    assert "unknown host key" in errors["key2"]
+    assert made[1].host_keys.filter(state=HostKey.State.PENDING).count() == 1
+    written = rows(result)
+    assert written["key1"].status == AuditEvent.Status.ERROR
+    assert "HOST KEY CHANGED" in written["key1"].error
+
+
+def test_a_changed_credential_is_used_at_the_next_batch(
+    mcp: McpHarness, make_host: Callable[..., Host], sshd: SshServer
+) -> None:
+    host = make_host("cred0")
+    assert statuses(mcp.ok("ssh_execute_many", hosts=["cred0"], command="true")) == {"cred0": "ok"}
+    credential = Credential.objects.get(pk=host.credential_id)
+    credential.set_secret("not the password 42")
+    credential.save()
+    result = mcp.ok("ssh_execute_many", hosts=["cred0"], command="true")
+    assert statuses(result) == {"cred0": "error"}
+    assert result["results"][0]["error"] == f"authentication failed for user {sshd.user}"
+    assert "not the password 42" not in str(result)
+
+
+def test_rows_are_open_while_commands_run_and_process_groups_are_recorded(
+    mcp: McpHarness, make_host: Callable[..., Host], tmp_path: Any
+) -> None:
+    running = [make_host(f"wbe{i}") for i in range(4)]
+    closed_host = make_host("closed")
+    closed_host.port = free_port()
+    closed_host.save(update_fields=["port"])
+    names = [h.name for h in running] + ["closed"]
+    base = f"/tmp/sshc-wbe-{tmp_path.name}"
+    command = f"touch {base}.started.$$; until [ -e {base}.go ]; do sleep 0.05; done"
+    call = mcp.submit("ssh_execute_many", hosts=names, command=command)
+    try:
+        wait_until(lambda: len(glob.glob(f"{base}.started.*")) == len(running), 30, "every command started")
+        opened = {r.host_name: r for r in AuditEvent.objects.filter(tool="ssh_execute_many", command=command)}
+        assert set(opened) == set(names)
+        for host in running:
+            assert opened[host.name].status == AuditEvent.Status.RUNNING
+        recorded = wait_until(
+            lambda: (
+                found
+                if len(found := dict(RemoteCommand.objects.values_list("audit_event_id", "host_id")))
+                == len(running)
+                else None
+            ),
+            15,
+            "every running command's process group recorded",
+        )
+        assert recorded == {opened[h.name].pk: h.pk for h in running}
+        closed = wait_until(
+            lambda: (
+                AuditEvent.objects.exclude(status=AuditEvent.Status.RUNNING)
+                .filter(pk=opened["closed"].pk)
+                .first()
+            ),
+            30,
+            "the unreachable host's row completed while the others run",
+        )
+        assert closed is not None and closed.status == AuditEvent.Status.ERROR
+        assert "refused" in closed.error
+    finally:
+        subprocess.run(["touch", f"{base}.go"], check=True)
+    result = call.result(60)
+    subprocess.run(["sh", "-c", f"rm -f {base}.*"], check=False)
+    assert result.structured_content is not None
+    summary = result.structured_content["summary"]
+    assert (summary["ok"], summary["error"]) == (4, 1)
+    wait_until(lambda: not RemoteCommand.objects.exists(), 15, "the process group rows forgotten")
+
+
+def test_cancelling_the_call_kills_the_commands(
+    mcp: McpHarness, make_host: Callable[..., Host], sshd: SshServer
+) -> None:
+    made = [make_host(f"can{i}") for i in range(3)]
+    marker = f"sleep 340{uuid.uuid4().int % 1000}"
+    call = mcp.submit("ssh_execute_many", hosts=[h.name for h in made], command=marker, timeout=60)
+    wait_until(lambda: len(sshd.user_processes(f"^{marker}")) == 3, 30, "every command started")
+    call.cancel()
+    wait_until(lambda: not sshd.user_processes(marker), 15, "the cancelled commands killed")
+    done = wait_until(
+        lambda: (
+            list(found)
+            if len(found := AuditEvent.objects.filter(command=marker).exclude(status="running")) == 3
+            else None
+        ),
+        30,
+        "the rows completed",
+    )
+    assert {r.status for r in done} == {AuditEvent.Status.INTERRUPTED}
+
+
+def test_stop_after_failures_and_timeouts_hold_on_the_engine(
+    mcp: McpHarness, make_host: Callable[..., Host], sshd: SshServer
+) -> None:
+    made = [make_host(f"stop{i}") for i in range(4)]
+    result = mcp.ok(
+        "ssh_execute_many",
+        hosts=[h.name for h in made],
+        command="exit 1",
+        batch_size=2,
+        stop_after_failures=1,
+    )
+    assert [r["status"] for r in result["results"]] == ["failed", "failed", "skipped", "skipped"]
+    assert result["stopped_early"] is True
+    marker = f"sleep 350{uuid.uuid4().int % 1000}"
+    timed = mcp.ok("ssh_execute_many", hosts=[made[0].name], command=marker, timeout=1)
+    assert statuses(timed) == {made[0].name: "timed_out"}
+    assert rows(timed)[made[0].name].status == AuditEvent.Status.TIMEOUT
+    wait_until(lambda: not sshd.user_processes(marker), 10, "the timed-out command killed")
+
+
+def test_hosts_the_engine_cannot_take_go_the_paramiko_way(
+    mcp: McpHarness, make_host: Callable[..., Host]
+) -> None:
+    make_host("direct")
+    make_host("tofu", trusted=False, trust_on_first_use=True)
+    result = mcp.ok("ssh_execute_many", hosts=["direct", "tofu"], command="echo hi")
+    assert statuses(result) == {"direct": "ok", "tofu": "ok"}
+    written = rows(result)
+    assert written["direct"].details.get("ssh_engine") == "libssh2"
+    assert "ssh_engine" not in written["tofu"].details
+    assert list(SshSession.objects.values_list("host_name", flat=True)) == ["tofu"]
