@@ -115,7 +115,9 @@ def run(
         waiting.append(item)
     if not jobs:
         return
-    for event in c_batch.engine().run_events(jobs, idle):
+    engine = c_batch.engine()
+    engine.idle_timeout = float(settings.SESSION_IDLE_TIMEOUT)  # as an unused session's
+    for event in engine.run_events(jobs, idle):
         if event is None:
             yield None
             continue

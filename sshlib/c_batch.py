@@ -106,6 +106,7 @@ _ROUNDS = 4  # rounds over one connection's jobs while they still make progress
 # command needs a second one for its kill).
 CHANNELS_PER_CONNECTION = 8
 CONNECTS_AT_ONCE = 64
+IDLE_TIMEOUT = 900.0
 
 _RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256")
 _CIPHERS = (*ciphers.FAST_FIRST, "aes128-ctr", "aes192-ctr", "aes256-ctr", "chacha20-poly1305@openssh.com")
@@ -606,10 +607,15 @@ class BatchEngine:
     """The loop thread and its connection pool. Thread-safe; see the module docstring."""
 
     def __init__(
-        self, connects_at_once: int = CONNECTS_AT_ONCE, channels: int = CHANNELS_PER_CONNECTION
+        self,
+        connects_at_once: int = CONNECTS_AT_ONCE,
+        channels: int = CHANNELS_PER_CONNECTION,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.connects_at_once = max(1, connects_at_once)
         self.channels = max(1, channels)
+        # A pooled connection unused this long is closed by the loop (settable while it runs).
+        self.idle_timeout = idle_timeout
         self.connections_opened = 0  # every connection attempt ever made (tests count reconnects)
         self.most_connecting = 0  # the most connects ever in progress at once
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -739,6 +745,8 @@ class BatchEngine:
                 self._step_conn(conn, now)
         self._start_connects()
         self._keepalives(now)
+        if self._pool:
+            self._close_idle(self.idle_timeout)
 
     def _accept(self, runs: list[_Run]) -> None:
         for run in runs:

@@ -82,7 +82,7 @@ def test_a_changed_credential_is_used_at_the_next_batch(
 ) -> None:
     host = make_host("cred0")
     assert statuses(mcp.ok("ssh_execute_many", hosts=["cred0"], command="true")) == {"cred0": "ok"}
-    credential = Credential.objects.get(pk=host.credential_id)
+    credential = Credential.objects.get(hosts=host)
     credential.set_secret("not the password 42")
     credential.save()
     result = mcp.ok("ssh_execute_many", hosts=["cred0"], command="true")
@@ -158,6 +158,7 @@ def test_cancelling_the_call_kills_the_commands(
         30,
         "the rows completed",
     )
+    assert done is not None
     assert {r.status for r in done} == {AuditEvent.Status.INTERRUPTED}
 
 

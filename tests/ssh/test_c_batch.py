@@ -117,6 +117,18 @@ def test_sudo_gets_its_password_line_on_stdin_like_the_paramiko_path(
     assert ours.exit_status != 0
 
 
+def test_sudo_runs_as_root_with_the_password_line_on_stdin(
+    sshd: SshServer, engine: BatchEngine, sudoers: None
+) -> None:
+    line = f"{sshd.password}\n".encode()
+    got = result(
+        run_one(engine, password_spec(sshd), "id -u; cat", sudo=True, stdin=line + b"rest\n", timeout=20)
+    )
+    assert (got.exit_status, got.stdout) == (0, "0\nrest\n")  # the password line is sudo's alone
+    wrong = result(run_one(engine, password_spec(sshd), "id -u", sudo=True, stdin=b"nope\n", timeout=20))
+    assert wrong.exit_status != 0 and wrong.stdout == ""
+
+
 def test_on_started_gets_the_process_group_on_the_caller_s_thread(
     sshd: SshServer, engine: BatchEngine
 ) -> None:
@@ -315,3 +327,12 @@ def test_connects_are_bounded_and_names_are_resolved(sshd: SshServer) -> None:
         assert bounded.most_connecting == 2
     finally:
         bounded.close_all()
+
+
+def test_idle_connections_are_closed_by_the_loop(sshd: SshServer) -> None:
+    idle = BatchEngine(idle_timeout=0.3)
+    try:
+        assert result(run_one(idle, password_spec(sshd), "true")).exit_status == 0
+        wait_until(lambda: idle.pooled() == 0, 5.0, "the idle connection closed")
+    finally:
+        idle.close_all()
