@@ -92,14 +92,14 @@ def test_a_changed_credential_is_used_at_the_next_batch(
 
 
 def test_rows_are_open_while_commands_run_and_process_groups_are_recorded(
-    mcp: McpHarness, make_host: Callable[..., Host], tmp_path: Any
+    mcp: McpHarness, make_host: Callable[..., Host]
 ) -> None:
     running = [make_host(f"wbe{i}") for i in range(4)]
     closed_host = make_host("closed")
     closed_host.port = free_port()
     closed_host.save(update_fields=["port"])
     names = [h.name for h in running] + ["closed"]
-    base = f"/tmp/sshc-wbe-{tmp_path.name}"
+    base = f"/tmp/sshc-wbe-{uuid.uuid4().hex}"
     command = f"touch {base}.started.$$; until [ -e {base}.go ]; do sleep 0.05; done"
     call = mcp.submit("ssh_execute_many", hosts=names, command=command)
     try:
@@ -132,8 +132,10 @@ def test_rows_are_open_while_commands_run_and_process_groups_are_recorded(
         assert "refused" in closed.error
     finally:
         subprocess.run(["touch", f"{base}.go"], check=True)
-    result = call.result(60)
-    subprocess.run(["sh", "-c", f"rm -f {base}.*"], check=False)
+        try:
+            result = call.result(60)
+        finally:
+            subprocess.run(["sh", "-c", f"rm -f {base}.*"], check=False)
     assert result.structured_content is not None
     summary = result.structured_content["summary"]
     assert (summary["ok"], summary["error"]) == (4, 1)
