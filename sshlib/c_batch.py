@@ -588,6 +588,13 @@ def _feed(conn: _Conn, channel: Any, stdin: memoryview) -> tuple[memoryview, boo
         return memoryview(b""), True  # the command exited without reading all of its input: not an error
 
 
+def _cut_off(run: _Run, why: str) -> SshError:
+    """The error of a job the engine had to give up: lost if its command had been sent, else not started."""
+    if run.executing:
+        return ConnectionLost(f"{why} while the command ran; it may have run in part")
+    return ChannelFailed(f"{why} before the command started")
+
+
 def _signal(channel: Any) -> str | None:
     """The exit-signal the server reported (``TERM``...), if any."""
     try:
@@ -721,6 +728,8 @@ class BatchEngine:
                 self._turn()
             except Exception:  # never let the loop die: every job would wait for ever
                 log.exception("batch engine loop")
+                with contextlib.suppress(Exception):
+                    self._drop_all()  # every job in it ends (with an error) rather than waits for ever
 
     def _turn(self) -> None:
         active = any(c.runs or c.state == "connecting" for c in self._pool.values()) or bool(self._to_connect)
@@ -864,7 +873,7 @@ class BatchEngine:
             run.finish(exc)
         except Exception as exc:
             log.exception("batch engine job")
-            run.finish(ChannelFailed(f"the batch engine failed: {one_line(exc)}"))
+            run.finish(_cut_off(run, f"the batch engine failed: {one_line(exc)}"))
         conn.runs.discard(run)
         conn.last_used = time.monotonic()
         if conn.state == "ready":
@@ -934,11 +943,10 @@ class BatchEngine:
             conn.connect_step.close()
         self._unregister(conn)
         conn.close()
-        error = ChannelFailed("the connection was closed")
         for run in [*conn.runs, *conn.waiting]:
             if run.step is not None:
                 run.step.close()
-            run.finish(error)
+            run.finish(_cut_off(run, "the connection was closed"))
         conn.runs.clear()
         conn.waiting.clear()
 

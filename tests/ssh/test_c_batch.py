@@ -336,3 +336,38 @@ def test_idle_connections_are_closed_by_the_loop(sshd: SshServer) -> None:
         wait_until(lambda: idle.pooled() == 0, 5.0, "the idle connection closed")
     finally:
         idle.close_all()
+
+
+def test_closing_a_connection_under_a_running_command_reports_it_lost(
+    sshd: SshServer, engine: BatchEngine
+) -> None:
+    marker = f"sleep 360{uuid.uuid4().int % 1000}"
+    job = Job(
+        "k", password_spec(sshd), ExecRequest(marker, timeout=30), on_started=lambda _pgid: engine.close("k")
+    )
+    outcome = engine.run_many([job])[0]
+    assert isinstance(outcome, ConnectionLost), outcome
+    assert "may have run in part" in str(outcome)
+
+
+def test_a_failing_loop_ends_its_jobs_and_goes_on(
+    sshd: SshServer, engine: BatchEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = f"sleep 370{uuid.uuid4().int % 1000}"
+    broken = threading.Event()
+    original = BatchEngine._keepalives
+
+    def fail_once(self: BatchEngine, now: float) -> None:
+        if broken.is_set():
+            broken.clear()
+            raise RuntimeError("a bug in the loop")
+        original(self, now)
+
+    monkeypatch.setattr(BatchEngine, "_keepalives", fail_once)
+    job = Job(
+        "k", password_spec(sshd), ExecRequest(marker, timeout=30), on_started=lambda _pgid: broken.set()
+    )
+    outcome = engine.run_many([job])[0]
+    assert isinstance(outcome, ConnectionLost), outcome
+    assert "batch engine loop" in caplog.text
+    assert result(run_one(engine, password_spec(sshd), "echo still")).stdout == "still\n"
