@@ -18,6 +18,8 @@ from sshlib.errors import AuthenticationFailed, ConnectFailed, ConnectionLost, H
 from sshlib.execute import ExecRequest, ExecResult, run_command
 from tests.polling import wait_until
 from tests.ssh.conftest import password_spec
+from tests.ssh.test_impostor import SECRET, Impostor, new_ed25519_key, pinned
+from tests.ssh.test_impostor import spec as impostor_spec
 from tests.sshd import SshServer, free_port
 
 
@@ -371,3 +373,33 @@ def test_a_failing_loop_ends_its_jobs_and_goes_on(
     assert isinstance(outcome, ConnectionLost), outcome
     assert "batch engine loop" in caplog.text
     assert result(run_one(engine, password_spec(sshd), "echo still")).stdout == "still\n"
+
+
+@pytest.fixture
+def fake_server() -> Iterator[Impostor]:
+    """tests/ssh/test_impostor.py's server: records every authentication request, accepts none."""
+    server = Impostor(new_ed25519_key())
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("stored", ["another ed25519 key", "a key of another type", "none (unknown host)"])
+def test_a_server_with_the_wrong_host_key_sees_no_login_attempt(
+    fake_server: Impostor, engine: BatchEngine, stored: str
+) -> None:
+    # Control: the engine trusting the impostor's key sends the password, and the recorder hears it.
+    control = run_one(engine, impostor_spec(fake_server, pinned(fake_server.key)), "true", key="control")
+    assert isinstance(control, AuthenticationFailed)
+    assert f"password for victim: {SECRET}" in fake_server.attempts_once_settled()
+    fake_server.reset()
+    trusted_keys = {
+        "another ed25519 key": pinned(new_ed25519_key()),
+        "a key of another type": pinned(paramiko.ECDSAKey.generate()),
+        "none (unknown host)": (),
+    }[stored]
+    outcome = run_one(engine, impostor_spec(fake_server, trusted_keys), "true", key=stored)
+    assert isinstance(outcome, HostKeyUnknown | HostKeyChanged), outcome
+    assert isinstance(outcome, HostKeyUnknown if not trusted_keys else HostKeyChanged)
+    assert outcome.seen == seen_key(fake_server.key)
+    assert SECRET not in str(outcome)
+    assert fake_server.attempts_once_settled() == []
