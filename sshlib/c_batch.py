@@ -636,6 +636,7 @@ class BatchEngine:
         self._selector = selectors.EpollSelector()
         self._selector.register(self._wake, selectors.EVENT_READ, None)
         self._numbers = itertools.count(1)
+        self._housekeeping = 0.0
 
     # -- the callers' side --
 
@@ -753,8 +754,9 @@ class BatchEngine:
             if conn in ready or due:
                 self._step_conn(conn, now)
         self._start_connects()
-        self._keepalives(now)
-        if self._pool:
+        if now >= self._housekeeping:  # keepalives and idle connections: once a second is enough
+            self._housekeeping = now + 1.0
+            self._keepalives(now)
             self._close_idle(self.idle_timeout)
 
     def _accept(self, runs: list[_Run]) -> None:
