@@ -583,7 +583,10 @@ class Batch:
             if unreported and now - reported >= PROGRESS_SECONDS:
                 self.report(unreported)
                 unreported, reported = 0, now
-            if closing and now - flushed >= FLUSH_SECONDS:
+            # Rows are completed FINISH_ROWS at a time as hosts end, while the engine's thread
+            # (C, mostly outside the GIL) runs the rest: at the end only the last few are left
+            # to write. (collect_all waits longer: its writes stall behind paramiko's threads.)
+            if len(closing) >= FINISH_ROWS or (closing and now - flushed >= FLUSH_SECONDS):
                 _close_rows(closing)
                 closing, flushed = [], time.monotonic()
         _close_rows(closing)

@@ -109,7 +109,9 @@ def run(
             continue
         item = _Prepared(index, host, secrets)
         if orphans.recording():
-            item.tracker = orphans.Tracker(f"{batch_id}-engine", host.host_id, host.event_id)
+            # behind: the engine reports every host's start to this one thread, which would
+            # otherwise write the rows one at a time, each host's result waiting behind them.
+            item.tracker = orphans.Tracker(f"{batch_id}-engine", host.host_id, host.event_id, behind=True)
             job = replace(job, on_started=item.tracker.started)
         jobs.append(replace(job, cancel=cancel))
         waiting.append(item)

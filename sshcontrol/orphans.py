@@ -106,10 +106,15 @@ class Tracker:
     """The ``RemoteCommand`` row of one running command: written on start, deleted at the end.
 
     The writes go through the process's ``_Recorder``, which writes the rows of commands that
-    start (and end) together in one statement each.
+    start (and end) together in one statement each. ``behind``: the rows are written by the
+    recorder's own thread and ``started``/``done`` never wait for the database (the batch
+    engine's commands report to one thread, which must not write their rows one by one).
     """
 
-    def __init__(self, session_id: str, host_id: int, audit_event_id: int | None) -> None:
+    def __init__(
+        self, session_id: str, host_id: int, audit_event_id: int | None, *, behind: bool = False
+    ) -> None:
+        self.behind = behind
         self.session_id = session_id
         self.host_id = host_id
         self.audit_event_id = audit_event_id
@@ -160,6 +165,10 @@ class _Recorder:
         self._inserts: dict[int, Tracker] = {}  # id(tracker) -> tracker, in start order
         self._deletes: list[int] = []
         self._writing = False
+        # The thread that writes for ``behind`` trackers, started at the first such write.
+        self._writer: threading.Thread | None = None
+        self._wake = threading.Condition(self._lock)
+        self._handed = False
 
     def started(self, tracker: Tracker) -> None:
         with self._lock:
@@ -167,7 +176,7 @@ class _Recorder:
             self._inserts[id(tracker)] = tracker
             lead = self._lead_if_idle()
         if lead:
-            self._write_queued()
+            self._write(tracker.behind)
 
     def done(self, tracker: Tracker) -> None:
         with self._lock:
@@ -184,7 +193,37 @@ class _Recorder:
             tracker.row_id = None
             lead = self._lead_if_idle()
         if lead:
+            self._write(tracker.behind)
+
+    def _write(self, behind: bool) -> None:
+        """Write what is queued: on this thread, or (``behind``) on the recorder's own."""
+        if not behind:
             self._write_queued()
+            return
+        with self._lock:
+            self._handed = True
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_behind, name="sshcontrol-command-rows", daemon=True
+                )
+                self._writer.start()
+            self._wake.notify()
+
+    def _write_behind(self) -> None:
+        """The recorder's own thread: each time it is handed the lead, write what is queued."""
+        while True:
+            with self._lock:
+                while not self._handed:
+                    self._wake.wait()
+                self._handed = False
+            try:
+                self._write_queued()
+            except Exception:
+                log.exception("could not write the process group rows")
+            finally:
+                # Its connection is not kept between bursts: a test database (or a failover)
+                # must be able to drop it, and a burst reopening one costs well under a write.
+                connections.close_all()
 
     def _lead_if_idle(self) -> bool:
         if self._writing:

@@ -4,13 +4,16 @@ ended while its row still waited."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from hosts.models import Host
 from sshcontrol import orphans
 from sshcontrol.models import RemoteCommand
+from tests.polling import wait_until
 
 
 @pytest.fixture
@@ -67,3 +70,32 @@ def test_a_command_that_ends_while_its_row_waits_is_never_written(
     assert list(RemoteCommand.objects.values_list("pgid", flat=True)) == [3002]
     slow.done()
     assert not RemoteCommand.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tracker_behind_never_waits_for_the_database_and_its_rows_are_still_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch engine's trackers: started/done return at once, the recorder's thread writes."""
+    host_id = Host.objects.create(name="box", address="127.0.0.1", username="u").pk
+    recorder = orphans._Recorder()
+    monkeypatch.setattr(orphans, "_recorder", recorder)
+    database_back = threading.Event()
+    record = orphans._record
+
+    def slow_record(rows: list[list[Any]]) -> list[int]:
+        assert database_back.wait(30), "the test never let the database come back"
+        return record(rows)
+
+    monkeypatch.setattr(orphans, "_record", slow_record)
+    trackers = [orphans.Tracker(f"e-{i}", host_id, 500 + i, behind=True) for i in range(5)]
+    for i, tracker in enumerate(trackers):
+        tracker.started(4000 + i)  # returns although no row can be written yet
+    assert not RemoteCommand.objects.exists()
+    database_back.set()
+    wait_until(lambda: RemoteCommand.objects.count() == 5, message="the rows written behind")
+    assert sorted(RemoteCommand.objects.values_list("pgid", flat=True)) == [4000 + i for i in range(5)]
+    assert recorder._writer is not None and recorder._writer.name == "sshcontrol-command-rows"
+    for tracker in trackers:
+        tracker.done()
+    wait_until(lambda: not RemoteCommand.objects.exists(), message="the rows deleted behind")
