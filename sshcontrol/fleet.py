@@ -61,7 +61,7 @@ from hosts.access_models import ApprovalRequest
 from hosts.models import Host
 from hosts.policy import Verdict
 from hosts.specs import PreparedHost, prepare
-from sshcontrol import calllog, durable, fleet_engine, opening
+from sshcontrol import calllog, dbretry, durable, fleet_engine, opening
 from sshcontrol.caller import Caller
 from sshcontrol.dbretry import DatabaseUnavailable, retrying
 from sshcontrol.dispatch import get_dispatcher
@@ -340,6 +340,26 @@ def _open_rows(rows: list[dict[str, Any]]) -> list[int]:
     return retrying(attempt, "opening the batch's audit rows")
 
 
+def _postpone_refusals(rows: list[dict[str, Any]], error: str) -> None:
+    """Rows for hosts not started because the database was away, written once it is back (as a
+    single call's refusal is, ``durable.refuse``): the attempt is not lost. The same request ids
+    as the failed opening, so rows it committed before its reply was lost are completed, not doubled.
+    """
+    if not rows:
+        return
+
+    def write() -> None:
+        request_ids = [r["request_id"] for r in rows]
+        found = dict(AuditEvent.objects.filter(request_id__in=request_ids).values_list("request_id", "id"))
+        # One transaction opened them: all of them were written, or none.
+        ids = [found[r] for r in request_ids] if len(found) == len(rows) else writer.begin_many(rows)
+        refused = Completion(Status.ERROR, None, error=error)
+        with writelock.serialized(connection), transaction.atomic():
+            writer.finish_many([(event_id, refused) for event_id in ids if not durable.finished(event_id)])
+
+    dbretry.postpone(write, "recording a batch refused while the database was away")
+
+
 def _close_rows(done: list[tuple[int, Completion, str]], opened: list[OpenedRow] | None = None) -> None:
     """Complete rows (and record each session's use) in one transaction; postponed if the database is away.
 
@@ -489,6 +509,8 @@ class Batch:
                 # contacted. Earlier chunks ran, so the call returns what they did.
                 for e in (e for c in chunks[index:] for e in c if e.result is None):
                     e.result = HostResult(e.name, "error", 0, error=f"not started: {exc}")
+                later = [e for c in chunks[index + 1 :] for e in c]
+                _postpone_refusals(_rows(self.caller, self.op, self.batch_id, later), f"not started: {exc}")
                 return False
         return False
 
@@ -501,7 +523,12 @@ class Batch:
         dozens of SSH threads busy, each such hand-off cost milliseconds). This thread only
         collects the results, completes their rows and reports progress.
         """
-        ids = _open_rows(_rows(self.caller, self.op, self.batch_id, entries))
+        rows = _rows(self.caller, self.op, self.batch_id, entries)
+        try:
+            ids = _open_rows(rows)
+        except DatabaseUnavailable as exc:
+            _postpone_refusals(rows, f"not started: {exc}")
+            raise
         pairs = list(zip(ids, entries, strict=True))
         if isinstance(self.op, RunCommand) and fleet_engine.enabled() and get_dispatcher().embedded:
             on_engine = [(i, e) for i, e in pairs if e.host is not None and fleet_engine.eligible(e.host)]
