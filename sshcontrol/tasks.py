@@ -635,9 +635,19 @@ def copy(session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
     dest = _held(dest_session_id)
     source_client, source_reconnected = _client_for(source)
     dest_client, dest_reconnected = _client_for(dest)
-    result = remote_copy.copy(
-        source_client, spec.source_path, dest_client, spec.dest_path, overwrite=spec.overwrite, mode=spec.mode
-    )
+    try:
+        result = remote_copy.copy(
+            source_client,
+            spec.source_path,
+            dest_client,
+            spec.dest_path,
+            overwrite=spec.overwrite,
+            mode=spec.mode,
+        )
+    except SshError as exc:
+        if exc.leftover:
+            _remove_leftover(dest, exc.leftover)
+        raise
     source.touch()
     dest.touch()
     return Copied(
@@ -647,6 +657,19 @@ def copy(session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
         result.sha256,
         source_reconnected or dest_reconnected,
     )
+
+
+def _remove_leftover(session: Session, path: str) -> None:
+    """Remove the temporary file a copy left when its destination's connection went away.
+
+    Reconnects the session if need be (the copy fails all the same; the next call finds the
+    session up). Best effort: a host still away keeps the file, named ``.<name>.sshc-*.tmp``.
+    """
+    try:
+        client, _reconnected = _client_for(session)
+        transfer.remove_file(client, path)
+    except (SshError, DispatchError, OSError, paramiko.SSHException, EOFError) as exc:
+        log.warning("could not remove the temporary file %s after a failed copy: %s", path, exc)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,13 @@ def one_line(exc: BaseException) -> str:
 
 
 class SshError(Exception):
-    """Base class: something prevented the SSH operation."""
+    """Base class: something prevented the SSH operation.
+
+    ``leftover``: a temporary file the failed operation wrote and could not remove (its
+    connection was gone); whoever can reach the host again removes it.
+    """
+
+    leftover: str = ""
 
 
 class ConnectFailed(SshError):

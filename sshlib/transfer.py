@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 import paramiko
 from paramiko.buffered_pipe import BufferedPipe
 
-from sshlib.errors import ChannelFailed, ConnectionLost, RemoteFileError
+from sshlib.errors import ChannelFailed, ConnectionLost, RemoteFileError, SshError
 from sshlib.sftp_reads import PipelinedReader
 
 _CHUNK = 1 << 20
@@ -352,6 +352,25 @@ def upload(
     """
     if not remote_path or remote_path.endswith("/"):
         raise RemoteFileError(f"{remote_path or '(empty path)'}: not a file path")
+    left: list[str] = []
+    try:
+        return _upload(client, remote_path, source, mode, overwrite, source_sha256, left)
+    except SshError as exc:
+        if left:
+            exc.leftover = left[0]
+        raise
+
+
+def _upload(
+    client: paramiko.SSHClient,
+    remote_path: str,
+    source: BinaryIO | bytes,
+    mode: int | None,
+    overwrite: bool,
+    source_sha256: Callable[[], str] | None,
+    left: list[str],
+) -> UploadResult:
+    """``upload``; a temporary file it could not remove is appended to ``left``."""
     with _sftp(client) as sftp:
         mode = _upload_mode(sftp, remote_path, mode, overwrite)
         temp = _temp_name(remote_path)
@@ -369,9 +388,17 @@ def upload(
             raise _remote_error(remote_path, exc) from None
         finally:
             if created:
-                with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+                try:
                     sftp.remove(temp)
+                except (OSError, paramiko.SSHException, EOFError):
+                    left.append(temp)
     return UploadResult(remote_path=remote_path, size=size, sha256=sha256)
+
+
+def remove_file(client: paramiko.SSHClient, remote_path: str) -> None:
+    """Remove one remote file (a failed transfer's temporary file, see ``SshError.leftover``)."""
+    with _sftp(client) as sftp:
+        sftp.remove(remote_path)
 
 
 def _stat_file(sftp: paramiko.SFTPClient, remote_path: str) -> int:
