@@ -127,6 +127,9 @@ def _drain_later() -> None:
     while True:
         with _later_wake:
             if not _later:
+                # This thread's connections would otherwise stay open until collected (and keep
+                # a test database, or a PostgreSQL backend, busy).
+                connections.close_all()
                 return
             what, fn = _later[0]
         try:

@@ -296,12 +296,12 @@ def _reusable_sessions(caller: Caller, host_ids: list[int]) -> dict[int, str]:
 # -- the audit rows ----------------------------------------------------------------------------
 
 
-def _rows(caller: Caller, op: HostOperation, batch_id: str, entries: list[_Entry]) -> list[dict[str, Any]]:
-    """The opening of each entry's audit row: what the batch says once, then each host's own."""
+def _shared(caller: Caller, op: HostOperation, batch_id: str) -> dict[str, Any]:
+    """What every audit row of the batch opens with."""
     fields = asdict(op.audit(batch_id))
     if fields["stdin"] is None:
         del fields["stdin"]
-    shared = {
+    return {
         "tool": op.tool,
         "actor": caller.actor,
         "client": caller.client_name,
@@ -311,6 +311,29 @@ def _rows(caller: Caller, op: HostOperation, batch_id: str, entries: list[_Entry
         "session_id": "",
         **fields,
     }
+
+
+def refuse_unchecked(
+    caller: Caller, op: HostOperation, hosts: Sequence[str] | None, tag: str | None, exc: DatabaseUnavailable
+) -> str:
+    """A batch refused before its hosts were known (the database away): one ``error`` row for the
+    call, written once the database is back (as ``durable.refuse`` does for one host). The message.
+    """
+    message = f"{exc}; nothing was run"
+    asked = {"hosts_requested": [h[:100] for h in hosts[:MAX_HOSTS]]} if hosts is not None else {}
+    row = {
+        **_shared(caller, op, ""),
+        "host": None,
+        "request_id": uuid.uuid4(),
+        "details": {**op.details(), **asked, **({"tag_requested": tag[:100]} if tag else {})},
+    }
+    _postpone_refusals([row], message)
+    return message
+
+
+def _rows(caller: Caller, op: HostOperation, batch_id: str, entries: list[_Entry]) -> list[dict[str, Any]]:
+    """The opening of each entry's audit row: what the batch says once, then each host's own."""
+    shared = _shared(caller, op, batch_id)
     details = op.details()
     return [
         {**shared, "host": e.host, "request_id": uuid.uuid4(), "details": {**details, **e.details}}

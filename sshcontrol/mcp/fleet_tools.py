@@ -266,10 +266,11 @@ class FleetTools:
             asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, message), loop)
 
         def work() -> ExecuteManyResult:
+            op = RunCommand(spec, reason=reason or "")
             try:
                 outcome = fleet.run_batch(
                     caller,
-                    RunCommand(spec, reason=reason or ""),
+                    op,
                     hosts=hosts,
                     tag=tag,
                     plan=plan,
@@ -281,7 +282,7 @@ class FleetTools:
             except BatchRefused as exc:
                 raise ToolError(str(exc)) from None
             except DatabaseUnavailable as exc:
-                raise ToolError(f"{exc}; nothing was run") from None
+                raise ToolError(fleet.refuse_unchecked(caller, op, hosts, tag, exc)) from None
             return result_of(command, outcome)
 
         def on_cancel() -> None:

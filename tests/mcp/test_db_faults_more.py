@@ -153,5 +153,5 @@ def test_a_connection_is_not_opened_while_its_row_cannot_be_written(
     with outage():
         message = mcp.error("ssh_connect", host="h")
     assert_refused_for_the_database(message)
-    wait_until(lambda: refused_row("ssh_connect", host_name="h"), 30, "the refusal's row, once back")
+    wait_until(lambda: refused_row("ssh_connect"), 30, "the refusal's row, once back")
     assert logins(sshd) == before, "sshd saw a connection although its audit row could not be written"
