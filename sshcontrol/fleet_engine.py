@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.redaction import redact
@@ -38,7 +39,7 @@ from sshcontrol.dbretry import retrying
 from sshcontrol.taskspec import CommandSpec, DispatchError, Failure
 from sshlib import c_batch
 from sshlib.c_batch import Job
-from sshlib.errors import HostKeyChanged, HostKeyUnknown, SshError
+from sshlib.errors import HostKeyChanged, HostKeyUnknown, SeenKey, SshError
 from sshlib.execute import ExecRequest, ExecResult
 from sshlib.sessions import CLIENT_CANCEL
 
@@ -80,6 +81,11 @@ class _Prepared:
     host: EngineHost
     secrets: tuple[str, ...]
     tracker: orphans.Tracker | None = None
+    fingerprint: str = ""  # the host key its connection was verified with
+    connected_now: bool = False  # that connection was opened for this batch
+
+    def connected(self, key: SeenKey, fresh: bool) -> None:
+        self.fingerprint, self.connected_now = key.fingerprint, fresh
 
 
 def run(
@@ -108,6 +114,7 @@ def run(
             yield _failed(index, host, exc)
             continue
         item = _Prepared(index, host, secrets)
+        job = replace(job, on_connection=item.connected)
         if orphans.recording():
             # behind: the engine reports every host's start to this one thread, which would
             # otherwise write the rows one at a time, each host's result waiting behind them.
@@ -131,6 +138,14 @@ def run(
             yield _failed(item.index, item.host, _refusal(prepared[item.host.host_id].host, outcome))
         else:
             yield _ran(item, outcome)
+    # As a session's opening does: the admin's host list shows when each host was last reached.
+    connected = sorted({item.host.host_id for item in waiting if item.connected_now})
+    if connected:
+        now = timezone.now()
+        retrying(
+            lambda: Host.objects.filter(pk__in=connected).update(last_connected_at=now),
+            "recording the hosts' last connection",
+        )
 
 
 def _job(owner: str, ready: PreparedHost, spec: CommandSpec) -> tuple[Job, tuple[str, ...]]:
@@ -183,8 +198,9 @@ def _ran(item: _Prepared, result: ExecResult) -> Ended:
     )
     row_status = Status.TIMEOUT if shown.timed_out else Status.INTERRUPTED if shown.cancelled else Status.OK
     error = CLIENT_CANCEL if shown.cancelled else ""
+    details = {**item.host.details, "host_key_fingerprint": item.fingerprint}
     completion = Completion.of_command(
-        shown, status=row_status, error=error, session_id=None, reconnected=False, details=item.host.details
+        shown, status=row_status, error=error, session_id=None, reconnected=False, details=details
     )
     if shown.timed_out:
         status = "timed_out"

@@ -85,6 +85,11 @@ SESSIONS_HELD = Gauge(
     "SSH sessions held open in this process (a worker, or an embedded mcp_serve).",
     registry=REGISTRY,
 )
+BATCH_CONNECTIONS = Gauge(
+    "sshcontrol_batch_connections",
+    "Connections the libssh2 batch engine of ssh_execute_many holds in this process (not sessions).",
+    registry=REGISTRY,
+)
 CALLS_RUNNING = Gauge(
     "sshcontrol_calls_running",
     "SSH calls running in this process right now.",
@@ -104,7 +109,14 @@ def _running() -> float:
     return float(registry.running_count())
 
 
+def _batch_connections() -> float:
+    from sshlib import c_batch
+
+    return float(c_batch.pooled_connections())
+
+
 SESSIONS_HELD.set_function(_held)
+BATCH_CONNECTIONS.set_function(_batch_connections)
 CALLS_RUNNING.set_function(_running)
 
 

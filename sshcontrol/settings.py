@@ -188,9 +188,10 @@ AUDIT_ANCHOR_FILE = envstr("SSHCONTROL_AUDIT_ANCHOR_FILE")
 LOCAL_ROOT = Path(envstr("SSHCONTROL_LOCAL_ROOT", str(DATA_DIR / "transfers"))).expanduser()
 KEEPALIVE_SECONDS = _guard("sshcontrol.E010", lambda: envint("SSHCONTROL_KEEPALIVE_SECONDS", 30, 0), 30)
 # ssh_execute_many on the libssh2 batch engine (sshlib/c_batch.py, sshcontrol/fleet_engine.py):
-# embedded only, for hosts with no jump host and no trust-on-first-use. Off by default: its
-# connections are not sessions (no SshSession row, nothing ssh_execute can reuse).
-BATCH_ENGINE_LIBSSH2 = envbool("SSHCONTROL_BATCH_ENGINE_LIBSSH2", False)
+# embedded only, for hosts with no jump host and no trust-on-first-use. On by default (a third
+# of paramiko's CPU per batch, docs/benchmarks.md); its connections are not sessions (no
+# SshSession row, nothing ssh_execute can reuse). Off: every batch host goes the paramiko way.
+BATCH_ENGINE_LIBSSH2 = envbool("SSHCONTROL_BATCH_ENGINE_LIBSSH2", True)
 
 # Distributed mode: with a broker URL, SSH work goes to Celery workers.
 BROKER_URL = envstr("SSHCONTROL_BROKER_URL")

@@ -121,6 +121,9 @@ class Job:
     request: ExecRequest
     cancel: threading.Event | None = None
     on_started: Callable[[int], None] | None = field(default=None, compare=False)
+    # Told the host key its connection was verified with, and whether that connection was
+    # opened for this job (False: a pooled one reused), when the job gets its channel.
+    on_connection: Callable[[SeenKey, bool], None] | None = field(default=None, compare=False)
 
 
 Outcome = ExecResult | SshError
@@ -150,6 +153,7 @@ class _Conn:
         self.registered_sock: socket.socket | None = None  # the socket registered (a connect may try several)
         self.connect_waits = 0  # the events the connect step waits for
         self.last_step = 0.0
+        self.host_key: SeenKey | None = None  # the key it was verified with, once it was
 
     @property
     def where(self) -> str:
@@ -324,6 +328,7 @@ def _connect(conn: _Conn) -> Step:
         raise HostKeyUnknown(seen, host_ref=spec.host_ref)
     if bytes(blob) not in _trusted_blobs(spec):
         raise HostKeyChanged(seen, host_ref=spec.host_ref)
+    conn.host_key = seen
     yield from _authenticate(conn)
     if spec.keepalive_seconds > 0:
         session.keepalive_config(False, spec.keepalive_seconds)
@@ -398,6 +403,7 @@ class _Run:
         self.started = 0.0
         self.deadline = 0.0
         self.executing = False  # the command was sent: never retried from here on
+        self.fresh = False  # placed on a connection not yet open (opened for it)
         self.done = False
         self.waits = 0  # the events its last step waits for
 
@@ -676,6 +682,11 @@ class BatchEngine:
                 if callback is not None:
                     callback(payload)
                 continue
+            if kind == "connection":
+                told = jobs[index].on_connection
+                if told is not None:
+                    told(*payload)
+                continue
             left -= 1
             yield index, payload
 
@@ -777,6 +788,7 @@ class BatchEngine:
             conn = _Conn(job.key, job.spec, next(self._numbers))
             self._pool[job.key] = conn
             self._to_connect.append(conn)
+        run.fresh = conn.state != "ready"
         conn.waiting.append(run)
         if conn.state == "ready":
             self._start_runs(conn)
@@ -798,6 +810,8 @@ class BatchEngine:
         while conn.waiting and len(conn.runs) < self.channels:
             run = conn.waiting.popleft()
             run.conn = conn
+            if conn.host_key is not None and run.job.on_connection is not None:
+                run.outbox.put((run.index, "connection", (conn.host_key, run.fresh)))
             run.step = _execute(run, conn)
             conn.runs.add(run)
             self._step_run(conn, run)
@@ -996,3 +1010,10 @@ def engine() -> BatchEngine:
         if _engine is None:
             _engine = BatchEngine()
         return _engine
+
+
+def pooled_connections() -> int:
+    """The connections this process's engine holds, without starting one (0 if it never ran)."""
+    with _engine_lock:
+        running = _engine
+    return running.pooled() if running is not None else 0

@@ -85,14 +85,22 @@ class McpHarness:
         self.loop.close()  # else its self-pipe sockets leak (a ResourceWarning, an error in pytest)
 
 
+def close_held() -> None:
+    """What the calls left open in this process: sessions, and the batch engine's connections."""
+    from sshlib import c_batch
+    from sshlib.sessions import registry
+
+    registry.close_all()
+    if c_batch.pooled_connections():
+        c_batch.engine().close_all()
+
+
 @pytest.fixture
 def mcp(transactional_db: None) -> Iterator[McpHarness]:
     harness = McpHarness()
     yield harness
     harness.close()
-    from sshlib.sessions import registry
-
-    registry.close_all()
+    close_held()
 
 
 @pytest.fixture
@@ -126,6 +134,4 @@ def as_client(transactional_db: None) -> Iterator[Callable[..., McpHarness]]:
     yield make
     for harness in harnesses:
         harness.close()
-    from sshlib.sessions import registry
-
-    registry.close_all()
+    close_held()

@@ -96,7 +96,10 @@ def test_statuses_timeout_error_and_one_audit_row_per_host_with_the_batch_id(
     assert len(exported) == 3 and {e["batch_id"] for e in exported} == {result["batch_id"]}
 
 
-def test_a_failed_command_is_failed_and_sessions_are_reused(mcp: McpHarness, make_host) -> None:
+def test_a_failed_command_is_failed_and_sessions_are_reused(mcp: McpHarness, make_host, settings) -> None:
+    # The paramiko path's sessions (hosts behind a jump, trust on first use, distributed mode);
+    # the engine's pooled connections: tests/mcp/test_execute_many_engine.py.
+    settings.BATCH_ENGINE_LIBSSH2 = False
     made = hosts(make_host, 3)
     names = [h.name for h in made]
     first = mcp.ok("ssh_execute_many", hosts=names, command="exit 4")

@@ -1,4 +1,10 @@
-"""ssh_execute_many on hosts with no session open: hosts prepared up front, session rows written in bulk."""
+"""ssh_execute_many on hosts with no session open: hosts prepared up front, session rows written in bulk.
+
+This is the paramiko path, which serves hosts behind a jump host, hosts trusted on first use,
+the distributed mode, and everything with ``SSHCONTROL_BATCH_ENGINE_LIBSSH2=0``; the same
+promises on the libssh2 engine (the embedded default for other hosts) are in
+tests/mcp/test_execute_many_engine.py.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paramiko
+import pytest
 
 from audit.models import AuditEvent
 from hosts.models import Host, HostKey
@@ -13,6 +20,11 @@ from hosts.specs import build_spec, prepare
 from sshcontrol.models import SshSession
 from tests.hostkeys import trust
 from tests.mcp.conftest import McpHarness
+
+
+@pytest.fixture(autouse=True)
+def on_paramiko(settings: Any) -> None:
+    settings.BATCH_ENGINE_LIBSSH2 = False
 
 
 def statuses(result: dict[str, Any]) -> dict[str, str]:

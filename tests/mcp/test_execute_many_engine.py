@@ -10,9 +10,11 @@ from typing import Any
 
 import paramiko
 import pytest
+from prometheus_client import generate_latest
 
 from audit.models import AuditEvent
 from hosts.models import Credential, Host, HostKey
+from sshcontrol import metrics
 from sshcontrol.models import RemoteCommand, SshSession
 from sshlib import c_batch
 from tests.hostkeys import trust
@@ -51,9 +53,36 @@ def test_it_runs_on_the_engine_and_reuses_its_connections(
     assert all(r.details["ssh_engine"] == "libssh2" and r.chain_hash for r in written.values())
     assert not SshSession.objects.exists()  # the engine's connections are not sessions
     assert c_batch.engine().connections_opened - before == 4
+    # As for a session: the row names the key the host proved, the host list when it was reached.
+    for host in made:
+        trusted = set(
+            host.host_keys.filter(state=HostKey.State.TRUSTED).values_list("fingerprint", flat=True)
+        )
+        assert written[host.name].details["host_key_fingerprint"] in trusted
+    reached = dict(Host.objects.filter(pk__in=[h.pk for h in made]).values_list("name", "last_connected_at"))
+    assert all(reached.values()), reached
     second = mcp.ok("ssh_execute_many", hosts=names, command="echo again")
     assert set(statuses(second).values()) == {"ok"}
     assert c_batch.engine().connections_opened - before == 4  # warm: none opened
+    assert all(r.details["host_key_fingerprint"] for r in rows(second).values())
+    # Reused connections reached no host anew.
+    again = dict(Host.objects.filter(pk__in=[h.pk for h in made]).values_list("name", "last_connected_at"))
+    assert again == reached
+    # Not sessions, but not hidden either: /metrics counts them.
+    scraped = generate_latest(metrics.REGISTRY).decode()
+    assert "sshcontrol_batch_connections 4.0" in scraped, scraped
+
+
+def test_a_disabled_host_is_refused_and_never_reached(
+    mcp: McpHarness, make_host: Callable[..., Host]
+) -> None:
+    make_host("on")
+    make_host("off", enabled=False)
+    before = c_batch.engine().connections_opened
+    result = mcp.ok("ssh_execute_many", hosts=["on", "off"], command="true")
+    assert statuses(result) == {"on": "ok", "off": "refused"}
+    assert c_batch.engine().connections_opened - before == 1
+    assert Host.objects.get(name="off").last_connected_at is None
 
 
 def test_a_changed_or_revoked_key_refuses_the_host_at_the_next_batch(

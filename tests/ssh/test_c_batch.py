@@ -359,13 +359,14 @@ def test_a_failing_loop_ends_its_jobs_and_goes_on(
     broken = threading.Event()
     original = BatchEngine._keepalives
 
-    def fail_once(self: BatchEngine, now: float) -> None:
+    def fail_once(now: float) -> None:
         if broken.is_set():
             broken.clear()
             raise RuntimeError("a bug in the loop")
-        original(self, now)
+        original(engine, now)
 
-    monkeypatch.setattr(BatchEngine, "_keepalives", fail_once)
+    # This engine's only: the process's own engine (other tests' batches) runs its loop too.
+    monkeypatch.setattr(engine, "_keepalives", fail_once)
     job = Job(
         "k", password_spec(sshd), ExecRequest(marker, timeout=30), on_started=lambda _pgid: broken.set()
     )
