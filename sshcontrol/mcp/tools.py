@@ -724,7 +724,9 @@ async def offer_for(caller: Caller) -> Offer:
     # The fresh snapshot without a thread hop when this process has one (most calls).
     access = cached_access(client_id)
     if access is None:
-        access = await in_thread(lambda: access_for(client_id))
+        # Retried like every other lookup: a killed backend here failed the call unexplained
+        # (tests/distributed/test_db_faults.py caught it on a loaded machine).
+        access = await in_thread(lambda: retrying(lambda: access_for(client_id), "checking the grants"))
     return visibility.offer(access)
 
 
@@ -737,7 +739,11 @@ def offered_only(
     async def checked(*args: Any, **kwargs: Any) -> CallToolResult:
         ctx = next((a for a in (*args, *kwargs.values()) if isinstance(a, Context)), None)
         caller = tools.caller(ctx)
-        problem = visibility.refusal(name, caller.client_name or "?", await offer_for(caller))
+        try:
+            offer = await offer_for(caller)
+        except DatabaseUnavailable as exc:  # nothing was done: say so, as the tools do
+            raise ToolError(str(exc)) from None
+        problem = visibility.refusal(name, caller.client_name or "?", offer)
         if problem:
             await in_thread(lambda: audit_refusal(caller, name, problem, kwargs))
             raise ToolError(problem)
