@@ -313,19 +313,31 @@ def _shared(caller: Caller, op: HostOperation, batch_id: str) -> dict[str, Any]:
     }
 
 
+def requested(hosts: Sequence[str] | None, tag: str | None) -> dict[str, Any]:
+    """The hosts or tag a batch asked for, for a row written before they are resolved (capped)."""
+    asked: dict[str, Any] = (
+        {"hosts_requested": [h[:100] for h in hosts[:MAX_HOSTS]]} if hosts is not None else {}
+    )
+    return {**asked, **({"tag_requested": tag[:100]} if tag else {})}
+
+
 def refuse_unchecked(
-    caller: Caller, op: HostOperation, hosts: Sequence[str] | None, tag: str | None, exc: DatabaseUnavailable
+    caller: Caller,
+    op: HostOperation,
+    hosts: Sequence[str] | None,
+    tag: str | None,
+    exc: DatabaseUnavailable,
+    nothing: str = "nothing was run",
 ) -> str:
     """A batch refused before its hosts were known (the database away): one ``error`` row for the
     call, written once the database is back (as ``durable.refuse`` does for one host). The message.
     """
-    message = f"{exc}; nothing was run"
-    asked = {"hosts_requested": [h[:100] for h in hosts[:MAX_HOSTS]]} if hosts is not None else {}
+    message = f"{exc}; {nothing}"
     row = {
         **_shared(caller, op, ""),
         "host": None,
         "request_id": uuid.uuid4(),
-        "details": {**op.details(), **asked, **({"tag_requested": tag[:100]} if tag else {})},
+        "details": {**op.details(), **requested(hosts, tag)},
     }
     _postpone_refusals([row], message)
     return message

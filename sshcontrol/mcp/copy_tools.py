@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -106,6 +106,7 @@ def _source_call(
     host: str | None,
     path: str,
     batch_id: str | None,
+    details: dict[str, Any] | None = None,
 ) -> AbstractContextManager[HostCall]:
     """The source's audited call: authorized for reading the file it names."""
     return host_call(
@@ -115,7 +116,7 @@ def _source_call(
         host_name=host,
         permission=Permission.READ,
         audit=AuditFields(remote_path=path, batch_id=batch_id),
-        details={"copy_end": "source"},
+        details={"copy_end": "source", **(details or {})},
     )
 
 
@@ -198,11 +199,21 @@ def copy_to_many(
     cancelled: threading.Event,
     on_start: Callable[[fleet.Batch], None],
 ) -> CopyManyResult:
-    """The source's read row around the batch of destinations (``fleet.run_batch`` with ``CopyEach``)."""
+    """The source's read row around the batch of destinations (``fleet.run_batch`` with ``CopyEach``).
+
+    The row names the destinations asked for from its opening: a call refused before the batch
+    (the database away, the source not readable) says in its one row what it would have written.
+    """
+    asked = {"copy_to_path": spec.dest_path, **fleet.requested(batch.hosts, batch.tag)}
     with _source_call(
-        "ssh_copy_many", caller, source_arg.session_id, source_arg.host, source_arg.path, batch.batch_id
+        "ssh_copy_many",
+        caller,
+        source_arg.session_id,
+        source_arg.host,
+        source_arg.path,
+        batch.batch_id,
+        asked,
     ) as source:
-        source.details.update(copy_to_path=spec.dest_path)
         # The source's session is opened (or reused) before the batch: every copy reads through it.
         op = CopyEach(source.session_id, source.host.name, source.event_id, spec, reason=batch.reason)
         try:

@@ -254,7 +254,8 @@ class FleetFileTools:
             except BatchRefused as exc:
                 raise ToolError(str(exc)) from None
             except DatabaseUnavailable as exc:
-                raise ToolError(f"{exc}; nothing was transferred") from None
+                refused = fleet.refuse_unchecked(caller, op, hosts, tag, exc, "nothing was transferred")
+                raise ToolError(refused) from None
             return finish(outcome)
 
         def on_cancel() -> None:

@@ -1,7 +1,8 @@
 """Write before act, for every tool that touches a host: no audit row, no action on the host.
 
 ``tests/mcp/test_db_faults.py`` holds ``ssh_execute`` to it; here ``ssh_upload_file``,
-``ssh_copy``, ``ssh_start_job``, ``ssh_execute_many`` and ``ssh_connect`` meet a database that
+``ssh_copy``, ``ssh_start_job``, ``ssh_execute_many``, ``ssh_upload_many``,
+``ssh_download_many``, ``ssh_copy_many`` and ``ssh_connect`` meet a database that
 cannot take the call's audit row (PostgreSQL refusing connections, or SQLite held locked by
 another connection past the retry bound). Each call fails with an error that says why, and the
 host shows that nothing happened: no file (nor temporary file), no process, no command's trace,
@@ -21,6 +22,7 @@ from django.db import connection
 from mcp.types import CallToolResult
 
 from audit.models import AuditEvent
+from sshcontrol.localfiles import local_root
 from tests.dbfaults import ran, refusing_connections, sqlite_locked, traced
 from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
@@ -129,6 +131,12 @@ def test_a_batch_runs_nothing_while_its_rows_cannot_be_written(
     assert not ran(tag, 1), "a batch ran a command although its audit rows could not be written"
 
 
+def assert_names_the_hosts(row: AuditEvent | None) -> None:
+    """A host's own row (its rows opened per chunk), or the call's row naming the hosts asked for."""
+    assert row is not None
+    assert row.host_id is not None or row.details.get("hosts_requested") == ["h"], row.details
+
+
 def assert_batch_refused(result: CallToolResult) -> None:
     """The whole call refused, or (its rows opened per chunk) every host "not started", saying why."""
     if result.is_error:
@@ -139,6 +147,58 @@ def assert_batch_refused(result: CallToolResult) -> None:
     [outcome] = content["results"]
     assert outcome["status"] == "error" and outcome["error"].startswith("not started: "), outcome
     assert "database is unavailable" in outcome["error"], outcome
+
+
+def test_an_upload_to_many_writes_nothing_while_its_rows_cannot_be_written(
+    mcp: McpHarness, host: str, outage: Outage
+) -> None:
+    target = f"{host}/uploaded.txt"
+    with outage():
+        result = mcp.call("ssh_upload_many", hosts=["h"], remote_path=target, content="should not land\n")
+    assert_batch_refused(result)
+    assert entries(host) == [], "an upload wrote on the host although its audit rows could not be written"
+    row = wait_until(
+        lambda: refused_row("ssh_upload_many", remote_path=target), 30, "the refusal's row, once back"
+    )
+    assert_names_the_hosts(row)
+    assert entries(host) == []
+
+
+def test_a_download_from_many_fetches_nothing_while_its_rows_cannot_be_written(
+    mcp: McpHarness, host: str, tag: str, outage: Outage
+) -> None:
+    source = f"{host}/source.txt"
+    mcp.ok("ssh_upload_file", host="h", remote_path=source, content="source\n")
+    local_dir = f"dbf-{tag}"
+    with outage():
+        result = mcp.call("ssh_download_many", hosts=["h"], remote_path=source, local_dir=local_dir)
+    assert_batch_refused(result)
+    fetched = [p for p in (local_root() / local_dir).rglob("*") if p.is_file()]
+    assert fetched == [], "a download fetched a file although its audit rows could not be written"
+    row = wait_until(
+        lambda: refused_row("ssh_download_many", remote_path=source), 30, "the refusal's row, once back"
+    )
+    assert_names_the_hosts(row)
+    assert entries(host) == ["source.txt"]
+
+
+def test_a_copy_to_many_writes_nothing_while_its_rows_cannot_be_written(
+    mcp: McpHarness, host: str, outage: Outage
+) -> None:
+    source, target = f"{host}/source.txt", f"{host}/copied.txt"
+    mcp.ok("ssh_upload_file", host="h", remote_path=source, content="source\n")
+    with outage():
+        result = mcp.call("ssh_copy_many", from_host="h", from_path=source, to_hosts=["h"], to_path=target)
+    assert_batch_refused(result)
+    assert entries(host) == ["source.txt"], (
+        "a copy wrote on the host although its audit rows could not be written"
+    )
+    row = wait_until(lambda: refused_row("ssh_copy_many"), 30, "the refusal's row, once back")
+    # The one row says what the call would have written, and where.
+    assert row is not None
+    assert row.details["copy_to_path"] == target and row.details["hosts_requested"] == ["h"], row.details
+    assert entries(host) == ["source.txt"]
+    assert not AuditEvent.objects.filter(tool="ssh_copy_many", status="ok").exists()
 
 
 def logins(sshd: SshServer) -> int:
