@@ -557,6 +557,18 @@ def _local_fence() -> Iterator[None]:
 def upload(session_id: str, spec: UploadSpec) -> Uploaded:
     session = _held(session_id)
     client, reconnected = _client_for(session)
+    try:
+        result = _send(client, spec)
+    except SshError as exc:
+        if exc.leftover:  # the connection went away mid-upload: the temporary file is still there
+            _remove_leftover(session, exc.leftover)
+        raise
+    session.touch()
+    return Uploaded(result.remote_path, result.size, result.sha256, reconnected)
+
+
+def _send(client: paramiko.SSHClient, spec: UploadSpec) -> transfer.UploadResult:
+    """``upload``'s transfer, from wherever its bytes are."""
     with _local_fence():
         if spec.stream is not None:
             # Distributed: the bytes come from the caller's machine (sshcontrol/transfer_relay.py).
@@ -564,7 +576,7 @@ def upload(session_id: str, spec: UploadSpec) -> Uploaded:
                 from sshcontrol import filestream
 
                 with filestream.receiving(spec.stream) as incoming:
-                    result = transfer.upload(
+                    return transfer.upload(
                         client,
                         spec.remote_path,
                         cast(BinaryIO, incoming),
@@ -574,20 +586,15 @@ def upload(session_id: str, spec: UploadSpec) -> Uploaded:
                         # sender's before the end): not hashed a second time.
                         source_sha256=lambda: incoming.sha256,
                     )
-        elif spec.local_path is None:
-            result = transfer.upload(
+        if spec.local_path is None:
+            return transfer.upload(
                 client, spec.remote_path, spec.content or b"", mode=spec.mode, overwrite=spec.overwrite
             )
-        else:
-            # Opened here, below this process's own root: the embedded default, or a worker
-            # that shares the caller's transfer directory (SSHCONTROL_TRANSFER_SHARED, checked
-            # by the caller with a probe file first). The open file is what is sent.
-            with localfiles.open_source(spec.local_path) as source:
-                result = transfer.upload(
-                    client, spec.remote_path, source, mode=spec.mode, overwrite=spec.overwrite
-                )
-    session.touch()
-    return Uploaded(result.remote_path, result.size, result.sha256, reconnected)
+        # Opened here, below this process's own root: the embedded default, or a worker
+        # that shares the caller's transfer directory (SSHCONTROL_TRANSFER_SHARED, checked
+        # by the caller with a probe file first). The open file is what is sent.
+        with localfiles.open_source(spec.local_path) as source:
+            return transfer.upload(client, spec.remote_path, source, mode=spec.mode, overwrite=spec.overwrite)
 
 
 @task
@@ -660,16 +667,16 @@ def copy(session_id: str, dest_session_id: str, spec: CopySpec) -> Copied:
 
 
 def _remove_leftover(session: Session, path: str) -> None:
-    """Remove the temporary file a copy left when its destination's connection went away.
+    """Remove the temporary file an upload or a copy left when its connection went away.
 
-    Reconnects the session if need be (the copy fails all the same; the next call finds the
+    Reconnects the session if need be (the transfer fails all the same; the next call finds the
     session up). Best effort: a host still away keeps the file, named ``.<name>.sshc-*.tmp``.
     """
     try:
         client, _reconnected = _client_for(session)
         transfer.remove_file(client, path)
     except (SshError, DispatchError, OSError, paramiko.SSHException, EOFError) as exc:
-        log.warning("could not remove the temporary file %s after a failed copy: %s", path, exc)
+        log.warning("could not remove the temporary file %s after a failed transfer: %s", path, exc)
 
 
 @contextlib.contextmanager
