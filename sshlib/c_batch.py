@@ -643,6 +643,7 @@ class BatchEngine:
         self._selector.register(self._wake, selectors.EVENT_READ, None)
         self._numbers = itertools.count(1)
         self._housekeeping = 0.0
+        self._next_sweep = 0.0  # when the whole pool is next walked for due connections
 
     # -- the callers' side --
 
@@ -760,10 +761,17 @@ class BatchEngine:
                 break
             work()
         now = time.monotonic()
-        for conn in list(self._pool.values()):
-            due = (conn.runs or conn.waiting or conn.state == "connecting") and now - conn.last_step >= TICK
-            if conn in ready or due:
+        for conn in ready:
+            if self._pool.get(conn.key) is conn:  # not dropped by the work above
                 self._step_conn(conn, now)
+        # The rest only once a TICK: a turn per wake-up that walked every pooled connection cost
+        # O(pool) per event (200-1,000 connections, thousands of wake-ups a batch).
+        if now >= self._next_sweep:
+            self._next_sweep = now + TICK
+            for conn in list(self._pool.values()):
+                busy = conn.runs or conn.waiting or conn.state == "connecting"
+                if busy and now - conn.last_step >= TICK and conn not in ready:
+                    self._step_conn(conn, now)
         self._start_connects()
         if now >= self._housekeeping:  # keepalives and idle connections: once a second is enough
             self._housekeeping = now + 1.0
