@@ -672,6 +672,11 @@ def _remove_leftover(session: Session, path: str) -> None:
     Reconnects the session if need be (the transfer fails all the same; the next call finds the
     session up). Best effort: a host still away keeps the file, named ``.<name>.sshc-*.tmp``.
     """
+    # The transfer's connection broke (else it would have removed the file itself), but paramiko
+    # may not have noticed yet: an SFTP channel on it then fails with EOFError (seen in a full
+    # run). Closed first, so _client_for reconnects.
+    with contextlib.suppress(Exception):
+        session.connection.client.close()
     try:
         client, _reconnected = _client_for(session)
         transfer.remove_file(client, path)
