@@ -85,7 +85,9 @@ async def keep_calling(client: Client, stop: asyncio.Event) -> None:
     """Call (cheaply) again and again: each call may refresh the server's snapshot of the client."""
     while not stop.is_set():
         await client.call_tool("ssh_list_hosts", {})
-        await asyncio.sleep(INTERVAL)
+        # Paced, and ended as soon as stop is set: a wait for the stop, not a fixed sleep.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), INTERVAL)
 
 
 def revoked_in_database(env: dict[str, str]) -> bool:
