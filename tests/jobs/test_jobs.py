@@ -128,6 +128,7 @@ def test_ssh_execute_past_its_foreground_limit_becomes_a_job(
     assert Job.objects.count() == 1
 
 
+@pytest.mark.long_wait
 def test_a_90_second_command_returns_at_the_default_foreground_limit_and_completes_as_a_job(
     mcp: McpHarness, make_host: Any, sshd: SshServer, settings: Any
 ) -> None:

@@ -17,7 +17,7 @@ from tests.mcp.test_stdio import _server_pid, exported_rows, ok, server_params
 from tests.polling import eventually, until
 from tests.sshd import SshServer
 
-pytestmark = [pytest.mark.anyio]
+pytestmark = [pytest.mark.anyio, pytest.mark.long_wait]
 
 TICKS = 180
 
