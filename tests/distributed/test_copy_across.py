@@ -30,9 +30,9 @@ from tests.distributed.test_transfers_across import (
     worker_of,
 )
 from tests.distributed.test_workers import ok, run
-from tests.mcp.test_copy import register
 from tests.mcp.test_copy_many import servers  # noqa: F401  (the module-scoped destination servers)
 from tests.polling import eventually, wait_until
+from tests.server_hosts import register
 from tests.sshd import SshServer
 
 Status = AuditEvent.Status

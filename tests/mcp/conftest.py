@@ -20,6 +20,7 @@ from mcp.types import CallToolResult
 from sshcontrol.mcp import threads
 from sshcontrol.mcp.identity import ClientRef, process_client
 from sshcontrol.mcp.server import build_server
+from tests.sshd import SshServer
 
 T = TypeVar("T")
 
@@ -93,6 +94,14 @@ def close_held() -> None:
     registry.close_all()
     if c_batch.pooled_connections():
         c_batch.engine().close_all()
+
+
+@pytest.fixture(scope="module")
+def other_sshd() -> Iterator[SshServer]:
+    """A second OpenSSH server, its own port, host keys and user: another host, another remote account."""
+    server = SshServer.create().start()
+    yield server
+    server.remove()
 
 
 @pytest.fixture

@@ -7,40 +7,20 @@ directory stays empty, both ends hash the same, both rows are audited, both gran
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from audit.models import AuditEvent
-from hosts.models import Credential, Grant, Host, McpClient
+from hosts.models import Grant, Host, McpClient
 from sshcontrol.localfiles import local_root
-from tests.hostkeys import trust
 from tests.mcp.conftest import McpHarness
+from tests.server_hosts import register
 from tests.sshd import SshServer
 
 Status = AuditEvent.Status
 MIB = 1 << 20
 Dirs = dict[str, str]  # host name -> an empty directory on it
-
-
-@pytest.fixture(scope="module")
-def other_sshd() -> Iterator[SshServer]:
-    """A second OpenSSH server (its own port, host keys and user): the other host of a copy."""
-    server = SshServer.create().start()
-    yield server
-    server.remove()
-
-
-def register(server: SshServer, name: str) -> Host:
-    credential = Credential(name=f"{name}-cred", kind="password")
-    credential.set_secret(server.password)
-    credential.save()
-    host = Host.objects.create(
-        name=name, address=server.address, port=server.port, username=server.user, credential=credential
-    )
-    for key in server.host_public_keys():
-        trust(host, key)
-    return host
 
 
 @pytest.fixture

@@ -22,20 +22,13 @@ from hosts.models import Host
 from sshlib import remote_copy
 from sshlib.sessions import registry
 from tests.mcp.conftest import McpHarness
-from tests.mcp.test_copy import register
+from tests.server_hosts import register
 from tests.sshd import SshServer
 
 Status = AuditEvent.Status
 MIB = 1 << 20
 SIZE = 32 * MIB
 CUT_AFTER = 8 * MIB
-
-
-@pytest.fixture(scope="module")
-def other_sshd() -> Iterator[SshServer]:
-    server = SshServer.create().start()
-    yield server
-    server.remove()
 
 
 @pytest.fixture
@@ -85,6 +78,17 @@ def cut_mid_copy(
     return taken
 
 
+def copy_refused(mcp: McpHarness, dirs: dict[str, str]) -> str:
+    """Copy a's 32 MiB file into b's directory; the copy must fail: its one-line message."""
+    return mcp.error(
+        "ssh_copy",
+        from_host="a",
+        from_path=f"{dirs['a']}/src.bin",
+        to_host="b",
+        to_path=f"{dirs['b']}/dst.bin",
+    )
+
+
 def destination_listing(path: str) -> list[str]:
     return sorted(p.name for p in Path(path).iterdir())  # loopback: the hosts' /tmp is this machine's
 
@@ -104,13 +108,7 @@ def test_a_source_connection_lost_mid_copy_leaves_nothing_at_the_destination(
     mcp: McpHarness, dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken = cut_mid_copy(monkeypatch, lambda blocks: drop(blocks.channel.get_transport()))
-    message = mcp.error(
-        "ssh_copy",
-        from_host="a",
-        from_path=f"{dirs['a']}/src.bin",
-        to_host="b",
-        to_path=f"{dirs['b']}/dst.bin",
-    )
+    message = copy_refused(mcp, dirs)
     assert CUT_AFTER <= taken[0] < SIZE, "the copy was not cut mid-stream"
     assert "source" in message and "lost" in message, message
     assert_failed_cleanly(message, dirs)
@@ -121,13 +119,7 @@ def test_a_destination_connection_lost_mid_copy_leaves_nothing_at_the_destinatio
 ) -> None:
     destination = held_client("b")
     taken = cut_mid_copy(monkeypatch, lambda _blocks: drop(destination))
-    message = mcp.error(
-        "ssh_copy",
-        from_host="a",
-        from_path=f"{dirs['a']}/src.bin",
-        to_host="b",
-        to_path=f"{dirs['b']}/dst.bin",
-    )
+    message = copy_refused(mcp, dirs)
     assert CUT_AFTER <= taken[0] < SIZE, "the copy was not cut mid-stream"
     assert_failed_cleanly(message, dirs)
 
@@ -149,12 +141,6 @@ def full_disk(dirs: dict[str, str]) -> Iterator[str]:
 def test_a_destination_disk_full_mid_copy_leaves_nothing_at_the_destination(
     mcp: McpHarness, dirs: dict[str, str], full_disk: str, monkeypatch: Any
 ) -> None:
-    message = mcp.error(
-        "ssh_copy",
-        from_host="a",
-        from_path=f"{dirs['a']}/src.bin",
-        to_host="b",
-        to_path=f"{full_disk}/dst.bin",
-    )
+    message = copy_refused(mcp, dirs)  # into the full disk: it is mounted on b's directory
     assert "No space left" in message or "Failure" in message, message
     assert_failed_cleanly(message, dirs)

@@ -15,7 +15,8 @@ import pytest
 from audit.models import AuditEvent
 from hosts.models import Grant, Host, McpClient
 from tests.mcp.conftest import McpHarness
-from tests.mcp.test_copy import listing, register, server_files, sha256_on
+from tests.mcp.test_copy import listing, server_files, sha256_on
+from tests.server_hosts import register
 from tests.sshd import SshServer
 
 Status = AuditEvent.Status

@@ -1,4 +1,7 @@
-"""The jump host network (tests/netns.py), built once per run and torn down by a finalizer."""
+"""The jump host network (tests/netns.py), built once per run and torn down by a finalizer.
+
+The jump tests that go through the MCP tools use tests/mcp's ``mcp`` harness.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from sshlib.connect import ConnectSpec
+from tests.mcp.conftest import mcp  # noqa: F401  (the fixture, used by name)
 from tests.netns import JumpNet, NetnsSshServer, netns_unavailable
 
 

@@ -18,24 +18,15 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent
-from hosts.models import Credential, Host
-from sshlib.sessions import registry
-from tests.hostkeys import trust
+from hosts.models import Credential
 from tests.jobs.test_jobs import follow
 from tests.leaks import recoverable
 from tests.mcp.conftest import McpHarness
 from tests.netns import JumpNet, NetnsSshServer
+from tests.server_hosts import register
 
 HOP_PASSWORD = "hop-only-Pw-5e2a91-of-the-bastion"
 WRONG_HOP_PASSWORD = "wrong-hop-Pw-c07d3b-never-shown"
-
-
-@pytest.fixture
-def mcp(transactional_db: None) -> Iterator[McpHarness]:
-    harness = McpHarness()
-    yield harness
-    harness.close()
-    registry.close_all()
 
 
 @pytest.fixture
@@ -47,21 +38,6 @@ def hop(jump_net: JumpNet) -> Iterator[NetnsSshServer]:
         yield server
     finally:
         subprocess.run(["chpasswd"], input=f"{server.user}:{server.password}\n", text=True, check=True)
-
-
-def register(server: NetnsSshServer, name: str, credential: Credential, jump: Host | None = None) -> Host:
-    credential.save()
-    host = Host.objects.create(
-        name=name,
-        address=server.address,
-        port=server.port,
-        username=server.user,
-        credential=credential,
-        jump_host=jump,
-    )
-    for key in server.host_public_keys():
-        trust(host, key)
-    return host
 
 
 def behind_the_hop(jump_net: JumpNet, hop: NetnsSshServer, hop_password: str) -> None:

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from audit.models import AuditEvent
-from hosts.models import Credential, Host, HostKey
+from hosts.models import Host, HostKey
 from sshlib.connect import fingerprint
 from sshlib.sessions import registry
-from tests.hostkeys import trust
 from tests.mcp.conftest import McpHarness
-from tests.netns import JumpNet, NetnsSshServer
+from tests.netns import JumpNet
 from tests.polling import wait_until
+from tests.server_hosts import register
 from tests.sshd import reap_user_processes
-
-
-@pytest.fixture
-def mcp(transactional_db: None) -> Iterator[McpHarness]:
-    harness = McpHarness()
-    yield harness
-    harness.close()
-    registry.close_all()
-
-
-def register(server: NetnsSshServer, name: str, jump: Host | None = None, credential: bool = True) -> Host:
-    """The server as a host (password credential), its current host key trusted."""
-    cred = None
-    if credential:
-        cred = Credential(name=f"{name}-cred")
-        cred.store_password(server.password)
-        cred.save()
-    host = Host.objects.create(
-        name=name,
-        address=server.address,
-        port=server.port,
-        username=server.user,
-        credential=cred,
-        jump_host=jump,
-    )
-    for key in server.host_public_keys():
-        trust(host, key)
-    return host
 
 
 def chain(net: JumpNet) -> tuple[Host, Host, Host]:
@@ -81,7 +49,7 @@ def test_it_reconnects_the_whole_chain_when_the_jump_connection_drops(
 
 
 def test_it_says_which_jump_host_has_no_credential(mcp: McpHarness, jump_net: JumpNet) -> None:
-    j1 = register(jump_net.servers["j1"], "j1", credential=False)
+    j1 = register(jump_net.servers["j1"], "j1", credential=None)
     register(jump_net.servers["t1"], "t1", jump=j1)
     message = mcp.error("ssh_connect", host="t1")
     assert "jump host 'j1' of host 't1' has no credential" in message

@@ -19,7 +19,7 @@ from hosts.models import Host, HostKey
 from sshlib.connect import fingerprint
 from tests.netns import JumpNet
 from tests.polling import wait_until
-from tests.ssh.jump.test_jump_tools import register
+from tests.server_hosts import register
 
 
 @pytest.fixture
