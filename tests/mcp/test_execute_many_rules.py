@@ -9,18 +9,18 @@ host. A tag the caller has no host of reads exactly like a tag nobody uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from audit.models import AuditEvent
-from hosts.models import Credential, Grant, Host, McpClient
-from tests.hostkeys import trust
+from hosts.models import Grant, Host, McpClient
 from tests.leaks import recoverable
 from tests.mcp.conftest import McpHarness
-from tests.mcp.test_hidden_characters import BIDI_ATTACK
+from tests.mcp.test_hidden_characters import HIDDEN
+from tests.server_hosts import register
 from tests.sshd import SshServer
 
 AsClient = Callable[..., McpHarness]
@@ -40,26 +40,6 @@ def with_sudo_password(host: Host, password: str) -> Host:
     assert credential is not None
     credential.set_sudo_password(password)
     credential.save()
-    return host
-
-
-@pytest.fixture(scope="module")
-def other_sshd() -> Iterator[SshServer]:
-    """A second OpenSSH server with its own user: another remote account than the suite's sshd."""
-    server = SshServer.create().start()
-    yield server
-    server.remove()
-
-
-def register(server: SshServer, name: str) -> Host:
-    credential = Credential(name=f"{name}-cred", kind="password")
-    credential.set_secret(server.password)
-    credential.save()
-    host = Host.objects.create(
-        name=name, address=server.address, port=server.port, username=server.user, credential=credential
-    )
-    for key in server.host_public_keys():
-        trust(host, key)
     return host
 
 
@@ -121,18 +101,6 @@ def reason(message: str) -> str:
     head, _, rest = message.partition(": ")
     assert head.startswith("Error executing tool "), message
     return rest
-
-
-HIDDEN = [
-    (BIDI_ATTACK, "U+2067 RIGHT-TO-LEFT ISOLATE"),
-    ("echo a\u202eb", "U+202E RIGHT-TO-LEFT OVERRIDE"),
-    ("rm\u200b -rf x", "U+200B ZERO WIDTH SPACE"),
-    ("echo a\u00a0b", "U+00A0 NO-BREAK SPACE"),
-    ("echo\ufeff ok", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
-    ("ls\r\nid", "U+000D"),
-    ("echo \x7f", "U+007F"),
-    ("echo a\u2028id", "U+2028 LINE SEPARATOR"),
-]
 
 
 @pytest.mark.parametrize(("command", "named"), HIDDEN)

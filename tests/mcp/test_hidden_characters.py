@@ -15,19 +15,21 @@ from tests.mcp.conftest import McpHarness
 BIDI_ATTACK = "echo done \u2067; touch /tmp/sshc-bidi-pwned \u2066# harmless\u2069\u2069"
 
 
-@pytest.mark.parametrize(
-    ("command", "named"),
-    [
-        (BIDI_ATTACK, "U+2067 RIGHT-TO-LEFT ISOLATE"),
-        ("echo a\u202eb", "U+202E RIGHT-TO-LEFT OVERRIDE"),
-        ("rm\u200b -rf x", "U+200B ZERO WIDTH SPACE"),
-        ("echo a\u00a0b", "U+00A0 NO-BREAK SPACE"),
-        ("echo\ufeff ok", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
-        ("ls\r\nid", "U+000D"),
-        ("echo \x7f", "U+007F"),
-        ("echo a\u2028id", "U+2028 LINE SEPARATOR"),
-    ],
-)
+# Commands with a hidden character, and how the refusal names it (ssh_execute_many is held to
+# the same list: tests/mcp/test_execute_many_rules.py).
+HIDDEN = [
+    (BIDI_ATTACK, "U+2067 RIGHT-TO-LEFT ISOLATE"),
+    ("echo a\u202eb", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+    ("rm\u200b -rf x", "U+200B ZERO WIDTH SPACE"),
+    ("echo a\u00a0b", "U+00A0 NO-BREAK SPACE"),
+    ("echo\ufeff ok", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+    ("ls\r\nid", "U+000D"),
+    ("echo \x7f", "U+007F"),
+    ("echo a\u2028id", "U+2028 LINE SEPARATOR"),
+]
+
+
+@pytest.mark.parametrize(("command", "named"), HIDDEN)
 def test_it_refuses_hidden_characters_before_anything_runs(
     mcp: McpHarness, make_host, command: str, named: str
 ) -> None:
