@@ -3,32 +3,32 @@ runs and completed after it, whatever the host comes to."""
 
 from __future__ import annotations
 
-import glob
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
 from audit.models import AuditEvent
 from sshcontrol.models import RemoteCommand
 from tests.mcp.conftest import McpHarness
+from tests.mcp.held_batch import (
+    UNREACHABLE,
+    HeldCommand,
+    completed,
+    hosts_and_one_unreachable,
+    process_groups_recorded,
+)
 from tests.polling import wait_until
-from tests.sshd import free_port
 
 
 def test_each_hosts_row_is_open_while_its_command_runs_and_completed_after(
-    mcp: McpHarness, make_host: Callable[..., Any], tmp_path: Any
+    mcp: McpHarness, make_host: Callable[..., Any]
 ) -> None:
-    running = [make_host(f"wba{i}") for i in range(6)]
-    closed_host = make_host("closed")
-    closed_host.port = free_port()  # nothing listens there: its command can never start
-    closed_host.save(update_fields=["port"])
-    names = [h.name for h in running] + ["closed"]
+    running, names = hosts_and_one_unreachable(make_host, "wba", 6)
     # Each command says it started, then waits for the test to let it end.
-    base = f"/tmp/sshc-wba-{tmp_path.name}"
-    command = f"touch {base}.started.$$; until [ -e {base}.go ]; do sleep 0.05; done"
+    held = HeldCommand()
+    command = held.text
     call = mcp.submit("ssh_execute_many", hosts=names, command=command)
     try:
-        wait_until(lambda: len(glob.glob(f"{base}.started.*")) == len(running), 30, "every command started")
+        held.wait_started(len(running))
         rows = {r.host_name: r for r in AuditEvent.objects.filter(tool="ssh_execute_many", command=command)}
         assert set(rows) == set(names)
         assert len({r.batch_id for r in rows.values()}) == 1
@@ -37,36 +37,19 @@ def test_each_hosts_row_is_open_while_its_command_runs_and_completed_after(
         # Each running command's process group is recorded against its host's row: that row's id
         # was known (committed) before the command was sent, and the shell reported the group
         # only once the command was running there.
-        recorded = wait_until(
-            lambda: (
-                found
-                if len(found := dict(RemoteCommand.objects.values_list("audit_event_id", "host_id")))
-                == len(running)
-                else None
-            ),
-            15,
-            "every running command's process group recorded",
-        )
+        recorded = process_groups_recorded(len(running))
         assert recorded == {rows[h.name].pk: h.pk for h in running}
         # The host whose command could not start is completed while the others still run.
-        closed = wait_until(
-            lambda: (
-                AuditEvent.objects.exclude(status=AuditEvent.Status.RUNNING)
-                .filter(pk=rows["closed"].pk)
-                .first()
-            ),
-            30,
-            "the unreachable host's row completed",
-        )
+        closed = completed(rows[UNREACHABLE].pk, "the unreachable host's row completed")
         assert closed is not None
         assert closed.status == AuditEvent.Status.ERROR and closed.error
         assert closed.finished_at is not None
         still = AuditEvent.objects.filter(pk__in=[rows[h.name].pk for h in running], status="running")
         assert still.count() == len(running)
     finally:
-        subprocess.run(["touch", f"{base}.go"], check=True)
+        held.release()
     result = call.result(60)
-    subprocess.run(["sh", "-c", f"rm -f {base}.*"], check=False)
+    held.remove_files()
     assert not result.is_error
     assert result.structured_content is not None
     summary = result.structured_content["summary"]

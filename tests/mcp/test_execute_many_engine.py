@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,8 +17,15 @@ from sshcontrol.models import RemoteCommand, SshSession
 from sshlib import c_batch
 from tests.hostkeys import trust
 from tests.mcp.conftest import McpHarness
+from tests.mcp.held_batch import (
+    UNREACHABLE,
+    HeldCommand,
+    completed,
+    hosts_and_one_unreachable,
+    process_groups_recorded,
+)
 from tests.polling import wait_until
-from tests.sshd import SshServer, free_port
+from tests.sshd import SshServer
 
 
 @pytest.fixture(autouse=True)
@@ -123,48 +128,29 @@ def test_a_changed_credential_is_used_at_the_next_batch(
 def test_rows_are_open_while_commands_run_and_process_groups_are_recorded(
     mcp: McpHarness, make_host: Callable[..., Host]
 ) -> None:
-    running = [make_host(f"wbe{i}") for i in range(4)]
-    closed_host = make_host("closed")
-    closed_host.port = free_port()
-    closed_host.save(update_fields=["port"])
-    names = [h.name for h in running] + ["closed"]
-    base = f"/tmp/sshc-wbe-{uuid.uuid4().hex}"
-    command = f"touch {base}.started.$$; until [ -e {base}.go ]; do sleep 0.05; done"
+    running, names = hosts_and_one_unreachable(make_host, "wbe", 4)
+    held = HeldCommand()
+    command = held.text
     call = mcp.submit("ssh_execute_many", hosts=names, command=command)
     try:
-        wait_until(lambda: len(glob.glob(f"{base}.started.*")) == len(running), 30, "every command started")
+        held.wait_started(len(running))
         opened = {r.host_name: r for r in AuditEvent.objects.filter(tool="ssh_execute_many", command=command)}
         assert set(opened) == set(names)
         for host in running:
             assert opened[host.name].status == AuditEvent.Status.RUNNING
-        recorded = wait_until(
-            lambda: (
-                found
-                if len(found := dict(RemoteCommand.objects.values_list("audit_event_id", "host_id")))
-                == len(running)
-                else None
-            ),
-            15,
-            "every running command's process group recorded",
-        )
+        recorded = process_groups_recorded(len(running))
         assert recorded == {opened[h.name].pk: h.pk for h in running}
-        closed = wait_until(
-            lambda: (
-                AuditEvent.objects.exclude(status=AuditEvent.Status.RUNNING)
-                .filter(pk=opened["closed"].pk)
-                .first()
-            ),
-            30,
-            "the unreachable host's row completed while the others run",
+        closed = completed(
+            opened[UNREACHABLE].pk, "the unreachable host's row completed while the others run"
         )
         assert closed is not None and closed.status == AuditEvent.Status.ERROR
         assert "refused" in closed.error
     finally:
-        subprocess.run(["touch", f"{base}.go"], check=True)
+        held.release()
         try:
             result = call.result(60)
         finally:
-            subprocess.run(["sh", "-c", f"rm -f {base}.*"], check=False)
+            held.remove_files()
     assert result.structured_content is not None
     summary = result.structured_content["summary"]
     assert (summary["ok"], summary["error"]) == (4, 1)
