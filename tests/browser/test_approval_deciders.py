@@ -11,10 +11,10 @@ from playwright.sync_api import Page, expect
 from audit import writer
 from audit.chain import reset_chain_state
 from audit.models import AuditEvent
-from hosts import approvals
 from hosts.access_models import ApprovalRequest
 from hosts.clients import create_client
 from hosts.models import Host
+from tests.approval_requests import pending_request
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -31,10 +31,7 @@ def test_an_owner_who_blanks_the_owner_field_still_cannot_approve(live_server: A
         tool="ssh_execute", actor="root-bot", client="root-bot", transport="stdio", host=host
     )
     writer.complete(asked, status="pending")
-    request = approvals.create(
-        client_id=client.pk, host=host, command="reboot", working_directory="", timeout=None, sudo=False,
-        stdin="", reason="", rule="^reboot", session_id="", audit_event_id=asked,
-    )  # fmt: skip
+    request = pending_request(client, host, "reboot", rule="^reboot", audit_event_id=asked)
 
     page.goto(live_server.url + "/admin/")
     page.fill("#id_username", ADMIN)

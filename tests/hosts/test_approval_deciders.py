@@ -21,6 +21,7 @@ from hosts import approvals
 from hosts.access_models import ApprovalRequest, ClientGroup, Grant, McpClient
 from hosts.clients import create_client
 from hosts.models import Host
+from tests.approval_requests import pending_request
 
 pytestmark = pytest.mark.django_db
 
@@ -109,19 +110,7 @@ def waiting() -> ApprovalRequest:
     host = Host.objects.create(name="web1", address="10.0.0.1", username="ops")
     grant = Grant.objects.create(client=client, description="agent on web1")
     grant.hosts.set([host])
-    return approvals.create(
-        client_id=client.pk,
-        host=host,
-        command="systemctl restart nginx",
-        working_directory="",
-        timeout=None,
-        sudo=False,
-        stdin="",
-        reason="",
-        rule="^systemctl restart ",
-        session_id="",
-        audit_event_id=1,
-    )
+    return pending_request(client, host, "systemctl restart nginx", rule="^systemctl restart ")
 
 
 def changes_recorded(author: str) -> list[AuditEvent]:
@@ -293,19 +282,7 @@ def test_an_owner_who_renames_their_account_before_the_request_still_owns_the_cl
     submit_change_form(alice, reverse("admin:auth_user_change", args=[user.pk]), username="alice2")
     client.refresh_from_db()
     assert client.owner == "alice2"
-    request = approvals.create(
-        client_id=client.pk,
-        host=host,
-        command="systemctl restart nginx",
-        working_directory="",
-        timeout=None,
-        sudo=False,
-        stdin="",
-        reason="",
-        rule="^systemctl restart ",
-        session_id="",
-        audit_event_id=1,
-    )
+    request = pending_request(client, host, "systemctl restart nginx", rule="^systemctl restart ")
     assert "alice2 owns client &#x27;agent&#x27;" in decide(alice, request)
     request.refresh_from_db()
     assert request.state == "pending"

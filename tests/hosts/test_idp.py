@@ -11,6 +11,7 @@ from hosts.access_models import ApprovalRequest, ClientGroup, McpClient
 from hosts.clients import ClientAuthError, create_client
 from hosts.idp import Identity, bind, client_name, group_slugs
 from hosts.models import Host
+from tests.approval_requests import pending_request
 
 ISSUER = "https://idp.example.com/realms/acme"
 
@@ -75,19 +76,7 @@ def test_it_refuses_a_disabled_or_revoked_idp_client(db: None, change: dict[str,
 def test_it_keeps_the_person_behind_a_client_from_approving_its_requests(db: None) -> None:
     client = bind(who(name="Alice@Example.com"))
     host = Host.objects.create(name="web1", address="127.0.0.1", username="u")
-    request = approvals.create(
-        client_id=client.pk,
-        host=host,
-        command="reboot",
-        working_directory="",
-        timeout=None,
-        sudo=False,
-        stdin="",
-        reason="",
-        rule="reboot",
-        session_id="",
-        audit_event_id=1,
-    )
+    request = pending_request(client, host, "reboot", rule="reboot")
     users = get_user_model()
     users.objects.create_user("alice", email="alice@example.com")
     users.objects.create_user("bob", email="bob@example.com")
