@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.mcp.test_http import RunningServer, free_port, start_server, stop_server
+from tests.mcp.test_http import RunningServer, start_server, stop_server
 from tests.oidc.idp import Idp, available, rsa_key
+from tests.sshd import free_port
 
 pytestmark = pytest.mark.skipif(bool(available()), reason=available() or "ok")
 

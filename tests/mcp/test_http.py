@@ -8,9 +8,7 @@ sees them) and talk to it with the SDK's streamable HTTP client or raw HTTP requ
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,9 +31,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from hosts.clients import IssuedToken, create_client, revoke
 from hosts.models import Grant, Host
-from tests.database import database_url
+from tests.server_process import launch, server_env
+from tests.sshd import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 BODY_LIMIT = 64 * 1024
 # Every token the tests issue: none may ever appear in the server's log.
 ISSUED: list[str] = []
@@ -63,43 +61,22 @@ class RunningServer:
         return f"{self.url}/mcp"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def start_server(
     tmp: Path, *extra: str, port: int | None = None, **env_extra: str
 ) -> tuple[subprocess.Popen[bytes], RunningServer]:
     port = port or free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp),
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        "SSHCONTROL_DATA_DIR": str(tmp / "data"),
-        "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
-        "DATABASE_URL": database_url(),
-        "SSHCONTROL_MCP_MAX_BODY_BYTES": str(BODY_LIMIT),
-        # INFO so that the refusals are logged, and the no-token-in-the-log check means something.
-        "SSHCONTROL_LOG_LEVEL": "INFO",
-        **env_extra,
-    }
+    # INFO (server_env's) so that the refusals are logged, and the no-token-in-the-log check
+    # means something.
+    env = server_env(tmp, **{"SSHCONTROL_MCP_MAX_BODY_BYTES": str(BODY_LIMIT), **env_extra})
     log = tmp / "server.log"
-    with log.open("ab") as out:  # the server keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "sshcontrol", "mcp_serve", "--transport", "streamable-http"),
-                *("--bind", f"127.0.0.1:{port}", "--no-create-admin", *extra),
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd="/",
-        )
+    proc = launch(
+        [
+            *(sys.executable, "-m", "sshcontrol", "mcp_serve", "--transport", "streamable-http"),
+            *("--bind", f"127.0.0.1:{port}", "--no-create-admin", *extra),
+        ],
+        env,
+        log,
+    )
     server = RunningServer(f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

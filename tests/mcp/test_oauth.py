@@ -45,25 +45,23 @@ from audit.models import AuditEvent
 from hosts.access_models import ClientGroup, Grant, McpClient
 from hosts.models import Host
 from tests.leaks import recoverable
-from tests.mcp.test_http import ISSUED, RunningServer, free_port, issue, start_server, stop_server
+from tests.mcp.test_http import (
+    INITIALIZE,
+    ISSUED,
+    MCP_HEADERS,
+    RunningServer,
+    issue,
+    start_server,
+    stop_server,
+)
 from tests.mcp.test_secrets_at_rest import columns_holding, in_the_database_file
 from tests.oidc.idp import REDIRECT_URI, Idp, available, ec_key, rsa_key
 from tests.polling import wait_until
+from tests.sshd import free_port
 
 pytestmark = pytest.mark.skipif(bool(available()), reason=available() or "ok")
 
 SCOPE = "mcp:tools"
-MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw-test", "version": "0"},
-    },
-}
 
 
 @dataclass

@@ -8,10 +8,8 @@ runs; a real ``ssh_execute`` must arrive there as a ``tools/call ssh_execute`` s
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -25,9 +23,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from hosts.models import Grant
-from tests.database import database_url
-from tests.mcp.test_http import REPO, RunningServer, free_port, issue, mcp_client
+from tests.mcp.test_http import RunningServer, issue, mcp_client
 from tests.polling import wait_until
+from tests.server_process import launch, server_env
+from tests.sshd import free_port
 
 
 class Receiver(ThreadingHTTPServer):
@@ -82,37 +81,28 @@ def instrumented(transactional_db: None, receiver: Receiver, tmp_path: Path) -> 
     instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
     assert instrument, "opentelemetry-instrument is missing: install the 'otel' extra (the test extra has it)"
     port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(REPO),
-        "SSHCONTROL_DATA_DIR": str(tmp_path / "data"),
-        "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
-        "DATABASE_URL": database_url(),
-        "SSHCONTROL_LOG_LEVEL": "WARNING",
+    env = server_env(
+        tmp_path,
+        SSHCONTROL_LOG_LEVEL="WARNING",
         # The recipe of docs/operations.md, with a short export delay so the test need not wait.
-        "OTEL_SERVICE_NAME": "sshcontrol",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-    }
+        OTEL_SERVICE_NAME="sshcontrol",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_port}",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
     log = tmp_path / "server.log"
-    with log.open("ab") as out:  # the server keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [
-                *(instrument, sys.executable, "-m", "sshcontrol", "mcp_serve"),
-                *("--transport", "streamable-http"),
-                *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd="/",
-        )
+    proc = launch(
+        [
+            *(instrument, sys.executable, "-m", "sshcontrol", "mcp_serve"),
+            *("--transport", "streamable-http"),
+            *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
+        ],
+        env,
+        log,
+    )
     server = RunningServer(f"http://127.0.0.1:{port}", log)
     try:
 

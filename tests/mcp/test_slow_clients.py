@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -21,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.database import database_url
 from tests.mcp.test_http import INITIALIZE, issue
 from tests.polling import wait_until
+from tests.server_process import launch, server_env
+from tests.sshd import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 HEAD_LIMIT = 2.0
 BODY_LIMIT = 2.0
 MARGIN = 4.0  # scheduling on a busy two-core machine, and the poll interval
@@ -39,40 +38,19 @@ class Server:
     log: Path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(
     tmp: Path, command: tuple[str, ...] = ("mcp_serve", "--transport", "streamable-http"), **settings: str
 ) -> Server:
     port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp),
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        "SSHCONTROL_DATA_DIR": str(tmp / "data"),
-        "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
-        "DATABASE_URL": database_url(),
-        "SSHCONTROL_LOG_LEVEL": "INFO",
-        **settings,
-    }
     log = tmp / "server.log"
-    with log.open("ab") as out:  # the server keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "sshcontrol", *command),
-                *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd="/",
-        )
+    proc = launch(
+        [
+            *(sys.executable, "-m", "sshcontrol", *command),
+            *("--bind", f"127.0.0.1:{port}", "--no-create-admin"),
+        ],
+        server_env(tmp, **settings),
+        log,
+    )
     server = Server(proc, port, log)
 
     def answering() -> bool:

@@ -20,14 +20,13 @@ from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
 from audit.models import AuditEvent
-from tests.database import database_url
 from tests.dbfaults import refusing_connections
 from tests.polling import eventually
+from tests.server_process import REPO, server_env
 from tests.sshd import SshServer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
-REPO = Path(__file__).resolve().parents[2]
 
 # Opens a row, waits, then completes it while the test keeps the database away, and waits to be killed.
 CHILD = """
@@ -52,17 +51,7 @@ def postgres() -> None:
 
 
 def environment(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        "SSHCONTROL_DATA_DIR": str(tmp_path / "data"),
-        "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
-        "DATABASE_URL": database_url(),
-        "SSHCONTROL_DB_RETRY_SECONDS": "1",
-        "SSHCONTROL_LOG_LEVEL": "WARNING",
-    }
+    return server_env(tmp_path, SSHCONTROL_DB_RETRY_SECONDS="1", SSHCONTROL_LOG_LEVEL="WARNING")
 
 
 def test_a_killed_process_s_postponed_completion_is_written_by_the_next_start(

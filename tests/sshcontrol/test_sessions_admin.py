@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,9 +20,8 @@ from sshcontrol.models import SshSession
 from sshcontrol.targets import resolve
 from sshcontrol.taskspec import Owner
 from sshlib.sessions import registry
-from tests.database import database_url
+from tests.server_process import server_env
 
-REPO = Path(__file__).resolve().parents[2]
 CHANGELIST = "admin:sshcontrol_sshsession_changelist"
 
 
@@ -147,16 +144,7 @@ def _ok(result: object) -> dict[str, Any]:
 def test_a_real_mcp_server_refuses_a_session_the_admin_terminated(admin_client, make_host, tmp_path):
     """The embedded default: the session lives in an ``mcp_serve`` process, the admin elsewhere."""
     make_host("box")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        "SSHCONTROL_DATA_DIR": str(tmp_path / "data"),
-        "SSHCONTROL_FIELD_KEYS": os.environ["SSHCONTROL_FIELD_KEYS"],
-        "SSHCONTROL_LOG_LEVEL": "WARNING",
-        "DATABASE_URL": database_url(),
-    }
+    env = server_env(tmp_path, SSHCONTROL_LOG_LEVEL="WARNING")
     params = StdioServerParameters(command=sys.executable, args=["-m", "sshcontrol", "mcp_serve"], env=env)
     outcome: dict[str, object] = {}
 
