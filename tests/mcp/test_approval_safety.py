@@ -3,8 +3,10 @@
 Every tool the client is offered is called with arguments that name a decision (``approve``,
 ``state``, ``decided_by``...) beside a pending request: whether a tool refuses them or ignores
 them, the request stays pending. A scan of the product's source finds every write to an
-approval request's ``state`` outside ``hosts/approvals.py``. Several ``ssh_approval_status``
-calls racing on one approved request run its command once, as the host shows.
+approval request's ``state`` outside ``hosts/approvals.py`` (the admin's code included); the
+admin's own machinery, which writes without naming a field in our code (a form, an inline, a
+list edit, an action), is driven as a superuser would. Several ``ssh_approval_status`` calls
+racing on one approved request run its command once, as the host shows.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib import admin
+from django.contrib.admin.models import LogEntry
+from django.http import HttpRequest
+from django.test import Client, RequestFactory
+from django.urls import reverse
 from mcp.types import CallToolResult
 
 from audit.models import AuditEvent
 from hosts import approvals
-from hosts.models import ApprovalRequest
+from hosts.clients import create_client
+from hosts.models import ApprovalRequest, Host
+from tests.approval_requests import pending_request
 from tests.mcp.conftest import McpHarness
 from tests.sshd import SshServer
 
@@ -220,6 +229,16 @@ def _state_writes(tree: ast.AST) -> Iterator[ast.stmt | ast.expr]:
             yield node
 
 
+def product_sources() -> list[Path]:
+    """The product's Python files, migrations aside (they run once, before any request exists)."""
+    return [
+        path
+        for package in PRODUCT
+        for path in sorted((REPO / package).rglob("*.py"))
+        if "migrations" not in path.parts
+    ]
+
+
 def approval_state_writes() -> list[str]:
     """Every place in the product that may write an approval request's state: ``path:line: code``.
 
@@ -227,25 +246,116 @@ def approval_state_writes() -> list[str]:
     host keys, the orphan tracker) and nothing about approvals.
     """
     found = []
-    for package in PRODUCT:
-        for path in sorted((REPO / package).rglob("*.py")):
-            if "migrations" in path.parts:
+    for path in product_sources():
+        source = path.read_text()
+        for node in _state_writes(ast.parse(source)):
+            code = ast.get_source_segment(source, node) or ""
+            if _OTHER_MODEL.search(code) and not _APPROVAL.search(code):
                 continue
-            source = path.read_text()
-            for node in _state_writes(ast.parse(source)):
-                code = ast.get_source_segment(source, node) or ""
-                if _OTHER_MODEL.search(code) and not _APPROVAL.search(code):
-                    continue
-                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {' '.join(code.split())[:120]}")
+            found.append(f"{path.relative_to(REPO)}:{node.lineno}: {' '.join(code.split())[:120]}")
     return found
 
 
 def test_only_hosts_approvals_writes_an_approval_requests_state() -> None:
+    scanned = {str(path.relative_to(REPO)) for path in product_sources()}
+    # The admin's code is read like the rest: its views and actions write through the ORM too.
+    admin_code = {"hosts/admin/approval.py", "hosts/admin/client.py", "sshcontrol/admin.py", "audit/admin.py"}
+    assert admin_code <= scanned, admin_code - scanned
     writes = approval_state_writes()
     # The scan sees the writer's own writes (expire, decide, claim): it would see others.
     assert sum(line.startswith(f"{THE_WRITER}:") for line in writes) >= 3, writes
     outside = [line for line in writes if not line.startswith(f"{THE_WRITER}:")]
     assert outside == [], "approval state written outside hosts/approvals.py:\n" + "\n".join(outside)
+
+
+# -- the admin: its forms, inlines, list edits and actions ----------------------------------------
+
+# What records a decision: no admin form may hold one of these for an admin to type into.
+DECISION_FIELDS = frozenset({"state", "decided_by", "decided_at", "comment", "executed_event_id"})
+
+
+def pending_in_the_admin() -> ApprovalRequest:
+    """A pending request of client 'agent' (owned by alice, so the admin 'admin' may decide it)."""
+    client = create_client("agent", owner="alice").client
+    host = Host.objects.create(name="web1", address="10.0.0.1", username="ops")
+    return pending_request(client, host, "echo guarded 1", rule=GUARDED)
+
+
+def request_forms(request: HttpRequest, pending: ApprovalRequest) -> dict[str, set[str]]:
+    """Each admin form that holds approval requests (the model's admin, any inline of them on
+    another model's page, the list's edits): the fields it would save."""
+    forms: dict[str, set[str]] = {}
+    for model, model_admin in admin.site._registry.items():
+        if model is ApprovalRequest:
+            name = type(model_admin).__name__
+            forms[f"{name} change"] = set(model_admin.get_form(request, pending, change=True).base_fields)
+            forms[f"{name} add"] = set(model_admin.get_form(request, None, change=False).base_fields)
+            forms[f"{name} list"] = set(model_admin.list_editable)
+        for inline_class in model_admin.inlines:
+            if inline_class.model is ApprovalRequest:
+                inline = inline_class(model, admin.site)
+                parent = model._default_manager.first()
+                formset = inline.get_formset(request, parent)
+                forms[f"{type(model_admin).__name__} inline {inline_class.__name__}"] = set(
+                    formset.form.base_fields
+                )
+    return forms
+
+
+def test_no_admin_form_inline_or_list_edit_holds_a_decision(admin_user: Any, rf: RequestFactory) -> None:
+    pending = pending_in_the_admin()
+    request = rf.get("/admin/")
+    request.user = admin_user
+    forms = request_forms(request, pending)
+    assert any(name.endswith(" change") for name in forms), "the approvals admin is registered"
+    holding = {name: fields & DECISION_FIELDS for name, fields in forms.items() if fields & DECISION_FIELDS}
+    assert holding == {}, f"admin forms an admin could decide a request through: {holding}"
+
+
+def test_a_superuser_moves_a_request_only_through_the_decision(
+    admin_client: Client, admin_user: Any, rf: RequestFactory
+) -> None:
+    pending = pending_in_the_admin()
+    forged = {"state": "approved", "decided_by": "mallory", "comment": "approved by hand"}
+    # The request's own form, and the add form, posted as a browser would with the decision typed in.
+    admin_client.post(
+        reverse("admin:hosts_approvalrequest_change", args=[pending.pk]), {**forged, "_save": "Save"}
+    )
+    admin_client.post(
+        reverse("admin:hosts_approvalrequest_add"),
+        {**forged, "client": pending.client_id, "host": pending.host_id, "command": "id", "_save": "Save"},
+    )
+    changelist = reverse("admin:hosts_approvalrequest_changelist")
+    # A list edit of the state, as the changelist's form would post one.
+    admin_client.post(
+        changelist,
+        {
+            "form-TOTAL_FORMS": "1",
+            "form-INITIAL_FORMS": "1",
+            "form-0-id": str(pending.pk),
+            "form-0-state": "approved",
+            "_save": "Save",
+        },
+    )
+    # Every action the list offers a superuser, run on the request (and confirmed where it asks).
+    request = rf.get(changelist)
+    request.user = admin_user
+    offered = admin.site._registry[ApprovalRequest].get_actions(request)
+    for action in offered:
+        selected = {"action": action, "_selected_action": [str(pending.pk)], "index": "0"}
+        admin_client.post(changelist, selected)
+        admin_client.post(changelist, {**selected, "post": "yes"})
+    assert ApprovalRequest.objects.filter(pk=pending.pk).exists()
+    assert_undecided(pending.pk, f"the admin's forms, list edit or actions ({sorted(offered)})")
+    assert not ApprovalRequest.objects.exclude(pk=pending.pk).exists(), "the add form made a request"
+    # What does move it: the decision, through hosts.approvals.decide, recorded with its author.
+    admin_client.post(
+        reverse("admin:hosts_approvalrequest_decide", args=[pending.pk]), {"_approve": "1", "comment": "ok"}
+    )
+    decided = ApprovalRequest.objects.get(pk=pending.pk)
+    assert (decided.state, decided.decided_by) == (ApprovalRequest.State.APPROVED, admin_user.username)
+    assert decided.decided_at is not None
+    assert LogEntry.objects.filter(object_id=str(pending.pk), change_message="Approved.").exists()
 
 
 # -- an approved request, picked up by racing calls -----------------------------------------------
