@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from sshlib.connect import Connection, ConnectSpec, open_connection
+from sshlib.execute import ExecRequest, run_command
 from tests.sshd import SshServer
 
 
@@ -34,3 +36,19 @@ def connection(sshd: SshServer) -> Iterator[Connection]:
     conn = open_connection(password_spec(sshd))
     yield conn
     conn.close()
+
+
+def sh(connection: Connection, command: str) -> str:
+    """Run ``command`` on the connection; it must succeed: its stdout."""
+    result = run_command(connection.client, ExecRequest(command))
+    assert result.exit_status == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def remote_dir(connection: Connection) -> Iterator[str]:
+    """An empty directory on the host (loopback: this machine's /tmp), removed after the test."""
+    path = f"/tmp/sshc-ssh-{uuid.uuid4().hex}"
+    sh(connection, f"mkdir -p {path}")
+    yield path
+    sh(connection, f"rm -rf {path}")

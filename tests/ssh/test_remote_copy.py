@@ -22,20 +22,13 @@ import pytest
 from sshlib import remote_copy
 from sshlib.connect import Connection, open_connection
 from sshlib.errors import ConnectionLost, RemoteFileError, SshError
-from sshlib.execute import ExecRequest, run_command
-from tests.ssh.conftest import password_spec
+from tests.ssh.conftest import password_spec, sh
 from tests.sshd import SshServer
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 # Around OpenSSH's read request (255 KiB), paramiko's (32 KiB) and the 4 MiB in flight.
 SIZES = [0, 1, 261119, 261120, 261121, 4 * MIB - 1, 4 * MIB + 1, 9 * MIB + 17]
-
-
-def sh(connection: Connection, command: str) -> str:
-    result = run_command(connection.client, ExecRequest(command))
-    assert result.exit_status == 0, result.stderr
-    return result.stdout
 
 
 def sha256_of(connection: Connection, path: str) -> str:

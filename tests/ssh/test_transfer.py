@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -14,22 +13,8 @@ import pytest
 
 from sshlib.connect import Connection
 from sshlib.errors import RemoteFileError
-from sshlib.execute import ExecRequest, run_command
 from sshlib.transfer import download, list_dir, upload
-
-
-def sh(connection: Connection, command: str) -> str:
-    result = run_command(connection.client, ExecRequest(command))
-    assert result.exit_status == 0, result.stderr
-    return result.stdout
-
-
-@pytest.fixture
-def remote_dir(connection: Connection) -> Iterator[str]:
-    path = f"/tmp/sshc-transfer-{uuid.uuid4().hex}"
-    sh(connection, f"mkdir -p {path}")
-    yield path
-    sh(connection, f"rm -rf {path}")
+from tests.ssh.conftest import sh
 
 
 def test_it_uploads_bytes_with_digest_and_mode(connection: Connection, remote_dir: str) -> None:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,28 +24,13 @@ import pytest
 from sshlib import ciphers
 from sshlib.connect import Connection, open_connection
 from sshlib.errors import ConnectionLost, RemoteFileError, SshError
-from sshlib.execute import ExecRequest, run_command
 from sshlib.transfer import download, upload
-from tests.ssh.conftest import password_spec
+from tests.ssh.conftest import password_spec, sh
 from tests.sshd import SshServer
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 SIZES = [0, 1, 32639, 32640, 32641, 32767, 32768, 32769, MIB - 1, MIB, MIB + 1, 3 * MIB + 17]
-
-
-def sh(connection: Connection, command: str) -> str:
-    result = run_command(connection.client, ExecRequest(command))
-    assert result.exit_status == 0, result.stderr
-    return result.stdout
-
-
-@pytest.fixture
-def remote_dir(connection: Connection) -> Iterator[str]:
-    path = f"/tmp/sshc-fast-{uuid.uuid4().hex}"
-    sh(connection, f"mkdir -p {path}")
-    yield path
-    sh(connection, f"rm -rf {path}")
 
 
 class FileSink:
