@@ -54,6 +54,22 @@ def environment(tmp_path: Path) -> dict[str, str]:
     return server_env(tmp_path, SSHCONTROL_DB_RETRY_SECONDS="1", SSHCONTROL_LOG_LEVEL="WARNING")
 
 
+def start_and_stop(env: dict[str, str]) -> None:
+    """Start ``mcp_serve`` once, stdin an empty pipe: it starts (writing what was spooled), then
+    stops at once; it must exit 0."""
+    started = subprocess.run(
+        [sys.executable, "-m", "sshcontrol", "mcp_serve"],
+        env=env,
+        cwd="/",
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+
+
 def test_a_killed_process_s_postponed_completion_is_written_by_the_next_start(
     postgres: None, tmp_path: Path
 ) -> None:
@@ -86,18 +102,7 @@ def test_a_killed_process_s_postponed_completion_is_written_by_the_next_start(
         child.stdin.close()
         child.stdout.close()
     assert AuditEvent.objects.get(pk=event_id).status == "running"
-    # The next start (stdin an empty pipe: it starts, then stops at once).
-    started = subprocess.run(
-        [sys.executable, "-m", "sshcontrol", "mcp_serve"],
-        env=env,
-        cwd="/",
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert started.returncode == 0, started.stderr
+    start_and_stop(env)  # the next start
     row = AuditEvent.objects.get(pk=event_id)
     assert row.status == "ok" and row.exit_status == 0 and row.stdout == "spooled\n", row.error
     assert row.details["why"] == "test"
@@ -159,17 +164,7 @@ def test_a_call_completed_while_the_database_is_down_keeps_its_outcome_when_its_
     finally:
         outage.__exit__(None, None, None)
     assert not result.is_error, result.content
-    restarted = subprocess.run(
-        [sys.executable, "-m", "sshcontrol", "mcp_serve"],
-        env=env,
-        cwd="/",
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert restarted.returncode == 0, restarted.stderr
+    start_and_stop(env)
     row = AuditEvent.objects.get(command=command)
     assert row.status == "ok" and row.stdout == f"done-{sshd.user}\n", (row.status, row.error)
     call_command("audit_verify")
