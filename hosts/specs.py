@@ -45,13 +45,19 @@ class PreparedHost:
     trusted: Mapping[int, TrustedKeys]
 
 
-def prepare(host_ids: Iterable[int]) -> dict[int, PreparedHost]:
-    """The hosts of ``host_ids`` with their credentials, jump hosts and trusted keys, in two queries."""
-    hosts = list(
-        Host.objects.select_related(
-            "credential", "jump_host__credential", "jump_host__jump_host__credential"
-        ).filter(pk__in=list(host_ids))
+def prepare(host_ids: Iterable[int], *, direct: bool = False) -> dict[int, PreparedHost]:
+    """The hosts of ``host_ids`` with their credentials, jump hosts and trusted keys, in two queries.
+
+    ``direct``: the caller expects hosts without jump hosts (the batch engine's) and the
+    jump hosts are not joined (a host that has one meanwhile reads its hops as ``build_spec``
+    does without a prepared host).
+    """
+    related = (
+        ("credential",)
+        if direct
+        else ("credential", "jump_host__credential", "jump_host__jump_host__credential")
     )
+    hosts = list(Host.objects.select_related(*related).filter(pk__in=list(host_ids)))
     ids: set[int] = set()
     for host in hosts:  # the host and the two jump hosts select_related loaded
         ids.add(host.pk)
@@ -78,6 +84,43 @@ def build_spec(host: Host, trusted: Mapping[int, TrustedKeys] | None = None) -> 
     # Output of a session is redacted of every secret used to reach it, the hops' included.
     secrets = tuple(dict.fromkeys((*target.secrets, *(s for hop in hops for s in hop.secrets))))
     return replace(target, hops=hops, secrets=secrets)
+
+
+def spec_source(host: Host, trusted: Mapping[int, TrustedKeys] | None = None) -> tuple[object, ...] | None:
+    """What ``build_spec`` makes the spec of a direct host from, nothing decrypted (None: a host
+    behind jump hosts, whose hops' sources would count too).
+
+    Two equal sources give equal specs: a caller may keep a built spec (its secrets decrypted)
+    while the host's source stays the same. It names every field ``_spec_of`` reads; the
+    credential by its ciphertexts (a new secret is a new ciphertext: Fernet's IV is random)
+    and its last change.
+    """
+    if host.jump_host_id is not None:
+        return None
+    credential = host.credential
+    stored = (
+        (
+            credential.pk,
+            credential.kind,
+            credential.secret_encrypted,
+            credential.passphrase_encrypted,
+            credential.updated_at,
+        )
+        if credential is not None
+        else None
+    )
+    return (
+        host.pk,
+        host.name,
+        host.address,
+        host.port,
+        host.username,
+        host.trust_on_first_use,
+        stored,
+        _trusted(host, trusted),
+        settings.CONNECT_TIMEOUT,
+        settings.KEEPALIVE_SECONDS,
+    )
 
 
 def hop_specs(host: Host, trusted: Mapping[int, TrustedKeys] | None = None) -> tuple[ConnectSpec, ...]:

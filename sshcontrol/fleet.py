@@ -618,7 +618,7 @@ class Batch:
             self.report(len(pairs))
             return
         host_ids = [e.host.pk for _i, e in pairs if e.host is not None]
-        prepared = retrying(lambda: prepare(host_ids), "reading the hosts")
+        prepared = retrying(lambda: prepare(host_ids, direct=True), "reading the hosts")
         hosts = []
         for event_id, entry in pairs:
             assert entry.host is not None

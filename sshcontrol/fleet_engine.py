@@ -22,7 +22,8 @@ pooled per (client, host) and reused by the next batch of that client while the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,12 +34,13 @@ from audit.models import AuditEvent
 from audit.redaction import redact
 from audit.writer import Completion
 from hosts.models import Host
-from hosts.specs import PreparedHost, build_spec
+from hosts.specs import PreparedHost, build_spec, spec_source
 from sshcontrol import credentials, orphans, tasks
 from sshcontrol.dbretry import retrying
 from sshcontrol.taskspec import CommandSpec, DispatchError, Failure
 from sshlib import c_batch
 from sshlib.c_batch import Job
+from sshlib.connect import ConnectSpec
 from sshlib.errors import HostKeyChanged, HostKeyUnknown, SeenKey, SshError
 from sshlib.execute import ExecRequest, ExecResult
 from sshlib.sessions import CLIENT_CANCEL
@@ -103,6 +105,7 @@ def run(
     None is yielded after every ``idle`` seconds in which no host ended.
     """
     jobs: list[Job] = []
+    readies: list[PreparedHost] = []
     waiting: list[_Prepared] = []
     for index, host in enumerate(hosts):
         try:
@@ -121,11 +124,13 @@ def run(
             item.tracker = orphans.Tracker(f"{batch_id}-engine", host.host_id, host.event_id, behind=True)
             job = replace(job, on_started=item.tracker.started)
         jobs.append(replace(job, cancel=cancel))
+        readies.append(ready)
         waiting.append(item)
     if not jobs:
         return
     engine = c_batch.engine()
     engine.idle_timeout = float(settings.SESSION_IDLE_TIMEOUT)  # as an unused session's
+    specs.keep(engine, list(zip(jobs, readies, strict=True)))
     for event in engine.run_events(jobs, idle):
         if event is None:
             yield None
@@ -148,13 +153,68 @@ def run(
         )
 
 
+class _Specs:
+    """The connect specs of the engine's pooled connections, kept while their hosts' sources stay.
+
+    A warm batch reuses its pooled connections: decrypting each host's credential and building
+    its spec again cost the batch's thread about 40 µs a host, only for the engine to find it
+    equal. A spec is kept (with its decrypted secrets, in this process's memory only) under its
+    connection's pool key with its host's ``spec_source``, and let go when that connection
+    leaves the pool (``BatchEngine.on_drop``); a changed source builds a new spec, which the
+    engine sees differ and opens a new connection for.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[Hashable, tuple[tuple[object, ...], ConnectSpec]] = {}
+        self._listening: c_batch.BatchEngine | None = None
+
+    def spec(self, key: Hashable, ready: PreparedHost) -> ConnectSpec:
+        """The host's spec: the one kept for ``key`` if its source is unchanged, else a new one."""
+        source = spec_source(ready.host, ready.trusted)
+        with self._lock:
+            kept = self._kept.get(key)
+        if source is not None and kept is not None and kept[0] == source:
+            return kept[1]
+        return build_spec(ready.host, ready.trusted)  # the one place its credential is decrypted
+
+    def keep(self, engine: c_batch.BatchEngine, jobs: Sequence[tuple[Job, PreparedHost]]) -> None:
+        """Keep the specs of ``jobs``, about to be handed to ``engine``."""
+        if self._listening is not engine:
+            engine.on_drop(self.dropped)
+            self._listening = engine
+        kept = [(job.key, spec_source(ready.host, ready.trusted), job.spec) for job, ready in jobs]
+        with self._lock:
+            for key, source, connect in kept:
+                if source is not None:
+                    self._kept[key] = (source, connect)
+                else:
+                    self._kept.pop(key, None)
+
+    def dropped(self, key: Hashable, spec: ConnectSpec) -> None:
+        """The engine's connection of ``key`` left its pool: its spec goes with it."""
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and kept[1] is spec:
+                del self._kept[key]
+
+    def kept_keys(self) -> list[Hashable]:
+        """The pool keys whose specs are kept."""
+        with self._lock:
+            return list(self._kept)
+
+
+specs = _Specs()
+
+
 def _job(owner: str, ready: PreparedHost, spec: CommandSpec) -> tuple[Job, tuple[str, ...]]:
     """The host's engine job and what to redact from its output; DispatchError as the tasks raise."""
     host = ready.host
     if not host.enabled:
         raise DispatchError(Failure.HOST_DISABLED, f"host '{host.name}' is disabled by an administrator")
+    key = (owner, host.pk)
     try:
-        connect = build_spec(host, ready.trusted)  # the one place its credential is decrypted
+        connect = specs.spec(key, ready)
     except credentials.NoCredential as exc:
         raise DispatchError(Failure.NO_CREDENTIAL, str(exc)) from None
     secrets = connect.secrets
@@ -175,7 +235,7 @@ def _job(owner: str, ready: PreparedHost, spec: CommandSpec) -> tuple[Job, tuple
         max_output_bytes=settings.MAX_OUTPUT_BYTES,
         sudo=spec.sudo,
     )
-    return Job((owner, host.pk), connect, request), secrets
+    return Job(key, connect, request), secrets
 
 
 def _refusal(host: Host, exc: SshError) -> DispatchError:

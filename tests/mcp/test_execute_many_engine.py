@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 
 from audit.models import AuditEvent
 from hosts.models import Credential, Host, HostKey
-from sshcontrol import metrics
+from sshcontrol import fleet_engine, metrics
 from sshcontrol.models import RemoteCommand, SshSession
 from sshlib import c_batch
 from tests.hostkeys import trust
@@ -210,3 +210,39 @@ def test_hosts_the_engine_cannot_take_go_the_paramiko_way(
     assert written["direct"].details.get("ssh_engine") == "libssh2"
     assert "ssh_engine" not in written["tofu"].details
     assert list(SshSession.objects.values_list("host_name", flat=True)) == ["tofu"]
+
+
+def test_a_warm_batch_reuses_the_hosts_specs_until_they_change_or_their_connection_goes(
+    mcp: McpHarness, make_host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+    build_spec = fleet_engine.build_spec
+
+    def counting(host: Host, *args: Any) -> Any:
+        built.append(host.name)
+        return build_spec(host, *args)
+
+    monkeypatch.setattr(fleet_engine, "build_spec", counting)
+    made = [make_host(f"spec{i}") for i in range(2)]
+    names = [h.name for h in made]
+    opened = c_batch.engine().connections_opened
+    assert set(statuses(mcp.ok("ssh_execute_many", hosts=names, command="true")).values()) == {"ok"}
+    assert sorted(built) == names
+    # Warm: the kept specs (no credential decrypted again), the pooled connections.
+    assert set(statuses(mcp.ok("ssh_execute_many", hosts=names, command="true")).values()) == {"ok"}
+    assert sorted(built) == names
+    # The same secret stored anew is a new ciphertext: that host's spec is built again (and,
+    # equal to the old one, keeps its connection).
+    credential = Credential.objects.get(hosts=made[0])
+    credential.set_secret(credential.secret())
+    credential.save()
+    assert set(statuses(mcp.ok("ssh_execute_many", hosts=names, command="true")).values()) == {"ok"}
+    assert sorted(built) == sorted([*names, "spec0"])
+    assert c_batch.engine().connections_opened == opened + 2
+    # A spec (and the secrets in it) goes with its connection.
+    [key] = [k for k in fleet_engine.specs.kept_keys() if k[1] == made[1].pk]
+    c_batch.engine().close(key)
+    assert key not in fleet_engine.specs.kept_keys()
+    assert set(statuses(mcp.ok("ssh_execute_many", hosts=names, command="true")).values()) == {"ok"}
+    assert built[-1] == "spec1"
+    assert c_batch.engine().connections_opened == opened + 3
