@@ -153,6 +153,9 @@ def run(
         )
 
 
+PoolKey = tuple[str, int]  # the engine's pool key of a host's connection: (owner, host id)
+
+
 class _Specs:
     """The connect specs of the engine's pooled connections, kept while their hosts' sources stay.
 
@@ -169,7 +172,7 @@ class _Specs:
         self._kept: dict[Hashable, tuple[tuple[object, ...], ConnectSpec]] = {}
         self._listening: c_batch.BatchEngine | None = None
 
-    def spec(self, key: Hashable, ready: PreparedHost) -> ConnectSpec:
+    def spec(self, key: PoolKey, ready: PreparedHost) -> ConnectSpec:
         """The host's spec: the one kept for ``key`` if its source is unchanged, else a new one."""
         source = spec_source(ready.host, ready.trusted)
         with self._lock:
@@ -198,10 +201,10 @@ class _Specs:
             if kept is not None and kept[1] is spec:
                 del self._kept[key]
 
-    def kept_keys(self) -> list[Hashable]:
+    def kept_keys(self) -> list[PoolKey]:
         """The pool keys whose specs are kept."""
         with self._lock:
-            return list(self._kept)
+            return [key for key in self._kept if isinstance(key, tuple)]
 
 
 specs = _Specs()
@@ -212,7 +215,7 @@ def _job(owner: str, ready: PreparedHost, spec: CommandSpec) -> tuple[Job, tuple
     host = ready.host
     if not host.enabled:
         raise DispatchError(Failure.HOST_DISABLED, f"host '{host.name}' is disabled by an administrator")
-    key = (owner, host.pk)
+    key: PoolKey = (owner, host.pk)
     try:
         connect = specs.spec(key, ready)
     except credentials.NoCredential as exc:

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from audit.models import AuditEvent
+from hosts import specs
 from hosts.models import Credential, Host, HostKey
 from sshcontrol import fleet_engine, metrics
 from sshcontrol.models import RemoteCommand, SshSession
@@ -216,11 +217,10 @@ def test_a_warm_batch_reuses_the_hosts_specs_until_they_change_or_their_connecti
     mcp: McpHarness, make_host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built: list[str] = []
-    build_spec = fleet_engine.build_spec
 
     def counting(host: Host, *args: Any) -> Any:
         built.append(host.name)
-        return build_spec(host, *args)
+        return specs.build_spec(host, *args)
 
     monkeypatch.setattr(fleet_engine, "build_spec", counting)
     made = [make_host(f"spec{i}") for i in range(2)]
