@@ -564,22 +564,15 @@ def _execute(run: _Run, conn: _Conn) -> Step:
         raise ConnectionLost(
             f"the SSH connection was lost while the command ran; it may have run in part ({_describe(exc)})"
         ) from None
-    capture = stdout.capture
     run.finish(
-        ExecResult(
+        ExecResult.captured(
+            stdout.capture,
+            stderr,
             exit_status=exit_status,
             signal=signal,
-            stdout=capture.text(),
-            stderr=stderr.text(),
-            stdout_bytes=capture.total,
-            stderr_bytes=stderr.total,
-            stdout_truncated=capture.truncated,
-            stderr_truncated=stderr.truncated,
             timed_out=stop == "timed_out",
             cancelled=stop == "cancelled",
             duration_ms=(time.monotonic() - run.started) * 1000.0,
-            stdout_lines=capture.lines,
-            stderr_lines=stderr.lines,
         )
     )
 

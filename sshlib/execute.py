@@ -56,6 +56,35 @@ class ExecResult:
     stdout_lines: int = 0
     stderr_lines: int = 0
 
+    @classmethod
+    def captured(
+        cls,
+        stdout: Capture,
+        stderr: Capture,
+        *,
+        exit_status: int | None,
+        signal: str | None,
+        timed_out: bool,
+        cancelled: bool,
+        duration_ms: float,
+    ) -> ExecResult:
+        """The result of a command whose output ``stdout`` and ``stderr`` captured (both engines')."""
+        return cls(
+            exit_status=exit_status,
+            signal=signal,
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            stdout_bytes=stdout.total,
+            stderr_bytes=stderr.total,
+            stdout_truncated=stdout.truncated,
+            stderr_truncated=stderr.truncated,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            duration_ms=duration_ms,
+            stdout_lines=stdout.lines,
+            stderr_lines=stderr.lines,
+        )
+
 
 # Told (stdout bytes so far, stderr bytes so far) while a command runs. The one progress
 # callback type of the SSH runtime; the layers above import it from here.
@@ -373,19 +402,12 @@ def run_command(
         if feeder is not None:
             feeder.join(timeout=1.0)
 
-    stdout, stderr = output.stdout.capture, output.stderr
-    return ExecResult(
+    return ExecResult.captured(
+        output.stdout.capture,
+        output.stderr,
         exit_status=exit_status,
         signal=signal,
-        stdout=stdout.text(),
-        stderr=stderr.text(),
-        stdout_bytes=stdout.total,
-        stderr_bytes=stderr.total,
-        stdout_truncated=stdout.truncated,
-        stderr_truncated=stderr.truncated,
         timed_out=stop is _Stop.TIMED_OUT,
         cancelled=stop is _Stop.CANCELLED,
         duration_ms=(time.perf_counter() - started) * 1000.0,
-        stdout_lines=stdout.lines,
-        stderr_lines=stderr.lines,
     )
