@@ -197,13 +197,7 @@ class RunCommand:
     def run(self, call: HostCall, call_id: str) -> tuple[HostResult, Completion]:
         executed = call.execute(self.spec, call_id=call_id)
         run = executed.run
-        outcome = call.execution_outcome(executed)
-        if run.timed_out:
-            status: HostStatus = "timed_out"
-        elif run.cancelled:
-            status = "error"
-        else:
-            status = "ok" if run.exit_status == 0 else "failed"
+        status, outcome = call.ran_outcome(executed)
         error = outcome.error if run.cancelled else ""
         return HostResult(call.host.name, status, call.event_id, run, error, call.open_session_id), outcome
 

@@ -15,10 +15,10 @@ The row is written before acting and completed after, so a crash in between leav
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from django.db import connection, transaction
 
@@ -67,6 +67,7 @@ from sshcontrol.taskspec import (
     Uploaded,
     UploadSpec,
 )
+from sshlib.execute import ExecResult
 from sshlib.sessions import CLIENT_CANCEL
 
 Status = AuditEvent.Status
@@ -340,12 +341,13 @@ class HostCall:
 
     def execution_outcome(self, executed: Executed) -> Completion:
         """How the row of a command that ran is completed (a batch writes many of them at once)."""
-        run = executed.run
-        status = Status.TIMEOUT if run.timed_out else Status.INTERRUPTED if run.cancelled else Status.OK
-        return Completion.of_command(
-            run,
-            status=status,
-            error=(executed.cancel_reason or CLIENT_CANCEL) if run.cancelled else "",
+        return self.ran_outcome(executed)[1]
+
+    def ran_outcome(self, executed: Executed) -> tuple[RanStatus, Completion]:
+        """The host's status in a batch and the row's completion of a command that ran (``ran_outcome``)."""
+        return ran_outcome(
+            executed.run,
+            cancel_reason=executed.cancel_reason,
             session_id=self._session_id,
             reconnected=bool(self.details.get("reconnected")),
             details=self.details,
@@ -377,6 +379,42 @@ class HostCall:
         outcome = Completion(Status.ERROR, session_id, error=error)
         durable.complete(event_id, lambda: writer.finish(event_id, outcome), outcome=outcome)
         self.completed = True
+
+
+RanStatus = Literal["ok", "failed", "timed_out", "error"]
+
+
+def ran_outcome(
+    run: ExecResult,
+    *,
+    cancel_reason: str = "",
+    session_id: str | None,
+    reconnected: bool,
+    details: Mapping[str, Any] | None,
+) -> tuple[RanStatus, Completion]:
+    """A command that ran: its host's status in a batch and how its audit row is completed.
+
+    The one mapping for every path (a session's command, a batch's host on a session or on
+    the libssh2 engine): timed out -> timed_out / row timeout; cancelled -> error / row
+    interrupted, with why (``cancel_reason``, the client's cancellation by default); else ok
+    or failed by the exit status / row ok (the row's exit status says the rest).
+    """
+    if run.timed_out:
+        status: RanStatus = "timed_out"
+    elif run.cancelled:
+        status = "error"
+    else:
+        status = "ok" if run.exit_status == 0 else "failed"
+    row_status = Status.TIMEOUT if run.timed_out else Status.INTERRUPTED if run.cancelled else Status.OK
+    completion = Completion.of_command(
+        run,
+        status=row_status,
+        error=(cancel_reason or CLIENT_CANCEL) if run.cancelled else "",
+        session_id=session_id,
+        reconnected=reconnected,
+        details=details,
+    )
+    return status, completion
 
 
 @contextmanager
