@@ -37,13 +37,13 @@ from hosts.models import Host
 from hosts.specs import PreparedHost, build_spec, spec_source
 from sshcontrol import credentials, orphans, tasks
 from sshcontrol.dbretry import retrying
+from sshcontrol.hostcall import ran_outcome
 from sshcontrol.taskspec import CommandSpec, DispatchError, Failure
 from sshlib import c_batch
 from sshlib.c_batch import Job
 from sshlib.connect import ConnectSpec
 from sshlib.errors import HostKeyChanged, HostKeyUnknown, SeenKey, SshError
 from sshlib.execute import ExecRequest, ExecResult
-from sshlib.sessions import CLIENT_CANCEL
 
 Status = AuditEvent.Status
 
@@ -105,32 +105,33 @@ def run(
     None is yielded after every ``idle`` seconds in which no host ended.
     """
     jobs: list[Job] = []
-    readies: list[PreparedHost] = []
+    kept: list[tuple[PoolKey, Source, ConnectSpec]] = []
     waiting: list[_Prepared] = []
+    shared = None if spec.sudo else _request(spec, None)  # the same for every host
+    recording = orphans.recording()
     for index, host in enumerate(hosts):
         try:
             ready = prepared.get(host.host_id)
             if ready is None:
                 raise DispatchError(Failure.HOST_NOT_FOUND, "the host was removed")
-            job, secrets = _job(owner, ready, spec)
+            key, source, connect, request, secrets = _job(owner, ready, spec, shared)
         except DispatchError as exc:
             yield _failed(index, host, exc)
             continue
         item = _Prepared(index, host, secrets)
-        job = replace(job, on_connection=item.connected)
-        if orphans.recording():
+        if recording:
             # behind: the engine reports every host's start to this one thread, which would
             # otherwise write the rows one at a time, each host's result waiting behind them.
             item.tracker = orphans.Tracker(f"{batch_id}-engine", host.host_id, host.event_id, behind=True)
-            job = replace(job, on_started=item.tracker.started)
-        jobs.append(replace(job, cancel=cancel))
-        readies.append(ready)
+        started = item.tracker.started if item.tracker is not None else None
+        jobs.append(Job(key, connect, request, cancel, on_started=started, on_connection=item.connected))
+        kept.append((key, source, connect))
         waiting.append(item)
     if not jobs:
         return
     engine = c_batch.engine()
     engine.idle_timeout = float(settings.SESSION_IDLE_TIMEOUT)  # as an unused session's
-    specs.keep(engine, list(zip(jobs, readies, strict=True)))
+    specs.keep(engine, kept)
     for event in engine.run_events(jobs, idle):
         if event is None:
             yield None
@@ -154,6 +155,7 @@ def run(
 
 
 PoolKey = tuple[str, int]  # the engine's pool key of a host's connection: (owner, host id)
+Source = tuple[object, ...] | None  # hosts.specs.spec_source
 
 
 class _Specs:
@@ -172,21 +174,20 @@ class _Specs:
         self._kept: dict[Hashable, tuple[tuple[object, ...], ConnectSpec]] = {}
         self._listening: c_batch.BatchEngine | None = None
 
-    def spec(self, key: PoolKey, ready: PreparedHost) -> ConnectSpec:
-        """The host's spec: the one kept for ``key`` if its source is unchanged, else a new one."""
+    def spec(self, key: PoolKey, ready: PreparedHost) -> tuple[Source, ConnectSpec]:
+        """The host's source and spec: the one kept for ``key`` if its source is unchanged, else a new one."""
         source = spec_source(ready.host, ready.trusted)
         with self._lock:
             kept = self._kept.get(key)
         if source is not None and kept is not None and kept[0] == source:
-            return kept[1]
-        return build_spec(ready.host, ready.trusted)  # the one place its credential is decrypted
+            return source, kept[1]
+        return source, build_spec(ready.host, ready.trusted)  # the one place its credential is decrypted
 
-    def keep(self, engine: c_batch.BatchEngine, jobs: Sequence[tuple[Job, PreparedHost]]) -> None:
-        """Keep the specs of ``jobs``, about to be handed to ``engine``."""
+    def keep(self, engine: c_batch.BatchEngine, kept: Sequence[tuple[PoolKey, Source, ConnectSpec]]) -> None:
+        """Keep the specs of jobs about to be handed to ``engine`` (pool key, source, spec)."""
         if self._listening is not engine:
             engine.on_drop(self.dropped)
             self._listening = engine
-        kept = [(job.key, spec_source(ready.host, ready.trusted), job.spec) for job, ready in jobs]
         with self._lock:
             for key, source, connect in kept:
                 if source is not None:
@@ -210,27 +211,37 @@ class _Specs:
 specs = _Specs()
 
 
-def _job(owner: str, ready: PreparedHost, spec: CommandSpec) -> tuple[Job, tuple[str, ...]]:
-    """The host's engine job and what to redact from its output; DispatchError as the tasks raise."""
+def _job(
+    owner: str, ready: PreparedHost, spec: CommandSpec, shared: ExecRequest | None
+) -> tuple[PoolKey, Source, ConnectSpec, ExecRequest, tuple[str, ...]]:
+    """The host's pool key, spec (and its source), request and what to redact from its output.
+
+    ``shared``: the request of every host (None with sudo: each host's stdin starts with its
+    own password). Raises DispatchError as the tasks do.
+    """
     host = ready.host
     if not host.enabled:
         raise DispatchError(Failure.HOST_DISABLED, f"host '{host.name}' is disabled by an administrator")
     key: PoolKey = (owner, host.pk)
     try:
-        connect = specs.spec(key, ready)
+        source, connect = specs.spec(key, ready)
     except credentials.NoCredential as exc:
         raise DispatchError(Failure.NO_CREDENTIAL, str(exc)) from None
-    secrets = connect.secrets
+    if shared is not None:
+        return key, source, connect, shared, connect.secrets
+    # Decrypted here, where the connection is, and only for this run: first line of stdin.
+    try:
+        password = retrying(lambda: credentials.sudo_password(host.pk), "reading the sudo password")
+    except credentials.NoSudoPassword as exc:
+        raise DispatchError(Failure.NO_SUDO_PASSWORD, str(exc)) from None
+    return key, source, connect, _request(spec, password), (*connect.secrets, password)
+
+
+def _request(spec: CommandSpec, sudo_password: str | None) -> ExecRequest:
     stdin = spec.stdin.encode() if spec.stdin is not None else None
-    if spec.sudo:
-        # Decrypted here, where the connection is, and only for this run: first line of stdin.
-        try:
-            password = retrying(lambda: credentials.sudo_password(host.pk), "reading the sudo password")
-        except credentials.NoSudoPassword as exc:
-            raise DispatchError(Failure.NO_SUDO_PASSWORD, str(exc)) from None
-        stdin = password.encode() + b"\n" + (stdin or b"")
-        secrets = (*secrets, password)
-    request = ExecRequest(
+    if sudo_password is not None:
+        stdin = sudo_password.encode() + b"\n" + (stdin or b"")
+    return ExecRequest(
         command=spec.command,
         working_directory=spec.working_directory,
         timeout=spec.timeout,
@@ -238,7 +249,6 @@ def _job(owner: str, ready: PreparedHost, spec: CommandSpec) -> tuple[Job, tuple
         max_output_bytes=settings.MAX_OUTPUT_BYTES,
         sudo=spec.sudo,
     )
-    return Job(key, connect, request), secrets
 
 
 def _refusal(host: Host, exc: SshError) -> DispatchError:
@@ -255,20 +265,11 @@ def _failed(index: int, host: EngineHost, exc: DispatchError) -> Ended:
 
 
 def _ran(item: _Prepared, result: ExecResult) -> Ended:
-    """As ``RunCommand.run`` and ``HostCall.execution_outcome`` make a command's result and row."""
-    shown = replace(
-        result, stdout=redact(result.stdout, item.secrets), stderr=redact(result.stderr, item.secrets)
-    )
-    row_status = Status.TIMEOUT if shown.timed_out else Status.INTERRUPTED if shown.cancelled else Status.OK
-    error = CLIENT_CANCEL if shown.cancelled else ""
+    """As ``RunCommand.run`` makes a command's result and row (``hostcall.ran_outcome``), its output
+    redacted of the host's secrets first."""
+    stdout, stderr = redact(result.stdout, item.secrets), redact(result.stderr, item.secrets)
+    changed = stdout is not result.stdout or stderr is not result.stderr
+    shown = replace(result, stdout=stdout, stderr=stderr) if changed else result
     details = {**item.host.details, "host_key_fingerprint": item.fingerprint}
-    completion = Completion.of_command(
-        shown, status=row_status, error=error, session_id=None, reconnected=False, details=details
-    )
-    if shown.timed_out:
-        status = "timed_out"
-    elif shown.cancelled:
-        status = "error"
-    else:
-        status = "ok" if shown.exit_status == 0 else "failed"
-    return Ended(item.index, status, shown, error, completion)
+    status, completion = ran_outcome(shown, session_id=None, reconnected=False, details=details)
+    return Ended(item.index, status, shown, completion.error, completion)
