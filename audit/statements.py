@@ -198,13 +198,20 @@ class MultiInsert:
 
     def __init__(self, insert: Insert) -> None:
         self.insert = insert
+        self._sql: dict[tuple[str, int], str] = {}  # (alias, rows): a batch's chunks repeat sizes
+
+    def sql(self, connection: BaseDatabaseWrapper, rows: int) -> str:
+        sql = self._sql.get((connection.alias, rows))
+        if sql is None:
+            head, _, rest = self.insert._for(connection).sql.partition(" VALUES ")
+            group, _, tail = rest.partition(")")
+            sql = self._sql[connection.alias, rows] = f"{head} VALUES {', '.join([group + ')'] * rows)}{tail}"
+        return sql
 
     def execute(self, cursor: CursorWrapper, rows: Sequence[Sequence[Any]]) -> list[Any]:
         connection = cursor.db
         compiled = self.insert._for(connection)
-        head, _, rest = compiled.sql.partition(" VALUES ")
-        group, _, tail = rest.partition(")")
-        sql = f"{head} VALUES {', '.join([group + ')'] * len(rows))}{tail}"
+        sql = self.sql(connection, len(rows))
         params: list[Any] = []
         for values in rows:
             params += [
@@ -261,8 +268,15 @@ class UpdateMany:
 
     def __init__(self, update: Update) -> None:
         self.update = update
+        self._sql: dict[tuple[str, int], str] = {}  # (alias, rows): a batch's chunks repeat sizes
 
     def sql(self, connection: BaseDatabaseWrapper, rows: int) -> str:
+        sql = self._sql.get((connection.alias, rows))
+        if sql is None:
+            sql = self._sql[connection.alias, rows] = self._build(connection, rows)
+        return sql
+
+    def _build(self, connection: BaseDatabaseWrapper, rows: int) -> str:
         qn = connection.ops.quote_name
         update = self.update
         table = qn(update.model._meta.db_table)
