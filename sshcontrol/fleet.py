@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -559,7 +559,7 @@ class Batch:
             _postpone_refusals(rows, f"not started: {exc}")
             raise
         pairs = list(zip(ids, entries, strict=True))
-        if isinstance(self.op, RunCommand) and fleet_engine.enabled() and get_dispatcher().embedded:
+        if _on_engine(self.op):
             on_engine = [(i, e) for i, e in pairs if e.host is not None and fleet_engine.eligible(e.host)]
             if on_engine:
                 self.run_on_engine(on_engine, self.op.spec)
@@ -719,6 +719,11 @@ class _Finished:
     outcome: Completion | None  # still to write (None: written already)
 
 
+def _on_engine(op: HostOperation) -> TypeGuard[RunCommand]:
+    """Whether the batch's eligible hosts run on the libssh2 engine (``fleet_engine``)."""
+    return isinstance(op, RunCommand) and fleet_engine.enabled() and get_dispatcher().embedded
+
+
 def _prepared(entries: list[_Entry], reusable: dict[int, str]) -> dict[int, PreparedHost]:
     """The hosts of ``entries`` that will open a session here, loaded in a few queries (embedded only).
 
@@ -808,8 +813,17 @@ def run_batch(
             batch.batch_id, [e.result for e in entries if e.result is not None], False, request
         )
     runnable = [e for e in entries if not e.refusal]
-    host_ids = [e.host.pk for e in runnable if e.host is not None]
-    reusable = retrying(lambda: _reusable_sessions(caller, host_ids), "finding sessions to reuse")
+    # Hosts the engine takes use no session; without a session limit to count them against,
+    # their sessions are not looked for (a warm batch on the engine makes no such query).
+    engine = _on_engine(op) and access.limits.open_sessions is None
+    host_ids = [
+        e.host.pk for e in runnable if e.host is not None and not (engine and fleet_engine.eligible(e.host))
+    ]
+    reusable = (
+        retrying(lambda: _reusable_sessions(caller, host_ids), "finding sessions to reuse")
+        if host_ids
+        else {}
+    )
     runnable = _within_session_limit(access, runnable, reusable, caller, op, batch.batch_id)
     batch.report(0)
     stopped = batch.run_all(list(_chunks(runnable, plan.batch_size)), reusable)
