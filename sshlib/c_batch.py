@@ -827,7 +827,9 @@ class BatchEngine:
         """Put a job on its key's connection (opening one if needed)."""
         job = run.job
         conn = self._pool.get(job.key)
-        if conn is not None and (conn.spec != job.spec or conn.state in ("dead", "failed")):
+        if conn is not None and (
+            (conn.spec is not job.spec and conn.spec != job.spec) or conn.state in ("dead", "failed")
+        ):
             self._drop(job.key)
             conn = None
         if conn is not None and conn.state == "ready" and not conn.runs and conn.peer_closed():
