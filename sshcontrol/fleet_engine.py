@@ -9,10 +9,11 @@ batch completes the rows in groups, counts failures and reports progress as for 
 What stays as on the paramiko path: the hosts and their trusted keys are read when the chunk
 starts (``hosts.specs.prepare``; a key changed or revoked before refuses the host), the
 credential (and a sudo password) is decrypted here, where the connection is made, and only
-for it; a refused host key is stored pending and the row says what ``ssh_execute`` would
-(``tasks.host_key_refusal``); the output is redacted of the host's secrets; each running
-command's process group is recorded (``orphans.Tracker``) so a survivor can kill it; the
-batch's cancellation kills the remote process groups.
+for it (the spec built with it is kept while its pooled connection lives and the host's
+``spec_source`` is unchanged: ``_Specs``); a refused host key is stored pending and the row
+says what ``ssh_execute`` would (``tasks.host_key_refusal``); the output is redacted of the
+host's secrets; each running command's process group is recorded (``orphans.Tracker``) so a
+survivor can kill it; the batch's cancellation kills the remote process groups.
 
 What differs: the engine's connections are not sessions. No ``SshSession`` row is written,
 the result and the row carry no session id, and ``ssh_execute`` cannot reuse them; they are
