@@ -25,6 +25,7 @@ from sshlib import ciphers
 from sshlib.connect import Connection, open_connection
 from sshlib.errors import ConnectionLost, RemoteFileError, SshError
 from sshlib.transfer import download, upload
+from tests.polling import wait_until
 from tests.ssh.conftest import password_spec, sh
 from tests.sshd import SshServer
 
@@ -315,3 +316,74 @@ def test_the_receive_buffer_hands_out_bytes_in_order_across_packets() -> None:
     assert bytes(taken) + rest == whole and len(buffer) == 0 and buffer.peek() == b""
     buffer.append(packets[0])
     assert buffer.peek(100) is packets[0]  # a whole packet is handed out as it came, not copied
+
+
+def test_a_channel_read_waits_for_the_whole_message_not_its_first_packet() -> None:
+    # OpenSSH sends a 255 KiB answer as 32 KiB packets: the SFTP thread gets it in one piece,
+    # woken once, not once per packet with paramiko's `out +=` gathering the pieces.
+    from sshlib.transfer import _ReceiveBuffer
+
+    pipe = _ReceiveBuffer()
+    message = os.urandom(8 * 32768)
+    woken = []
+    real_notify = pipe._cv.notify_all
+
+    def notify_all() -> None:
+        woken.append(len(pipe._buffer))  # under the pipe's lock (len(pipe) would take it again)
+        real_notify()
+
+    pipe._cv.notify_all = notify_all  # type: ignore[method-assign]  # a spy on the wake-ups
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read(len(message))))
+    reader.start()
+    wait_until(lambda: pipe._wanted == len(message), message="the reader waits")
+    for start in range(0, len(message), 32768):
+        pipe.feed(message[start : start + 32768])
+    reader.join(10)
+    assert got == [message]
+    assert woken == [len(message)]  # the reader was woken once, when all of it was there
+
+
+def test_a_channel_read_with_a_timeout_returns_what_came_or_times_out() -> None:
+    from paramiko.buffered_pipe import PipeTimeout
+
+    from sshlib.transfer import _ReceiveBuffer
+
+    pipe = _ReceiveBuffer()
+    with pytest.raises(PipeTimeout):
+        pipe.read(100, timeout=0.01)
+    pipe.feed(b"abc")
+    assert pipe.read(100, timeout=0.01) == b"abc"  # part of what was asked, once the time is up
+    pipe.feed(b"de")
+    pipe.close()
+    assert pipe.read(100) == b"de" and pipe.read(100) == b""  # a closed pipe: what is left, then EOF
+
+
+def test_the_window_is_given_back_per_half_window_not_per_answer(
+    connection: Connection, remote_dir: str, tmp_path: Path
+) -> None:
+    # Each WINDOW_ADJUST is a packet both ends encrypt and handle: paramiko sent one per 205 KiB
+    # read (a tenth of the window), one per SFTP answer besides its request.
+    from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
+
+    from sshlib.transfer import _WINDOW
+
+    size = 16 * MIB
+    sh(connection, f"head -c {size} /dev/urandom > {remote_dir}/f.bin")
+    # paramiko's sending method, not in its type stubs: the transport is used as Any.
+    transport: Any = connection.client.get_transport()
+    adjusts = []
+    real_send = transport._send_user_message
+
+    def send(data: Any) -> None:
+        if data.asbytes()[:1] == cMSG_CHANNEL_WINDOW_ADJUST:
+            adjusts.append(data)
+        real_send(data)
+
+    transport._send_user_message = send  # a spy on what is sent
+    try:
+        done = download(connection.client, f"{remote_dir}/f.bin", FileSink(tmp_path / "f.bin"))
+    finally:
+        del transport._send_user_message
+    assert done.size == size
+    assert 0 < len(adjusts) <= size // (_WINDOW // 2) + 1
