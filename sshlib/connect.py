@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from paramiko.ssh_exception import IncompatiblePeer
 
-from sshlib import ciphers
+from sshlib import ciphers, packet_reads
 from sshlib.errors import (
     AuthenticationFailed,
     ConnectFailed,
@@ -386,9 +386,11 @@ def _connect_one(spec: ConnectSpec, via: Connection | None, is_hop: bool) -> Con
 
 
 def _transport(sock: Any, disabled_algorithms: dict[str, list[str]] | None = None) -> QuietTransport:
-    """A session's transport: quiet while idle (sshlib/quiet.py), fast ciphers first (sshlib/ciphers.py)."""
+    """A session's transport: quiet while idle (sshlib/quiet.py), fast ciphers first (sshlib/ciphers.py),
+    socket reads that take what is waiting (sshlib/packet_reads.py)."""
     made = QuietTransport(sock, disabled_algorithms=disabled_algorithms)
     ciphers.prefer_fast(made)
+    packet_reads.install(made)
     return made
 
 
