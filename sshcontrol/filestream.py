@@ -89,7 +89,8 @@ class _Carrier(Protocol):
     def send(self, frame: bytes | memoryview) -> None:
         """Queue ``frame`` for the other end (it may still be on its way: see ``flush``)."""
 
-    def receive(self, timeout: float) -> bytes | bytearray | None: ...
+    def receive(self, timeout: float) -> bytes | bytearray | memoryview | None:
+        """The next frame, or None after ``timeout``; valid until the next ``receive``."""
 
     def flush(self) -> None:
         """Return once every frame sent is stored by the broker (raise if one was refused)."""
@@ -103,11 +104,13 @@ QUEUE_TTL_SECONDS = 600
 
 
 # The replies of a stream's Redis connection are read into one buffer of this size, reused
-# for its whole life; a frame larger than what is left of it is received straight into its own
-# bytearray. redis-py's reader took a 1 MiB frame through a BytesIO that grew and shrank, socket
-# reads of up to 2 MiB each allocated whole, and three copies: the churn of blocks of varying
-# sizes left 12 MiB in glibc's arenas after mcp_serve's first download (docs/benchmarks.md,
-# "Memory of the first transfer"); here a frame costs one block of its size, reused by the next.
+# for its whole life; a frame larger than it is received straight into one block kept for the
+# next frame (the receiver is done with a frame when it asks for the next one). redis-py's
+# reader took a 1 MiB frame through a BytesIO that grew and shrank, socket reads of up to 2 MiB
+# each allocated whole, and three copies: the churn of blocks of varying sizes left 12 MiB in
+# glibc's arenas after mcp_serve's first download (docs/benchmarks.md, "Memory of the first
+# transfer"). A new zero-filled block per frame, and the copy the receiver handed out, were 10%
+# of mcp_serve's CPU in a distributed download (perf, docs/benchmarks.md "Session 10").
 _READ_BUFFER = 256 << 10
 
 
@@ -118,6 +121,7 @@ class _Replies:
         self.sock = sock
         self.buffer = bytearray(_READ_BUFFER)
         self.start = self.end = 0  # the unread bytes are buffer[start:end]
+        self.large = bytearray()  # the last reply larger than the buffer (a frame), reused
 
     def _more(self) -> None:
         if self.start == self.end:
@@ -152,9 +156,21 @@ class _Replies:
                 raise _malformed("a reply line longer than the read buffer")
             self._more()
 
-    def _bulk(self, size: int) -> bytearray:
+    def _bulk(self, size: int) -> bytearray | memoryview:
+        if size > len(self.buffer):
+            # A frame: received into the block the previous one used (its consumer is done
+            # with it before it asks for the next), not a new zero-filled one each time.
+            if len(self.large) < size:
+                self.large = bytearray(size)
+            view = memoryview(self.large)[:size]
+            self._fill(view)
+            return view
         out = bytearray(size)
-        view = memoryview(out)
+        self._fill(memoryview(out))
+        return out
+
+    def _fill(self, view: memoryview) -> None:
+        size = len(view)
         have = min(size, self.end - self.start)
         view[:have] = memoryview(self.buffer)[self.start : self.start + have]
         self.start += have
@@ -162,7 +178,6 @@ class _Replies:
             have += self._recv(view[have:])
         if self._line():
             raise _malformed("a bulk reply longer than announced")
-        return out
 
     def read(self) -> Any:
         """The next reply: None, int, bytes(array) or a list of them; an error reply is raised."""
@@ -228,12 +243,12 @@ class _RedisCarrier:
             self.owed -= 1
             self.replies.read()
 
-    def receive(self, timeout: float) -> bytearray | None:
+    def receive(self, timeout: float) -> bytearray | memoryview | None:
         # BLPOP takes whole seconds on old servers; sub-second values need Redis 6.
         self.connection.send_command("BLPOP", self.inbox, max(timeout, 0.01), check_health=False)
         self.flush()
         got = self.replies.read()
-        return None if got is None else cast(bytearray, got[1])
+        return None if got is None else cast("bytearray | memoryview", got[1])
 
     def close(self) -> None:
         # Replies left unread make the connection unfit for anyone else: never back to a pool.
@@ -402,7 +417,7 @@ class _End:
         self.size = 0
         self.closed = False
 
-    def _next(self, waiting_for: str) -> bytes | bytearray:
+    def _next(self, waiting_for: str) -> bytes | bytearray | memoryview:
         """The next frame from the other end; StreamBroken after a stall or a cancel."""
         deadline = time.monotonic() + self.stall
         while True:
@@ -417,7 +432,7 @@ class _End:
             frame = self.carrier.receive(min(_POLL_SECONDS, left))
             if frame is not None:
                 if frame[:1] == _ABORT:
-                    raise StreamBroken(frame[1:].decode("utf-8", "replace"))
+                    raise StreamBroken(bytes(frame[1:]).decode("utf-8", "replace"))
                 return frame
 
     def abort(self, reason: str) -> None:
@@ -512,12 +527,14 @@ class Receiver(_End):
         self.sent_sha256 = ""
 
     def read(self, n: int = -1) -> bytes:
+        return self.read_view(n).tobytes()
+
+    def read_view(self, n: int = -1) -> memoryview:
+        """Like ``read``, without a copy: the bytes are valid only until the next read."""
         if not self.pending and not self.ended:
             self._fill()
-        if not self.pending:
-            return b""
         size = len(self.pending) if n is None or n < 0 else n
-        out = self.pending[:size].tobytes()
+        out = self.pending[:size]
         self.pending = self.pending[size:]
         return out
 
@@ -537,7 +554,7 @@ class Receiver(_End):
             self.pending = chunk
             return
         if frame[:1] == _END:
-            sent = json.loads(frame[1:])
+            sent = json.loads(bytes(frame[1:]))
             got = self.check.hexdigest()
             if sent.get("size") != self.size or sent.get("xxh3_128") != got:
                 raise StreamBroken(

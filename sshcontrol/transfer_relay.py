@@ -127,7 +127,8 @@ def download(spec: DownloadSpec, run: Callable[[DownloadSpec], Downloaded]) -> D
                 end = filestream.Receiver(stream_id, cancel)
                 try:
                     with dest.writer() as out:
-                        while chunk := end.read(filestream.CHUNK):
+                        # Written before the next read reuses the frame's block.
+                        while chunk := end.read_view(filestream.CHUNK):
                             out.write(chunk)
                     received.append(end.sha256)
                 except (OSError, filestream.StreamBroken) as exc:

@@ -205,3 +205,23 @@ def test_the_reply_reader_takes_every_kind_of_reply_in_any_pieces() -> None:
         theirs.close()
         with pytest.raises(redis.ConnectionError, match="closed the connection"):  # not an OSError
             replies.read()
+
+
+def test_the_reply_reader_receives_every_frame_into_one_block() -> None:
+    # Not a new zero-filled block per frame: the receiver is done with one when it asks for the next.
+    import socket
+
+    frames = [os.urandom(filestream._READ_BUFFER + n) for n in (10, 10, 3)]
+    wire = b"".join(b"$%d\r\n" % len(frame) + frame + b"\r\n" for frame in frames)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        writer = threading.Thread(target=theirs.sendall, args=(wire,))
+        writer.start()
+        replies = filestream._Replies(ours)
+        blocks = set()
+        for frame in frames:
+            got = replies.read()
+            assert got == frame
+            blocks.add(id(got.obj))
+        writer.join()
+    assert len(blocks) == 1
