@@ -59,8 +59,9 @@ _WINDOW = 2 << 20
 # twice the window, so the server always has the next answer ready.
 _IN_FLIGHT = 16
 # The most a channel read waits to have whole (``_ReceiveBuffer``): an SFTP message (OpenSSH's
-# are at most 256 KiB), far below the window, so the server can always send the rest.
-_WHOLE_READ = 1 << 20
+# are at most 256 KiB). While it waits, the server may still send the window less what is
+# buffered (< this) and what was read but not given back yet (<= half the window): 512 KiB.
+_WHOLE_READ = 512 << 10
 
 
 @dataclass
