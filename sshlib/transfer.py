@@ -6,8 +6,8 @@ temporary file next to the target and are renamed into place, so readers never s
 file and a failed transfer leaves nothing behind.
 
 Speed (bench/transfer.py, docs/benchmarks.md "Transfers"): with OpenSSH, reads and writes of
-255 KiB (eight times paramiko's 32 KiB) and channel packets up to 256 KiB this way, so the
-Python work per byte (a packet, a message, an answer) is an eighth; downloads keep a fixed
+255 KiB (eight times paramiko's 32 KiB), so the Python work per byte for messages and answers
+is an eighth (channel packets stay 32 KiB: see ``_MAX_PACKET``); downloads keep a fixed
 number of reads in flight from the reading thread itself (sshlib/sftp_reads.py; paramiko's
 prefetch thread has a race that held up to the whole file in memory). The SFTP channel's
 receive buffer is a queue of the packets received (paramiko's ``array`` moves everything it
@@ -50,9 +50,11 @@ _REQUEST_OVERHEAD = 64 + 64
 _OPENSSH_REQUEST = (256 << 10) - 1024
 _PORTABLE_REQUEST = 32768
 # What this side offers the server for the SFTP channel: packets up to the SSH maximum of 256
-# KiB (OpenSSH then sends each read's answer in one packet instead of eight), and paramiko's
-# 2 MiB window, which bounds what the channel holds in this process. Measured (1 GiB, under
-# load): a 4 MiB window was no faster and peaked 12-14 MiB above the start; 2 MiB stays flat.
+# KiB (OpenSSH's sshd still reads sftp-server's output 32 KiB at a time and sends a 255 KiB
+# answer as 32 KiB packets: counted in session 10; ``_ReceiveBuffer`` hands the answer out
+# whole), and paramiko's 2 MiB window, which bounds what the channel holds in this process.
+# Measured (1 GiB, under load): a 4 MiB window was no faster and peaked 12-14 MiB above the
+# start; 2 MiB stays flat.
 _MAX_PACKET = 256 << 10
 _WINDOW = 2 << 20
 # Read requests outstanding at most in a download (sshlib/sftp_reads.py): 4 MiB asked for,
