@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from django.db import connection
+from django.db import connection, connections
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def database_url() -> str:
@@ -29,3 +35,23 @@ def raw_sqlite_bytes(name: str) -> bytes:
     """
     files = [str(p) for p in sorted(Path(name).parent.glob(Path(name).name + "*"))]
     return subprocess.run(["cat", *files], capture_output=True, check=True).stdout
+
+
+def closing_connections(fn: Callable[P, T]) -> Callable[P, T]:
+    """``fn``, then the database connections of the thread it ran in closed: for work a test
+    runs in a thread of its own (``threading.Thread``, ``anyio.to_thread.run_sync``).
+
+    Django opens a connection per thread and nothing closes it when the thread ends: it stays
+    open until the garbage collector happens to free it, and PostgreSQL refuses to drop the
+    test database while it is (pytest-django's "database ... is being accessed by other users"
+    at the very end of a run, now and then).
+    """
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return run

@@ -20,6 +20,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from hosts import approvals
 from hosts.models import ApprovalRequest
+from tests.database import closing_connections
 from tests.mcp.conftest import McpHarness
 
 AsClient = Callable[..., McpHarness]
@@ -92,6 +93,7 @@ def test_it_runs_an_approved_request_once(agent: McpHarness) -> None:
 def test_it_runs_the_command_when_approval_comes_during_the_wait(agent: McpHarness, settings) -> None:
     settings.APPROVAL_WAIT_SECONDS = 20
 
+    @closing_connections
     def approve_when_asked() -> None:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from hosts import approvals
 from hosts.models import ApprovalRequest, CommandRule, Host
+from tests.database import closing_connections
 from tests.mcp.conftest import McpHarness
 from tests.polling import wait_until
 
@@ -44,6 +45,7 @@ def statuses(result: dict[str, Any]) -> dict[str, str]:
 def decide_when_asked(approve: bool, comment: str = "") -> threading.Thread:
     """Decide the batch's request as admin bob once it is pending, from another thread."""
 
+    @closing_connections
     def decide() -> None:
         pk = wait_until(
             lambda: ApprovalRequest.objects.filter(state="pending").values_list("pk", flat=True).first(),

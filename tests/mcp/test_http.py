@@ -31,6 +31,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from hosts.clients import IssuedToken, create_client, revoke
 from hosts.models import Grant, Host
+from tests.database import closing_connections
 from tests.server_process import launch, server_env
 from tests.sshd import free_port
 
@@ -220,7 +221,7 @@ def test_a_revoked_token_is_refused_on_its_next_request(
     async def scenario() -> None:
         async with mcp_client(server, issued.token, mode) as client:
             outcome["before"] = await list_hosts(client)
-            await anyio.to_thread.run_sync(revoke, issued.client)
+            await anyio.to_thread.run_sync(closing_connections(revoke), issued.client)
             # The open session does not outlive its token: the very next request is refused.
             refused = await anyio.to_thread.run_sync(lambda: post(server, **bearer(issued.token)))
             outcome["raw"] = refused.status_code

@@ -20,6 +20,7 @@ from sshcontrol.models import SshSession
 from sshcontrol.targets import resolve
 from sshcontrol.taskspec import Owner
 from sshlib.sessions import registry
+from tests.database import closing_connections
 from tests.server_process import server_env
 
 CHANGELIST = "admin:sshcontrol_sshsession_changelist"
@@ -153,7 +154,9 @@ def test_a_real_mcp_server_refuses_a_session_the_admin_terminated(admin_client, 
             session_id = _ok(await mcp.call_tool("ssh_connect", {"host": "box"}))["session_id"]
             _ok(await mcp.call_tool("ssh_execute", {"session_id": session_id, "command": "true"}))
             outcome["session_id"] = session_id
-            outcome["response"] = await anyio.to_thread.run_sync(terminate, admin_client, session_id)
+            outcome["response"] = await anyio.to_thread.run_sync(
+                closing_connections(terminate), admin_client, session_id
+            )
             refused = await mcp.call_tool("ssh_execute", {"session_id": session_id, "command": "true"})
             outcome["refused"] = refused
 
