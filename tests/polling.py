@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from tests.database import closing_connections
+
 T = TypeVar("T")
 
 INTERVAL = 0.05
@@ -30,8 +32,13 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
 
 
 async def eventually(predicate: Callable[[], T], timeout: float = 10.0, message: str = "") -> T:
-    """``wait_until`` for async tests: the predicate runs in a thread (it may use the ORM or pgrep)."""
-    return await until(lambda: asyncio.to_thread(predicate), timeout, message or repr(predicate))
+    """``wait_until`` for async tests: the predicate runs in a thread (it may use the ORM or pgrep).
+
+    That thread's database connection is closed after each check: the event loop's threads end
+    with it, and a connection left in one would keep the test database busy (tests/database.py).
+    """
+    check = closing_connections(predicate)
+    return await until(lambda: asyncio.to_thread(check), timeout, message or repr(predicate))
 
 
 async def until(check: Callable[[], Awaitable[T]], timeout: float = 10.0, message: str = "") -> T:

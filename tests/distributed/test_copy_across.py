@@ -20,6 +20,7 @@ from mcp import Client
 
 from audit.models import AuditEvent
 from sshcontrol.localfiles import local_root
+from tests.database import closing_connections
 from tests.distributed.conftest import WorkerPool
 from tests.distributed.test_transfers_across import (
     error_text,
@@ -56,10 +57,10 @@ def files_below(root: Path) -> set[str]:
 async def on_two_workers(client: Client) -> tuple[str, str]:
     """A session of host 'ca' and one of host 'cb' held by different workers."""
     source = (await ok(client, "ssh_connect", host="ca"))["session_id"]
-    first = await asyncio.to_thread(worker_of, source)
+    first = await asyncio.to_thread(closing_connections(worker_of), source)
     for _ in range(4):  # the router gives a new session to the worker holding fewest
         dest = (await ok(client, "ssh_connect", host="cb"))["session_id"]
-        if await asyncio.to_thread(worker_of, dest) != first:
+        if await asyncio.to_thread(closing_connections(worker_of), dest) != first:
             return source, dest
     raise AssertionError("no session of cb landed on the other worker")
 
@@ -150,7 +151,7 @@ def test_a_source_worker_killed_mid_copy_leaves_no_file_at_the_destination(
             }
             running = asyncio.create_task(client.call_tool("ssh_copy", arguments))
             await eventually(partial(partial_temp, remote_dir, "dst", 8 * MIB), 60, "a partial file")
-            workers.kill(await asyncio.to_thread(worker_of, source))
+            workers.kill(await asyncio.to_thread(closing_connections(worker_of), source))
             return error_text(await running)
 
     try:

@@ -15,6 +15,7 @@ from mcp import Client
 
 from audit.models import AuditEvent
 from sshcontrol.models import Job, RemoteCommand
+from tests.database import closing_connections
 from tests.distributed.conftest import WorkerPool
 from tests.distributed.test_workers import ok, run
 from tests.polling import eventually, until, wait_until
@@ -83,7 +84,9 @@ def test_a_killed_worker_leaves_its_job_lost_and_its_command_killed(
             15,
             "its process group recorded",
         )
-        holder = await asyncio.to_thread(lambda: Job.objects.get(job_id=started["job_id"]).holder)
+        holder = await asyncio.to_thread(
+            closing_connections(lambda: Job.objects.get(job_id=started["job_id"]).holder)
+        )
         workers.kill(holder, signal.SIGKILL)
         await eventually(
             lambda: Job.objects.filter(job_id=started["job_id"], state="lost").exists(), 60, "the job is lost"

@@ -29,6 +29,7 @@ from sshcontrol.holders import live_workers
 from sshcontrol.localfiles import local_root
 from sshcontrol.models import SshSession
 from tests.celery_worker import worker_command
+from tests.database import closing_connections
 from tests.distributed.conftest import REPO, WorkerPool, service_env
 from tests.polling import eventually, wait_until
 from tests.sshd import SshServer
@@ -145,7 +146,10 @@ def test_it_streams_files_between_mcp_serve_and_a_worker_with_its_own_directory(
             await call(
                 client, "ssh_upload_file", local_path="across/small.bin", remote_path=f"{remote_dir}/warm"
             )
-            serve, worker = mcp_serve_pid(), await asyncio.to_thread(holder_pid, workers, session)
+            serve, worker = (
+                mcp_serve_pid(),
+                await asyncio.to_thread(closing_connections(holder_pid), workers, session),
+            )
             before = {"serve": status(serve, "VmRSS"), "worker": status(worker, "VmRSS")}
             for name, sha, size in (("small", small_sha, MIB), ("big", big_sha, 200 * MIB)):
                 up = await call(
@@ -245,7 +249,7 @@ def test_a_worker_killed_mid_transfer_gives_a_clear_error_and_no_partial_file(
                 ),
             ):
                 session = (await call(client, "ssh_connect"))["session_id"]
-                node = await asyncio.to_thread(worker_of, session)
+                node = await asyncio.to_thread(closing_connections(worker_of), session)
                 running = asyncio.create_task(client.call_tool(tool, {"session_id": session, **args}))
                 await eventually(partial(partial_temp, directory, name, 8 * MIB), 60, "a partial file")
                 workers.kill(node)

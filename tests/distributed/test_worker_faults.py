@@ -29,6 +29,7 @@ from mcp.types import CallToolResult
 from audit.models import AuditEvent
 from sshcontrol.holders import live_workers
 from sshcontrol.models import RemoteCommand, SshSession, WorkerHeartbeat
+from tests.database import closing_connections
 from tests.distributed.conftest import WorkerPool, reachable
 from tests.distributed.test_workers import ok, run
 from tests.polling import eventually, wait_until
@@ -46,7 +47,9 @@ def test_it_kills_the_command_a_killed_worker_left_running(
 
     async def body(client: Client) -> tuple[CallToolResult, str]:
         session_id = (await ok(client, "ssh_connect", host="h"))["session_id"]
-        holder = await asyncio.to_thread(lambda: SshSession.objects.get(session_id=session_id).worker)
+        holder = await asyncio.to_thread(
+            closing_connections(lambda: SshSession.objects.get(session_id=session_id).worker)
+        )
         call = asyncio.create_task(
             client.call_tool(
                 "ssh_execute", {"session_id": session_id, "command": "sleep 301", "timeout": 600}
@@ -82,7 +85,9 @@ def test_it_reports_a_command_cancelled_by_a_stopping_worker_and_reopens_its_ses
 
     async def body(client: Client) -> tuple[CallToolResult, dict[str, Any], str]:
         session_id = (await ok(client, "ssh_connect", host="h"))["session_id"]
-        holder = await asyncio.to_thread(lambda: SshSession.objects.get(session_id=session_id).worker)
+        holder = await asyncio.to_thread(
+            closing_connections(lambda: SshSession.objects.get(session_id=session_id).worker)
+        )
         call = asyncio.create_task(
             client.call_tool(
                 "ssh_execute", {"session_id": session_id, "command": "sleep 302", "timeout": 600}

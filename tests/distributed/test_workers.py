@@ -16,6 +16,7 @@ from mcp.types import CallToolResult
 
 from audit.models import AuditEvent
 from sshcontrol.models import SshSession
+from tests.database import closing_connections
 from tests.distributed.conftest import REPO, WorkerPool, service_env
 from tests.polling import eventually
 from tests.sshd import SshServer, free_port
@@ -83,7 +84,9 @@ def test_it_survives_a_killed_worker(workers: WorkerPool, make_host, sshd: SshSe
     async def body(client: Client) -> tuple[dict[str, Any], dict[str, Any], str]:
         opened = await ok(client, "ssh_connect", host="h")
         session_id = opened["session_id"]
-        holder = await asyncio.to_thread(lambda: SshSession.objects.get(session_id=session_id).worker)
+        holder = await asyncio.to_thread(
+            closing_connections(lambda: SshSession.objects.get(session_id=session_id).worker)
+        )
         long_call = asyncio.create_task(
             client.call_tool("ssh_execute", {"session_id": session_id, "command": "sleep 45", "timeout": 120})
         )
