@@ -39,7 +39,9 @@ def django_db_setup(django_db_setup: None) -> Iterator[None]:
     """pytest-django's test databases; before they are dropped, call threads let go of them.
 
     Call threads keep their connections between calls; PostgreSQL refuses to drop a database
-    with sessions open, which left ``test_<name>`` behind with a teardown warning.
+    with sessions open, which left ``test_<name>`` behind with a teardown warning. A thread a
+    test starts itself closes its own (``tests.database.closing_connections``): once it has
+    ended, only the garbage collector would.
     """
     yield
     from sshcontrol.mcp.threads import close_thread_connections

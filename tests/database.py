@@ -1,4 +1,5 @@
-"""The test database as a URL, for the processes a test starts (mcp_serve, workers)."""
+"""The test database as a URL, for the processes a test starts (mcp_serve, workers); closing
+the connections of the threads a test starts."""
 
 from __future__ import annotations
 
