@@ -196,10 +196,11 @@ class RunCommand:
 
     def run(self, call: HostCall, call_id: str) -> tuple[HostResult, Completion]:
         executed = call.execute(self.spec, call_id=call_id)
-        run = executed.run
-        status, outcome = call.ran_outcome(executed)
-        error = outcome.error if run.cancelled else ""
-        return HostResult(call.host.name, status, call.event_id, run, error, call.open_session_id), outcome
+        status, outcome = call.ran_outcome(executed)  # its error is set for a cancelled run only
+        result = HostResult(
+            call.host.name, status, call.event_id, executed.run, outcome.error, call.open_session_id
+        )
+        return result, outcome
 
 
 @dataclass

@@ -337,11 +337,7 @@ class HostCall:
 
     def complete_execution(self, executed: Executed) -> int:
         """Complete the row of a command that ran, from what the holder returned."""
-        return self._complete(self.execution_outcome(executed), command_ran=True)
-
-    def execution_outcome(self, executed: Executed) -> Completion:
-        """How the row of a command that ran is completed (a batch writes many of them at once)."""
-        return self.ran_outcome(executed)[1]
+        return self._complete(self.ran_outcome(executed)[1], command_ran=True)
 
     def ran_outcome(self, executed: Executed) -> tuple[RanStatus, Completion]:
         """The host's status in a batch and the row's completion of a command that ran (``ran_outcome``)."""
