@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from sshlib.packet_reads import Packetizer
+from tests.polling import wait_until
 
 
 class CountingSocket(socket.socket):
@@ -40,11 +41,24 @@ def test_pieces_of_several_packets_waiting_are_read_at_once(pair: Pair) -> None:
     theirs.sendall(b"".join(pieces))
     packets = Packetizer(ours)
     wait_for = sum(map(len, pieces))
-    while len(ours.recv(wait_for, socket.MSG_PEEK)) < wait_for:
-        pass  # everything is in the socket before the first read
+    # Everything is in the socket before the first read.
+    wait_until(lambda: len(ours.recv(wait_for, socket.MSG_PEEK)) >= wait_for, 10, "the pieces arrived")
     ours.reads = 0
     assert [packets.read_all(len(p)) for p in pieces] == pieces
     assert ours.reads == 1
+
+
+def test_a_connection_whose_bytes_were_all_handed_out_keeps_no_read_ahead(pair: Pair) -> None:
+    # The module's promise for thousands of idle sessions: nothing read ahead is kept once taken.
+    ours, theirs = pair
+    pieces = [os.urandom(n) for n in (16, 32752, 16, 2000)]
+    theirs.sendall(b"".join(pieces))
+    packets = Packetizer(ours)
+    wait_for = sum(map(len, pieces))
+    wait_until(lambda: len(ours.recv(wait_for, socket.MSG_PEEK)) >= wait_for, 10, "the pieces arrived")
+    assert [packets.read_all(len(p)) for p in pieces] == pieces
+    ahead = packets._ahead
+    assert ahead is not None and ahead.size() == 0 and len(ahead.data) == 0
 
 
 def test_a_piece_that_arrives_in_parts_is_handed_out_whole(pair: Pair) -> None:
